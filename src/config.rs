@@ -1,0 +1,744 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Configuration: the TOML file's serde structs (`deny_unknown_fields` throughout), parsing of
+//! endpoints, Flink-style durations, socket modes and model URIs, and the checks that need more
+//! than one key. Runs on the main thread before anything starts; every error names the key it
+//! is about and maps to exit code 2.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The longest path a Unix socket address can hold (`sun_path` is 108 bytes with its NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+/// The longest grace period accepted: long enough for any drain, short enough to catch typos.
+const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// A configuration that cannot be used; exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// The TOML is malformed, or a key is unknown, missing or of the wrong type or value.
+    #[error("config file {}: `{key}`: {message}", path.display())]
+    Key { path: PathBuf, key: String, message: String },
+}
+
+/// The whole file: everything lives under the `[sidecar]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    sidecar: Config,
+}
+
+/// The validated configuration of one sidecar process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub rpc: RpcConfig,
+    pub model: ModelConfig,
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub gpu: GpuConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[sidecar.rpc]`: where the gRPC server listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RpcConfig {
+    pub endpoint: Endpoint,
+    /// Permissions of the socket file; only for `unix:` endpoints. Default 0660.
+    socket_mode: Option<SocketMode>,
+}
+
+impl RpcConfig {
+    /// The permissions to give the socket file of a `unix:` endpoint.
+    pub fn socket_mode(&self) -> u32 {
+        self.socket_mode.map_or(DEFAULT_SOCKET_MODE, |m| m.0)
+    }
+}
+
+/// `[sidecar.model]`: the model loaded at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub uri: ModelUri,
+}
+
+/// `[sidecar.health]`: the HTTP health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_health_host")]
+    pub host: IpAddr,
+    /// 0 picks a free port; the bound address is logged.
+    pub port: u16,
+}
+
+fn default_health_host() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+/// `[sidecar.shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ShutdownConfig {
+    /// How long in-flight calls may run after SIGTERM before they are cancelled.
+    #[serde(default)]
+    pub grace_period: GracePeriod,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period: GracePeriod(DEFAULT_GRACE_PERIOD),
+        }
+    }
+}
+
+/// `[sidecar.gpu]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    #[serde(default)]
+    pub mode: GpuMode,
+    /// The CUDA device ordinal (as the driver numbers them after `CUDA_VISIBLE_DEVICES`).
+    #[serde(default)]
+    pub device: DeviceOrdinal,
+}
+
+/// Whether the sidecar uses a GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuMode {
+    /// Use a GPU when a driver and the device are there, else run on the host and say so.
+    #[default]
+    Auto,
+    /// Refuse to start without a GPU.
+    Required,
+    /// Never touch CUDA.
+    Off,
+}
+
+impl fmt::Display for GpuMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GpuMode::Auto => "auto",
+            GpuMode::Required => "required",
+            GpuMode::Off => "off",
+        })
+    }
+}
+
+/// `[sidecar.log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+/// The most verbose level that is logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<LogLevel> for log::LevelFilter {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// Where the gRPC server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Endpoint {
+    /// A Unix domain socket at this absolute path.
+    Unix(PathBuf),
+    /// A TCP address: an IPv4 address, a bracketed IPv6 address or a host name, and a port.
+    Tcp { host: String, port: u16 },
+}
+
+impl Endpoint {
+    /// The address in the form gRPC core binds and connects to.
+    pub fn grpc_address(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    /// Parses `unix:/abs/path`, `unix:///abs/path` or `host:port`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("unix:") {
+            return parse_unix_endpoint(s, rest);
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "unsupported endpoint {s:?}: use unix:/abs/path.sock or host:port"
+            ));
+        }
+        parse_tcp_endpoint(s)
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+fn parse_unix_endpoint(full: &str, rest: &str) -> Result<Endpoint, String> {
+    // `unix:///abs` is the URI form of `unix:/abs`; `unix://host/...` is not a local socket.
+    let path = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(_) => {
+            return Err(format!(
+                "invalid endpoint {full:?}: a unix endpoint is unix:/abs/path or unix:///abs/path"
+            ))
+        }
+        None => rest,
+    };
+    if path.is_empty() {
+        return Err(format!("invalid endpoint {full:?}: the socket path is empty"));
+    }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path must be absolute"
+        ));
+    }
+    if path.ends_with('/') {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path names a folder, not a file"
+        ));
+    }
+    if path.len() > MAX_UNIX_SOCKET_PATH {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path is {} bytes, more than the {} a Unix socket address holds",
+            path.len(),
+            MAX_UNIX_SOCKET_PATH
+        ));
+    }
+    if path.contains('\0') {
+        return Err(format!("invalid endpoint {full:?}: the socket path contains a NUL byte"));
+    }
+    Ok(Endpoint::Unix(PathBuf::from(path)))
+}
+
+fn parse_tcp_endpoint(s: &str) -> Result<Endpoint, String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("invalid endpoint {s:?}: missing ']' after the IPv6 address"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("invalid endpoint {s:?}: {host:?} is not an IPv6 address"));
+        }
+        let port = after.strip_prefix(':').ok_or_else(|| {
+            format!("invalid endpoint {s:?}: expected host:port (e.g. [::1]:50051)")
+        })?;
+        (host, port)
+    } else {
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+            format!("invalid endpoint {s:?}: expected unix:/abs/path.sock or host:port")
+        })?;
+        if host.contains(':') {
+            return Err(format!(
+                "invalid endpoint {s:?}: write an IPv6 address in brackets, e.g. [::1]:50051"
+            ));
+        }
+        if !is_valid_host(host) {
+            return Err(format!(
+                "invalid endpoint {s:?}: {host:?} is not an IPv4 address or host name"
+            ));
+        }
+        (host, port)
+    };
+    let port = port.parse::<u16>().map_err(|_| {
+        format!("invalid endpoint {s:?}: the port {port:?} is not a number from 0 to 65535")
+    })?;
+    Ok(Endpoint::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// An IPv4 address or an RFC 1123 host name.
+fn is_valid_host(host: &str) -> bool {
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let all_digits_and_dots = host.chars().all(|c| c.is_ascii_digit() || c == '.');
+    !host.is_empty()
+        && host.len() <= 253
+        && !all_digits_and_dots
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// A Flink-style duration: `"30 s"`, `"500 ms"`, `"2 min"`; a bare number is milliseconds,
+/// as in Flink. Must be more than zero and at most an hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct GracePeriod(pub Duration);
+
+impl Default for GracePeriod {
+    fn default() -> Self {
+        GracePeriod(DEFAULT_GRACE_PERIOD)
+    }
+}
+
+impl TryFrom<String> for GracePeriod {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let duration = parse_duration(&s)?;
+        if duration.is_zero() || duration > MAX_GRACE_PERIOD {
+            return Err(format!(
+                "{s:?} is out of range: the grace period must be more than 0 and at most {}",
+                humantime::format_duration(MAX_GRACE_PERIOD)
+            ));
+        }
+        Ok(GracePeriod(duration))
+    }
+}
+
+/// Parses a Flink-style duration (`"30 s"`, `"500 ms"`, `"2 min"`, `"1 h"`, or a bare number of
+/// milliseconds). Fails with a message that shows the accepted forms.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err("empty duration: write e.g. \"30 s\", \"500 ms\" or \"2 min\"".to_string());
+    }
+    if trimmed.chars().all(|c| c.is_ascii_digit()) {
+        return trimmed
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("duration {s:?} is too large"));
+    }
+    humantime::parse_duration(trimmed).map_err(|e| {
+        format!("invalid duration {s:?} ({e}): write e.g. \"30 s\", \"500 ms\" or \"2 min\"")
+    })
+}
+
+/// Permissions of the socket file, written in octal as a string: `"0660"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SocketMode(pub u32);
+
+impl TryFrom<String> for SocketMode {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let digits = s.strip_prefix("0o").unwrap_or(&s);
+        let valid = !digits.is_empty() && digits.len() <= 4;
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if valid && mode <= 0o777 => Ok(SocketMode(mode)),
+            _ => Err(format!(
+                "{s:?} is not a file mode: write octal permissions from \"0000\" to \"0777\", e.g. \"0660\""
+            )),
+        }
+    }
+}
+
+/// A CUDA device ordinal, 0 to `i32::MAX` (the driver takes a C `int`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct DeviceOrdinal(pub i32);
+
+impl TryFrom<i64> for DeviceOrdinal {
+    type Error = String;
+
+    fn try_from(n: i64) -> Result<Self, Self::Error> {
+        i32::try_from(n)
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(DeviceOrdinal)
+            .ok_or_else(|| format!("device ordinal {n} is out of range (0 to {})", i32::MAX))
+    }
+}
+
+/// The model's location as written (`file://` URI or path); resolved by [`Config::load`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ModelUri {
+    pub written: String,
+    /// The file, absolute once the config is loaded.
+    pub path: PathBuf,
+}
+
+impl TryFrom<String> for ModelUri {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.trim().is_empty() {
+            return Err("the model URI is empty".to_string());
+        }
+        let path = if s.starts_with("file:") {
+            let url = url::Url::parse(&s).map_err(|e| format!("invalid file URI {s:?}: {e}"))?;
+            if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                return Err(format!(
+                    "file URI {s:?} names the host {:?}: only local files can be loaded",
+                    url.host_str().unwrap_or_default()
+                ));
+            }
+            url.to_file_path()
+                .map_err(|()| format!("file URI {s:?} does not name a local file"))?
+        } else if let Some((scheme, _)) = s.split_once("://") {
+            return Err(format!(
+                "unsupported model URI scheme {scheme:?} in {s:?}: use a file:// URI or a path"
+            ));
+        } else {
+            PathBuf::from(&s)
+        };
+        Ok(ModelUri { written: s, path })
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`. Relative model paths resolve against the
+    /// file's folder. Fails with a [`ConfigError`] that names the offending key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = absolute_parent(path);
+        Config::parse(&text, &base).map_err(|(key, message)| ConfigError::Key {
+            path: path.to_path_buf(),
+            key,
+            message,
+        })
+    }
+
+    /// Parses and validates TOML text; `base` is the folder relative model paths resolve
+    /// against. Fails with the dotted key and what is wrong with it.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, (String, String)> {
+        let deserializer = toml::Deserializer::new(text);
+        let file: ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string().trim_end().to_string();
+            (key, message)
+        })?;
+        let mut config = file.sidecar;
+        config.validate(base)?;
+        Ok(config)
+    }
+
+    /// The checks that span keys, and resolution of the model path.
+    fn validate(&mut self, base: &Path) -> Result<(), (String, String)> {
+        if self.rpc.socket_mode.is_some() && !matches!(self.rpc.endpoint, Endpoint::Unix(_)) {
+            return Err((
+                "sidecar.rpc.socket-mode".to_string(),
+                format!(
+                    "applies only to unix: endpoints, but sidecar.rpc.endpoint is {}",
+                    self.rpc.endpoint
+                ),
+            ));
+        }
+        if self.model.uri.path.is_relative() {
+            self.model.uri.path = base.join(&self.model.uri.path);
+        }
+        Ok(())
+    }
+}
+
+/// The folder holding `path`, made absolute against the working directory.
+fn absolute_parent(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [sidecar.rpc]
+        endpoint = "unix:/tmp/s.sock"
+        [sidecar.model]
+        uri = "model.bin"
+        [sidecar.health]
+        port = 0
+    "#;
+
+    fn parse(text: &str) -> Result<Config, (String, String)> {
+        Config::parse(text, Path::new("/etc/flink"))
+    }
+
+    fn parse_err(text: &str) -> (String, String) {
+        parse(text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.rpc.endpoint, Endpoint::Unix("/tmp/s.sock".into()));
+        assert_eq!(config.rpc.socket_mode(), 0o660);
+        assert_eq!(config.model.uri.path, Path::new("/etc/flink/model.bin"));
+        assert_eq!(config.health.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(config.shutdown.grace_period.0, Duration::from_secs(30));
+        assert_eq!(config.gpu.mode, GpuMode::Auto);
+        assert_eq!(config.gpu.device, DeviceOrdinal(0));
+        assert_eq!(config.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn full_config_is_read() {
+        let config = parse(
+            r#"
+            [sidecar.rpc]
+            endpoint = "[::1]:50051"
+            [sidecar.model]
+            uri = "file:///models/m.bin"
+            [sidecar.health]
+            host = "0.0.0.0"
+            port = 8558
+            [sidecar.shutdown]
+            grace-period = "2 min"
+            [sidecar.gpu]
+            mode = "required"
+            device = 3
+            [sidecar.log]
+            level = "debug"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.rpc.endpoint,
+            Endpoint::Tcp {
+                host: "::1".into(),
+                port: 50051
+            }
+        );
+        assert_eq!(config.model.uri.path, Path::new("/models/m.bin"));
+        assert_eq!(config.health.port, 8558);
+        assert_eq!(config.shutdown.grace_period.0, Duration::from_secs(120));
+        assert_eq!(config.gpu.mode, GpuMode::Required);
+        assert_eq!(config.gpu.device, DeviceOrdinal(3));
+        assert_eq!(config.log.level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let (key, message) = parse_err(&MINIMAL.replace("port = 0", "port = 0\nprot = 1"));
+        assert!(key.contains("prot"), "{key}: {message}");
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn unknown_table_is_named() {
+        let (key, message) = parse_err(&format!("{MINIMAL}\n[sidecar.cache]\nsize = 1\n"));
+        assert!(key.contains("cache"), "{key}: {message}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let (key, message) = parse_err(&MINIMAL.replace("port = 0", "port = \"8080\""));
+        assert_eq!(key, "sidecar.health.port", "{message}");
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_port_is_named() {
+        let (key, _) = parse_err(&MINIMAL.replace("port = 0", "port = 70000"));
+        assert_eq!(key, "sidecar.health.port");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let (key, message) = parse_err(&MINIMAL.replace("port = 0", ""));
+        assert_eq!(key, "sidecar.health", "{message}");
+        assert!(message.contains("missing field `port`"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("endpoint = \"unix:/tmp/s.sock\"", "endpoint = \"unix:rel.sock\"", "sidecar.rpc.endpoint"),
+            ("endpoint = \"unix:/tmp/s.sock\"", "endpoint = \"localhost\"", "sidecar.rpc.endpoint"),
+            ("uri = \"model.bin\"", "uri = \"s3://bucket/m\"", "sidecar.model.uri"),
+            ("uri = \"model.bin\"", "uri = \"file://remote/m\"", "sidecar.model.uri"),
+            ("port = 0", "port = 0\nhost = \"localhost\"", "sidecar.health.host"),
+            ("port = 0", "port = 0\n[sidecar.gpu]\nmode = \"maybe\"", "sidecar.gpu.mode"),
+            ("port = 0", "port = 0\n[sidecar.gpu]\ndevice = -1", "sidecar.gpu.device"),
+            ("port = 0", "port = 0\n[sidecar.log]\nlevel = \"loud\"", "sidecar.log.level"),
+            ("port = 0", "port = 0\n[sidecar.shutdown]\ngrace-period = \"soon\"", "sidecar.shutdown.grace-period"),
+            ("port = 0", "port = 0\n[sidecar.shutdown]\ngrace-period = \"0 s\"", "sidecar.shutdown.grace-period"),
+            ("port = 0", "port = 0\n[sidecar.shutdown]\ngrace-period = \"2 h\"", "sidecar.shutdown.grace-period"),
+            ("endpoint = \"unix:/tmp/s.sock\"", "endpoint = \"unix:/tmp/s.sock\"\nsocket-mode = \"0999\"", "sidecar.rpc.socket-mode"),
+        ];
+        for (from, to, key) in cases {
+            let text = MINIMAL.replace(from, to);
+            let (got_key, message) = parse_err(&text);
+            assert_eq!(got_key, key, "for {to:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn socket_mode_with_tcp_endpoint_is_rejected() {
+        let text = MINIMAL.replace(
+            "endpoint = \"unix:/tmp/s.sock\"",
+            "endpoint = \"127.0.0.1:0\"\nsocket-mode = \"0600\"",
+        );
+        let (key, message) = parse_err(&text);
+        assert_eq!(key, "sidecar.rpc.socket-mode");
+        assert!(message.contains("unix"), "{message}");
+    }
+
+    #[test]
+    fn malformed_toml_is_reported() {
+        let (_, message) = parse_err("[sidecar.rpc\nendpoint = 1");
+        assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let unix = |p: &str| Ok(Endpoint::Unix(PathBuf::from(p)));
+        let tcp = |h: &str, port| {
+            Ok(Endpoint::Tcp {
+                host: h.to_string(),
+                port,
+            })
+        };
+        assert_eq!("unix:/run/s.sock".parse(), unix("/run/s.sock"));
+        assert_eq!("unix:///run/s.sock".parse(), unix("/run/s.sock"));
+        assert_eq!("127.0.0.1:50051".parse(), tcp("127.0.0.1", 50051));
+        assert_eq!("[::1]:0".parse(), tcp("::1", 0));
+        assert_eq!("sidecar.local:9000".parse(), tcp("sidecar.local", 9000));
+        assert_eq!("localhost:1".parse(), tcp("localhost", 1));
+    }
+
+    #[test]
+    fn malformed_endpoints_are_rejected() {
+        let long = format!("unix:/{}", "a".repeat(120));
+        for bad in [
+            "",
+            "unix:",
+            "unix:relative.sock",
+            "unix://host/s.sock",
+            "unix:/tmp/dir/",
+            long.as_str(),
+            "localhost",
+            "localhost:",
+            "localhost:99999",
+            "localhost:-1",
+            ":50051",
+            "::1:50051",
+            "[::1:50051",
+            "[::1]50051",
+            "[nothost]:1",
+            "bad_host:1",
+            "-host:1",
+            "300.1.1.1:1",
+            "http://localhost:1",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn endpoint_display_round_trips() {
+        for s in ["unix:/a/b.sock", "127.0.0.1:5", "[::1]:7", "host:9"] {
+            assert_eq!(s.parse::<Endpoint>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn durations_parse_flink_style() {
+        let ok = |s: &str, d: Duration| assert_eq!(parse_duration(s), Ok(d), "{s}");
+        ok("30 s", Duration::from_secs(30));
+        ok("30s", Duration::from_secs(30));
+        ok("500 ms", Duration::from_millis(500));
+        ok("2 min", Duration::from_secs(120));
+        ok("1 h", Duration::from_secs(3600));
+        ok("1500", Duration::from_millis(1500));
+        ok(" 10 seconds ", Duration::from_secs(10));
+        for bad in ["", "s", "ten s", "30 parsecs", "-1 s", "99999999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn socket_modes_parse() {
+        assert_eq!(SocketMode::try_from("0660".to_string()), Ok(SocketMode(0o660)));
+        assert_eq!(SocketMode::try_from("600".to_string()), Ok(SocketMode(0o600)));
+        assert_eq!(SocketMode::try_from("0o777".to_string()), Ok(SocketMode(0o777)));
+        for bad in ["", "rw", "0999", "01777", "7777", "-1"] {
+            assert!(SocketMode::try_from(bad.to_string()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn model_uris_resolve() {
+        let base = Path::new("/etc/flink");
+        let path_of = |uri: &str| {
+            let text = MINIMAL.replace("uri = \"model.bin\"", &format!("uri = {uri:?}"));
+            Config::parse(&text, base).map(|c| c.model.uri.path)
+        };
+        assert_eq!(path_of("m/x.bin"), Ok(PathBuf::from("/etc/flink/m/x.bin")));
+        assert_eq!(path_of("/abs/x.bin"), Ok(PathBuf::from("/abs/x.bin")));
+        assert_eq!(path_of("file:///abs/x%20y.bin"), Ok(PathBuf::from("/abs/x y.bin")));
+        assert_eq!(path_of("file://localhost/abs/x.bin"), Ok(PathBuf::from("/abs/x.bin")));
+        assert!(path_of("").is_err());
+        assert!(path_of("https://example.com/m.bin").is_err());
+    }
+}

@@ -1,0 +1,142 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Reading the model file into host memory, with its SHA-256. Runs on the GPU-owner thread;
+//! knows nothing of CUDA.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// Read size; between chunks the reader checks whether shutdown was requested.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// A model file that cannot be loaded; exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file does not exist.
+    #[error("model file {} does not exist (sidecar.model.uri)", path.display())]
+    Missing { path: PathBuf },
+    /// The file exists but cannot be read.
+    #[error("cannot read model file {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    /// The file is empty: no model to serve.
+    #[error("model file {} is empty", path.display())]
+    Empty { path: PathBuf },
+    /// Shutdown was requested while the file was being read.
+    #[error("loading the model was interrupted by shutdown")]
+    Interrupted,
+}
+
+/// A model's bytes in host memory.
+#[derive(Debug)]
+pub struct ModelBytes {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    /// Lower-case hex SHA-256 of `bytes`.
+    pub sha256: String,
+}
+
+/// Reads the whole file at `path`, stopping early if `stop` is set. Fails if the file is
+/// missing, unreadable or empty.
+pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelError> {
+    let unreadable = |source: io::Error| ModelError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ModelError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => unreadable(source),
+    })?;
+    let metadata = file.metadata().map_err(unreadable)?;
+    if metadata.is_dir() {
+        return Err(unreadable(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a directory",
+        )));
+    }
+    // Regular files tell their size up front; pipes and devices are read to the end.
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(ModelError::Interrupted);
+        }
+        let read = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(unreadable(e)),
+        };
+        hasher.update(&chunk[..read]);
+        bytes.extend_from_slice(&chunk[..read]);
+    }
+    if bytes.is_empty() {
+        return Err(ModelError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(ModelBytes {
+        path: path.to_path_buf(),
+        bytes,
+        sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn reads_bytes_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.bin");
+        fs::write(&path, b"abc").unwrap();
+        let model = read_model(&path, &AtomicBool::new(false)).unwrap();
+        assert_eq!(model.bytes, b"abc");
+        assert_eq!(
+            model.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn missing_empty_directory_and_interrupted_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_stopped = AtomicBool::new(false);
+        let missing = read_model(&dir.path().join("none"), &not_stopped).unwrap_err();
+        assert!(matches!(missing, ModelError::Missing { .. }), "{missing}");
+        let empty = dir.path().join("empty");
+        fs::write(&empty, b"").unwrap();
+        let err = read_model(&empty, &not_stopped).unwrap_err();
+        assert!(matches!(err, ModelError::Empty { .. }), "{err}");
+        let err = read_model(dir.path(), &not_stopped).unwrap_err();
+        assert!(err.to_string().contains("directory"), "{err}");
+        fs::write(&empty, b"x").unwrap();
+        let err = read_model(&empty, &AtomicBool::new(true)).unwrap_err();
+        assert!(matches!(err, ModelError::Interrupted), "{err}");
+    }
+}
