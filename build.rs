@@ -37,7 +37,10 @@ const OBSOLETE_LINT_LINE: &str = "#![allow(box_pointers)]";
 fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?).join("protos");
     fs::create_dir_all(&out_dir)?;
-    let inputs: Vec<PathBuf> = PROTOS.iter().map(|p| Path::new(PROTO_DIR).join(p)).collect();
+    let inputs: Vec<PathBuf> = PROTOS
+        .iter()
+        .map(|p| Path::new(PROTO_DIR).join(p))
+        .collect();
     println!("cargo:rerun-if-changed={PROTO_DIR}");
     for input in &inputs {
         println!("cargo:rerun-if-changed={}", input.display());

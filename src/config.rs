@@ -42,7 +42,11 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     /// The TOML is malformed, or a key is unknown, missing or of the wrong type or value.
     #[error("config file {}: `{key}`: {message}", path.display())]
-    Key { path: PathBuf, key: String, message: String },
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 /// The whole file: everything lives under the `[sidecar]` table.
@@ -251,7 +255,9 @@ fn parse_unix_endpoint(full: &str, rest: &str) -> Result<Endpoint, String> {
         None => rest,
     };
     if path.is_empty() {
-        return Err(format!("invalid endpoint {full:?}: the socket path is empty"));
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path is empty"
+        ));
     }
     if !path.starts_with('/') {
         return Err(format!(
@@ -271,7 +277,9 @@ fn parse_unix_endpoint(full: &str, rest: &str) -> Result<Endpoint, String> {
         ));
     }
     if path.contains('\0') {
-        return Err(format!("invalid endpoint {full:?}: the socket path contains a NUL byte"));
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path contains a NUL byte"
+        ));
     }
     Ok(Endpoint::Unix(PathBuf::from(path)))
 }
@@ -282,7 +290,9 @@ fn parse_tcp_endpoint(s: &str) -> Result<Endpoint, String> {
             .split_once(']')
             .ok_or_else(|| format!("invalid endpoint {s:?}: missing ']' after the IPv6 address"))?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("invalid endpoint {s:?}: {host:?} is not an IPv6 address"));
+            return Err(format!(
+                "invalid endpoint {s:?}: {host:?} is not an IPv6 address"
+            ));
         }
         let port = after.strip_prefix(':').ok_or_else(|| {
             format!("invalid endpoint {s:?}: expected host:port (e.g. [::1]:50051)")
@@ -431,7 +441,10 @@ impl TryFrom<String> for ModelUri {
         }
         let path = if s.starts_with("file:") {
             let url = url::Url::parse(&s).map_err(|e| format!("invalid file URI {s:?}: {e}"))?;
-            if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+            if url
+                .host_str()
+                .is_some_and(|h| !h.is_empty() && h != "localhost")
+            {
                 return Err(format!(
                     "file URI {s:?} names the host {:?}: only local files can be loaded",
                     url.host_str().unwrap_or_default()
@@ -498,6 +511,42 @@ impl Config {
     }
 }
 
+/// The effective configuration, one `key = value` line per key, defaults filled in.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sidecar.rpc.endpoint = \"{}\"", self.rpc.endpoint)?;
+        if matches!(self.rpc.endpoint, Endpoint::Unix(_)) {
+            writeln!(
+                f,
+                "sidecar.rpc.socket-mode = \"{:04o}\"",
+                self.rpc.socket_mode()
+            )?;
+        }
+        writeln!(
+            f,
+            "sidecar.model.uri = {:?}  # {}",
+            self.model.uri.written,
+            self.model.uri.path.display()
+        )?;
+        writeln!(f, "sidecar.health.host = \"{}\"", self.health.host)?;
+        writeln!(f, "sidecar.health.port = {}", self.health.port)?;
+        writeln!(
+            f,
+            "sidecar.shutdown.grace-period = \"{}\"",
+            humantime::format_duration(self.shutdown.grace_period.0)
+        )?;
+        writeln!(f, "sidecar.gpu.mode = \"{}\"", self.gpu.mode)?;
+        writeln!(f, "sidecar.gpu.device = {}", self.gpu.device.0)?;
+        write!(
+            f,
+            "sidecar.log.level = \"{}\"",
+            log::LevelFilter::from(self.log.level)
+                .as_str()
+                .to_lowercase()
+        )
+    }
+}
+
 /// The folder holding `path`, made absolute against the working directory.
 fn absolute_parent(path: &Path) -> PathBuf {
     let parent = match path.parent() {
@@ -539,6 +588,26 @@ mod tests {
         assert_eq!(config.gpu.mode, GpuMode::Auto);
         assert_eq!(config.gpu.device, DeviceOrdinal(0));
         assert_eq!(config.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn effective_config_is_printed_with_defaults() {
+        let shown = parse(MINIMAL).unwrap().to_string();
+        for line in [
+            "sidecar.rpc.endpoint = \"unix:/tmp/s.sock\"",
+            "sidecar.rpc.socket-mode = \"0660\"",
+            "sidecar.model.uri = \"model.bin\"  # /etc/flink/model.bin",
+            "sidecar.health.host = \"127.0.0.1\"",
+            "sidecar.shutdown.grace-period = \"30s\"",
+            "sidecar.gpu.mode = \"auto\"",
+            "sidecar.gpu.device = 0",
+            "sidecar.log.level = \"info\"",
+        ] {
+            assert!(
+                shown.lines().any(|l| l == line),
+                "{line:?} missing from:\n{shown}"
+            );
+        }
     }
 
     #[test]
@@ -613,18 +682,66 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            ("endpoint = \"unix:/tmp/s.sock\"", "endpoint = \"unix:rel.sock\"", "sidecar.rpc.endpoint"),
-            ("endpoint = \"unix:/tmp/s.sock\"", "endpoint = \"localhost\"", "sidecar.rpc.endpoint"),
-            ("uri = \"model.bin\"", "uri = \"s3://bucket/m\"", "sidecar.model.uri"),
-            ("uri = \"model.bin\"", "uri = \"file://remote/m\"", "sidecar.model.uri"),
-            ("port = 0", "port = 0\nhost = \"localhost\"", "sidecar.health.host"),
-            ("port = 0", "port = 0\n[sidecar.gpu]\nmode = \"maybe\"", "sidecar.gpu.mode"),
-            ("port = 0", "port = 0\n[sidecar.gpu]\ndevice = -1", "sidecar.gpu.device"),
-            ("port = 0", "port = 0\n[sidecar.log]\nlevel = \"loud\"", "sidecar.log.level"),
-            ("port = 0", "port = 0\n[sidecar.shutdown]\ngrace-period = \"soon\"", "sidecar.shutdown.grace-period"),
-            ("port = 0", "port = 0\n[sidecar.shutdown]\ngrace-period = \"0 s\"", "sidecar.shutdown.grace-period"),
-            ("port = 0", "port = 0\n[sidecar.shutdown]\ngrace-period = \"2 h\"", "sidecar.shutdown.grace-period"),
-            ("endpoint = \"unix:/tmp/s.sock\"", "endpoint = \"unix:/tmp/s.sock\"\nsocket-mode = \"0999\"", "sidecar.rpc.socket-mode"),
+            (
+                "endpoint = \"unix:/tmp/s.sock\"",
+                "endpoint = \"unix:rel.sock\"",
+                "sidecar.rpc.endpoint",
+            ),
+            (
+                "endpoint = \"unix:/tmp/s.sock\"",
+                "endpoint = \"localhost\"",
+                "sidecar.rpc.endpoint",
+            ),
+            (
+                "uri = \"model.bin\"",
+                "uri = \"s3://bucket/m\"",
+                "sidecar.model.uri",
+            ),
+            (
+                "uri = \"model.bin\"",
+                "uri = \"file://remote/m\"",
+                "sidecar.model.uri",
+            ),
+            (
+                "port = 0",
+                "port = 0\nhost = \"localhost\"",
+                "sidecar.health.host",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.gpu]\nmode = \"maybe\"",
+                "sidecar.gpu.mode",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.gpu]\ndevice = -1",
+                "sidecar.gpu.device",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.log]\nlevel = \"loud\"",
+                "sidecar.log.level",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.shutdown]\ngrace-period = \"soon\"",
+                "sidecar.shutdown.grace-period",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.shutdown]\ngrace-period = \"0 s\"",
+                "sidecar.shutdown.grace-period",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.shutdown]\ngrace-period = \"2 h\"",
+                "sidecar.shutdown.grace-period",
+            ),
+            (
+                "endpoint = \"unix:/tmp/s.sock\"",
+                "endpoint = \"unix:/tmp/s.sock\"\nsocket-mode = \"0999\"",
+                "sidecar.rpc.socket-mode",
+            ),
         ];
         for (from, to, key) in cases {
             let text = MINIMAL.replace(from, to);
@@ -691,7 +808,10 @@ mod tests {
             "300.1.1.1:1",
             "http://localhost:1",
         ] {
-            assert!(bad.parse::<Endpoint>().is_err(), "{bad:?} should be rejected");
+            assert!(
+                bad.parse::<Endpoint>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -712,16 +832,32 @@ mod tests {
         ok("1 h", Duration::from_secs(3600));
         ok("1500", Duration::from_millis(1500));
         ok(" 10 seconds ", Duration::from_secs(10));
-        for bad in ["", "s", "ten s", "30 parsecs", "-1 s", "99999999999999999999999"] {
+        for bad in [
+            "",
+            "s",
+            "ten s",
+            "30 parsecs",
+            "-1 s",
+            "99999999999999999999999",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 
     #[test]
     fn socket_modes_parse() {
-        assert_eq!(SocketMode::try_from("0660".to_string()), Ok(SocketMode(0o660)));
-        assert_eq!(SocketMode::try_from("600".to_string()), Ok(SocketMode(0o600)));
-        assert_eq!(SocketMode::try_from("0o777".to_string()), Ok(SocketMode(0o777)));
+        assert_eq!(
+            SocketMode::try_from("0660".to_string()),
+            Ok(SocketMode(0o660))
+        );
+        assert_eq!(
+            SocketMode::try_from("600".to_string()),
+            Ok(SocketMode(0o600))
+        );
+        assert_eq!(
+            SocketMode::try_from("0o777".to_string()),
+            Ok(SocketMode(0o777))
+        );
         for bad in ["", "rw", "0999", "01777", "7777", "-1"] {
             assert!(SocketMode::try_from(bad.to_string()).is_err(), "{bad:?}");
         }
@@ -736,8 +872,14 @@ mod tests {
         };
         assert_eq!(path_of("m/x.bin"), Ok(PathBuf::from("/etc/flink/m/x.bin")));
         assert_eq!(path_of("/abs/x.bin"), Ok(PathBuf::from("/abs/x.bin")));
-        assert_eq!(path_of("file:///abs/x%20y.bin"), Ok(PathBuf::from("/abs/x y.bin")));
-        assert_eq!(path_of("file://localhost/abs/x.bin"), Ok(PathBuf::from("/abs/x.bin")));
+        assert_eq!(
+            path_of("file:///abs/x%20y.bin"),
+            Ok(PathBuf::from("/abs/x y.bin"))
+        );
+        assert_eq!(
+            path_of("file://localhost/abs/x.bin"),
+            Ok(PathBuf::from("/abs/x.bin"))
+        );
         assert!(path_of("").is_err());
         assert!(path_of("https://example.com/m.bin").is_err());
     }

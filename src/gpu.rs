@@ -168,12 +168,13 @@ impl GpuOwner {
                 }
             };
             let _ = ready_sender.send(Ok(resident.info()));
-            // Later issues add inference requests here; for now the thread only keeps the
-            // context and the model alive until it is told to stop.
-            while let Ok(command) = command_receiver.recv() {
-                match command {
-                    GpuCommand::Stop => break,
-                }
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("gpu::after_ready");
+            // Later issues add inference requests here; for now the thread keeps the context
+            // and the model alive until it is told to stop (or the main thread is gone).
+            match command_receiver.recv() {
+                Ok(GpuCommand::Stop) => log::debug!("asked to stop"),
+                Err(_) => log::warn!("the main thread is gone; releasing the GPU"),
             }
             resident.release();
             Ok(())
@@ -241,7 +242,11 @@ impl ResidentModel {
 }
 
 /// Brings up the GPU (if one is to be used), reads the model and makes it resident.
-fn load(config: &GpuConfig, model_path: PathBuf, stop: &AtomicBool) -> Result<ResidentModel, GpuError> {
+fn load(
+    config: &GpuConfig,
+    model_path: PathBuf,
+    stop: &AtomicBool,
+) -> Result<ResidentModel, GpuError> {
     let started = Instant::now();
     let context = open_device(config)?;
     log::info!("loading model {}", model_path.display());
@@ -317,7 +322,10 @@ fn open_device(config: &GpuConfig) -> Result<Option<PrimaryContext>, GpuError> {
         );
     }
     if let Err(e) = cuda::init() {
-        return no_gpu(config.mode, format!("the CUDA driver did not initialise: {e}"));
+        return no_gpu(
+            config.mode,
+            format!("the CUDA driver did not initialise: {e}"),
+        );
     }
     let count = cuda::device::get_count().call("cuDeviceGetCount")?;
     if count == 0 {
@@ -376,7 +384,8 @@ impl PrimaryContext {
             driver_cuda_version: (version / 1000, (version % 1000) / 10),
         };
         // SAFETY: `device` was returned by cuDeviceGet; the matching release is in `Drop`.
-        let context = unsafe { cuda::primary_ctx::retain(device) }.call("cuDevicePrimaryCtxRetain")?;
+        let context =
+            unsafe { cuda::primary_ctx::retain(device) }.call("cuDevicePrimaryCtxRetain")?;
         let retained = PrimaryContext {
             device,
             ordinal,
@@ -432,7 +441,10 @@ impl Drop for DeviceBuffer {
         // SAFETY: `pointer` came from cuMemAlloc in the context that is still current on this
         // thread, is freed only here, and no asynchronous work uses it.
         if let Err(e) = unsafe { cuda::free_sync(self.pointer) } {
-            log::warn!("freeing {} of device memory failed: {e}", ByteSize(self.bytes as u64));
+            log::warn!(
+                "freeing {} of device memory failed: {e}",
+                ByteSize(self.bytes as u64)
+            );
         }
     }
 }

@@ -142,6 +142,8 @@ fn answer(method: &Method, url: &str, lifecycle: &Lifecycle) -> (u16, &'static s
 }
 
 fn respond(request: Request, lifecycle: &Lifecycle) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("health::respond");
     let (status, body) = answer(request.method(), request.url(), lifecycle);
     let mut response = Response::from_string(body)
         .with_status_code(status)
@@ -169,15 +171,30 @@ mod tests {
     #[test]
     fn answers_follow_the_lifecycle() {
         let lifecycle = Lifecycle::new();
-        assert_eq!(answer(&Method::Get, "/health", &lifecycle), (503, "NOT_READY"));
-        assert_eq!(answer(&Method::Get, "/health/live", &lifecycle), (200, "LIVE"));
+        assert_eq!(
+            answer(&Method::Get, "/health", &lifecycle),
+            (503, "NOT_READY")
+        );
+        assert_eq!(
+            answer(&Method::Get, "/health/live", &lifecycle),
+            (200, "LIVE")
+        );
         lifecycle.set_ready(ServingInfo::for_tests());
         assert_eq!(answer(&Method::Get, "/health", &lifecycle), (200, "READY"));
-        assert_eq!(answer(&Method::Head, "/health/ready?x=1", &lifecycle), (200, "READY"));
+        assert_eq!(
+            answer(&Method::Head, "/health/ready?x=1", &lifecycle),
+            (200, "READY")
+        );
         lifecycle.begin_draining();
-        assert_eq!(answer(&Method::Get, "/health/ready", &lifecycle), (503, "NOT_READY"));
+        assert_eq!(
+            answer(&Method::Get, "/health/ready", &lifecycle),
+            (503, "NOT_READY")
+        );
         lifecycle.mark_failed("gpu-owner");
-        assert_eq!(answer(&Method::Get, "/health/live", &lifecycle), (503, "NOT_LIVE"));
+        assert_eq!(
+            answer(&Method::Get, "/health/live", &lifecycle),
+            (503, "NOT_LIVE")
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod rpc;
 pub mod shutdown;
 
 /// The generated protobuf messages and gRPC stubs (`proto/*.proto`).
+#[allow(missing_debug_implementations)] // grpcio-compiler's client stubs do not derive Debug
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
 }
@@ -120,7 +121,7 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {
         simplelog::ColorChoice::Never
     };
     simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, colours)
-    .map_err(|e| Error::Logging(e.to_string()))?;
+        .map_err(|e| Error::Logging(e.to_string()))?;
     grpcio::redirect_log();
     Ok(())
 }
@@ -138,6 +139,14 @@ struct Components {
 /// the full shutdown sequence before returning.
 pub fn run(config: &Config) -> Result<(), Error> {
     let started = Instant::now();
+    log::info!(
+        "gpu-sidecar {} starting, pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    for line in config.to_string().lines() {
+        log::info!("config: {line}");
+    }
     let lifecycle = Arc::new(Lifecycle::new());
     let (events, event_receiver) = unbounded();
     let mut components = Components {
@@ -146,17 +155,20 @@ pub fn run(config: &Config) -> Result<(), Error> {
         rpc: None,
         gpu: None,
     };
-    let outcome = start_up(config, &lifecycle, &events, &event_receiver, &mut components)
-        .and_then(|stopped_early| {
-            if stopped_early {
-                return Ok(());
-            }
-            log::info!(
-                "READY in {} ms",
-                started.elapsed().as_millis()
-            );
-            wait_for_stop(&event_receiver, &lifecycle)
-        });
+    let outcome = start_up(
+        config,
+        &lifecycle,
+        &events,
+        &event_receiver,
+        &mut components,
+    )
+    .and_then(|stopped_early| {
+        if stopped_early {
+            return Ok(());
+        }
+        log::info!("READY in {} ms", started.elapsed().as_millis());
+        wait_for_stop(&event_receiver, &lifecycle)
+    });
     if let Err(e) = &outcome {
         log::error!("{e}");
     }
@@ -179,30 +191,25 @@ fn start_up(
     let gpu = GpuOwner::start(&config.gpu, config.model.uri.path.clone(), events.clone())?;
     let ready = gpu.ready.clone();
     components.gpu = Some(gpu);
-    loop {
-        select! {
-            recv(ready) -> outcome => {
-                let info = gpu_outcome(outcome.ok())?;
-                lifecycle.set_ready(info);
-                return Ok(false);
+    select! {
+        recv(ready) -> outcome => {
+            lifecycle.set_ready(gpu_outcome(outcome.ok())?);
+            Ok(false)
+        }
+        recv(event_receiver) -> event => match event {
+            Ok(Event::Signal(signal)) => {
+                log::info!("{} during start-up: stopping", signal_name(signal));
+                Ok(true)
             }
-            recv(event_receiver) -> event => match event {
-                Ok(Event::Signal(signal)) => {
-                    log::info!("{} during start-up: stopping", signal_name(signal));
-                    return Ok(true);
+            // The GPU thread reports its own failure on `ready` before it ends.
+            Ok(Event::ThreadExited { name, failure }) if name == "gpu-owner" => {
+                match ready.try_recv() {
+                    Ok(Err(e)) => Err(e.into()),
+                    _ => Err(thread_died(lifecycle, name, failure)),
                 }
-                // The GPU thread reports its own failure on `ready` before it ends.
-                Ok(Event::ThreadExited { name, .. }) if name == "gpu-owner" => {
-                    return gpu_outcome(ready.try_recv().ok()).map(|info| {
-                        lifecycle.set_ready(info);
-                        false
-                    });
-                }
-                Ok(Event::ThreadExited { name, failure }) => {
-                    return Err(thread_died(lifecycle, name, failure));
-                }
-                Err(_) => unreachable!("run() holds a sender"),
             }
+            Ok(Event::ThreadExited { name, failure }) => Err(thread_died(lifecycle, name, failure)),
+            Err(_) => unreachable!("run() holds a sender"),
         }
     }
 }
@@ -269,10 +276,7 @@ impl Components {
         if let Some(signals) = self.signals.take() {
             note(signals.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
         }
-        log::info!(
-            "stopped in {} ms",
-            begun.elapsed().as_millis()
-        );
+        log::info!("stopped in {} ms", begun.elapsed().as_millis());
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -167,9 +167,10 @@ impl Lifecycle {
 
     /// Number of open subscriptions.
     pub fn subscriber_count(&self) -> usize {
-        self.lock().subscribers.as_ref().map_or(0, |s| {
-            s.iter().filter(|sender| !sender.is_closed()).count()
-        })
+        self.lock()
+            .subscribers
+            .as_ref()
+            .map_or(0, |s| s.iter().filter(|sender| !sender.is_closed()).count())
     }
 
     /// Records that a component thread died; liveness turns false for good.
@@ -189,10 +190,11 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_channel::mpsc::TryRecvError;
 
     fn drain(receiver: &mut UnboundedReceiver<State>) -> Vec<State> {
         let mut seen = Vec::new();
-        while let Ok(Some(state)) = receiver.try_next() {
+        while let Ok(state) = receiver.try_recv() {
             seen.push(state);
         }
         seen
@@ -219,10 +221,10 @@ mod tests {
         let mut before = lifecycle.subscribe();
         lifecycle.close_subscriptions();
         let mut after = lifecycle.subscribe();
-        assert_eq!(before.try_next().unwrap(), Some(State::Starting));
-        assert_eq!(before.try_next().unwrap(), None);
-        assert_eq!(after.try_next().unwrap(), Some(State::Starting));
-        assert_eq!(after.try_next().unwrap(), None);
+        assert_eq!(before.try_recv(), Ok(State::Starting));
+        assert_eq!(before.try_recv(), Err(TryRecvError::Closed));
+        assert_eq!(after.try_recv(), Ok(State::Starting));
+        assert_eq!(after.try_recv(), Err(TryRecvError::Closed));
         assert_eq!(lifecycle.subscriber_count(), 0);
     }
 

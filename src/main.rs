@@ -41,6 +41,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Test builds only: FAILPOINTS=name=action;... makes chosen code paths fail.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -53,17 +56,26 @@ fn main() -> ExitCode {
         Err(e) => return fail(&Error::from(e)),
     };
     if args.check_config {
-        println!("{}: valid", args.config.display());
-        println!("{config:#?}");
+        println!("# {}: valid", args.config.display());
+        println!("{config}");
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_logging(config.log.level.into()) {
         return fail(&e);
     }
+    // A panic is logged like everything else, with its thread's name; the thread's owner
+    // then turns it into an orderly shutdown.
+    std::panic::set_hook(Box::new(|info| log::error!("{info}")));
     match run(&config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            log::info!("exiting with code 0");
+            ExitCode::SUCCESS
+        }
         // `run` has logged the error already.
-        Err(e) => ExitCode::from(e.exit_code()),
+        Err(e) => {
+            log::error!("exiting with code {}", e.exit_code());
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

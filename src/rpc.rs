@@ -207,7 +207,10 @@ impl RpcServer {
     /// waits for the completion-queue threads to end and removes the socket file.
     pub fn shutdown(mut self, grace: Duration) -> Result<(), RpcError> {
         let in_flight = self.in_flight();
-        log::info!("gRPC server: refusing new calls; waiting up to {} for {in_flight} in-flight call(s)", humantime::format_duration(grace));
+        log::info!(
+            "gRPC server: refusing new calls; waiting up to {} for {in_flight} in-flight call(s)",
+            humantime::format_duration(grace)
+        );
         let mut shutdown = self.server.shutdown();
         let mut result = Ok(());
         if wait_until(&mut shutdown, Instant::now() + grace).is_none() {
@@ -236,7 +239,10 @@ impl RpcServer {
             match queue_threads_ended.recv_deadline(deadline) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    log::warn!("gRPC completion-queue threads did not end within {}", humantime::format_duration(WIND_DOWN_TIMEOUT));
+                    log::warn!(
+                        "gRPC completion-queue threads did not end within {}",
+                        humantime::format_duration(WIND_DOWN_TIMEOUT)
+                    );
                     break;
                 }
             }
@@ -279,7 +285,10 @@ fn prepare_socket_path(endpoint: &Endpoint, path: &Path) -> Result<(), RpcError>
             endpoint: endpoint.clone(),
         }),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            log::info!("removing stale socket {} left by an earlier process", path.display());
+            log::info!(
+                "removing stale socket {} left by an earlier process",
+                path.display()
+            );
             fs::remove_file(path).map_err(|source| RpcError::SocketPath {
                 path: path.to_path_buf(),
                 source,
@@ -296,6 +305,7 @@ fn prepare_socket_path(endpoint: &Endpoint, path: &Path) -> Result<(), RpcError>
 fn remove_socket_file(path: &Path) {
     match fs::remove_file(path) {
         Ok(()) => log::info!("removed socket {}", path.display()),
+        // gRPC core unlinks the sockets it listened on when it shuts down.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => log::warn!("cannot remove socket {}: {e}", path.display()),
     }
@@ -304,12 +314,10 @@ fn remove_socket_file(path: &Path) {
 /// gRPC core reports a failed bind without a reason; find it by binding the same address.
 fn diagnose_bind_failure(endpoint: &Endpoint) -> String {
     match endpoint {
-        Endpoint::Tcp { host, port } => {
-            match std::net::TcpListener::bind((host.as_str(), *port)) {
-                Err(e) => e.to_string(),
-                Ok(_) => "gRPC refused the address".to_string(),
-            }
-        }
+        Endpoint::Tcp { host, port } => match std::net::TcpListener::bind((host.as_str(), *port)) {
+            Err(e) => e.to_string(),
+            Ok(_) => "gRPC refused the address".to_string(),
+        },
         Endpoint::Unix(path) => match std::os::unix::net::UnixListener::bind(path) {
             Err(e) => e.to_string(),
             Ok(_) => {
@@ -508,12 +516,10 @@ impl Health for HealthService {
             .map(|status| Ok((health_response(status), WriteFlags::default())));
         let forward = async move {
             sink.send_all(&mut updates).await?;
-            // The lifecycle ended the stream: the server is shutting down.
-            sink.fail(RpcStatus::with_message(
-                RpcStatusCode::UNAVAILABLE,
-                "the sidecar is shutting down".to_string(),
-            ))
-            .await
+            // The lifecycle ended the stream: the server is shutting down, and NOT_SERVING
+            // was the last message. End with OK: some clients (grpcio's among them) drop
+            // messages still buffered when a call ends with an error status.
+            sink.close().await
         };
         ctx.spawn(forward.map(move |result: grpcio::Result<()>| {
             if let Err(e) = result {
@@ -544,7 +550,10 @@ mod tests {
         assert!(!response.model_loaded);
         lifecycle.set_ready(ServingInfo::for_tests());
         let response = ping_response(request, &lifecycle);
-        assert_eq!(response.state.enum_value(), Ok(pb::ServingState::SERVING_STATE_READY));
+        assert_eq!(
+            response.state.enum_value(),
+            Ok(pb::ServingState::SERVING_STATE_READY)
+        );
         assert!(response.model_loaded);
         assert!(!response.gpu_in_use);
         assert_eq!(

@@ -174,8 +174,12 @@ impl SignalThread {
         for signal in SHUTDOWN_SIGNALS {
             // Registered first, so it sees the flag as the previous signal left it: the first
             // signal passes, any later one exits the process at once.
-            flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&shutdown_requested))
-                .map_err(ShutdownError::Signals)?;
+            flag::register_conditional_shutdown(
+                signal,
+                128 + signal,
+                Arc::clone(&shutdown_requested),
+            )
+            .map_err(ShutdownError::Signals)?;
             flag::register(signal, Arc::clone(&shutdown_requested))
                 .map_err(ShutdownError::Signals)?;
         }
@@ -242,8 +246,7 @@ mod tests {
     #[test]
     fn a_panic_becomes_an_event() {
         let (events, received) = unbounded();
-        let mut thread =
-            ComponentThread::spawn("panicky", events, || panic!("boom")).unwrap();
+        let mut thread = ComponentThread::spawn("panicky", events, || panic!("boom")).unwrap();
         thread.join_within(Duration::from_secs(10)).unwrap();
         match received.try_recv().unwrap() {
             Event::ThreadExited { name, failure } => {

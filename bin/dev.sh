@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Copyright 2026 The gpu-sidecar Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+# Sets up a fresh Debian machine (with only Rust installed) to build gpu-sidecar, then runs
+# the sidecar or its tests. Installs the missing system packages with apt-get (as root, or
+# through sudo), or says which to install and exits 1.
+#
+#   bin/dev.sh run  [ARGS...]   build and run the sidecar; ARGS default to -c sidecar.toml
+#   bin/dev.sh test [ARGS...]   run the test suite; ARGS go to `cargo test`
+#                               (e.g. `bin/dev.sh test -- --ignored` on a GPU machine)
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# What the build and the tests need beyond Rust: cmake, make and a C++ compiler for the
+# gRPC C core (grpcio-sys), readelf for the test that checks libcuda is not linked.
+ensure_packages() {
+    local missing=()
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    command -v readelf >/dev/null 2>&1 || missing+=(binutils)
+    [ "${#missing[@]}" -eq 0 ] && return 0
+
+    local apt=()
+    if [ "$(id -u)" -eq 0 ]; then
+        apt=(apt-get)
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        apt=(sudo apt-get)
+    else
+        echo "gpu-sidecar needs these packages: ${missing[*]}" >&2
+        echo "install them, then run this again:  sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "installing ${missing[*]} with apt-get" >&2
+    "${apt[@]}" update -q
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
+}
+
+usage() {
+    echo "usage: bin/dev.sh run [ARGS...] | bin/dev.sh test [ARGS...]" >&2
+    exit 2
+}
+
+[ $# -ge 1 ] || usage
+command="$1"
+shift
+case "$command" in
+    run)
+        ensure_packages
+        [ $# -gt 0 ] || set -- -c sidecar.toml
+        exec cargo run --bin gpu-sidecar -- "$@"
+        ;;
+    test)
+        ensure_packages
+        # `failpoints` compiles in the fault injection that tests/it/faults.rs uses.
+        exec cargo test --features failpoints "$@"
+        ;;
+    *)
+        usage
+        ;;
+esac

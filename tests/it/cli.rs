@@ -1,0 +1,217 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The command line and configuration errors: exit code 2 naming the key, before anything
+//! binds; --help, --version, --check-config.
+
+use std::time::Duration;
+
+use crate::util::{ConfigText, Sidecar, TestDir};
+
+const QUICK: Duration = Duration::from_secs(20);
+
+/// Runs the binary on `config` and returns (exit code, stderr).
+fn run_config(dir: &TestDir, config: &str) -> (i32, String) {
+    let path = dir.write_config(config);
+    let mut sidecar = Sidecar::spawn(&path, &[]);
+    let code = sidecar.exit_code(QUICK);
+    (code, sidecar.log())
+}
+
+#[test]
+fn malformed_configs_exit_2_naming_the_key_and_bind_nothing() {
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 16);
+    let valid = ConfigText::new(&dir).render();
+    let socket_line = format!("endpoint = \"unix:{}\"", dir.socket().display());
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown key",
+            valid.replace("port = 0", "port = 0\nprot = 1"),
+            "sidecar.health.prot",
+        ),
+        (
+            "unknown table",
+            format!("{valid}\n[sidecar.cache]\nsize = 1\n"),
+            "sidecar.cache",
+        ),
+        (
+            "wrong type",
+            valid.replace("port = 0", "port = \"zero\""),
+            "sidecar.health.port",
+        ),
+        (
+            "port out of range",
+            valid.replace("port = 0", "port = 65536"),
+            "sidecar.health.port",
+        ),
+        (
+            "missing key",
+            valid.replace("port = 0", ""),
+            "sidecar.health",
+        ),
+        (
+            "relative socket",
+            valid.replace(&socket_line, "endpoint = \"unix:relative.sock\""),
+            "sidecar.rpc.endpoint",
+        ),
+        (
+            "no port",
+            valid.replace(&socket_line, "endpoint = \"localhost\""),
+            "sidecar.rpc.endpoint",
+        ),
+        (
+            "bad IPv6",
+            valid.replace(&socket_line, "endpoint = \"::1:5000\""),
+            "sidecar.rpc.endpoint",
+        ),
+        (
+            "remote model",
+            valid.replace("uri = \"model.bin\"", "uri = \"s3://bucket/model\""),
+            "sidecar.model.uri",
+        ),
+        (
+            "bad duration",
+            valid.replace("grace-period = \"10 s\"", "grace-period = \"soon\""),
+            "sidecar.shutdown.grace-period",
+        ),
+        (
+            "zero duration",
+            valid.replace("grace-period = \"10 s\"", "grace-period = \"0 s\""),
+            "sidecar.shutdown.grace-period",
+        ),
+        (
+            "bad gpu mode",
+            valid.replace("mode = \"auto\"", "mode = \"sometimes\""),
+            "sidecar.gpu.mode",
+        ),
+        (
+            "negative device",
+            valid.replace("mode = \"auto\"", "mode = \"auto\"\ndevice = -1"),
+            "sidecar.gpu.device",
+        ),
+        (
+            "bad log level",
+            valid.replace("level = \"debug\"", "level = \"chatty\""),
+            "sidecar.log.level",
+        ),
+        (
+            "bad socket mode",
+            valid.replace(
+                &socket_line,
+                &format!("{socket_line}\nsocket-mode = \"rw\""),
+            ),
+            "sidecar.rpc.socket-mode",
+        ),
+        (
+            "health host name",
+            valid.replace("port = 0", "port = 0\nhost = \"example\""),
+            "sidecar.health.host",
+        ),
+        (
+            "not TOML",
+            "[sidecar.rpc\nendpoint=".to_string(),
+            "TOML parse error",
+        ),
+    ];
+    for (what, config, key) in cases {
+        let (code, log) = run_config(&dir, &config);
+        assert_eq!(code, 2, "{what}: expected exit 2; log:\n{log}");
+        assert!(
+            log.contains(key),
+            "{what}: message should name {key:?}; got:\n{log}"
+        );
+        assert_eq!(
+            dir.entries(),
+            ["model.bin", "sidecar.toml"],
+            "{what}: something was left behind"
+        );
+    }
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let dir = TestDir::new();
+    let missing = dir.path().join("absent.toml");
+    let mut sidecar = Sidecar::spawn(&missing, &[]);
+    assert_eq!(sidecar.exit_code(QUICK), 2);
+    assert!(sidecar.log().contains("absent.toml"), "{}", sidecar.log());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [&[][..], &["--bogus"][..], &["-c"][..]] {
+        let mut sidecar = Sidecar::spawn_args(args, &[]);
+        assert_eq!(
+            sidecar.exit_code(QUICK),
+            2,
+            "args {args:?}: {}",
+            sidecar.log()
+        );
+        assert!(
+            sidecar.log().contains("error:"),
+            "args {args:?}: {}",
+            sidecar.log()
+        );
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let mut help = Sidecar::spawn_args(&["--help"], &[]);
+    assert_eq!(help.exit_code(QUICK), 0);
+    assert!(help.stdout().contains("--config"), "{}", help.stdout());
+    assert!(
+        help.stdout().contains("--check-config"),
+        "{}",
+        help.stdout()
+    );
+    let mut version = Sidecar::spawn_args(&["--version"], &[]);
+    assert_eq!(version.exit_code(QUICK), 0);
+    assert_eq!(
+        version.stdout().trim(),
+        format!("gpu-sidecar {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_validates_without_starting() {
+    let dir = TestDir::new();
+    let path = dir.write_config(&ConfigText::new(&dir).render());
+    let mut sidecar = Sidecar::spawn_args(&["--check-config", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(sidecar.exit_code(QUICK), 0, "{}", sidecar.log());
+    assert!(sidecar.stdout().contains("valid"), "{}", sidecar.stdout());
+    // Nothing was started: no socket, and the (absent) model was not opened.
+    assert_eq!(dir.entries(), ["sidecar.toml"]);
+
+    let bad = dir.write_config(
+        &ConfigText::new(&dir)
+            .render()
+            .replace("port = 0", "port = -1"),
+    );
+    let mut sidecar = Sidecar::spawn_args(&["--check-config", "-c", bad.to_str().unwrap()], &[]);
+    assert_eq!(sidecar.exit_code(QUICK), 2);
+    assert!(
+        sidecar.log().contains("sidecar.health.port"),
+        "{}",
+        sidecar.log()
+    );
+}
+
+#[test]
+fn sample_config_in_the_repository_is_valid() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sidecar.toml");
+    let mut sidecar = Sidecar::spawn_args(&["--check-config", "-c", sample], &[]);
+    assert_eq!(sidecar.exit_code(QUICK), 0, "{}", sidecar.log());
+}
