@@ -249,6 +249,14 @@ fn load(
 ) -> Result<ResidentModel, GpuError> {
     let started = Instant::now();
     let context = open_device(config)?;
+    if let Some(context) = &context {
+        // A regular file tells its size: refuse a model that cannot fit before reading it.
+        if let Ok(metadata) = std::fs::metadata(&model_path) {
+            if metadata.is_file() {
+                check_fits(context, &model_path, metadata.len())?;
+            }
+        }
+    }
     log::info!("loading model {}", model_path.display());
     let bytes = model::read_model(&model_path, stop)?;
     let size_bytes = bytes.bytes.len() as u64;
@@ -271,15 +279,7 @@ fn load(
         );
         return Ok(ResidentModel::Host { bytes, info });
     };
-    let (free, _total) = cuda::mem_get_info().call("cuMemGetInfo")?;
-    if size_bytes > free as u64 {
-        return Err(GpuError::ModelTooLarge {
-            path: bytes.path,
-            ordinal: context.ordinal,
-            needed: size_bytes,
-            free: free as u64,
-        });
-    }
+    check_fits(&context, &bytes.path, size_bytes)?;
     let buffer = DeviceBuffer::upload(&bytes.bytes)?;
     let info = ServingInfo {
         gpu: Some(context.info.clone()),
@@ -304,6 +304,24 @@ fn load(
         context,
         info,
     })
+}
+
+/// Fails unless `size_bytes` fit in the free memory of the device whose context is current.
+fn check_fits(
+    context: &PrimaryContext,
+    path: &std::path::Path,
+    size_bytes: u64,
+) -> Result<(), GpuError> {
+    let (free, _total) = cuda::mem_get_info().call("cuMemGetInfo")?;
+    if size_bytes > free as u64 {
+        return Err(GpuError::ModelTooLarge {
+            path: path.to_path_buf(),
+            ordinal: context.ordinal,
+            needed: size_bytes,
+            free: free as u64,
+        });
+    }
+    Ok(())
 }
 
 /// Opens the configured device and makes its primary context current on this thread, or

@@ -105,11 +105,12 @@ impl Error {
     }
 }
 
-/// Installs the logger: stderr, thread names on every line, `level` and above; gRPC core's
+/// Installs the logger: stderr, the thread's name (or id, for the unnamed threads of
+/// libraries) on every line, `level` and above; gRPC core's
 /// own log is routed to it.
 pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {
     let config = simplelog::ConfigBuilder::new()
-        .set_thread_mode(simplelog::ThreadLogMode::Names)
+        .set_thread_mode(simplelog::ThreadLogMode::Both)
         .set_thread_level(log::LevelFilter::Error)
         .set_target_level(log::LevelFilter::Off)
         .set_time_format_rfc3339()

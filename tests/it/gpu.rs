@@ -13,9 +13,13 @@
 // limitations under the License.
 
 //! GPU use. Without a usable GPU (no driver, or devices hidden): `auto` runs on the host and
-//! `required` exits 1. The binary must not link libcuda. Tests that need a real GPU are
-//! ignored by default; run them on a GPU machine with `cargo test -- --ignored`.
+//! `required` exits 1. The binary must not link libcuda. The GPU-owner thread's driver calls
+//! run against a fake driver (tests/fixtures/fake_libcuda.c) on every machine; tests that need
+//! a real GPU are ignored by default: run them on a GPU machine with
+//! `cargo test -- --ignored`.
 
+use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 
 use gpu_sidecar::proto::sidecar::ModelLocation;
@@ -91,6 +95,221 @@ fn the_binary_does_not_link_libcuda() {
     assert!(!dynamic.contains("libcuda"), "links libcuda:\n{dynamic}");
 }
 
+/// The fake driver, compiled into `dir`: returns the folder to put on LD_LIBRARY_PATH and the
+/// file it logs its calls to.
+fn fake_driver(dir: &TestDir) -> (String, PathBuf) {
+    let lib_dir = dir.path().join("fake-driver");
+    fs::create_dir(&lib_dir).unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake_libcuda.c");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(lib_dir.join("libcuda.so"))
+        .arg(source)
+        .status()
+        .expect("a C compiler (cc) builds the fake driver");
+    assert!(status.success(), "compiling the fake driver failed");
+    (
+        lib_dir.to_str().unwrap().to_string(),
+        dir.path().join("fake-driver.log"),
+    )
+}
+
+/// Spawns a sidecar on the fake driver with `knobs`; returns it and the driver's call log.
+fn spawn_on_fake_driver(
+    dir: &TestDir,
+    config: &ConfigText,
+    knobs: &[(&str, &str)],
+) -> (Sidecar, PathBuf) {
+    let (lib_dir, log) = fake_driver(dir);
+    let log_path = log.to_str().unwrap().to_string();
+    let mut envs = vec![
+        ("LD_LIBRARY_PATH", lib_dir.as_str()),
+        ("FAKE_CUDA_LOG", log_path.as_str()),
+    ];
+    envs.extend_from_slice(knobs);
+    let sidecar = Sidecar::spawn(&dir.write_config(&config.render()), &envs);
+    (sidecar, log)
+}
+
+/// The fake driver's calls: (thread id, call).
+fn driver_calls(log: &std::path::Path) -> Vec<(String, String)> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (tid, call) = line.split_once(' ').unwrap();
+            (tid.to_string(), call.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_gpu_thread_owns_context_and_model_memory_on_a_fake_driver() {
+    let dir = TestDir::new();
+    let model = dir.write_model("model.bin", 4096);
+    let config = ConfigText {
+        gpu_mode: "required".to_string(),
+        ..ConfigText::new(&dir)
+    };
+    let (mut sidecar, log) = spawn_on_fake_driver(&dir, &config, &[]);
+    sidecar.wait_ready();
+    let ping = Clients::connect(&sidecar.grpc_target())
+        .ping(b"on the gpu")
+        .unwrap();
+    assert_eq!(ping.payload, b"on the gpu");
+    assert!(ping.gpu_in_use, "{}", sidecar.log());
+    let gpu = ping.gpu.as_ref().unwrap();
+    assert_eq!(gpu.name, "Fake CUDA Device");
+    assert_eq!(gpu.compute_capability, "9.0");
+    assert_eq!(gpu.driver_version, "12.4");
+    assert_eq!(gpu.total_memory_bytes, 80 << 30);
+    assert_eq!(
+        ping.model.location.enum_value(),
+        Ok(ModelLocation::MODEL_LOCATION_DEVICE_MEMORY)
+    );
+    assert_eq!(ping.model.sha256, sha256_of(&model));
+    assert!(
+        sidecar.log().contains("using GPU 0: Fake CUDA Device, 80.00 GiB total, compute capability 9.0, driver supports CUDA 12.4"),
+        "{}",
+        sidecar.log()
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+
+    let calls = driver_calls(&log);
+    let byte_sum: u64 = fs::read(&model)
+        .unwrap()
+        .iter()
+        .map(|b| u64::from(*b))
+        .sum();
+    let expected = [
+        "cuInit -> 0".to_string(),
+        "retain device=0".to_string(),
+        "set-current".to_string(),
+        "alloc bytes=4096".to_string(),
+        format!("copy byte-sum={byte_sum}"),
+        "free".to_string(),
+        "release device=0".to_string(),
+    ];
+    let seen: Vec<&str> = calls.iter().map(|(_, call)| call.as_str()).collect();
+    assert_eq!(seen, expected, "driver calls out of order");
+    let gpu_thread = &calls[0].0;
+    assert!(
+        calls.iter().all(|(tid, _)| tid == gpu_thread),
+        "CUDA used from several threads: {calls:?}"
+    );
+    assert_ne!(
+        gpu_thread,
+        &format!("tid={}", sidecar.pid()),
+        "CUDA used from the main thread"
+    );
+    assert!(sidecar
+        .log()
+        .contains("freed 4.00 KiB of device memory and released the context of GPU 0"));
+}
+
+#[test]
+fn a_model_larger_than_free_device_memory_exits_1_before_reading_it() {
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 4096);
+    let config = ConfigText {
+        gpu_mode: "required".to_string(),
+        ..ConfigText::new(&dir)
+    };
+    let (mut sidecar, log) =
+        spawn_on_fake_driver(&dir, &config, &[("FAKE_CUDA_FREE_BYTES", "1000")]);
+    assert_eq!(sidecar.exit_code(PATIENCE), 1, "{}", sidecar.log());
+    assert!(
+        sidecar
+            .log()
+            .contains("needs 4.00 KiB but GPU 0 has only 1000 B free"),
+        "{}",
+        sidecar.log()
+    );
+    let calls: Vec<String> = driver_calls(&log)
+        .into_iter()
+        .map(|(_, call)| call)
+        .collect();
+    assert!(!calls.iter().any(|c| c.starts_with("alloc")), "{calls:?}");
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("release device=0"),
+        "context not released"
+    );
+    assert_eq!(
+        dir.entries(),
+        [
+            "fake-driver",
+            "fake-driver.log",
+            "model.bin",
+            "sidecar.toml"
+        ]
+    );
+}
+
+#[test]
+fn a_device_ordinal_the_driver_lacks_exits_1() {
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 64);
+    let text = ConfigText::new(&dir)
+        .render()
+        .replace("mode = \"auto\"", "mode = \"auto\"\ndevice = 2");
+    let (lib_dir, _) = fake_driver(&dir);
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&text),
+        &[("LD_LIBRARY_PATH", &lib_dir), ("FAKE_CUDA_DEVICES", "2")],
+    );
+    assert_eq!(sidecar.exit_code(PATIENCE), 1, "{}", sidecar.log());
+    assert!(
+        sidecar
+            .log()
+            .contains("sidecar.gpu.device is 2 but the driver sees 2 device(s)"),
+        "{}",
+        sidecar.log()
+    );
+}
+
+#[test]
+fn auto_mode_falls_back_to_the_host_when_the_driver_has_no_device() {
+    for knob in [("FAKE_CUDA_DEVICES", "0"), ("FAKE_CUDA_INIT_ERROR", "100")] {
+        let dir = TestDir::new();
+        dir.write_model("model.bin", 64);
+        let (mut sidecar, _) = spawn_on_fake_driver(&dir, &ConfigText::new(&dir), &[knob]);
+        sidecar.wait_ready();
+        assert!(
+            sidecar.log().contains("running without a GPU"),
+            "{knob:?}: {}",
+            sidecar.log()
+        );
+        assert!(
+            !Clients::connect(&sidecar.grpc_target())
+                .ping(b"")
+                .unwrap()
+                .gpu_in_use
+        );
+        sidecar.signal(libc::SIGTERM);
+        assert_eq!(sidecar.exit_code(PATIENCE), 0);
+
+        let required = ConfigText {
+            gpu_mode: "required".to_string(),
+            ..ConfigText::new(&dir)
+        };
+        fs::remove_dir_all(dir.path().join("fake-driver")).unwrap();
+        let (mut sidecar, _) = spawn_on_fake_driver(&dir, &required, &[knob]);
+        assert_eq!(
+            sidecar.exit_code(PATIENCE),
+            1,
+            "{knob:?}: {}",
+            sidecar.log()
+        );
+        assert!(
+            sidecar.log().contains("no GPU can be used"),
+            "{}",
+            sidecar.log()
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs an NVIDIA GPU and driver; run with `cargo test -- --ignored` on a GPU machine"]
 fn required_mode_on_a_gpu_keeps_the_model_in_device_memory() {
@@ -138,7 +357,7 @@ fn required_mode_on_a_gpu_keeps_the_model_in_device_memory() {
 #[ignore = "needs an NVIDIA GPU and driver; run with `cargo test -- --ignored` on a GPU machine"]
 fn a_model_larger_than_free_device_memory_exits_1() {
     let dir = TestDir::new();
-    // A sparse file larger than any GPU's memory: reading it costs time but no disk.
+    // A sparse file larger than any GPU's memory: refused from its size, before reading.
     let model = dir.path().join("huge.bin");
     let file = std::fs::File::create(&model).unwrap();
     file.set_len(1 << 40).unwrap();
@@ -148,7 +367,8 @@ fn a_model_larger_than_free_device_memory_exits_1() {
         ..ConfigText::new(&dir)
     };
     let mut sidecar = Sidecar::spawn(&dir.write_config(&config.render()), &[]);
-    let _ = sidecar.exit_code(PATIENCE);
+    assert_eq!(sidecar.exit_code(PATIENCE), 1, "{}", sidecar.log());
     let log = sidecar.log();
-    assert!(log.contains("free"), "{log}");
+    assert!(log.contains("needs 1.00 TiB but GPU 0 has only"), "{log}");
+    assert_eq!(dir.entries(), ["huge.bin", "sidecar.toml"], "left behind");
 }
