@@ -25,7 +25,8 @@ use std::process::Command;
 use gpu_sidecar::proto::sidecar::ModelLocation;
 
 use crate::util::{
-    ready_sidecar, sha256_of, Clients, ConfigText, Sidecar, TestDir, BINARY, PATIENCE,
+    expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Sidecar, TestDir, BINARY,
+    PATIENCE,
 };
 
 /// Hides every GPU from the driver, where there is one; on machines without a driver the
@@ -40,9 +41,7 @@ fn required_mode_without_a_gpu_exits_1_with_a_clear_message() {
         gpu_mode: "required".to_string(),
         ..ConfigText::new(&dir)
     };
-    let mut sidecar = Sidecar::spawn(&dir.write_config(&config.render()), &[NO_GPU]);
-    assert_eq!(sidecar.exit_code(PATIENCE), 1, "{}", sidecar.log());
-    let log = sidecar.log();
+    let log = expect_exit_1(&dir, &config.render(), &[NO_GPU]);
     assert!(
         log.contains("sidecar.gpu.mode is \"required\" but no GPU can be used"),
         "{log}"

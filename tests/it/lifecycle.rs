@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use gpu_sidecar::proto::health::health_check_response::ServingStatus;
 use gpu_sidecar::proto::sidecar::ServingState;
 
-use crate::util::{http, ready_sidecar, Clients, ConfigText, Sidecar, TestDir, PATIENCE};
+use crate::util::{
+    expect_exit_1, http, ready_sidecar, Clients, ConfigText, Sidecar, TestDir, PATIENCE,
+};
 
 /// The bound on start-up with a small model.
 const READY_WITHIN: Duration = Duration::from_secs(5);
@@ -224,15 +226,6 @@ fn restart_after_kill_9_on_the_same_socket() {
     second.wait_ready();
     second.signal(libc::SIGTERM);
     assert_eq!(second.exit_code(PATIENCE), 0, "{}", second.log());
-}
-
-/// Runs a sidecar expected to fail at start-up; returns its log after asserting exit 1.
-fn expect_exit_1(dir: &TestDir, config: &str, envs: &[(&str, &str)]) -> String {
-    let mut sidecar = Sidecar::spawn(&dir.write_config(config), envs);
-    let code = sidecar.exit_code(PATIENCE);
-    let log = sidecar.log();
-    assert_eq!(code, 1, "expected exit 1; log:\n{log}");
-    log
 }
 
 #[test]

@@ -423,6 +423,16 @@ pub fn sha256_of(path: &Path) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Runs a sidecar on `config` that must fail at start-up: asserts exit code 1 and returns
+/// its log.
+pub fn expect_exit_1(dir: &TestDir, config: &str, envs: &[(&str, &str)]) -> String {
+    let mut sidecar = Sidecar::spawn(&dir.write_config(config), envs);
+    let code = sidecar.exit_code(PATIENCE);
+    let log = sidecar.log();
+    assert_eq!(code, 1, "expected exit 1; log:\n{log}");
+    log
+}
+
 /// A sidecar with a 4 KiB model, started on a fresh dir and READY. `envs` hide GPUs when
 /// tests need host mode on any machine.
 pub fn ready_sidecar(configure: impl FnOnce(&mut ConfigText)) -> (TestDir, Sidecar) {
