@@ -504,6 +504,16 @@ impl Config {
                 ),
             ));
         }
+        if let Endpoint::Tcp { port, .. } = self.rpc.endpoint {
+            if port != 0 && port == self.health.port {
+                return Err((
+                    "sidecar.health.port".to_string(),
+                    format!(
+                        "port {port} is also the port of sidecar.rpc.endpoint; give each its own"
+                    ),
+                ));
+            }
+        }
         if self.model.uri.path.is_relative() {
             self.model.uri.path = base.join(&self.model.uri.path);
         }
@@ -759,6 +769,16 @@ mod tests {
         let (key, message) = parse_err(&text);
         assert_eq!(key, "sidecar.rpc.socket-mode");
         assert!(message.contains("unix"), "{message}");
+    }
+
+    #[test]
+    fn rpc_and_health_on_one_port_are_rejected() {
+        let text = MINIMAL
+            .replace("unix:/tmp/s.sock", "0.0.0.0:8558")
+            .replace("port = 0", "port = 8558");
+        let (key, message) = parse_err(&text);
+        assert_eq!(key, "sidecar.health.port");
+        assert!(message.contains("8558"), "{message}");
     }
 
     #[test]

@@ -105,9 +105,8 @@ impl Error {
     }
 }
 
-/// Installs the logger: stderr, the thread's name (or id, for the unnamed threads of
-/// libraries) on every line, `level` and above; gRPC core's
-/// own log is routed to it.
+/// Installs the logger: stderr, `level` and above, with the thread's name (or id, for the
+/// unnamed threads of libraries) on every line; gRPC core's own log is routed to it.
 pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {
     let config = simplelog::ConfigBuilder::new()
         .set_thread_mode(simplelog::ThreadLogMode::Both)

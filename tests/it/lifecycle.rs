@@ -20,9 +20,10 @@ use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use gpu_sidecar::proto::health::health_check_response::ServingStatus;
@@ -40,6 +41,30 @@ fn mkfifo(path: &Path) {
     // SAFETY: a valid NUL-terminated path; mkfifo(3) only creates a file.
     let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
     assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// Opens the FIFO for writing once the sidecar has opened it for reading, without blocking:
+/// a sidecar that died first fails the test instead of hanging it.
+fn open_fifo_writer(sidecar: &mut Sidecar, fifo: &Path) -> fs::File {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(file) => return file,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(sidecar.try_exit().is_none(), "exited: {}", sidecar.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "the sidecar never opened the FIFO"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open {}: {e}", fifo.display()),
+        }
+    }
 }
 
 #[test]
@@ -102,7 +127,8 @@ fn not_ready_until_the_model_is_loaded() {
     );
     assert!(!ping.model_loaded);
 
-    let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut writer = open_fifo_writer(&mut sidecar, &fifo);
+    // Fits in the pipe's buffer: a non-blocking write takes it whole.
     writer.write_all(&[7u8; 1000]).unwrap();
     drop(writer);
     sidecar.wait_ready();
