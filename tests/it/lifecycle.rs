@@ -16,7 +16,6 @@
 //! before and after READY, SIGTERM and a second signal, the Unix socket's life, and the
 //! runtime failures that exit 1.
 
-use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::TcpListener;
@@ -37,10 +36,9 @@ use crate::util::{
 const READY_WITHIN: Duration = Duration::from_secs(5);
 
 fn mkfifo(path: &Path) {
-    let c_path = CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path; mkfifo(3) only creates a file.
-    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {}", path.display());
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, mode, 0)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
 }
 
 /// Opens the FIFO for writing once the sidecar has opened it for reading, without blocking:

@@ -31,6 +31,7 @@ use gpu_sidecar::proto::health_grpc::HealthClient;
 use gpu_sidecar::proto::sidecar::{PingRequest, PingResponse};
 use gpu_sidecar::proto::sidecar_grpc::SidecarClient;
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder, Environment};
+use rustix::process::{kill_process, Pid, Signal};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_gpu-sidecar");
 /// A generous bound for things that take milliseconds when healthy.
@@ -196,11 +197,12 @@ impl Sidecar {
         self.started.elapsed()
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+        let signal = Signal::from_named_raw(signal).expect("a named signal");
+        let pid = Pid::from_raw(self.pid()).expect("a child's pid is positive");
+        kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("kill({}, {signal:?}) failed: {e}", self.pid()));
     }
 
     /// Everything logged so far.
@@ -322,8 +324,7 @@ impl Sidecar {
 impl Drop for Sidecar {
     fn drop(&mut self) {
         if self.try_exit().is_none() {
-            // SAFETY: kill(2) on our own child's pid, not yet reaped.
-            unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+            let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
