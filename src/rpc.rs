@@ -193,11 +193,6 @@ impl RpcServer {
         })
     }
 
-    /// The address served, with the real port for TCP.
-    pub fn bound_address(&self) -> &str {
-        &self.bound
-    }
-
     /// Calls being handled now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
