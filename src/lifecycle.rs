@@ -166,7 +166,8 @@ impl Lifecycle {
     }
 
     /// Number of open subscriptions.
-    pub fn subscriber_count(&self) -> usize {
+    #[cfg(test)]
+    fn subscriber_count(&self) -> usize {
         self.lock()
             .subscribers
             .as_ref()

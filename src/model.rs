@@ -37,6 +37,9 @@ pub enum ModelError {
     /// The file is empty: no model to serve.
     #[error("model file {} is empty", path.display())]
     Empty { path: PathBuf },
+    /// Host memory for the model's bytes could not be had.
+    #[error("cannot hold model file {} in host memory: {bytes} bytes could not be allocated", path.display())]
+    NoHostMemory { path: PathBuf, bytes: u64 },
     /// Shutdown was requested while the file was being read.
     #[error("loading the model was interrupted by shutdown")]
     Interrupted,
@@ -71,8 +74,10 @@ pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelErr
             "it is a directory",
         )));
     }
-    // Regular files tell their size up front; pipes and devices are read to the end.
-    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    // Regular files tell their size up front; pipes and devices are read to the end. Memory
+    // is reserved fallibly: a model too large for the host is an error, not an abort.
+    let mut bytes = Vec::new();
+    reserve(&mut bytes, metadata.len(), path)?;
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
@@ -86,6 +91,7 @@ pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelErr
             Err(e) => return Err(unreadable(e)),
         };
         hasher.update(&chunk[..read]);
+        reserve(&mut bytes, read as u64, path)?;
         bytes.extend_from_slice(&chunk[..read]);
     }
     if bytes.is_empty() {
@@ -105,6 +111,17 @@ pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelErr
     })
 }
 
+/// Makes room for `additional` more bytes in `bytes`, or fails with `NoHostMemory`.
+fn reserve(bytes: &mut Vec<u8>, additional: u64, path: &Path) -> Result<(), ModelError> {
+    let wanted = (bytes.len() as u64).saturating_add(additional);
+    let too_large = || ModelError::NoHostMemory {
+        path: path.to_path_buf(),
+        bytes: wanted,
+    };
+    let additional = usize::try_from(additional).map_err(|_| too_large())?;
+    bytes.try_reserve(additional).map_err(|_| too_large())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +138,16 @@ mod tests {
             model.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn memory_that_cannot_be_had_is_an_error_not_an_abort() {
+        let mut bytes = vec![1u8];
+        let err = reserve(&mut bytes, u64::MAX, Path::new("/m.bin")).unwrap_err();
+        assert!(matches!(err, ModelError::NoHostMemory { .. }), "{err}");
+        assert!(err.to_string().contains("/m.bin"), "{err}");
+        reserve(&mut bytes, 10, Path::new("/m.bin")).unwrap();
+        assert!(bytes.capacity() >= 11);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -121,16 +121,12 @@ impl RpcServer {
         }
         let completion_queues = thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
         let (queue_thread_ended, queue_threads_ended) = unbounded();
-        let queue_thread_ended = Mutex::new(queue_thread_ended);
         let environment = Arc::new(
             EnvBuilder::new()
                 .cq_count(completion_queues)
                 .name_prefix("grpc-cq")
                 .before_stop(move || {
-                    let _ = queue_thread_ended
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .send(());
+                    let _ = queue_thread_ended.send(());
                 })
                 .build(),
         );
@@ -374,6 +370,10 @@ struct SidecarService {
 impl Sidecar for SidecarService {
     fn ping(&mut self, ctx: RpcContext, request: PingRequest, sink: UnarySink<PingResponse>) {
         let call = InFlightCall::begin(&self.in_flight);
+        log::debug!("Ping: {} byte payload", request.payload.len());
+        // Test builds only: holds the call in flight, for the shutdown tests.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("rpc::ping");
         let response = ping_response(request, &self.lifecycle);
         ctx.spawn(sink.success(response).map(move |result| {
             if let Err(e) = result {

@@ -12,19 +12,28 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! A component thread that dies while the sidecar serves triggers the orderly shutdown and
-//! exit code 1. The deaths are injected through fail points, compiled in only with the
-//! `failpoints` feature (the README's test command enables it).
+//! Faults injected through fail points, compiled in only with the `failpoints` feature (the
+//! README's test command enables it): a component thread that dies triggers the orderly
+//! shutdown and exit code 1; a call held in flight at SIGTERM finishes within the grace
+//! period, or is cancelled when the grace period ends.
 
 #![cfg(feature = "failpoints")]
 
-use crate::util::{http, ConfigText, Sidecar, TestDir, PATIENCE};
+use std::thread;
 
-/// Starts a sidecar with `failpoints` set, waits for READY in its log.
-fn sidecar_with(failpoints: &str) -> (TestDir, Sidecar) {
+use grpcio::RpcStatusCode;
+
+use crate::util::{http, Clients, ConfigText, Sidecar, TestDir, PATIENCE};
+
+/// Spawns a sidecar with `failpoints` set and the given grace period.
+fn sidecar_with(failpoints: &str, grace_period: &str) -> (TestDir, Sidecar) {
     let dir = TestDir::new();
     dir.write_model("model.bin", 64);
-    let path = dir.write_config(&ConfigText::new(&dir).render());
+    let config = ConfigText {
+        grace_period: grace_period.to_string(),
+        ..ConfigText::new(&dir)
+    };
+    let path = dir.write_config(&config.render());
     let sidecar = Sidecar::spawn(&path, &[("FAILPOINTS", failpoints)]);
     (dir, sidecar)
 }
@@ -41,7 +50,7 @@ fn assert_orderly_failure(dir: &TestDir, sidecar: &mut Sidecar, thread: &str) {
 
 #[test]
 fn a_health_thread_panic_shuts_down_with_exit_1() {
-    let (dir, mut sidecar) = sidecar_with("health::respond=panic");
+    let (dir, mut sidecar) = sidecar_with("health::respond=panic", "10 s");
     sidecar.wait_for_log("READY in");
     // The first request makes the health thread panic; the connection just drops.
     let _ = http(sidecar.health_addr(), "GET", "/health");
@@ -50,6 +59,60 @@ fn a_health_thread_panic_shuts_down_with_exit_1() {
 
 #[test]
 fn a_gpu_thread_panic_shuts_down_with_exit_1() {
-    let (dir, mut sidecar) = sidecar_with("gpu::after_ready=panic");
+    let (dir, mut sidecar) = sidecar_with("gpu::after_ready=panic", "10 s");
     assert_orderly_failure(&dir, &mut sidecar, "gpu-owner");
+}
+
+/// Starts a Ping on its own thread and waits until the sidecar has it in hand.
+fn ping_in_flight(sidecar: &Sidecar) -> thread::JoinHandle<grpcio::Result<Vec<u8>>> {
+    let target = sidecar.grpc_target();
+    let call = thread::spawn(move || {
+        Clients::connect(&target)
+            .ping(b"in flight")
+            .map(|response| response.payload)
+    });
+    sidecar.wait_for_log("Ping: 9 byte payload");
+    call
+}
+
+#[test]
+fn a_call_in_flight_at_sigterm_finishes_within_the_grace_period() {
+    let (_dir, mut sidecar) = sidecar_with("rpc::ping=sleep(1000)", "10 s");
+    sidecar.wait_ready();
+    let call = ping_in_flight(&sidecar);
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(call.join().unwrap().unwrap(), b"in flight");
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    assert!(
+        sidecar.log().contains("for 1 in-flight call(s)"),
+        "{}",
+        sidecar.log()
+    );
+    assert!(!sidecar.log().contains("cancelling"), "{}", sidecar.log());
+}
+
+#[test]
+fn a_call_still_in_flight_when_the_grace_period_ends_is_cancelled() {
+    let (_dir, mut sidecar) = sidecar_with("rpc::ping=sleep(3000)", "300 ms");
+    sidecar.wait_ready();
+    let call = ping_in_flight(&sidecar);
+    sidecar.signal(libc::SIGTERM);
+    match call.join().unwrap() {
+        Err(grpcio::Error::RpcFailure(status)) => assert!(
+            matches!(
+                status.code(),
+                RpcStatusCode::CANCELLED | RpcStatusCode::UNAVAILABLE
+            ),
+            "{status:?}"
+        ),
+        other => panic!("the call should have been cancelled, got {other:?}"),
+    }
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    assert!(
+        sidecar
+            .log()
+            .contains("grace period over; cancelling 1 call(s)"),
+        "{}",
+        sidecar.log()
+    );
 }
