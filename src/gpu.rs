@@ -25,16 +25,15 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 use cudarc::driver::result::{self as cuda, DriverError};
 use cudarc::driver::sys::{self as cuda_sys, CUdevice, CUdevice_attribute, CUdeviceptr};
 
 use crate::config::{GpuConfig, GpuMode};
-use crate::model::{self, ModelBytes, ModelError};
+use crate::model::{self, LoadControl, ModelBytes, ModelError};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
 /// Why the GPU or the model could not be brought up; exit code 1.
@@ -129,9 +128,22 @@ impl ServingInfo {
     }
 }
 
+/// The device's memory as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySample {
+    pub ordinal: i32,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
+pub type HeartbeatReply = Option<MemorySample>;
+
 /// Messages to the GPU-owner thread.
 #[derive(Debug)]
 enum GpuCommand {
+    /// Answer on the channel, to show the thread is not stuck.
+    Heartbeat(Sender<HeartbeatReply>),
     /// Free everything and end the thread.
     Stop,
 }
@@ -141,7 +153,9 @@ enum GpuCommand {
 pub struct GpuOwner {
     thread: ComponentThread,
     commands: Sender<GpuCommand>,
-    stop_loading: Arc<AtomicBool>,
+    load: Arc<LoadControl>,
+    /// The reply to the last heartbeat, while it is awaited, and when it was sent.
+    heartbeat: Option<(Receiver<HeartbeatReply>, Instant)>,
     /// Receives, once, the outcome of start-up.
     pub ready: Receiver<Result<ServingInfo, GpuError>>,
 }
@@ -156,11 +170,11 @@ impl GpuOwner {
     ) -> Result<Self, ShutdownError> {
         let (commands, command_receiver) = unbounded();
         let (ready_sender, ready) = bounded(1);
-        let stop_loading = Arc::new(AtomicBool::new(false));
-        let stop = Arc::clone(&stop_loading);
+        let load_control = Arc::new(LoadControl::default());
+        let control = Arc::clone(&load_control);
         let config = config.clone();
         let thread = ComponentThread::spawn("gpu-owner", events, move || {
-            let resident = match load(&config, model_path, &stop) {
+            let resident = match load(&config, model_path, &control) {
                 Ok(resident) => resident,
                 Err(e) => {
                     let _ = ready_sender.send(Err(e));
@@ -171,10 +185,25 @@ impl GpuOwner {
             #[cfg(feature = "failpoints")]
             fail::fail_point!("gpu::after_ready");
             // Later issues add inference requests here; for now the thread keeps the context
-            // and the model alive until it is told to stop (or the main thread is gone).
-            match command_receiver.recv() {
-                Ok(GpuCommand::Stop) => log::debug!("asked to stop"),
-                Err(_) => log::warn!("the main thread is gone; releasing the GPU"),
+            // and the model alive, answering heartbeats, until it is told to stop (or the main
+            // thread is gone).
+            loop {
+                match command_receiver.recv() {
+                    Ok(GpuCommand::Heartbeat(reply)) => {
+                        // Test builds only: makes the thread stop answering for a while.
+                        #[cfg(feature = "failpoints")]
+                        fail::fail_point!("gpu::heartbeat");
+                        let _ = reply.send(resident.memory_sample());
+                    }
+                    Ok(GpuCommand::Stop) => {
+                        log::debug!("asked to stop");
+                        break;
+                    }
+                    Err(_) => {
+                        log::warn!("the main thread is gone; releasing the GPU");
+                        break;
+                    }
+                }
             }
             resident.release();
             Ok(())
@@ -182,14 +211,43 @@ impl GpuOwner {
         Ok(GpuOwner {
             thread,
             commands,
-            stop_loading,
+            load: load_control,
+            heartbeat: None,
             ready,
         })
     }
 
+    /// How far the model load has got: (bytes read, file size if known).
+    pub fn load_progress(&self) -> (u64, Option<u64>) {
+        (self.load.bytes_read(), self.load.size_hint())
+    }
+
+    /// Collects the answer to the previous heartbeat and sends the next one. Returns how long
+    /// the thread has left a heartbeat unanswered (zero when it answered) and the memory
+    /// sample of its answer. Call only after start-up: until then the thread does not read
+    /// its commands.
+    pub fn heartbeat(&mut self) -> (Duration, Option<MemorySample>) {
+        let mut sample = None;
+        if let Some((pending, sent_at)) = &self.heartbeat {
+            match pending.try_recv() {
+                Ok(reply) => sample = reply,
+                // Still waiting: do not pile up heartbeats behind a stuck thread.
+                Err(TryRecvError::Empty) => return (sent_at.elapsed(), None),
+                // The thread has ended; the main thread hears of that as an event.
+                Err(TryRecvError::Disconnected) => {}
+            }
+        }
+        self.heartbeat = None;
+        let (reply, pending) = bounded(1);
+        if self.commands.send(GpuCommand::Heartbeat(reply)).is_ok() {
+            self.heartbeat = Some((pending, Instant::now()));
+        }
+        (Duration::ZERO, sample)
+    }
+
     /// Tells the thread to free everything and waits up to `timeout` for it to end.
     pub fn stop(mut self, timeout: Duration) -> Result<(), ShutdownError> {
-        self.stop_loading.store(true, Ordering::Relaxed);
+        self.load.request_stop();
         let _ = self.commands.send(GpuCommand::Stop);
         self.thread.join_within(timeout)
     }
@@ -214,6 +272,24 @@ impl ResidentModel {
     fn info(&self) -> ServingInfo {
         match self {
             ResidentModel::Device { info, .. } | ResidentModel::Host { info, .. } => info.clone(),
+        }
+    }
+
+    /// The device's memory now, when the model is on a GPU and the driver answers.
+    fn memory_sample(&self) -> Option<MemorySample> {
+        let ResidentModel::Device { context, .. } = self else {
+            return None;
+        };
+        match cuda::mem_get_info() {
+            Ok((free, total)) => Some(MemorySample {
+                ordinal: context.ordinal,
+                free_bytes: free as u64,
+                total_bytes: total as u64,
+            }),
+            Err(e) => {
+                log::warn!("cuMemGetInfo failed: {e}");
+                None
+            }
         }
     }
 
@@ -245,7 +321,7 @@ impl ResidentModel {
 fn load(
     config: &GpuConfig,
     model_path: PathBuf,
-    stop: &AtomicBool,
+    control: &LoadControl,
 ) -> Result<ResidentModel, GpuError> {
     let started = Instant::now();
     let context = open_device(config)?;
@@ -258,7 +334,7 @@ fn load(
         }
     }
     log::info!("loading model {}", model_path.display());
-    let bytes = model::read_model(&model_path, stop)?;
+    let bytes = model::read_model(&model_path, control)?;
     let size_bytes = bytes.bytes.len() as u64;
     let Some(context) = context else {
         let info = ServingInfo {

@@ -17,19 +17,22 @@
 //! connection, and it goes down last.
 //!
 //! - `GET /health`, `/health/ready`: 200 `READY` when READY, else 503 `NOT_READY`.
-//! - `GET /health/live`: 200 `LIVE` while every component thread is alive, else 503 `NOT_LIVE`.
+//! - `GET /health/live`: 200 `LIVE` while every component thread is alive and answering, else
+//!   503 `NOT_LIVE`.
+//! - `GET /metrics`: the Prometheus text exposition ([`crate::metrics`]).
 //! - `HEAD` answers the same without a body; other methods 405; other paths 404.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::config::HealthConfig;
 use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::{self, Metrics};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
 /// The health endpoint could not be started; exit code 1.
@@ -43,10 +46,33 @@ pub enum HealthError {
     Thread(#[from] ShutdownError),
 }
 
+/// How often the serving loop comes round when no request arrives, to show it is not stuck.
+const LOOP_TICK: Duration = Duration::from_millis(250);
+
+/// When the serving loop last came round, in milliseconds since `base`.
+#[derive(Debug)]
+struct LoopClock {
+    base: Instant,
+    last_turn_ms: AtomicU64,
+}
+
+impl LoopClock {
+    fn turn(&self) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_turn_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn since_last_turn(&self) -> Duration {
+        let last = Duration::from_millis(self.last_turn_ms.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last)
+    }
+}
+
 /// The running health endpoint.
 pub struct HealthServer {
     server: Arc<Server>,
     stopping: Arc<AtomicBool>,
+    clock: Arc<LoopClock>,
     thread: ComponentThread,
     addr: SocketAddr,
 }
@@ -66,6 +92,7 @@ impl HealthServer {
     pub fn start(
         config: &HealthConfig,
         lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
         events: Sender<Event>,
     ) -> Result<Self, HealthError> {
         let requested = SocketAddr::new(config.host, config.port);
@@ -76,17 +103,23 @@ impl HealthServer {
         let addr = server.server_addr().to_ip().unwrap_or(requested);
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
+        let clock = Arc::new(LoopClock {
+            base: Instant::now(),
+            last_turn_ms: AtomicU64::new(0),
+        });
         let thread = {
             let server = Arc::clone(&server);
             let stopping = Arc::clone(&stopping);
+            let clock = Arc::clone(&clock);
             ComponentThread::spawn("health", events, move || {
-                serve(&server, &lifecycle, &stopping)
+                serve(&server, &lifecycle, &metrics, &stopping, &clock)
             })?
         };
         log::info!("health endpoint listening on http://{addr}/health");
         Ok(HealthServer {
             server,
             stopping,
+            clock,
             thread,
             addr,
         })
@@ -95,6 +128,12 @@ impl HealthServer {
     /// The address actually bound (the real port when 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How long since the serving loop last came round; more than a second means it is stuck
+    /// (in answering a request).
+    pub fn silent_for(&self) -> Duration {
+        self.clock.since_last_turn()
     }
 
     /// Stops answering and joins the thread, waiting up to `timeout`.
@@ -106,10 +145,19 @@ impl HealthServer {
 }
 
 /// Answers requests until `stopping` is set and the server is unblocked.
-fn serve(server: &Server, lifecycle: &Lifecycle, stopping: &AtomicBool) -> Result<(), String> {
+fn serve(
+    server: &Server,
+    lifecycle: &Lifecycle,
+    metrics: &Metrics,
+    stopping: &AtomicBool,
+    clock: &LoopClock,
+) -> Result<(), String> {
     loop {
-        match server.recv() {
-            Ok(request) => respond(request, lifecycle),
+        clock.turn();
+        match server.recv_timeout(LOOP_TICK) {
+            Ok(Some(request)) => respond(request, lifecycle, metrics),
+            Ok(None) if stopping.load(Ordering::SeqCst) => return Ok(()),
+            Ok(None) => {}
             Err(_) if stopping.load(Ordering::SeqCst) => return Ok(()),
             // A failed accept or a broken connection concerns one client only.
             Err(e) => log::debug!("health endpoint: {e}"),
@@ -117,37 +165,44 @@ fn serve(server: &Server, lifecycle: &Lifecycle, stopping: &AtomicBool) -> Resul
     }
 }
 
-/// What a request gets: status code and body.
-fn answer(method: &Method, url: &str, lifecycle: &Lifecycle) -> (u16, &'static str) {
+/// The plain-text content type of the probe answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What a request gets: status code, body and content type.
+fn answer(
+    method: &Method,
+    url: &str,
+    lifecycle: &Lifecycle,
+    metrics: &Metrics,
+) -> (u16, String, &'static str) {
     let path = url.split(['?', '#']).next().unwrap_or("");
-    let known = matches!(path, "/health" | "/health/ready" | "/health/live");
+    let known = matches!(
+        path,
+        "/health" | "/health/ready" | "/health/live" | "/metrics"
+    );
+    let text = |status: u16, body: &str| (status, body.to_string(), TEXT);
     if !known {
-        return (404, "NOT_FOUND");
+        return text(404, "NOT_FOUND");
     }
     if !matches!(method, Method::Get | Method::Head) {
-        return (405, "METHOD_NOT_ALLOWED");
+        return text(405, "METHOD_NOT_ALLOWED");
     }
-    if path == "/health/live" {
-        return if lifecycle.is_live() {
-            (200, "LIVE")
-        } else {
-            (503, "NOT_LIVE")
-        };
-    }
-    if lifecycle.state() == State::Ready {
-        (200, "READY")
-    } else {
-        (503, "NOT_READY")
+    match path {
+        "/metrics" => (200, metrics.render(lifecycle), metrics::CONTENT_TYPE),
+        "/health/live" if lifecycle.is_live() => text(200, "LIVE"),
+        "/health/live" => text(503, "NOT_LIVE"),
+        _ if lifecycle.state() == State::Ready => text(200, "READY"),
+        _ => text(503, "NOT_READY"),
     }
 }
 
-fn respond(request: Request, lifecycle: &Lifecycle) {
+fn respond(request: Request, lifecycle: &Lifecycle, metrics: &Metrics) {
     #[cfg(feature = "failpoints")]
     fail::fail_point!("health::respond");
-    let (status, body) = answer(request.method(), request.url(), lifecycle);
+    let (status, body, content_type) = answer(request.method(), request.url(), lifecycle, metrics);
     let mut response = Response::from_string(body)
         .with_status_code(status)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+        .with_header(header("Content-Type", content_type))
         .with_header(header("Cache-Control", "no-store"));
     if status == 405 {
         response = response.with_header(header("Allow", "GET, HEAD"));
@@ -167,42 +222,56 @@ fn header(name: &str, value: &str) -> Header {
 mod tests {
     use super::*;
     use crate::gpu::ServingInfo;
+    use crate::metrics::Transport;
+
+    fn status_and_body(method: &Method, url: &str, lifecycle: &Lifecycle) -> (u16, String) {
+        let metrics = Metrics::new(Transport::Unix).unwrap();
+        let (status, body, _) = answer(method, url, lifecycle, &metrics);
+        (status, body)
+    }
+
+    fn answered(status: u16, body: &str) -> (u16, String) {
+        (status, body.to_string())
+    }
 
     #[test]
     fn answers_follow_the_lifecycle() {
         let lifecycle = Lifecycle::new();
-        assert_eq!(
-            answer(&Method::Get, "/health", &lifecycle),
-            (503, "NOT_READY")
-        );
-        assert_eq!(
-            answer(&Method::Get, "/health/live", &lifecycle),
-            (200, "LIVE")
-        );
+        let get = |url| status_and_body(&Method::Get, url, &lifecycle);
+        assert_eq!(get("/health"), answered(503, "NOT_READY"));
+        assert_eq!(get("/health/live"), answered(200, "LIVE"));
         lifecycle.set_ready(ServingInfo::for_tests());
-        assert_eq!(answer(&Method::Get, "/health", &lifecycle), (200, "READY"));
+        assert_eq!(get("/health"), answered(200, "READY"));
         assert_eq!(
-            answer(&Method::Head, "/health/ready?x=1", &lifecycle),
-            (200, "READY")
+            status_and_body(&Method::Head, "/health/ready?x=1", &lifecycle),
+            answered(200, "READY")
         );
         lifecycle.begin_draining();
-        assert_eq!(
-            answer(&Method::Get, "/health/ready", &lifecycle),
-            (503, "NOT_READY")
-        );
+        assert_eq!(get("/health/ready"), answered(503, "NOT_READY"));
         lifecycle.mark_failed("gpu-owner");
-        assert_eq!(
-            answer(&Method::Get, "/health/live", &lifecycle),
-            (503, "NOT_LIVE")
-        );
+        assert_eq!(get("/health/live"), answered(503, "NOT_LIVE"));
+    }
+
+    #[test]
+    fn metrics_are_served_as_prometheus_text() {
+        let lifecycle = Lifecycle::new();
+        let metrics = Metrics::new(Transport::Tcp).unwrap();
+        let (status, body, content_type) = answer(&Method::Get, "/metrics", &lifecycle, &metrics);
+        assert_eq!(status, 200);
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        assert!(body.contains("gpu_sidecar_state{state=\"starting\"} 1"));
     }
 
     #[test]
     fn unknown_paths_and_methods_are_refused() {
         let lifecycle = Lifecycle::new();
-        assert_eq!(answer(&Method::Get, "/", &lifecycle).0, 404);
-        assert_eq!(answer(&Method::Get, "/healthz", &lifecycle).0, 404);
-        assert_eq!(answer(&Method::Post, "/health", &lifecycle).0, 405);
-        assert_eq!(answer(&Method::Delete, "/health/live", &lifecycle).0, 405);
+        assert_eq!(status_and_body(&Method::Get, "/", &lifecycle).0, 404);
+        assert_eq!(status_and_body(&Method::Get, "/healthz", &lifecycle).0, 404);
+        assert_eq!(status_and_body(&Method::Post, "/health", &lifecycle).0, 405);
+        assert_eq!(
+            status_and_body(&Method::Delete, "/health/live", &lifecycle).0,
+            405
+        );
+        assert_eq!(status_and_body(&Method::Put, "/metrics", &lifecycle).0, 405);
     }
 }

@@ -36,9 +36,11 @@ pub mod config;
 pub mod gpu;
 pub mod health;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod rpc;
 pub mod shutdown;
+pub mod supervision;
 
 /// The generated protobuf messages and gRPC stubs (`proto/*.proto`).
 #[allow(missing_debug_implementations)] // grpcio-compiler's client stubs do not derive Debug
@@ -50,17 +52,21 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 
 use crate::config::{Config, ConfigError};
-use crate::gpu::{GpuError, GpuOwner, ServingInfo};
+use crate::gpu::{ByteSize, GpuError, GpuOwner, ServingInfo};
 use crate::health::{HealthError, HealthServer};
 use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, MetricsError, Transport};
 use crate::rpc::{RpcError, RpcServer};
 use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
+use crate::supervision::{load_status, Liveness, Notifier, Verdict, LOAD_PROGRESS_ALLOWANCE};
 
 /// How long the health and signal threads get to stop once asked.
 const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often start-up progress is reported to systemd while the model loads.
+const STARTUP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Exit code for a clean run.
 pub const EXIT_OK: u8 = 0;
@@ -81,6 +87,9 @@ pub enum Error {
     /// The health endpoint could not start.
     #[error(transparent)]
     Health(#[from] HealthError),
+    /// The metrics registry could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The gRPC endpoint could not start or stop.
     #[error(transparent)]
     Rpc(#[from] RpcError),
@@ -126,8 +135,8 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {
     Ok(())
 }
 
-/// The components started so far, stopped in reverse order by [`Components::shut_down`].
-#[derive(Debug)]
+/// The components started so far, stopped in reverse order by [`Sidecar::shut_down`].
+#[derive(Debug, Default)]
 struct Components {
     signals: Option<SignalThread>,
     health: Option<HealthServer>,
@@ -147,70 +156,254 @@ pub fn run(config: &Config) -> Result<(), Error> {
     for line in config.to_string().lines() {
         log::info!("config: {line}");
     }
-    let lifecycle = Arc::new(Lifecycle::new());
     let (events, event_receiver) = unbounded();
-    let mut components = Components {
-        signals: Some(SignalThread::start(events.clone())?),
-        health: None,
-        rpc: None,
-        gpu: None,
-    };
-    let outcome = start_up(
+    let mut sidecar = Sidecar {
         config,
-        &lifecycle,
-        &events,
-        &event_receiver,
-        &mut components,
-    )
-    .and_then(|stopped_early| {
+        started,
+        lifecycle: Arc::new(Lifecycle::new()),
+        metrics: Arc::new(Metrics::new(Transport::from(&config.rpc.endpoint))?),
+        notifier: Notifier::from_env(),
+        events,
+        event_receiver,
+        components: Components::default(),
+    };
+    sidecar.notifier.status("starting");
+    let outcome = sidecar.start_up().and_then(|stopped_early| {
         if stopped_early {
             return Ok(());
         }
-        log::info!("READY in {} ms", started.elapsed().as_millis());
-        wait_for_stop(&event_receiver, &lifecycle)
+        sidecar.serve()
     });
     if let Err(e) = &outcome {
         log::error!("{e}");
     }
-    let stopped = components.shut_down(&lifecycle, config.shutdown.grace_period.0);
-    outcome.and(stopped)
+    let stopped = sidecar.shut_down();
+    let outcome = outcome.and(stopped);
+    match &outcome {
+        Ok(()) => sidecar.notifier.status("stopped"),
+        Err(e) => sidecar.notifier.status(&format!("failed: {e}")),
+    }
+    outcome
 }
 
-/// Starts every component and waits for the GPU thread to report the model resident.
-/// Returns `true` if a signal asked to stop before READY.
-fn start_up(
-    config: &Config,
-    lifecycle: &Arc<Lifecycle>,
-    events: &Sender<Event>,
-    event_receiver: &Receiver<Event>,
-    components: &mut Components,
-) -> Result<bool, Error> {
-    let health = HealthServer::start(&config.health, Arc::clone(lifecycle), events.clone())?;
-    components.health = Some(health);
-    components.rpc = Some(RpcServer::start(&config.rpc, Arc::clone(lifecycle))?);
-    let gpu = GpuOwner::start(&config.gpu, config.model.uri.path.clone(), events.clone())?;
-    let ready = gpu.ready.clone();
-    components.gpu = Some(gpu);
-    select! {
-        recv(ready) -> outcome => {
-            lifecycle.set_ready(gpu_outcome(outcome.ok())?);
-            Ok(false)
-        }
-        recv(event_receiver) -> event => match event {
-            Ok(Event::Signal(signal)) => {
-                log::info!("{} during start-up: stopping", signal_name(signal));
-                Ok(true)
-            }
-            // The GPU thread reports its own failure on `ready` before it ends.
-            Ok(Event::ThreadExited { name, failure }) if name == "gpu-owner" => {
-                match ready.try_recv() {
-                    Ok(Err(e)) => Err(e.into()),
-                    _ => Err(thread_died(lifecycle, name, failure)),
+/// The main thread's view of the running sidecar.
+#[derive(Debug)]
+struct Sidecar<'a> {
+    config: &'a Config,
+    started: Instant,
+    lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+    events: Sender<Event>,
+    event_receiver: Receiver<Event>,
+    components: Components,
+}
+
+impl Sidecar<'_> {
+    /// Starts every component and waits for the GPU thread to report the model resident,
+    /// telling systemd how the load goes. Returns `true` if a signal asked to stop before
+    /// READY.
+    fn start_up(&mut self) -> Result<bool, Error> {
+        let config = self.config;
+        self.components.signals = Some(SignalThread::start(self.events.clone())?);
+        self.components.health = Some(HealthServer::start(
+            &config.health,
+            Arc::clone(&self.lifecycle),
+            Arc::clone(&self.metrics),
+            self.events.clone(),
+        )?);
+        let rpc = RpcServer::start(
+            &config.rpc,
+            Arc::clone(&self.lifecycle),
+            Arc::clone(&self.metrics),
+        )?;
+        self.components.rpc = Some(rpc);
+        let gpu = GpuOwner::start(
+            &config.gpu,
+            config.model.uri.path.clone(),
+            self.events.clone(),
+        )?;
+        let ready = gpu.ready.clone();
+        let gpu = self.components.gpu.insert(gpu);
+        let model = config.model.uri.path.display().to_string();
+        let progress_checks = tick(STARTUP_CHECK_INTERVAL);
+        let mut last_bytes_read = 0;
+        loop {
+            select! {
+                recv(ready) -> outcome => {
+                    let serving = gpu_outcome(outcome.ok())?;
+                    self.declare_ready(serving);
+                    return Ok(false);
+                }
+                recv(self.event_receiver) -> event => match event {
+                    Ok(Event::Signal(signal)) => {
+                        log::info!("{} during start-up: stopping", signal_name(signal));
+                        return Ok(true);
+                    }
+                    // The GPU thread reports its own failure on `ready` before it ends.
+                    Ok(Event::ThreadExited { name, failure }) if name == "gpu-owner" => {
+                        return match ready.try_recv() {
+                            Ok(Err(e)) => Err(e.into()),
+                            _ => Err(thread_died(&self.lifecycle, name, failure)),
+                        };
+                    }
+                    Ok(Event::ThreadExited { name, failure }) => {
+                        return Err(thread_died(&self.lifecycle, name, failure));
+                    }
+                    Err(_) => unreachable!("the sidecar holds a sender"),
+                },
+                recv(progress_checks) -> _ => {
+                    let (bytes_read, size) = gpu.load_progress();
+                    self.notifier.status(&load_status(&model, bytes_read, size));
+                    // Only a load that moves earns more time; a stuck one meets the unit's
+                    // start timeout.
+                    if bytes_read > last_bytes_read {
+                        self.notifier.extend_timeout(LOAD_PROGRESS_ALLOWANCE);
+                        last_bytes_read = bytes_read;
+                    }
                 }
             }
-            Ok(Event::ThreadExited { name, failure }) => Err(thread_died(lifecycle, name, failure)),
-            Err(_) => unreachable!("run() holds a sender"),
         }
+    }
+
+    /// Records READY and says so: log, metrics, systemd.
+    fn declare_ready(&mut self, serving: ServingInfo) {
+        let startup = self.started.elapsed();
+        let status = format!(
+            "serving model {} ({} in {}) on {}",
+            serving.model.path.display(),
+            ByteSize(serving.model.size_bytes),
+            match &serving.gpu {
+                Some(device) => format!("the memory of GPU {}", device.ordinal),
+                None => "host memory, no GPU".to_string(),
+            },
+            self.components.rpc.as_ref().map_or("", |rpc| rpc.bound())
+        );
+        self.metrics.record_ready(startup, &serving);
+        self.lifecycle.set_ready(serving);
+        log::info!("READY in {} ms: {status}", startup.as_millis());
+        self.notifier.ready(&status);
+    }
+
+    /// While READY: waits for a signal (`Ok`) or a component's end (the error), checking on
+    /// the components at each interval and feeding the systemd watchdog while all are well.
+    fn serve(&mut self) -> Result<(), Error> {
+        let interval = self.notifier.check_interval();
+        let checks = tick(interval);
+        let mut liveness = Liveness::new(interval);
+        loop {
+            select! {
+                recv(self.event_receiver) -> event => return match event {
+                    Ok(Event::Signal(signal)) => {
+                        log::info!("{}: shutting down", signal_name(signal));
+                        Ok(())
+                    }
+                    Ok(Event::ThreadExited { name, failure }) => {
+                        Err(thread_died(&self.lifecycle, name, failure))
+                    }
+                    Err(_) => unreachable!("the sidecar holds a sender"),
+                },
+                recv(checks) -> _ => self.check_components(&mut liveness)?,
+            }
+        }
+    }
+
+    /// One liveness check: gRPC still has its threads, the GPU-owner and health threads
+    /// answer. Sets `/health/live` accordingly and pings the watchdog only when all is well.
+    fn check_components(&mut self, liveness: &mut Liveness) -> Result<(), Error> {
+        let Components {
+            health, rpc, gpu, ..
+        } = &mut self.components;
+        if rpc
+            .as_ref()
+            .is_some_and(|rpc| !rpc.completion_queues_running())
+        {
+            return Err(thread_died(
+                &self.lifecycle,
+                "grpc-cq".to_string(),
+                Some("a gRPC completion-queue thread ended".to_string()),
+            ));
+        }
+        let mut silences = Vec::with_capacity(2);
+        if let Some(gpu) = gpu.as_mut() {
+            let (silent_for, sample) = gpu.heartbeat();
+            if let Some(sample) = sample {
+                self.metrics.record_gpu_memory(
+                    sample.ordinal,
+                    sample.free_bytes,
+                    sample.total_bytes,
+                );
+            }
+            silences.push(("gpu-owner", silent_for));
+        }
+        if let Some(health) = health.as_ref() {
+            silences.push(("health", health.silent_for()));
+        }
+        match liveness.judge(&silences) {
+            Verdict::Alive => {
+                if let Some(component) = self.lifecycle.set_stalled(None) {
+                    log::info!("the {component} thread answers again: live");
+                }
+                self.notifier.watchdog();
+            }
+            Verdict::Stalled {
+                component,
+                silent_for,
+            } => {
+                if self.lifecycle.set_stalled(Some(component)).is_none() {
+                    log::warn!(
+                        "the {component} thread has not answered for {} ms: /health/live reports NOT_LIVE{}",
+                        silent_for.as_millis(),
+                        if self.notifier.watchdog_enabled() {
+                            " and the systemd watchdog is no longer fed"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shutdown sequence. Every step runs even if an earlier one failed; the first error
+    /// is returned.
+    fn shut_down(&mut self) -> Result<(), Error> {
+        let begun = Instant::now();
+        let grace = self.config.shutdown.grace_period.0;
+        let lifecycle = &self.lifecycle;
+        if lifecycle.begin_draining() {
+            log::info!("draining: health reports NOT_READY, gRPC health NOT_SERVING");
+        }
+        let in_flight = self.components.rpc.as_ref().map_or(0, RpcServer::in_flight);
+        self.notifier.stopping(&format!(
+            "draining: {in_flight} call(s) in flight, grace period {}",
+            humantime::format_duration(grace)
+        ));
+        lifecycle.close_subscriptions();
+        let mut first_error: Option<Error> = None;
+        let mut note = |result: Result<(), Error>| {
+            if let Err(e) = result {
+                log::error!("shutdown: {e}");
+                first_error.get_or_insert(e);
+            }
+        };
+        let components = &mut self.components;
+        if let Some(rpc) = components.rpc.take() {
+            note(rpc.shutdown(grace).map_err(Error::from));
+        }
+        if let Some(gpu) = components.gpu.take() {
+            note(gpu.stop(grace).map_err(Error::from));
+        }
+        lifecycle.set_stopped();
+        if let Some(health) = components.health.take() {
+            note(health.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        if let Some(signals) = components.signals.take() {
+            note(signals.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        log::info!("stopped in {} ms", begun.elapsed().as_millis());
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -226,57 +419,11 @@ fn gpu_outcome(outcome: Option<Result<ServingInfo, GpuError>>) -> Result<Serving
     }
 }
 
-/// Waits while READY for a signal (`Ok`) or a component thread's end (the error).
-fn wait_for_stop(event_receiver: &Receiver<Event>, lifecycle: &Lifecycle) -> Result<(), Error> {
-    match event_receiver.recv() {
-        Ok(Event::Signal(signal)) => {
-            log::info!("{}: shutting down", signal_name(signal));
-            Ok(())
-        }
-        Ok(Event::ThreadExited { name, failure }) => Err(thread_died(lifecycle, name, failure)),
-        Err(_) => unreachable!("run() holds a sender"),
-    }
-}
-
 /// Marks the sidecar not live and describes the thread's end.
 fn thread_died(lifecycle: &Lifecycle, name: String, failure: Option<String>) -> Error {
     lifecycle.mark_failed(&name);
     Error::ThreadDied {
         name,
         reason: failure.unwrap_or_else(|| "it ended unexpectedly".to_string()),
-    }
-}
-
-impl Components {
-    /// The shutdown sequence. Every step runs even if an earlier one failed; the first error
-    /// is returned.
-    fn shut_down(&mut self, lifecycle: &Lifecycle, grace: Duration) -> Result<(), Error> {
-        let begun = Instant::now();
-        if lifecycle.begin_draining() {
-            log::info!("draining: health reports NOT_READY, gRPC health NOT_SERVING");
-        }
-        lifecycle.close_subscriptions();
-        let mut first_error: Option<Error> = None;
-        let mut note = |result: Result<(), Error>| {
-            if let Err(e) = result {
-                log::error!("shutdown: {e}");
-                first_error.get_or_insert(e);
-            }
-        };
-        if let Some(rpc) = self.rpc.take() {
-            note(rpc.shutdown(grace).map_err(Error::from));
-        }
-        if let Some(gpu) = self.gpu.take() {
-            note(gpu.stop(grace).map_err(Error::from));
-        }
-        lifecycle.set_stopped();
-        if let Some(health) = self.health.take() {
-            note(health.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
-        }
-        if let Some(signals) = self.signals.take() {
-            note(signals.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
-        }
-        log::info!("stopped in {} ms", begun.elapsed().as_millis());
-        first_error.map_or(Ok(()), Err)
     }
 }

@@ -56,6 +56,8 @@ struct Inner {
     subscribers: Option<Vec<UnboundedSender<State>>>,
     /// The first component that failed, if any.
     failed_component: Option<String>,
+    /// A component that is alive but has stopped answering, if any.
+    stalled_component: Option<String>,
 }
 
 /// The state every thread shares (behind an `Arc`).
@@ -80,6 +82,7 @@ impl Lifecycle {
                 state: State::Starting,
                 subscribers: Some(Vec::new()),
                 failed_component: None,
+                stalled_component: None,
             }),
             serving: OnceLock::new(),
             started_at: Instant::now(),
@@ -182,9 +185,17 @@ impl Lifecycle {
         }
     }
 
-    /// True while no component thread has died.
+    /// Records which component, if any, has stopped answering; liveness is false while one
+    /// has. Returns the component recorded before.
+    pub fn set_stalled(&self, component: Option<&str>) -> Option<String> {
+        let mut inner = self.lock();
+        std::mem::replace(&mut inner.stalled_component, component.map(str::to_string))
+    }
+
+    /// True while no component thread has died and none has stopped answering.
     pub fn is_live(&self) -> bool {
-        self.lock().failed_component.is_none()
+        let inner = self.lock();
+        inner.failed_component.is_none() && inner.stalled_component.is_none()
     }
 }
 
@@ -243,5 +254,14 @@ mod tests {
         assert!(lifecycle.is_live());
         lifecycle.mark_failed("health");
         assert!(!lifecycle.is_live());
+    }
+
+    #[test]
+    fn a_stalled_component_suspends_liveness_until_it_answers() {
+        let lifecycle = Lifecycle::new();
+        assert_eq!(lifecycle.set_stalled(Some("gpu-owner")), None);
+        assert!(!lifecycle.is_live());
+        assert_eq!(lifecycle.set_stalled(None).as_deref(), Some("gpu-owner"));
+        assert!(lifecycle.is_live());
     }
 }

@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -54,9 +54,40 @@ pub struct ModelBytes {
     pub sha256: String,
 }
 
-/// Reads the whole file at `path`, stopping early if `stop` is set. Fails if the file is
-/// missing, unreadable or empty.
-pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelError> {
+/// Shared between the GPU-owner thread, which reads the model, and the main thread, which
+/// reports progress to the service manager and may ask the read to stop.
+#[derive(Debug, Default)]
+pub struct LoadControl {
+    stop: AtomicBool,
+    bytes_read: AtomicU64,
+    /// The file's size when it tells one (a regular file), else 0.
+    size_hint: AtomicU64,
+}
+
+impl LoadControl {
+    /// Asks the read to stop at the next chunk.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// The size of the model file, if known.
+    pub fn size_hint(&self) -> Option<u64> {
+        Some(self.size_hint.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+}
+
+/// Reads the whole file at `path`, counting progress in `control` and stopping early if it
+/// asks to. Fails if the file is missing, unreadable or empty.
+pub fn read_model(path: &Path, control: &LoadControl) -> Result<ModelBytes, ModelError> {
     let unreadable = |source: io::Error| ModelError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -78,10 +109,13 @@ pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelErr
     // is reserved fallibly: a model too large for the host is an error, not an abort.
     let mut bytes = Vec::new();
     reserve(&mut bytes, metadata.len(), path)?;
+    if metadata.is_file() {
+        control.size_hint.store(metadata.len(), Ordering::Relaxed);
+    }
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if control.stop_requested() {
             return Err(ModelError::Interrupted);
         }
         let read = match file.read(&mut chunk) {
@@ -93,6 +127,7 @@ pub fn read_model(path: &Path, stop: &AtomicBool) -> Result<ModelBytes, ModelErr
         hasher.update(&chunk[..read]);
         reserve(&mut bytes, read as u64, path)?;
         bytes.extend_from_slice(&chunk[..read]);
+        control.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
     }
     if bytes.is_empty() {
         return Err(ModelError::Empty {
@@ -132,8 +167,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.bin");
         fs::write(&path, b"abc").unwrap();
-        let model = read_model(&path, &AtomicBool::new(false)).unwrap();
+        let control = LoadControl::default();
+        let model = read_model(&path, &control).unwrap();
         assert_eq!(model.bytes, b"abc");
+        assert_eq!(control.bytes_read(), 3);
+        assert_eq!(control.size_hint(), Some(3));
         assert_eq!(
             model.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -153,7 +191,7 @@ mod tests {
     #[test]
     fn missing_empty_directory_and_interrupted_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let not_stopped = AtomicBool::new(false);
+        let not_stopped = LoadControl::default();
         let missing = read_model(&dir.path().join("none"), &not_stopped).unwrap_err();
         assert!(matches!(missing, ModelError::Missing { .. }), "{missing}");
         let empty = dir.path().join("empty");
@@ -163,7 +201,9 @@ mod tests {
         let err = read_model(dir.path(), &not_stopped).unwrap_err();
         assert!(err.to_string().contains("directory"), "{err}");
         fs::write(&empty, b"x").unwrap();
-        let err = read_model(&empty, &AtomicBool::new(true)).unwrap_err();
+        let stopped = LoadControl::default();
+        stopped.request_stop();
+        let err = read_model(&empty, &stopped).unwrap_err();
         assert!(matches!(err, ModelError::Interrupted), "{err}");
     }
 }

@@ -28,7 +28,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -44,6 +43,7 @@ use grpcio::{
 use crate::config::{Endpoint, RpcConfig};
 use crate::gpu::{ModelLocation, ServingInfo};
 use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::Metrics;
 use crate::proto::health::health_check_response::ServingStatus;
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::health_grpc::{create_health, Health};
@@ -99,7 +99,7 @@ pub struct RpcServer {
     endpoint: Endpoint,
     bound: String,
     socket_file: Option<PathBuf>,
-    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for RpcServer {
@@ -114,7 +114,11 @@ impl std::fmt::Debug for RpcServer {
 impl RpcServer {
     /// Prepares the endpoint (for a Unix socket: checks the folder, refuses a live endpoint,
     /// clears a stale socket file), binds it and starts serving.
-    pub fn start(config: &RpcConfig, lifecycle: Arc<Lifecycle>) -> Result<Self, RpcError> {
+    pub fn start(
+        config: &RpcConfig,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RpcError> {
         let endpoint = config.endpoint.clone();
         if let Endpoint::Unix(path) = &endpoint {
             prepare_socket_path(&endpoint, path)?;
@@ -135,16 +139,15 @@ impl RpcServer {
         let channel_args = ChannelBuilder::new(Arc::clone(&environment))
             .reuse_port(false)
             .build_args();
-        let in_flight = Arc::new(AtomicUsize::new(0));
         let mut server = ServerBuilder::new(Arc::clone(&environment))
             .channel_args(channel_args)
             .register_service(create_sidecar(SidecarService {
                 lifecycle: Arc::clone(&lifecycle),
-                in_flight: Arc::clone(&in_flight),
+                metrics: Arc::clone(&metrics),
             }))
             .register_service(create_health(HealthService {
                 lifecycle,
-                in_flight: Arc::clone(&in_flight),
+                metrics: Arc::clone(&metrics),
             }))
             .build()
             .map_err(RpcError::Build)?;
@@ -185,13 +188,23 @@ impl RpcServer {
             endpoint,
             bound,
             socket_file,
-            in_flight,
+            metrics,
         })
     }
 
     /// Calls being handled now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+    pub fn in_flight(&self) -> i64 {
+        self.metrics.calls_in_flight().get()
+    }
+
+    /// The endpoint as bound (with the real port when 0 was asked for).
+    pub fn bound(&self) -> &str {
+        &self.bound
+    }
+
+    /// False once any completion-queue thread has ended: gRPC can no longer serve.
+    pub fn completion_queues_running(&self) -> bool {
+        self.queue_threads_ended.is_empty()
     }
 
     /// Stops accepting calls, waits up to `grace` for in-flight ones, cancels what is left,
@@ -345,18 +358,19 @@ fn wait_until<F: Future + Unpin>(future: &mut F, deadline: Instant) -> Option<F:
 }
 
 /// Counts a call as in flight until dropped.
-struct InFlightCall(Arc<AtomicUsize>);
+struct InFlightCall(prometheus::IntGauge);
 
 impl InFlightCall {
-    fn begin(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        InFlightCall(Arc::clone(counter))
+    fn begin(metrics: &Metrics) -> Self {
+        let gauge = metrics.calls_in_flight().clone();
+        gauge.inc();
+        InFlightCall(gauge)
     }
 }
 
 impl Drop for InFlightCall {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.dec();
     }
 }
 
@@ -364,21 +378,25 @@ impl Drop for InFlightCall {
 #[derive(Clone)]
 struct SidecarService {
     lifecycle: Arc<Lifecycle>,
-    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 impl Sidecar for SidecarService {
     fn ping(&mut self, ctx: RpcContext, request: PingRequest, sink: UnarySink<PingResponse>) {
-        let call = InFlightCall::begin(&self.in_flight);
+        let received = Instant::now();
+        let call = InFlightCall::begin(&self.metrics);
+        self.metrics.ping_received();
         log::debug!("Ping: {} byte payload", request.payload.len());
         // Test builds only: holds the call in flight, for the shutdown tests.
         #[cfg(feature = "failpoints")]
         fail::fail_point!("rpc::ping");
         let response = ping_response(request, &self.lifecycle);
+        let metrics = Arc::clone(&self.metrics);
         ctx.spawn(sink.success(response).map(move |result| {
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 log::debug!("Ping: reply not delivered: {e}");
             }
+            metrics.ping_finished(received.elapsed(), result.is_ok());
             drop(call);
         }));
     }
@@ -440,7 +458,7 @@ fn serving_state(state: State) -> pb::ServingState {
 #[derive(Clone)]
 struct HealthService {
     lifecycle: Arc<Lifecycle>,
-    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 /// Whether `service` is one this server reports on.
@@ -469,7 +487,8 @@ impl Health for HealthService {
         request: HealthCheckRequest,
         sink: UnarySink<HealthCheckResponse>,
     ) {
-        let call = InFlightCall::begin(&self.in_flight);
+        let call = InFlightCall::begin(&self.metrics);
+        self.metrics.health_check_received("Check");
         let reply = if is_known_service(&request.service) {
             sink.success(health_response(health_status(self.lifecycle.state())))
         } else {
@@ -492,7 +511,8 @@ impl Health for HealthService {
         request: HealthCheckRequest,
         mut sink: ServerStreamingSink<HealthCheckResponse>,
     ) {
-        let call = InFlightCall::begin(&self.in_flight);
+        let call = InFlightCall::begin(&self.metrics);
+        self.metrics.health_check_received("Watch");
         let known = is_known_service(&request.service);
         let mut last_sent = None;
         // The current status first, then one message per change of status. An unknown

@@ -1,0 +1,405 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The Prometheus metrics: one registry, its metric handles, and the text exposition that the
+//! health thread serves on `GET /metrics`. gRPC handlers (completion-queue threads) count calls;
+//! the main thread records start-up, the model and the GPU memory samples it gets from the
+//! GPU-owner thread; the state and uptime are read from the lifecycle at each scrape.
+//!
+//! Every name carries the `gpu_sidecar_` prefix; the `process_*` metrics (resident memory,
+//! CPU time, open file descriptors) come from the `prometheus` crate's process collector.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::Endpoint;
+use crate::gpu::{DeviceInfo, ModelLocation, ServingInfo};
+use crate::lifecycle::{Lifecycle, State};
+
+const NAMESPACE: &str = "gpu_sidecar";
+
+/// Upper bounds of the Ping latency buckets, in seconds: 50 µs to 2.5 s.
+const PING_LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    2.5,
+];
+
+/// The metrics could not be set up or rendered; exit code 1. Both mean a bug in this module
+/// (a duplicate or malformed metric), not bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered.
+    #[error("cannot register metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// How the gRPC endpoint is reached, the `transport` label of the call metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Unix,
+    Tcp,
+}
+
+impl From<&Endpoint> for Transport {
+    fn from(endpoint: &Endpoint) -> Self {
+        match endpoint {
+            Endpoint::Unix(_) => Transport::Unix,
+            Endpoint::Tcp { .. } => Transport::Tcp,
+        }
+    }
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Unix => "unix",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Every metric the sidecar exports (shared behind an `Arc`).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    transport: Transport,
+    state: IntGaugeVec,
+    live: IntGauge,
+    uptime: Gauge,
+    startup_duration: Gauge,
+    ping_calls: IntCounterVec,
+    ping_errors: IntCounterVec,
+    ping_latency: HistogramVec,
+    health_checks: IntCounterVec,
+    calls_in_flight: IntGauge,
+    gpu_info: IntGaugeVec,
+    gpu_memory_total: IntGaugeVec,
+    gpu_memory_used: IntGaugeVec,
+    model_resident: IntGaugeVec,
+    model_load_duration: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric; `transport` labels the gRPC call metrics.
+    pub fn new(transport: Transport) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace(NAMESPACE);
+        let build_info = IntGaugeVec::new(
+            opts("build_info", "Always 1; the version of the running binary."),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let metrics = Metrics {
+            transport,
+            state: IntGaugeVec::new(
+                opts(
+                    "state",
+                    "1 for the lifecycle state the sidecar is in (starting, ready, draining, stopped), 0 for the others.",
+                ),
+                &["state"],
+            )?,
+            live: IntGauge::with_opts(opts(
+                "live",
+                "1 while every component thread is alive and answering, else 0 (as /health/live).",
+            ))?,
+            uptime: Gauge::with_opts(opts("uptime_seconds", "Seconds since the process started."))?,
+            startup_duration: Gauge::with_opts(opts(
+                "startup_duration_seconds",
+                "Seconds from process start to READY; 0 until READY.",
+            ))?,
+            ping_calls: IntCounterVec::new(
+                opts("ping_calls_total", "Ping calls received."),
+                &["transport"],
+            )?,
+            ping_errors: IntCounterVec::new(
+                opts(
+                    "ping_errors_total",
+                    "Ping calls whose reply could not be delivered (cancelled, deadline passed, client gone).",
+                ),
+                &["transport"],
+            )?,
+            ping_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "ping_duration_seconds",
+                    "Time from receiving a Ping until its reply was sent.",
+                )
+                .namespace(NAMESPACE)
+                .buckets(PING_LATENCY_BUCKETS.to_vec()),
+                &["transport"],
+            )?,
+            health_checks: IntCounterVec::new(
+                opts(
+                    "grpc_health_checks_total",
+                    "grpc.health.v1.Health calls received, by method (Check, Watch).",
+                ),
+                &["method"],
+            )?,
+            calls_in_flight: IntGauge::with_opts(opts(
+                "grpc_calls_in_flight",
+                "gRPC calls being handled now (Watch streams included).",
+            ))?,
+            gpu_info: IntGaugeVec::new(
+                opts(
+                    "gpu_info",
+                    "1 for the GPU in use, with its name, compute capability and the CUDA version the driver supports; absent without a GPU.",
+                ),
+                &["ordinal", "name", "compute_capability", "driver_cuda_version"],
+            )?,
+            gpu_memory_total: IntGaugeVec::new(
+                opts("gpu_memory_total_bytes", "Total memory of the GPU in use."),
+                &["ordinal"],
+            )?,
+            gpu_memory_used: IntGaugeVec::new(
+                opts(
+                    "gpu_memory_used_bytes",
+                    "Memory of the GPU in use that is not free (by any process), sampled about once a second.",
+                ),
+                &["ordinal"],
+            )?,
+            model_resident: IntGaugeVec::new(
+                opts(
+                    "model_resident_bytes",
+                    "Bytes of the model held, by location (device, host); 0 until loaded.",
+                ),
+                &["location"],
+            )?,
+            model_load_duration: Gauge::with_opts(opts(
+                "model_load_duration_seconds",
+                "Seconds the model took to load and become resident; 0 until loaded.",
+            ))?,
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(build_info),
+            Box::new(metrics.state.clone()),
+            Box::new(metrics.live.clone()),
+            Box::new(metrics.uptime.clone()),
+            Box::new(metrics.startup_duration.clone()),
+            Box::new(metrics.ping_calls.clone()),
+            Box::new(metrics.ping_errors.clone()),
+            Box::new(metrics.ping_latency.clone()),
+            Box::new(metrics.health_checks.clone()),
+            Box::new(metrics.calls_in_flight.clone()),
+            Box::new(metrics.gpu_info.clone()),
+            Box::new(metrics.gpu_memory_total.clone()),
+            Box::new(metrics.gpu_memory_used.clone()),
+            Box::new(metrics.model_resident.clone()),
+            Box::new(metrics.model_load_duration.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector)?;
+        }
+        // Labelled series that exist from the start, at zero, so that rates work from the
+        // first scrape.
+        metrics.ping_calls.with_label_values(&[transport.label()]);
+        metrics.ping_errors.with_label_values(&[transport.label()]);
+        for method in ["Check", "Watch"] {
+            metrics.health_checks.with_label_values(&[method]);
+        }
+        Ok(metrics)
+    }
+
+    /// Counts a Ping call received.
+    pub fn ping_received(&self) {
+        self.ping_calls
+            .with_label_values(&[self.transport.label()])
+            .inc();
+    }
+
+    /// Records a Ping's outcome: its latency, and whether its reply was delivered.
+    pub fn ping_finished(&self, latency: Duration, delivered: bool) {
+        let transport = [self.transport.label()];
+        self.ping_latency
+            .with_label_values(&transport)
+            .observe(latency.as_secs_f64());
+        if !delivered {
+            self.ping_errors.with_label_values(&transport).inc();
+        }
+    }
+
+    /// Counts a gRPC health call, `method` being "Check" or "Watch".
+    pub fn health_check_received(&self, method: &str) {
+        self.health_checks.with_label_values(&[method]).inc();
+    }
+
+    /// The gauge of gRPC calls in flight, moved by the gRPC handlers.
+    pub fn calls_in_flight(&self) -> &IntGauge {
+        &self.calls_in_flight
+    }
+
+    /// Records READY: the start-up duration, the GPU and the model.
+    pub fn record_ready(&self, startup: Duration, serving: &ServingInfo) {
+        self.startup_duration.set(startup.as_secs_f64());
+        let location = match serving.model.location {
+            ModelLocation::DeviceMemory => "device",
+            ModelLocation::HostMemory => "host",
+        };
+        self.model_resident
+            .with_label_values(&[location])
+            .set(i64::try_from(serving.model.size_bytes).unwrap_or(i64::MAX));
+        self.model_load_duration
+            .set(serving.model.load_time.as_secs_f64());
+        if let Some(device) = &serving.gpu {
+            self.record_device(device);
+        }
+    }
+
+    fn record_device(&self, device: &DeviceInfo) {
+        let ordinal = device.ordinal.to_string();
+        self.gpu_info
+            .with_label_values(&[
+                ordinal.as_str(),
+                device.name.as_str(),
+                &format!(
+                    "{}.{}",
+                    device.compute_capability.0, device.compute_capability.1
+                ),
+                &format!(
+                    "{}.{}",
+                    device.driver_cuda_version.0, device.driver_cuda_version.1
+                ),
+            ])
+            .set(1);
+        self.gpu_memory_total
+            .with_label_values(&[ordinal.as_str()])
+            .set(i64::try_from(device.total_memory_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Records a sample of the GPU's memory, as the driver reports it.
+    pub fn record_gpu_memory(&self, ordinal: i32, free_bytes: u64, total_bytes: u64) {
+        let used = total_bytes.saturating_sub(free_bytes);
+        let ordinal = ordinal.to_string();
+        self.gpu_memory_used
+            .with_label_values(&[ordinal.as_str()])
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
+        self.gpu_memory_total
+            .with_label_values(&[ordinal.as_str()])
+            .set(i64::try_from(total_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The metrics in the Prometheus text format, with state, liveness and uptime read from
+    /// `lifecycle` now.
+    pub fn render(&self, lifecycle: &Lifecycle) -> String {
+        let current = lifecycle.state();
+        for state in [
+            State::Starting,
+            State::Ready,
+            State::Draining,
+            State::Stopped,
+        ] {
+            self.state
+                .with_label_values(&[state.to_string().to_ascii_lowercase().as_str()])
+                .set(i64::from(state == current));
+        }
+        self.live.set(i64::from(lifecycle.is_live()));
+        self.uptime.set(lifecycle.uptime().as_secs_f64());
+        let mut text = Vec::new();
+        // Cannot fail: the text encoder writes valid UTF-8 into a Vec.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            log::warn!("metrics: cannot encode: {e}");
+        }
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn exposition_follows_calls_and_lifecycle() {
+        let metrics = Metrics::new(Transport::Unix).unwrap();
+        let lifecycle = Lifecycle::new();
+        let text = metrics.render(&lifecycle);
+        assert_eq!(
+            sample(&text, "gpu_sidecar_state{state=\"starting\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_state{state=\"ready\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_ping_calls_total{transport=\"unix\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_ping_calls_total{transport=\"tcp\"}"),
+            None
+        );
+        metrics.ping_received();
+        metrics.ping_finished(Duration::from_micros(300), true);
+        metrics.ping_received();
+        metrics.ping_finished(Duration::from_millis(3), false);
+        lifecycle.set_ready(ServingInfo::for_tests());
+        metrics.record_ready(Duration::from_millis(1500), &ServingInfo::for_tests());
+        let text = metrics.render(&lifecycle);
+        assert_eq!(
+            sample(&text, "gpu_sidecar_state{state=\"ready\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_ping_calls_total{transport=\"unix\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_ping_errors_total{transport=\"unix\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gpu_sidecar_ping_duration_seconds_bucket{transport=\"unix\",le=\"0.0005\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_startup_duration_seconds"),
+            Some(1.5)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_model_resident_bytes{location=\"host\"}"),
+            Some(1.0)
+        );
+        assert!(text.contains("# TYPE gpu_sidecar_ping_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn gpu_series_appear_only_with_a_gpu() {
+        let metrics = Metrics::new(Transport::Tcp).unwrap();
+        let lifecycle = Lifecycle::new();
+        assert!(!metrics.render(&lifecycle).contains("gpu_sidecar_gpu_"));
+        metrics.record_gpu_memory(0, 30, 100);
+        let text = metrics.render(&lifecycle);
+        assert_eq!(
+            sample(&text, "gpu_sidecar_gpu_memory_used_bytes{ordinal=\"0\"}"),
+            Some(70.0)
+        );
+    }
+}
