@@ -542,8 +542,9 @@ impl fmt::Display for Config {
         writeln!(f, "sidecar.health.port = {}", self.health.port)?;
         writeln!(
             f,
-            "sidecar.shutdown.grace-period = \"{}\"",
-            humantime::format_duration(self.shutdown.grace_period.0)
+            "sidecar.shutdown.grace-period = \"{}\"  # {} ms",
+            humantime::format_duration(self.shutdown.grace_period.0),
+            self.shutdown.grace_period.0.as_millis()
         )?;
         writeln!(f, "sidecar.gpu.mode = \"{}\"", self.gpu.mode)?;
         writeln!(f, "sidecar.gpu.device = {}", self.gpu.device.0)?;
@@ -608,7 +609,7 @@ mod tests {
             "sidecar.rpc.socket-mode = \"0660\"",
             "sidecar.model.uri = \"model.bin\"  # /etc/flink/model.bin",
             "sidecar.health.host = \"127.0.0.1\"",
-            "sidecar.shutdown.grace-period = \"30s\"",
+            "sidecar.shutdown.grace-period = \"30s\"  # 30000 ms",
             "sidecar.gpu.mode = \"auto\"",
             "sidecar.gpu.device = 0",
             "sidecar.log.level = \"info\"",

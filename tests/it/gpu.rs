@@ -21,11 +21,13 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use gpu_sidecar::proto::sidecar::ModelLocation;
 
 use crate::util::{
-    expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Sidecar, TestDir, BINARY,
+    expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Scrape, Sidecar, TestDir, BINARY,
     PATIENCE,
 };
 
@@ -171,6 +173,39 @@ fn the_gpu_thread_owns_context_and_model_memory_on_a_fake_driver() {
         sidecar.log().contains("using GPU 0: Fake CUDA Device, 80.00 GiB total, compute capability 9.0, driver supports CUDA 12.4"),
         "{}",
         sidecar.log()
+    );
+    // The GPU's memory reaches /metrics through the GPU-owner thread's heartbeat answers,
+    // about once a second.
+    let addr = sidecar.health_addr();
+    let deadline = Instant::now() + PATIENCE;
+    let scrape = loop {
+        let scrape = Scrape::fetch(addr);
+        if scrape.has_family("gpu_sidecar_gpu_memory_used_bytes") {
+            break scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no GPU memory sample: {scrape:#?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        scrape.get("gpu_sidecar_gpu_info{compute_capability=\"9.0\",driver_cuda_version=\"12.4\",name=\"Fake CUDA Device\",ordinal=\"0\"}"),
+        1.0
+    );
+    let total = (80u64 << 30) as f64;
+    assert_eq!(
+        scrape.get("gpu_sidecar_gpu_memory_total_bytes{ordinal=\"0\"}"),
+        total
+    );
+    // The fake driver reports 1 GiB free unless told otherwise.
+    assert_eq!(
+        scrape.get("gpu_sidecar_gpu_memory_used_bytes{ordinal=\"0\"}"),
+        total - f64::from(1u32 << 30)
+    );
+    assert_eq!(
+        scrape.get("gpu_sidecar_model_resident_bytes{location=\"device\"}"),
+        4096.0
     );
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());

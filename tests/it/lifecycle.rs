@@ -16,54 +16,23 @@
 //! before and after READY, SIGTERM and a second signal, the Unix socket's life, and the
 //! runtime failures that exit 1.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use gpu_sidecar::proto::health::health_check_response::ServingStatus;
 use gpu_sidecar::proto::sidecar::ServingState;
 
 use crate::util::{
-    expect_exit_1, http, ready_sidecar, Clients, ConfigText, Sidecar, TestDir, PATIENCE,
+    expect_exit_1, http, mkfifo, open_fifo_writer, ready_sidecar, Clients, ConfigText, Sidecar,
+    TestDir, PATIENCE,
 };
 
 /// The bound on start-up with a small model.
 const READY_WITHIN: Duration = Duration::from_secs(5);
-
-fn mkfifo(path: &Path) {
-    let mode = rustix::fs::Mode::from_raw_mode(0o600);
-    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, mode, 0)
-        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
-}
-
-/// Opens the FIFO for writing once the sidecar has opened it for reading, without blocking:
-/// a sidecar that died first fails the test instead of hanging it.
-fn open_fifo_writer(sidecar: &mut Sidecar, fifo: &Path) -> fs::File {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fifo)
-        {
-            Ok(file) => return file,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                assert!(sidecar.try_exit().is_none(), "exited: {}", sidecar.log());
-                assert!(
-                    Instant::now() < deadline,
-                    "the sidecar never opened the FIFO"
-                );
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("open {}: {e}", fifo.display()),
-        }
-    }
-}
 
 #[test]
 fn ready_within_five_seconds_of_spawn() {

@@ -20,4 +20,5 @@ mod faults;
 mod gpu;
 mod lifecycle;
 mod rpc;
+mod supervision;
 mod util;

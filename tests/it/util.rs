@@ -17,9 +17,11 @@
 //! and waiting with deadlines. Every sidecar a test starts is killed by pid when its handle
 //! drops, if the test has not stopped it.
 
-use std::fs;
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -445,4 +447,115 @@ pub fn ready_sidecar(configure: impl FnOnce(&mut ConfigText)) -> (TestDir, Sidec
     let mut sidecar = Sidecar::spawn(&path, &[("CUDA_VISIBLE_DEVICES", "")]);
     sidecar.wait_ready();
     (dir, sidecar)
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, mode, 0)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// Opens the FIFO for writing once the sidecar has opened it for reading, without blocking:
+/// a sidecar that died first fails the test instead of hanging it.
+pub fn open_fifo_writer(sidecar: &mut Sidecar, fifo: &Path) -> fs::File {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(file) => return file,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(sidecar.try_exit().is_none(), "exited: {}", sidecar.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "the sidecar never opened the FIFO"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open {}: {e}", fifo.display()),
+        }
+    }
+}
+
+/// A scrape of `/metrics`, parsed: each sample by its series (`name{label="v",...}`), and each
+/// family's declared type.
+#[derive(Debug)]
+pub struct Scrape {
+    pub samples: BTreeMap<String, f64>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    /// Fetches and parses `/metrics`; panics on anything that is not the Prometheus text
+    /// format (a sample line `series value`, `# HELP name text`, `# TYPE name type`).
+    pub fn fetch(addr: SocketAddr) -> Self {
+        let (status, body) = http(addr, "GET", "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{body}");
+        Self::parse(&body)
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut samples = BTreeMap::new();
+        let mut types = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(comment) = line.strip_prefix("# ") {
+                let mut words = comment.splitn(3, ' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("HELP"), Some(_), Some(_)) => {}
+                    (Some("TYPE"), Some(name), Some(kind)) => {
+                        assert!(
+                            ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                            "bad type in {line:?}"
+                        );
+                        types.insert(name.to_string(), kind.to_string());
+                    }
+                    _ => panic!("bad comment line {line:?}"),
+                }
+                continue;
+            }
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+            let name_end = series.find('{').unwrap_or(series.len());
+            let name = &series[..name_end];
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in {line:?}"
+            );
+            if name_end < series.len() {
+                assert!(series.ends_with('}'), "bad labels in {line:?}");
+            }
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                other => other
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            assert!(
+                samples.insert(series.to_string(), value).is_none(),
+                "series {series} twice"
+            );
+        }
+        Scrape { samples, types }
+    }
+
+    /// The value of one series; panics if it is absent.
+    pub fn get(&self, series: &str) -> f64 {
+        *self
+            .samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no series {series} in {:#?}", self.samples))
+    }
+
+    /// Whether any series of family `prefix` exists.
+    pub fn has_family(&self, prefix: &str) -> bool {
+        self.samples.keys().any(|series| series.starts_with(prefix))
+    }
 }
