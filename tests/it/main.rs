@@ -18,6 +18,7 @@
 mod cli;
 mod faults;
 mod gpu;
+mod launch_script;
 mod lifecycle;
 mod rpc;
 mod supervision;

@@ -1,0 +1,336 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! `bin/gpu-sidecar.sh`, the TaskManager launch script, run against the real binary: disabled
+//! by default, start waits for READY, a second start is refused, stop leaves nothing behind,
+//! a stale pid file is cleaned up, a start-up failure is reported, a stuck sidecar is killed.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, test_kill_process, Pid, Signal};
+
+use crate::util::{http, TestDir, BINARY, PATIENCE};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/gpu-sidecar.sh");
+
+/// What one run of the script printed, and its exit code.
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A Flink-like layout in a temp dir (conf/, pid/, log/) and the script run against it. On
+/// drop, the sidecar named by the pid file, if any is still running, is killed by pid.
+struct Launcher {
+    dir: TestDir,
+    /// Pids seen in the pid file, killed on drop if still alive.
+    started: Vec<i32>,
+}
+
+impl Launcher {
+    /// A conf/sidecar.toml with a 4 KiB model, a socket in the dir and the given grace period.
+    fn new(grace_period: &str) -> Self {
+        let dir = TestDir::new();
+        let conf = dir.path().join("conf");
+        fs::create_dir(&conf).unwrap();
+        fs::write(conf.join("model.bin"), vec![5u8; 4096]).unwrap();
+        let launcher = Launcher {
+            dir,
+            started: Vec::new(),
+        };
+        launcher.write_config("model.bin", grace_period);
+        launcher
+    }
+
+    fn write_config(&self, model: &str, grace_period: &str) {
+        let text = format!(
+            "[sidecar.rpc]\nendpoint = \"unix:{}\"\n[sidecar.model]\nuri = \"{model}\"\n\
+             [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"{grace_period}\"\n",
+            self.dir.socket().display()
+        );
+        fs::write(self.dir.path().join("conf/sidecar.toml"), text).unwrap();
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("pid/flink-tester-gpu-sidecar.pid")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("log/flink-tester-gpu-sidecar-testhost.log")
+    }
+
+    /// Runs `gpu-sidecar.sh command` with the sidecar enabled or not, plus `envs`.
+    fn run(&mut self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Outcome {
+        let mut script = Command::new("bash");
+        script
+            .arg(SCRIPT)
+            .arg(command)
+            .env("FLINK_CONF_DIR", self.dir.path().join("conf"))
+            .env("FLINK_PID_DIR", self.dir.path().join("pid"))
+            .env("FLINK_LOG_DIR", self.dir.path().join("log"))
+            .env("FLINK_IDENT_STRING", "tester")
+            .env("HOSTNAME", "testhost")
+            .env("GPU_SIDECAR_BIN", BINARY)
+            .env("GPU_SIDECAR_START_TIMEOUT", PATIENCE.as_secs().to_string())
+            .env("CUDA_VISIBLE_DEVICES", "")
+            .env_remove("GPU_SIDECAR_ENABLED")
+            .env_remove("GPU_SIDECAR_CONF")
+            .env_remove("NOTIFY_SOCKET");
+        if enabled {
+            script.env("GPU_SIDECAR_ENABLED", "true");
+        }
+        for (key, value) in envs {
+            script.env(key, value);
+        }
+        let output = script.output().expect("run bash");
+        if let Some(pid) = self.pid() {
+            if !self.started.contains(&pid) {
+                self.started.push(pid);
+            }
+        }
+        Outcome {
+            code: output.status.code().expect("script exited"),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The pid in the pid file, if there is one.
+    fn pid(&self) -> Option<i32> {
+        fs::read_to_string(self.pid_file())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
+    /// The health address the script reported on a successful start.
+    fn health_addr(outcome: &Outcome) -> std::net::SocketAddr {
+        outcome
+            .stdout
+            .split("health http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no health address in {outcome:#?}"))
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        for pid in &self.started {
+            if is_alive(*pid) {
+                let _ = kill_process(Pid::from_raw(*pid).unwrap(), Signal::KILL);
+            }
+        }
+    }
+}
+
+fn is_alive(pid: i32) -> bool {
+    let Some(pid) = Pid::from_raw(pid) else {
+        return false;
+    };
+    if test_kill_process(pid).is_err() {
+        return false;
+    }
+    // An exited process that nobody has reaped yet is a zombie: not alive.
+    fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn assert_code(outcome: &Outcome, code: i32) {
+    assert_eq!(outcome.code, code, "{outcome:#?}");
+}
+
+#[test]
+fn disabled_by_default_start_starts_nothing() {
+    let mut launcher = Launcher::new("10 s");
+    for command in ["start", "start-foreground"] {
+        let outcome = launcher.run(command, false, &[]);
+        assert_code(&outcome, 0);
+        assert!(outcome.stdout.contains("disabled"), "{outcome:#?}");
+    }
+    assert!(!launcher.pid_file().exists());
+    assert!(!launcher.dir.path().join("log").exists());
+    assert!(!launcher.dir.socket().exists());
+    assert_code(&launcher.run("status", false, &[]), 3);
+}
+
+#[test]
+fn start_reaches_ready_refuses_a_second_start_and_stop_leaves_nothing() {
+    let mut launcher = Launcher::new("10 s");
+    let started = launcher.run("start", true, &[]);
+    assert_code(&started, 0);
+    assert!(started.stdout.contains("is READY"), "{started:#?}");
+    let pid = launcher.pid().expect("pid file written");
+    assert!(is_alive(pid));
+    let health = Launcher::health_addr(&started);
+    assert_eq!(
+        http(health, "GET", "/health").unwrap(),
+        (200, "READY".to_string())
+    );
+    let log = fs::read_to_string(launcher.log_file()).unwrap();
+    assert!(log.contains("READY in"), "{log}");
+
+    let status = launcher.run("status", true, &[]);
+    assert_code(&status, 0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("running as pid {pid} and READY")),
+        "{status:#?}"
+    );
+
+    let second = launcher.run("start", true, &[]);
+    assert_code(&second, 1);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("already running as pid {pid}")),
+        "{second:#?}"
+    );
+    assert_eq!(launcher.pid(), Some(pid), "the pid file was overwritten");
+    assert_eq!(http(health, "GET", "/health").unwrap().0, 200);
+
+    let stopped = launcher.run("stop", true, &[]);
+    assert_code(&stopped, 0);
+    assert!(
+        stopped.stdout.contains("gpu-sidecar stopped"),
+        "{stopped:#?}"
+    );
+    assert!(!is_alive(pid), "pid {pid} still running after stop");
+    assert!(!launcher.pid_file().exists(), "pid file left behind");
+    assert!(!launcher.dir.socket().exists(), "socket left behind");
+    let log = fs::read_to_string(launcher.log_file()).unwrap();
+    assert!(log.contains("exiting with code 0"), "{log}");
+    assert_code(&launcher.run("status", true, &[]), 3);
+    // Stopping again is not an error.
+    assert_code(&launcher.run("stop", true, &[]), 0);
+}
+
+#[test]
+fn a_stale_pid_file_is_cleaned_up_not_trusted() {
+    let mut launcher = Launcher::new("10 s");
+    // The pid of a process that has exited.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    fs::create_dir_all(launcher.dir.path().join("pid")).unwrap();
+    fs::write(launcher.pid_file(), format!("{gone_pid}\n")).unwrap();
+
+    let status = launcher.run("status", true, &[]);
+    assert_code(&status, 3);
+    assert!(
+        status.stderr.contains("removing stale pid file"),
+        "{status:#?}"
+    );
+    assert!(!launcher.pid_file().exists());
+
+    // Also through `start`: a stale file does not block it.
+    fs::write(launcher.pid_file(), format!("{gone_pid}\n")).unwrap();
+    let started = launcher.run("start", true, &[]);
+    assert_code(&started, 0);
+    let pid = launcher.pid().unwrap();
+    assert_ne!(pid, gone_pid as i32);
+    assert_code(&launcher.run("stop", true, &[]), 0);
+    assert!(!is_alive(pid));
+}
+
+#[test]
+fn a_sidecar_that_dies_during_start_up_is_reported_with_its_log() {
+    let mut launcher = Launcher::new("10 s");
+    launcher.write_config("missing-model.bin", "10 s");
+    let outcome = launcher.run("start", true, &[]);
+    assert_code(&outcome, 1);
+    assert!(
+        outcome
+            .stderr
+            .contains("died during start-up with exit code 1"),
+        "{outcome:#?}"
+    );
+    assert!(
+        outcome.stderr.contains("missing-model.bin does not exist"),
+        "the log's tail is missing: {outcome:#?}"
+    );
+    assert!(!launcher.pid_file().exists());
+}
+
+#[test]
+fn bad_config_is_refused_before_starting() {
+    let mut launcher = Launcher::new("10 s");
+    launcher.write_config("model.bin", "soon");
+    let outcome = launcher.run("start", true, &[]);
+    assert_code(&outcome, 2);
+    assert!(
+        outcome.stderr.contains("sidecar.shutdown.grace-period"),
+        "{outcome:#?}"
+    );
+    assert!(!launcher.pid_file().exists());
+}
+
+/// A sidecar that cannot act on SIGTERM (here: stopped with SIGSTOP) is killed once the grace
+/// period and the margin have passed, and the script says so.
+#[test]
+fn stop_escalates_to_sigkill_after_the_grace_period_and_margin() {
+    let mut launcher = Launcher::new("1 s");
+    assert_code(&launcher.run("start", true, &[]), 0);
+    let pid = launcher.pid().unwrap();
+    kill_process(Pid::from_raw(pid).unwrap(), Signal::STOP).unwrap();
+    let began = Instant::now();
+    let stopped = launcher.run("stop", true, &[("GPU_SIDECAR_STOP_MARGIN", "1")]);
+    let took = began.elapsed();
+    assert_code(&stopped, 0);
+    assert!(
+        stopped
+            .stderr
+            .contains("did not stop within 2 s of SIGTERM (grace period + 1 s); sent SIGKILL"),
+        "{stopped:#?}"
+    );
+    assert!(took >= Duration::from_secs(2), "killed after {took:?}");
+    let deadline = Instant::now() + PATIENCE;
+    while is_alive(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} survived SIGKILL");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!launcher.pid_file().exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let mut launcher = Launcher::new("10 s");
+    let outcome = launcher.run("restart-please", true, &[]);
+    assert_code(&outcome, 2);
+    assert!(
+        outcome.stderr.contains("Usage: gpu-sidecar.sh"),
+        "{outcome:#?}"
+    );
+    let outcome = launcher.run("start", true, &[("GPU_SIDECAR_START_TIMEOUT", "soon")]);
+    assert_code(&outcome, 2);
+    assert!(
+        outcome
+            .stderr
+            .contains("GPU_SIDECAR_START_TIMEOUT must be a whole number"),
+        "{outcome:#?}"
+    );
+}
