@@ -31,7 +31,7 @@
 #   GPU_SIDECAR_BIN            the binary (default: gpu-sidecar beside this script, else the
 #                              build output target/release, then target/debug)
 #   GPU_SIDECAR_START_TIMEOUT  seconds `start` waits for READY (default 120)
-#   GPU_SIDECAR_STOP_MARGIN    seconds `stop` waits beyond the grace period (default 10)
+#   GPU_SIDECAR_STOP_MARGIN    seconds `stop` waits beyond the grace period (default 15)
 #   FLINK_CONF_DIR             default: $FLINK_HOME/conf, else conf/ beside bin/
 #   FLINK_PID_DIR              default: /tmp
 #   FLINK_LOG_DIR              default: $FLINK_HOME/log, else log/ beside bin/
@@ -54,7 +54,7 @@ FLINK_LOG_DIR=${FLINK_LOG_DIR:-$home/log}
 FLINK_IDENT_STRING=${FLINK_IDENT_STRING:-${USER:-$(id -un)}}
 conf=${GPU_SIDECAR_CONF:-$FLINK_CONF_DIR/sidecar.toml}
 start_timeout=${GPU_SIDECAR_START_TIMEOUT:-120}
-stop_margin=${GPU_SIDECAR_STOP_MARGIN:-10}
+stop_margin=${GPU_SIDECAR_STOP_MARGIN:-15}
 pid_file=$FLINK_PID_DIR/flink-$FLINK_IDENT_STRING-$DAEMON.pid
 log_prefix=$FLINK_LOG_DIR/flink-$FLINK_IDENT_STRING-$DAEMON-${HOSTNAME:-$(uname -n)}
 log=$log_prefix.log

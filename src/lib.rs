@@ -16,10 +16,12 @@
 //! model resident on it, and serves requests over gRPC on a Unix socket or TCP.
 //!
 //! # Threads
-//! - `main` orchestrates: start-up, then waiting on [`shutdown::Event`]s, then the shutdown
-//!   sequence, joining every thread it started ([`run`]).
+//! - `main` orchestrates: start-up, then waiting on [`shutdown::Event`]s while checking each
+//!   second that every component answers ([`supervision`]: `/health/live`, systemd's
+//!   watchdog), then the shutdown sequence, joining every thread it started ([`run`]).
 //! - `signals` turns SIGTERM/SIGINT into events ([`shutdown`]).
-//! - `health` answers HTTP probes ([`health`]).
+//! - `health` answers HTTP probes and serves the Prometheus metrics ([`health`],
+//!   [`metrics`]).
 //! - `grpc-cq-N`, grpcio's completion-queue threads, run the gRPC handlers ([`rpc`]).
 //! - `gpu-owner` alone touches CUDA: context, device memory, model ([`gpu`]).
 //!

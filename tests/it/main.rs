@@ -16,6 +16,7 @@
 //! and a temp socket, and talks to it as a client would.
 
 mod cli;
+mod deployment;
 mod faults;
 mod gpu;
 mod launch_script;
