@@ -12,9 +12,10 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The HTTP health endpoint, served by tiny_http on the `health` thread. It comes up before
-//! anything else so that a probe sees NOT_READY during start-up rather than a refused
-//! connection, and it goes down last.
+//! The HTTP health endpoint, served by tiny_http on the `health` thread behind a connection
+//! guard (the `health-accept` thread, [`guard`]) that bounds connections, request sizes and
+//! slow clients. It comes up before anything else so that a probe sees NOT_READY during
+//! start-up rather than a refused connection, and it goes down last.
 //!
 //! - `GET /health`, `/health/ready`: 200 `READY` when READY, else 503 `NOT_READY`.
 //! - `GET /health/live`: 200 `LIVE` while every component thread is alive and answering, else
@@ -22,7 +23,9 @@
 //! - `GET /metrics`: the Prometheus text exposition ([`crate::metrics`]).
 //! - `HEAD` answers the same without a body; other methods 405; other paths 404.
 
-use std::net::SocketAddr;
+mod guard;
+
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,10 +73,14 @@ impl LoopClock {
 
 /// The running health endpoint.
 pub struct HealthServer {
+    // Declared before `_backend_folder`: tiny_http removes its socket when dropped, then the
+    // folder goes.
     server: Arc<Server>,
+    _backend_folder: tempfile::TempDir,
     stopping: Arc<AtomicBool>,
     clock: Arc<LoopClock>,
     thread: ComponentThread,
+    acceptor: ComponentThread,
     addr: SocketAddr,
 }
 
@@ -96,11 +103,15 @@ impl HealthServer {
         events: Sender<Event>,
     ) -> Result<Self, HealthError> {
         let requested = SocketAddr::new(config.host, config.port);
-        let server = Server::http(requested).map_err(|e| HealthError::Bind {
+        let bind_error = |e: &dyn std::fmt::Display| HealthError::Bind {
             addr: requested,
             reason: e.to_string(),
-        })?;
-        let addr = server.server_addr().to_ip().unwrap_or(requested);
+        };
+        let listener = TcpListener::bind(requested).map_err(|e| bind_error(&e))?;
+        let addr = listener.local_addr().map_err(|e| bind_error(&e))?;
+        let (backend, backend_path, backend_folder) =
+            guard::backend_listener().map_err(|e| bind_error(&e))?;
+        let server = Server::from_listener(backend, None).map_err(|e| bind_error(&e))?;
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
         let clock = Arc::new(LoopClock {
@@ -111,16 +122,24 @@ impl HealthServer {
             let server = Arc::clone(&server);
             let stopping = Arc::clone(&stopping);
             let clock = Arc::clone(&clock);
-            ComponentThread::spawn("health", events, move || {
+            ComponentThread::spawn("health", events.clone(), move || {
                 serve(&server, &lifecycle, &metrics, &stopping, &clock)
+            })?
+        };
+        let acceptor = {
+            let stopping = Arc::clone(&stopping);
+            ComponentThread::spawn("health-accept", events, move || {
+                guard::accept_loop(&listener, &backend_path, &stopping)
             })?
         };
         log::info!("health endpoint listening on http://{addr}/health");
         Ok(HealthServer {
             server,
+            _backend_folder: backend_folder,
             stopping,
             clock,
             thread,
+            acceptor,
             addr,
         })
     }
@@ -139,8 +158,10 @@ impl HealthServer {
     /// Stops answering and joins the thread, waiting up to `timeout`.
     pub fn stop(mut self, timeout: Duration) -> Result<(), ShutdownError> {
         self.stopping.store(true, Ordering::SeqCst);
+        guard::wake(self.addr);
         self.server.unblock();
-        self.thread.join_within(timeout)
+        let accepted = self.acceptor.join_within(timeout);
+        self.thread.join_within(timeout).and(accepted)
     }
 }
 

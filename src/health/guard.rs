@@ -1,0 +1,341 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The connection guard in front of tiny_http, run by the `health-accept` thread and one
+//! short-lived thread per connection.
+//!
+//! tiny_http on its own reads a header line of any length into memory, keeps a thread per
+//! connection for as long as the client keeps it open, and never times out a client that sends
+//! nothing: a few misbehaving clients on the health port could exhaust the sidecar's memory or
+//! threads. The guard owns the public listening socket and bounds all of that: at most
+//! [`MAX_CONNECTIONS`] at a time, the request head within [`HEAD_LIMIT`] bytes and
+//! [`HEAD_TIMEOUT`], no request bodies, one request per connection. A head that passes is handed
+//! to tiny_http over a private Unix socket, with `Connection: close`, and the answer is relayed
+//! back.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Connections served at once; more are answered 503 and closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The largest request head (request line and headers) accepted.
+pub const HEAD_LIMIT: usize = 8 * 1024;
+/// How long a client has to send its whole request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write to the client, or the wait for tiny_http's answer, may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stack of the per-connection threads, which only copy bytes.
+const CONNECTION_STACK_BYTES: usize = 128 * 1024;
+
+/// The private socket on which tiny_http listens, in a new folder only this user can enter
+/// (removed with the returned guard).
+pub fn backend_listener() -> io::Result<(UnixListener, PathBuf, tempfile::TempDir)> {
+    let folder = tempfile::Builder::new()
+        .prefix("gpu-sidecar-health-")
+        .tempdir()?;
+    let path = folder.path().join("health.sock");
+    Ok((UnixListener::bind(&path)?, path, folder))
+}
+
+/// Accepts connections on `listener` until `stopping` is set (and a connection wakes the
+/// loop), serving each on its own thread.
+pub fn accept_loop(
+    listener: &TcpListener,
+    backend: &Path,
+    stopping: &AtomicBool,
+) -> Result<(), String> {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // this client's problem, or a passing one. Pause so a persistent error does
+                // not spin.
+                log::debug!("health endpoint: accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+            answer_directly(&mut stream, 503, "Service Unavailable", "BUSY");
+            continue;
+        }
+        let slot = ConnectionSlot::take(&active);
+        let backend = backend.to_path_buf();
+        let spawned = thread::Builder::new()
+            .name("health-conn".to_string())
+            .stack_size(CONNECTION_STACK_BYTES)
+            .spawn(move || {
+                let _slot = slot;
+                serve_connection(stream, &backend);
+            });
+        if let Err(e) = spawned {
+            log::warn!("health endpoint: cannot start a connection thread: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Wakes the accept loop so that it sees `stopping`: connects to the listening address
+/// (loopback when it listens on every address).
+pub fn wake(addr: SocketAddr) {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+}
+
+/// Counts a connection as active until dropped.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::SeqCst);
+        ConnectionSlot(Arc::clone(active))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What became of reading a request head.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// A complete head: request line and headers, without the blank line.
+    Complete(Vec<u8>),
+    TooLarge,
+    TimedOut,
+    /// The client closed or the connection failed before a whole head arrived.
+    Gone,
+}
+
+/// Reads one request head, refusing what is too large, too slow or carries a body, and
+/// relays tiny_http's answer to it.
+fn serve_connection(mut client: TcpStream, backend: &Path) {
+    let _ = client.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = client.set_nodelay(true);
+    let head = match read_head(&mut client, Instant::now() + HEAD_TIMEOUT) {
+        Head::Complete(head) => head,
+        Head::TooLarge => {
+            return answer_directly(
+                &mut client,
+                431,
+                "Request Header Fields Too Large",
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+            )
+        }
+        Head::TimedOut => return answer_directly(&mut client, 408, "Request Timeout", "TIMEOUT"),
+        Head::Gone => return,
+    };
+    let Some(forwarded) = rewrite_head(&head) else {
+        return answer_directly(
+            &mut client,
+            413,
+            "Content Too Large",
+            "REQUEST_BODY_NOT_ACCEPTED",
+        );
+    };
+    if let Err(e) = relay(&mut client, backend, &forwarded) {
+        log::debug!("health endpoint: relaying a request failed: {e}");
+    }
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Reads until the blank line that ends a request head, within `limit` bytes and by
+/// `deadline`.
+fn read_head(client: &mut impl TimedRead, deadline: Instant) -> Head {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Head::TimedOut;
+        };
+        if client
+            .set_timeout(left.max(Duration::from_millis(1)))
+            .is_err()
+        {
+            return Head::Gone;
+        }
+        let read = match client.read(&mut chunk) {
+            Ok(0) => return Head::Gone,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Head::TimedOut
+            }
+            Err(_) => return Head::Gone,
+        };
+        // Look for the end from just before the new bytes: it may straddle two reads.
+        let search_from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..read]);
+        if let Some(end) = find(&head[search_from..], b"\r\n\r\n") {
+            let end = search_from + end;
+            if end > HEAD_LIMIT {
+                return Head::TooLarge;
+            }
+            head.truncate(end);
+            return Head::Complete(head);
+        }
+        if head.len() > HEAD_LIMIT {
+            return Head::TooLarge;
+        }
+    }
+}
+
+/// The head as tiny_http gets it: the same request line and headers, but `Connection: close`.
+/// `None` when the request announces a body, which no endpoint here accepts.
+fn rewrite_head(head: &[u8]) -> Option<Vec<u8>> {
+    let mut forwarded = Vec::with_capacity(head.len() + 24);
+    for (index, line) in head.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if index > 0 {
+            let name_end = line.iter().position(|b| *b == b':').unwrap_or(line.len());
+            let name = &line[..name_end];
+            let value = line.get(name_end + 1..).unwrap_or_default().trim_ascii();
+            if name.eq_ignore_ascii_case(b"connection") {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"transfer-encoding")
+                || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
+            {
+                return None;
+            }
+        }
+        forwarded.extend_from_slice(line);
+        forwarded.extend_from_slice(b"\r\n");
+    }
+    forwarded.extend_from_slice(b"Connection: close\r\n\r\n");
+    Some(forwarded)
+}
+
+/// Sends `head` to tiny_http and copies its answer to the client.
+fn relay(client: &mut TcpStream, backend: &Path, head: &[u8]) -> io::Result<()> {
+    let mut upstream = UnixStream::connect(backend)?;
+    upstream.set_read_timeout(Some(IO_TIMEOUT))?;
+    upstream.set_write_timeout(Some(IO_TIMEOUT))?;
+    upstream.write_all(head)?;
+    io::copy(&mut upstream, client)?;
+    client.flush()
+}
+
+/// Answers with `status` and a short plain-text body, and closes.
+fn answer_directly(client: &mut TcpStream, status: u16, reason: &str, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(response.as_bytes());
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// A stream whose reads can be given a timeout (a trait so the head reader can be tested on
+/// plain bytes).
+trait TimedRead: Read {
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+impl TimedRead for TcpStream {
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes delivered in the given pieces, then end of stream.
+    struct Pieces(Vec<Vec<u8>>);
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let piece = self.0.remove(0);
+            buf[..piece.len()].copy_from_slice(&piece);
+            Ok(piece.len())
+        }
+    }
+
+    impl TimedRead for Pieces {
+        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn read(pieces: &[&[u8]]) -> Head {
+        let mut stream = Pieces(pieces.iter().map(|p| p.to_vec()).collect());
+        read_head(&mut stream, Instant::now() + Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_head_split_across_reads_is_found() {
+        assert_eq!(
+            read(&[b"GET /health HTTP/1.1\r\nHost: x\r", b"\n\r", b"\nextra"]),
+            Head::Complete(b"GET /health HTTP/1.1\r\nHost: x".to_vec())
+        );
+        assert_eq!(read(&[b"GET /health HTTP/1.1\r\n"]), Head::Gone);
+    }
+
+    #[test]
+    fn an_oversized_head_is_refused() {
+        let header = vec![b'a'; 1000];
+        let pieces: Vec<&[u8]> = std::iter::repeat_n(header.as_slice(), 10).collect();
+        assert_eq!(read(&pieces), Head::TooLarge);
+    }
+
+    #[test]
+    fn heads_are_forwarded_with_connection_close_and_bodies_refused() {
+        let forwarded =
+            rewrite_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive").unwrap();
+        assert_eq!(
+            forwarded,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        assert!(rewrite_head(b"GET / HTTP/1.1\r\nContent-Length: 0").is_some());
+        assert!(rewrite_head(b"POST / HTTP/1.1\r\nContent-Length: 10").is_none());
+        assert!(rewrite_head(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked").is_none());
+    }
+}
