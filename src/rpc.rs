@@ -390,13 +390,22 @@ impl Sidecar for SidecarService {
         // Test builds only: holds the call in flight, for the shutdown tests.
         #[cfg(feature = "failpoints")]
         fail::fail_point!("rpc::ping");
-        let response = ping_response(request, &self.lifecycle);
         let metrics = Arc::clone(&self.metrics);
-        ctx.spawn(sink.success(response).map(move |result| {
+        // A call whose deadline has passed gets no work done: the client has given up.
+        let expired = ctx.deadline().exceeded();
+        let reply = if expired {
+            sink.fail(RpcStatus::with_message(
+                RpcStatusCode::DEADLINE_EXCEEDED,
+                "the deadline passed before the call was handled".to_string(),
+            ))
+        } else {
+            sink.success(ping_response(request, &self.lifecycle))
+        };
+        ctx.spawn(reply.map(move |result| {
             if let Err(e) = &result {
                 log::debug!("Ping: reply not delivered: {e}");
             }
-            metrics.ping_finished(received.elapsed(), result.is_ok());
+            metrics.ping_finished(received.elapsed(), !expired && result.is_ok());
             drop(call);
         }));
     }

@@ -21,6 +21,7 @@ mod faults;
 mod gpu;
 mod launch_script;
 mod lifecycle;
+mod reliability;
 mod rpc;
 mod supervision;
 mod util;
