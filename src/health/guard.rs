@@ -44,14 +44,44 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stack of the per-connection threads, which only copy bytes.
 const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 
+/// The prefix of the private folders in the temp dir.
+const BACKEND_FOLDER_PREFIX: &str = "gpu-sidecar-health-";
+
 /// The private socket on which tiny_http listens, in a new folder only this user can enter
-/// (removed with the returned guard).
+/// (removed with the returned guard). Folders left by killed sidecars are removed first.
 pub fn backend_listener() -> io::Result<(UnixListener, PathBuf, tempfile::TempDir)> {
+    remove_stale_backend_folders(&std::env::temp_dir());
     let folder = tempfile::Builder::new()
-        .prefix("gpu-sidecar-health-")
+        .prefix(BACKEND_FOLDER_PREFIX)
         .tempdir()?;
     let path = folder.path().join("health.sock");
     Ok((UnixListener::bind(&path)?, path, folder))
+}
+
+/// Removes the private folders of sidecars that were killed (nobody accepts on their
+/// socket); folders of live sidecars, and anything not ours, are left alone.
+fn remove_stale_backend_folders(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(BACKEND_FOLDER_PREFIX) {
+            continue;
+        }
+        let socket = entry.path().join("health.sock");
+        match UnixStream::connect(&socket) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if std::fs::remove_dir_all(entry.path()).is_ok() {
+                    log::debug!(
+                        "removed {} left by a killed sidecar",
+                        entry.path().display()
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Accepts connections on `listener` until `stopping` is set (and a connection wakes the
