@@ -70,16 +70,15 @@ fn remove_stale_backend_folders(temp: &Path) {
             continue;
         }
         let socket = entry.path().join("health.sock");
-        match UnixStream::connect(&socket) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                if std::fs::remove_dir_all(entry.path()).is_ok() {
-                    log::debug!(
-                        "removed {} left by a killed sidecar",
-                        entry.path().display()
-                    );
-                }
-            }
-            _ => {}
+        let refused = matches!(
+            UnixStream::connect(&socket),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+        );
+        if refused && std::fs::remove_dir_all(entry.path()).is_ok() {
+            log::debug!(
+                "removed {} left by a killed sidecar",
+                entry.path().display()
+            );
         }
     }
 }
