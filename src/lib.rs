@@ -21,7 +21,7 @@
 //!   watchdog), then the shutdown sequence, joining every thread it started ([`run`]).
 //! - `signals` turns SIGTERM/SIGINT into events ([`shutdown`]).
 //! - `health` answers HTTP probes and serves the Prometheus metrics ([`health`],
-//!   [`metrics`]).
+//!   [`metrics`]); `health-accept` and a short-lived `health-conn` per connection guard it.
 //! - `grpc-cq-N`, grpcio's completion-queue threads, run the gRPC handlers ([`rpc`]).
 //! - `gpu-owner` alone touches CUDA: context, device memory, model ([`gpu`]).
 //!
