@@ -53,21 +53,23 @@ impl Notifier {
     pub fn from_env() -> Self {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
         let watchdog = sd_notify::watchdog_enabled().filter(|d| !d.is_zero());
-        if enabled {
-            log::info!(
-                "systemd notification socket found: sending status{}",
-                watchdog.map_or(String::new(), |w| format!(
-                    " and watchdog pings every {}",
-                    humantime::format_duration(w / 2)
-                ))
-            );
-        }
-        Notifier {
+        let notifier = Notifier {
             enabled,
             watchdog,
             send_failed: false,
             last_status: String::new(),
+        };
+        if enabled {
+            log::info!(
+                "systemd notification socket found: sending status{}",
+                watchdog.map_or(String::new(), |w| format!(
+                    " and watchdog pings every {} (WATCHDOG_USEC is {})",
+                    humantime::format_duration(notifier.check_interval()),
+                    humantime::format_duration(w)
+                ))
+            );
         }
+        notifier
     }
 
     /// How often the main loop should check on the components: once a second, or at half the

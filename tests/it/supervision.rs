@@ -301,7 +301,7 @@ fn the_watchdog_is_fed_at_half_its_timeout() {
     );
     assert!(sidecar
         .log()
-        .contains("sending status and watchdog pings every 200ms"));
+        .contains("sending status and watchdog pings every 200ms (WATCHDOG_USEC is 400ms)"));
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }
