@@ -18,8 +18,7 @@
 # through sudo), or says which to install and exits 1.
 #
 #   bin/dev.sh run  [ARGS...]   build and run the sidecar; ARGS default to -c sidecar.toml
-#   bin/dev.sh test [ARGS...]   shellcheck the scripts, then run the test suite; ARGS go to
-#                               `cargo test`
+#   bin/dev.sh test [ARGS...]   run the README's test command; ARGS go to `cargo test`
 #                               (e.g. `bin/dev.sh test -- --ignored` on a GPU machine)
 
 set -euo pipefail
@@ -28,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 # What the build and the tests need beyond Rust: cmake, make and a C++ compiler for the
 # gRPC C core (grpcio-sys), readelf for the test that checks libcuda is not linked,
-# and the shellcheck linter for the launch scripts.
+# and the shellcheck linter, which a test runs on the scripts.
 ensure_packages() {
     local missing=()
     command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -69,7 +68,6 @@ case "$command" in
         ;;
     test)
         ensure_packages
-        shellcheck bin/*.sh .ci/run
         # `failpoints` compiles in the fault injection that tests/it/faults.rs uses.
         exec cargo test --features failpoints "$@"
         ;;

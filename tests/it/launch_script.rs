@@ -334,3 +334,21 @@ fn usage_errors_exit_2() {
         "{outcome:#?}"
     );
 }
+
+/// The scripts pass shellcheck (installed by `bin/dev.sh` and `.ci/run`).
+#[test]
+fn the_scripts_pass_shellcheck() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new("shellcheck")
+        .current_dir(root)
+        .args(["bin/gpu-sidecar.sh", "bin/dev.sh", ".ci/run"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run shellcheck ({e}); install it: apt-get install -y shellcheck")
+        });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
