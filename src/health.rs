@@ -77,6 +77,9 @@ pub struct HealthServer {
     // folder goes.
     server: Arc<Server>,
     _backend_folder: tempfile::TempDir,
+    /// Stops the guard's accept loop.
+    accepting_stopped: Arc<AtomicBool>,
+    /// Stops tiny_http's request loop.
     stopping: Arc<AtomicBool>,
     clock: Arc<LoopClock>,
     thread: ComponentThread,
@@ -126,16 +129,18 @@ impl HealthServer {
                 serve(&server, &lifecycle, &metrics, &stopping, &clock)
             })?
         };
+        let accepting_stopped = Arc::new(AtomicBool::new(false));
         let acceptor = {
-            let stopping = Arc::clone(&stopping);
+            let stopped = Arc::clone(&accepting_stopped);
             ComponentThread::spawn("health-accept", events, move || {
-                guard::accept_loop(&listener, &backend_path, &stopping)
+                guard::accept_loop(&listener, &backend_path, &stopped, guard::MAX_CONNECTIONS)
             })?
         };
         log::info!("health endpoint listening on http://{addr}/health");
         Ok(HealthServer {
             server,
             _backend_folder: backend_folder,
+            accepting_stopped,
             stopping,
             clock,
             thread,
@@ -156,11 +161,13 @@ impl HealthServer {
     }
 
     /// Stops answering and joins the thread, waiting up to `timeout`.
+    /// Connections are closed first, while tiny_http still answers what they relay.
     pub fn stop(mut self, timeout: Duration) -> Result<(), ShutdownError> {
-        self.stopping.store(true, Ordering::SeqCst);
+        self.accepting_stopped.store(true, Ordering::SeqCst);
         guard::wake(self.addr);
-        self.server.unblock();
         let accepted = self.acceptor.join_within(timeout);
+        self.stopping.store(true, Ordering::SeqCst);
+        self.server.unblock();
         self.thread.join_within(timeout).and(accepted)
     }
 }

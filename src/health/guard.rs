@@ -24,12 +24,13 @@
 //! to tiny_http over a private Unix socket, with `Connection: close`, and the answer is relayed
 //! back.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub const HEAD_LIMIT: usize = 8 * 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write to the client, or the wait for tiny_http's answer, may block.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the connection threads once their sockets are cut.
+const CONNECTIONS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Stack of the per-connection threads, which only copy bytes.
 const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 
@@ -84,16 +87,20 @@ fn remove_stale_backend_folders(temp: &Path) {
 }
 
 /// Accepts connections on `listener` until `stopping` is set (and a connection wakes the
-/// loop), serving each on its own thread.
+/// loop), serving each on its own thread, at most `max_connections` at once. On the way out
+/// it cuts the connections still open and waits for their threads.
 pub fn accept_loop(
     listener: &TcpListener,
     backend: &Path,
     stopping: &AtomicBool,
+    max_connections: usize,
 ) -> Result<(), String> {
-    let active = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(OpenConnections::default());
+    // Each connection thread holds a clone; when the last is dropped, all have ended.
+    let (thread_alive, all_threads_ended) = crossbeam_channel::bounded::<()>(0);
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
-            return Ok(());
+            break;
         }
         let mut stream = match stream {
             Ok(stream) => stream,
@@ -106,23 +113,41 @@ pub fn accept_loop(
                 continue;
             }
         };
-        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+        if connections.count() >= max_connections {
             answer_directly(&mut stream, 503, "Service Unavailable", "BUSY");
             continue;
         }
-        let slot = ConnectionSlot::take(&active);
+        let Some(slot) = connections.register(&stream) else {
+            answer_directly(&mut stream, 503, "Service Unavailable", "BUSY");
+            continue;
+        };
         let backend = backend.to_path_buf();
+        let alive = thread_alive.clone();
         let spawned = thread::Builder::new()
             .name("health-conn".to_string())
             .stack_size(CONNECTION_STACK_BYTES)
             .spawn(move || {
                 let _slot = slot;
+                let _alive = alive;
                 serve_connection(stream, &backend);
             });
         if let Err(e) = spawned {
             log::warn!("health endpoint: cannot start a connection thread: {e}");
         }
+    }
+    let cut = connections.shut_down_all();
+    drop(thread_alive);
+    if all_threads_ended.recv_timeout(CONNECTIONS_STOP_TIMEOUT)
+        == Err(crossbeam_channel::RecvTimeoutError::Timeout)
+    {
+        log::warn!(
+            "health endpoint: {} connection thread(s) did not end within {}",
+            connections.count(),
+            humantime::format_duration(CONNECTIONS_STOP_TIMEOUT)
+        );
+    } else if cut > 0 {
+        log::debug!("health endpoint: closed {cut} open connection(s)");
     }
     Ok(())
 }
@@ -140,19 +165,54 @@ pub fn wake(addr: SocketAddr) {
     let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }
 
-/// Counts a connection as active until dropped.
-struct ConnectionSlot(Arc<AtomicUsize>);
+/// The connections being served, each by a clone of its socket, so that shutdown can cut
+/// them rather than wait out their timeouts.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    next_id: AtomicU64,
+}
 
-impl ConnectionSlot {
-    fn take(active: &Arc<AtomicUsize>) -> Self {
-        active.fetch_add(1, Ordering::SeqCst);
-        ConnectionSlot(Arc::clone(active))
+impl OpenConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Registers `stream` until the returned slot is dropped; `None` if the socket cannot
+    /// be cloned (out of file descriptors).
+    fn register(self: &Arc<Self>, stream: &TcpStream) -> Option<ConnectionSlot> {
+        let clone = stream.try_clone().ok()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, clone);
+        Some(ConnectionSlot {
+            id,
+            connections: Arc::clone(self),
+        })
+    }
+
+    /// Shuts down every open connection's socket; returns how many.
+    fn shut_down_all(&self) -> usize {
+        let sockets = self.lock();
+        for socket in sockets.values() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        sockets.len()
+    }
+}
+
+/// A registered connection; unregistered when dropped.
+struct ConnectionSlot {
+    id: u64,
+    connections: Arc<OpenConnections>,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.connections.lock().remove(&self.id);
     }
 }
 
@@ -337,6 +397,57 @@ mod tests {
     fn read(pieces: &[&[u8]]) -> Head {
         let mut stream = Pieces(pieces.iter().map(|p| p.to_vec()).collect());
         read_head(&mut stream, Instant::now() + Duration::from_secs(5))
+    }
+
+    /// Reads what the server sends until it closes.
+    fn answer(stream: &mut TcpStream) -> String {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_busy_and_open_ones_are_cut_at_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let stopping = Arc::clone(&stopping);
+            thread::spawn(move || accept_loop(&listener, Path::new("/nonexistent"), &stopping, 2))
+        };
+        // Two idle connections fill the limit; they are accepted in order, so the third
+        // finds it full.
+        let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut third = TcpStream::connect(addr).unwrap();
+        assert!(answer(&mut third).starts_with("HTTP/1.1 503 "));
+        stopping.store(true, Ordering::SeqCst);
+        wake(addr);
+        acceptor.join().unwrap().unwrap();
+        // Cut, not left to time out (which would have answered 408).
+        for client in &mut idle {
+            assert_eq!(answer(client), "");
+        }
+    }
+
+    #[test]
+    fn only_folders_whose_socket_nobody_serves_are_removed() {
+        let temp = tempfile::tempdir().unwrap();
+        let dead = temp.path().join(format!("{BACKEND_FOLDER_PREFIX}dead"));
+        let live = temp.path().join(format!("{BACKEND_FOLDER_PREFIX}live"));
+        let other = temp.path().join("someone-else");
+        for folder in [&dead, &live, &other] {
+            std::fs::create_dir(folder).unwrap();
+        }
+        drop(UnixListener::bind(dead.join("health.sock")).unwrap());
+        let _serving = UnixListener::bind(live.join("health.sock")).unwrap();
+        drop(UnixListener::bind(other.join("health.sock")).unwrap());
+        remove_stale_backend_folders(temp.path());
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other.exists());
     }
 
     #[test]
