@@ -170,7 +170,8 @@ require_enabled() {
 }
 
 # Sends SIGTERM to $1 and waits for it to end: the grace period plus the margin, then
-# SIGKILL.
+# SIGKILL. Returns 0 when it ended on SIGTERM, 1 when it took SIGKILL, 2 when it survived
+# even that (a process stuck in the kernel, in a GPU driver call for instance).
 terminate() {
     local pid=$1 waited_ms=0
     local limit_ms=$((grace_ms + stop_margin * 1000))
@@ -179,7 +180,15 @@ terminate() {
         if [ "$waited_ms" -ge "$limit_ms" ]; then
             kill -KILL "$pid" 2>/dev/null
             say "pid $pid did not stop within $((limit_ms / 1000)) s of SIGTERM (grace period + ${stop_margin} s); sent SIGKILL" >&2
-            while alive "$pid"; do sleep 0.1; done
+            waited_ms=0
+            while alive "$pid"; do
+                if [ "$waited_ms" -ge 10000 ]; then
+                    say "pid $pid still exists 10 s after SIGKILL (stuck in the kernel?); keeping $pid_file" >&2
+                    return 2
+                fi
+                sleep 0.1
+                waited_ms=$((waited_ms + 100))
+            done
             return 1
         fi
         sleep 0.1
@@ -222,7 +231,7 @@ start() {
             echo "gpu-sidecar.sh: $DAEMON was not READY within $start_timeout s (health: ${state:-no answer}); stopping it. The end of $log:" >&2
             tail -n 20 "$log" >&2
             terminate "$pid"
-            rm -f "$pid_file"
+            [ $? -eq 2 ] || rm -f "$pid_file"
             exit 1
         fi
         sleep 0.2
@@ -241,7 +250,8 @@ stop() {
         say "cannot read $conf; assuming a 30 s grace period" >&2
     fi
     say "stopping $DAEMON (pid $pid)"
-    terminate "$pid" || true
+    terminate "$pid"
+    [ $? -eq 2 ] && exit 1
     rm -f "$pid_file"
     say "$DAEMON stopped"
 }
