@@ -23,8 +23,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Endpoint;
@@ -77,7 +77,10 @@ impl Transport {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    transport: Transport,
+    /// The Ping series of this process's transport, looked up once rather than per call.
+    ping_calls_here: IntCounter,
+    ping_errors_here: IntCounter,
+    ping_latency_here: Histogram,
     state: IntGaugeVec,
     live: IntGauge,
     uptime: Gauge,
@@ -106,8 +109,33 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let ping_calls = IntCounterVec::new(
+            opts("ping_calls_total", "Ping calls received."),
+            &["transport"],
+        )?;
+        let ping_errors = IntCounterVec::new(
+            opts(
+                "ping_errors_total",
+                "Ping calls whose reply could not be delivered (cancelled, deadline passed, client gone).",
+            ),
+            &["transport"],
+        )?;
+        let ping_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "ping_duration_seconds",
+                "Time from receiving a Ping until its reply was sent.",
+            )
+            .namespace(NAMESPACE)
+            .buckets(PING_LATENCY_BUCKETS.to_vec()),
+            &["transport"],
+        )?;
         let metrics = Metrics {
-            transport,
+            ping_calls_here: ping_calls.with_label_values(&[transport.label()]),
+            ping_errors_here: ping_errors.with_label_values(&[transport.label()]),
+            ping_latency_here: ping_latency.with_label_values(&[transport.label()]),
+            ping_calls,
+            ping_errors,
+            ping_latency,
             state: IntGaugeVec::new(
                 opts(
                     "state",
@@ -124,26 +152,6 @@ impl Metrics {
                 "startup_duration_seconds",
                 "Seconds from process start to READY; 0 until READY.",
             ))?,
-            ping_calls: IntCounterVec::new(
-                opts("ping_calls_total", "Ping calls received."),
-                &["transport"],
-            )?,
-            ping_errors: IntCounterVec::new(
-                opts(
-                    "ping_errors_total",
-                    "Ping calls whose reply could not be delivered (cancelled, deadline passed, client gone).",
-                ),
-                &["transport"],
-            )?,
-            ping_latency: HistogramVec::new(
-                HistogramOpts::new(
-                    "ping_duration_seconds",
-                    "Time from receiving a Ping until its reply was sent.",
-                )
-                .namespace(NAMESPACE)
-                .buckets(PING_LATENCY_BUCKETS.to_vec()),
-                &["transport"],
-            )?,
             health_checks: IntCounterVec::new(
                 opts(
                     "grpc_health_checks_total",
@@ -209,8 +217,6 @@ impl Metrics {
         }
         // Labelled series that exist from the start, at zero, so that rates work from the
         // first scrape.
-        metrics.ping_calls.with_label_values(&[transport.label()]);
-        metrics.ping_errors.with_label_values(&[transport.label()]);
         for method in ["Check", "Watch"] {
             metrics.health_checks.with_label_values(&[method]);
         }
@@ -219,19 +225,14 @@ impl Metrics {
 
     /// Counts a Ping call received.
     pub fn ping_received(&self) {
-        self.ping_calls
-            .with_label_values(&[self.transport.label()])
-            .inc();
+        self.ping_calls_here.inc();
     }
 
     /// Records a Ping's outcome: its latency, and whether its reply was delivered.
     pub fn ping_finished(&self, latency: Duration, delivered: bool) {
-        let transport = [self.transport.label()];
-        self.ping_latency
-            .with_label_values(&transport)
-            .observe(latency.as_secs_f64());
+        self.ping_latency_here.observe(latency.as_secs_f64());
         if !delivered {
-            self.ping_errors.with_label_values(&transport).inc();
+            self.ping_errors_here.inc();
         }
     }
 
