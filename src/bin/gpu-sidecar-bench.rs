@@ -115,6 +115,12 @@ enum BenchError {
     /// A sidecar could not be spawned or did not become READY.
     #[error("cannot spawn {}: {reason}", binary.display())]
     Spawn { binary: PathBuf, reason: String },
+    /// The --model file cannot be used.
+    #[error("model {}: {source}", path.display())]
+    Model {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A temp file or folder could not be made.
     #[error("cannot prepare temp files: {0}")]
     Io(#[from] std::io::Error),
@@ -184,8 +190,17 @@ impl RunReport {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.concurrency.contains(&0) {
-        eprintln!("gpu-sidecar-bench: error: --concurrency values must be at least 1");
+    let usage_error = if args.concurrency.contains(&0) {
+        Some("--concurrency values must be at least 1")
+    } else if args.requests == Some(0) {
+        Some("--requests must be at least 1")
+    } else if args.requests.is_none() && args.duration.is_zero() {
+        Some("--duration must be more than 0")
+    } else {
+        None
+    };
+    if let Some(message) = usage_error {
+        eprintln!("gpu-sidecar-bench: error: {message}");
         return ExitCode::from(2);
     }
     match run(&args) {
@@ -232,7 +247,10 @@ fn run(args: &Args) -> Result<(), BenchError> {
         .prefix("gpu-sidecar-bench-")
         .tempdir()?;
     let model = match &args.model {
-        Some(model) => std::fs::canonicalize(model)?,
+        Some(model) => std::fs::canonicalize(model).map_err(|source| BenchError::Model {
+            path: model.clone(),
+            source,
+        })?,
         None => {
             let path = workspace.path().join("model.bin");
             std::fs::write(&path, vec![7u8; 4096])?;
@@ -247,18 +265,15 @@ fn run(args: &Args) -> Result<(), BenchError> {
             transport,
         };
         let mut startups = Vec::with_capacity(args.startup_runs);
+        // Each spawned sidecar is stopped when dropped.
         for _ in 0..args.startup_runs {
-            let mut sidecar = spawner.spawn()?;
-            startups.push(sidecar.ready_after);
-            sidecar.stop();
+            startups.push(spawner.spawn()?.ready_after);
         }
         if !startups.is_empty() {
             report_startup(args, &spawner.label(), &mut startups);
         }
-        let mut sidecar = spawner.spawn()?;
-        let outcome = measure(args, &environment, &sidecar.target);
-        sidecar.stop();
-        outcome?;
+        let sidecar = spawner.spawn()?;
+        measure(args, &environment, &sidecar.target)?;
     }
     Ok(())
 }
@@ -581,10 +596,19 @@ impl Spawner {
 impl Spawned {
     /// SIGTERM, then waits for the exit.
     fn stop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
         }
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    /// Never leaves a spawned sidecar behind, even when a measurement panics.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

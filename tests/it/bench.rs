@@ -29,25 +29,11 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn spawned_runs_report_every_request_and_the_startup() {
+/// Runs the bench with `args`, expects success, and returns its JSON lines.
+fn run_bench(args: &[&str]) -> Vec<serde_json::Value> {
     let output = Command::new(BENCH)
-        .args([
-            "--spawn",
-            "--transports",
-            "unix,tcp",
-            "--concurrency",
-            "1,3",
-        ])
-        .args([
-            "--payload",
-            "16,4KiB",
-            "--requests",
-            "60",
-            "--warmup",
-            "0 ms",
-        ])
-        .args(["--startup-runs", "2", "--json"])
+        .args(args)
+        .args(["--warmup", "0 ms", "--json"])
         .env("CUDA_VISIBLE_DEVICES", "")
         .output()
         .unwrap();
@@ -56,7 +42,32 @@ fn spawned_runs_report_every_request_and_the_startup() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let lines = json_lines(&output.stdout);
+    json_lines(&output.stdout)
+}
+
+/// Runs the bench with `args`, expects `code`, and returns its stderr.
+fn bench_fails(args: &[&str], code: i32) -> String {
+    let output = Command::new(BENCH).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    stderr
+}
+
+#[test]
+fn spawned_runs_report_every_request_and_the_startup() {
+    let lines = run_bench(&[
+        "--spawn",
+        "--transports",
+        "unix,tcp",
+        "--concurrency",
+        "1,3",
+        "--payload",
+        "16,4KiB",
+        "--requests",
+        "60",
+        "--startup-runs",
+        "2",
+    ]);
     let startups: Vec<_> = lines.iter().filter(|l| l["kind"] == "startup").collect();
     let runs: Vec<_> = lines.iter().filter(|l| l["kind"] == "ping").collect();
     assert_eq!(startups.len(), 2, "{lines:#?}");
@@ -82,25 +93,18 @@ fn a_running_target_is_measured_and_errors_are_counted() {
     let (_dir, mut sidecar) = ready_sidecar(|_| {});
     let health = sidecar.health_addr().to_string();
     // A 5 MiB payload exceeds the sidecar's 4 MiB message limit: every call fails, and says so.
-    let output = Command::new(BENCH)
-        .args(["--target", &sidecar.grpc_target(), "--health", &health])
-        .args([
-            "--concurrency",
-            "2",
-            "--payload",
-            "16,5MiB",
-            "--requests",
-            "20",
-        ])
-        .args(["--warmup", "0 ms", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines = json_lines(&output.stdout);
+    let lines = run_bench(&[
+        "--target",
+        &sidecar.grpc_target(),
+        "--health",
+        &health,
+        "--concurrency",
+        "2",
+        "--payload",
+        "16,5MiB",
+        "--requests",
+        "20",
+    ]);
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert_eq!(lines[0]["ok"], 20);
     assert_eq!(lines[1]["ok"], 0);
@@ -115,22 +119,24 @@ fn a_running_target_is_measured_and_errors_are_counted() {
 }
 
 #[test]
-fn an_unreachable_target_exits_1_with_a_message() {
+fn bad_targets_and_arguments_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let target = format!("unix:{}", dir.path().join("absent.sock").display());
-    let output = Command::new(BENCH)
-        .args(["--target", &target, "--requests", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = bench_fails(&["--target", &target, "--requests", "1"], 1);
     assert!(
         stderr.contains(&format!("cannot reach gpu-sidecar at {target}")),
         "{stderr}"
     );
-    let output = Command::new(BENCH)
-        .args(["--concurrency", "0", "--spawn"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let absent_model = dir.path().join("absent.bin");
+    let stderr = bench_fails(&["--spawn", "--model", absent_model.to_str().unwrap()], 1);
+    assert!(stderr.contains("absent.bin: No such file"), "{stderr}");
+    for (args, wanted) in [
+        (&["--spawn", "--concurrency", "0"][..], "--concurrency"),
+        (&["--spawn", "--requests", "0"][..], "--requests"),
+        (&["--spawn", "--duration", "0 s"][..], "--duration"),
+        (&["--spawn", "--payload", "lots"][..], "lots"),
+    ] {
+        let stderr = bench_fails(args, 2);
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+    }
 }
