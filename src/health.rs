@@ -134,7 +134,17 @@ impl HealthServer {
             let stopped = Arc::clone(&accepting_stopped);
             ComponentThread::spawn("health-accept", events, move || {
                 guard::accept_loop(&listener, &backend_path, &stopped, guard::MAX_CONNECTIONS)
-            })?
+            })
+        };
+        let acceptor = match acceptor {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                // Stop the request loop already running, so that it is joined, not leaked.
+                stopping.store(true, Ordering::SeqCst);
+                server.unblock();
+                drop(thread);
+                return Err(e.into());
+            }
         };
         log::info!("health endpoint listening on http://{addr}/health");
         Ok(HealthServer {
