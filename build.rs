@@ -29,7 +29,13 @@ use protobuf::Message as _;
 use protobuf2::Message as _;
 
 const PROTO_DIR: &str = "proto";
-const PROTOS: &[&str] = &["sidecar.proto", "health.proto"];
+const PROTOS: &[&str] = &[
+    "sidecar.proto",
+    "health.proto",
+    // Triton's Open Inference Protocol (KServe v2) service and the model configuration it uses.
+    "grpc_service.proto",
+    "model_config.proto",
+];
 
 /// A lint that grpcio-compiler allows in its output but that current Rust no longer knows.
 const OBSOLETE_LINT_LINE: &str = "#![allow(box_pointers)]";

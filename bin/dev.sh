@@ -20,6 +20,11 @@
 #   bin/dev.sh run  [ARGS...]   build and run the sidecar; ARGS default to -c sidecar.toml
 #   bin/dev.sh test [ARGS...]   run the README's test command; ARGS go to `cargo test`
 #                               (e.g. `bin/dev.sh test -- --ignored` on a GPU machine)
+#   bin/dev.sh runtime          fetch ONNX Runtime's CPU library (the `onnxruntime` wheel
+#                               from PyPI) into .onnxruntime/ and print its path
+#
+# `run` and `test` fetch the runtime first when .onnxruntime/ lacks it; ORT_DYLIB_PATH, when
+# set, names another library instead (e.g. the `onnxruntime-gpu` wheel's, for CUDA).
 
 set -euo pipefail
 
@@ -52,8 +57,52 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# The ONNX Runtime release whose CPU library the tests and `run` use.
+ONNXRUNTIME_VERSION=1.32.0
+RUNTIME_DIR=.onnxruntime
+
+# Puts libonnxruntime.so from the `onnxruntime` wheel into $RUNTIME_DIR (the project's own
+# folder, never system-wide) unless it is there, and exports ORT_DYLIB_PATH to it unless set.
+ensure_runtime() {
+    if [ -n "${ORT_DYLIB_PATH:-}" ]; then
+        return 0
+    fi
+    local library="$RUNTIME_DIR/libonnxruntime.so"
+    if [ ! -e "$library" ]; then
+        command -v python3 >/dev/null 2>&1 || {
+            echo "fetching ONNX Runtime needs python3 with pip (apt-get install python3-pip)" >&2
+            exit 1
+        }
+        local download
+        download="$(mktemp -d)"
+        echo "fetching ONNX Runtime $ONNXRUNTIME_VERSION (the onnxruntime wheel) into $RUNTIME_DIR/" >&2
+        python3 -m pip download -q --no-deps --only-binary=:all: -d "$download" \
+            "onnxruntime==$ONNXRUNTIME_VERSION"
+        mkdir -p "$RUNTIME_DIR"
+        python3 - "$download" "$RUNTIME_DIR" <<'PYTHON'
+import glob, os, sys, zipfile
+download, target = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(download, "onnxruntime-*.whl"))[0]
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        base = os.path.basename(name)
+        if name.startswith("onnxruntime/capi/libonnxruntime.so") or base == "LICENSE" or base == "ThirdPartyNotices.txt":
+            with archive.open(name) as source, open(os.path.join(target, base), "wb") as sink:
+                sink.write(source.read())
+            if base.startswith("libonnxruntime.so"):
+                os.chmod(os.path.join(target, base), 0o755)
+PYTHON
+        rm -rf "$download"
+        local versioned
+        versioned="$(cd "$RUNTIME_DIR" && ls libonnxruntime.so.* | head -n 1)"
+        ln -sf "$versioned" "$library"
+    fi
+    ORT_DYLIB_PATH="$(pwd)/$library"
+    export ORT_DYLIB_PATH
+}
+
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | bin/dev.sh test [ARGS...]" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | bin/dev.sh test [ARGS...] | bin/dev.sh runtime" >&2
     exit 2
 }
 
@@ -63,13 +112,19 @@ shift
 case "$command" in
     run)
         ensure_packages
+        ensure_runtime
         [ $# -gt 0 ] || set -- -c sidecar.toml
         exec cargo run --bin gpu-sidecar -- "$@"
         ;;
     test)
         ensure_packages
+        ensure_runtime
         # `failpoints` compiles in the fault injection that tests/it/faults.rs uses.
         exec cargo test --features failpoints "$@"
+        ;;
+    runtime)
+        ensure_runtime
+        echo "$ORT_DYLIB_PATH"
         ;;
     *)
         usage

@@ -33,6 +33,20 @@ const MAX_UNIX_SOCKET_PATH: usize = 107;
 const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
+const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
+const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(1);
+const DEFAULT_MAX_QUEUE_SIZE: u32 = 1024;
+/// Limits that catch typos: more rows or waiting requests than this is never meant.
+const MAX_BATCH_SIZE_LIMIT: u32 = 1 << 20;
+const MAX_QUEUE_SIZE_LIMIT: u32 = 1 << 20;
+const MAX_QUEUE_DELAY_LIMIT: Duration = Duration::from_secs(10);
+/// The keys without a default, checked before anything else so that an empty or partial file
+/// names what it lacks.
+const REQUIRED_KEYS: [&str; 3] = [
+    "sidecar.rpc.endpoint",
+    "sidecar.model.uri",
+    "sidecar.health.port",
+];
 
 /// A configuration that cannot be used; exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +54,25 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
-    /// The TOML is malformed, or a key is unknown, missing or of the wrong type or value.
+    /// The TOML is malformed, or a key is unknown or of the wrong type or value.
     #[error("config file {}: `{key}`: {message}", path.display())]
     Key {
         path: PathBuf,
         key: String,
         message: String,
     },
+    /// A key without a default is not in the file.
+    #[error("config file {}: {key} is required", path.display())]
+    Missing { path: PathBuf, key: String },
+}
+
+/// What is wrong with a config text: a key's value, or a key that is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The dotted key and what is wrong with it.
+    Key(String, String),
+    /// A required dotted key that is not there.
+    Missing(String),
 }
 
 /// The whole file: everything lives under the `[sidecar]` table.
@@ -68,6 +94,8 @@ pub struct Config {
     #[serde(default)]
     pub gpu: GpuConfig,
     #[serde(default)]
+    pub batching: BatchingConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -87,11 +115,163 @@ impl RpcConfig {
     }
 }
 
-/// `[sidecar.model]`: the model loaded at start-up.
+/// `[sidecar.model]`: the ONNX model loaded at start-up, and the runtime that serves it.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ModelConfig {
+    /// The `.onnx` file.
     pub uri: ModelUri,
+    /// The model's name in the inference protocol; default: the file's stem.
+    name: Option<ModelName>,
+    /// ONNX Runtime's shared library; default: `ORT_DYLIB_PATH`, else `libonnxruntime.so` on
+    /// the loader's path.
+    pub runtime_library: Option<PathBuf>,
+    /// ONNX Runtime's intra-op threads; default: 1 with a GPU, else the cores.
+    pub intra_op_threads: Option<ThreadCount>,
+}
+
+impl ModelConfig {
+    /// The model's name in the protocol: `name`, else the file stem of the model.
+    pub fn name(&self) -> String {
+        match &self.name {
+            Some(name) => name.0.clone(),
+            None => self
+                .uri
+                .path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .filter(|stem| !stem.is_empty())
+                .unwrap_or_else(|| "model".to_string()),
+        }
+    }
+}
+
+/// A model name usable in the protocol (and in URLs): letters, digits, `-`, `_`, `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ModelName(pub String);
+
+impl TryFrom<String> for ModelName {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let valid = !s.is_empty()
+            && s.len() <= 128
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if valid {
+            Ok(ModelName(s))
+        } else {
+            Err(format!(
+                "{s:?} is not a model name: use 1 to 128 letters, digits, '-', '_' or '.'"
+            ))
+        }
+    }
+}
+
+/// A thread count, 1 to 1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct ThreadCount(pub usize);
+
+impl TryFrom<i64> for ThreadCount {
+    type Error = String;
+
+    fn try_from(n: i64) -> Result<Self, Self::Error> {
+        match usize::try_from(n) {
+            Ok(n @ 1..=1024) => Ok(ThreadCount(n)),
+            _ => Err(format!("{n} threads is out of range (1 to 1024)")),
+        }
+    }
+}
+
+/// `[sidecar.batching]`: the dynamic batcher in front of the model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BatchingConfig {
+    /// The most rows one execution runs; 0 turns batching off (one request per execution).
+    #[serde(default = "default_max_batch_size", deserialize_with = "batch_size")]
+    pub max_batch_size: u32,
+    /// How long the oldest waiting request may wait for more to join its batch.
+    #[serde(default = "default_max_queue_delay", deserialize_with = "queue_delay")]
+    pub max_queue_delay: Duration,
+    /// How many requests may wait; more are refused with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_queue_size", deserialize_with = "queue_size")]
+    pub max_queue_size: u32,
+    /// How long a request may wait before it runs, unless its deadline is sooner; unset: none.
+    #[serde(default, deserialize_with = "default_timeout")]
+    pub default_timeout: Option<Duration>,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_queue_delay: DEFAULT_MAX_QUEUE_DELAY,
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            default_timeout: None,
+        }
+    }
+}
+
+fn default_max_batch_size() -> u32 {
+    DEFAULT_MAX_BATCH_SIZE
+}
+
+fn default_max_queue_delay() -> Duration {
+    DEFAULT_MAX_QUEUE_DELAY
+}
+
+fn default_max_queue_size() -> u32 {
+    DEFAULT_MAX_QUEUE_SIZE
+}
+
+fn batch_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_BATCH_SIZE_LIMIT)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{n} rows is out of range (0 turns batching off; at most {MAX_BATCH_SIZE_LIMIT})"
+            ))
+        })
+}
+
+fn queue_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_QUEUE_SIZE_LIMIT).contains(n))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{n} requests is out of range (1 to {MAX_QUEUE_SIZE_LIMIT})"
+            ))
+        })
+}
+
+fn queue_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let delay = parse_duration(&text).map_err(serde::de::Error::custom)?;
+    if delay > MAX_QUEUE_DELAY_LIMIT {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is out of range: at most {}",
+            humantime::format_duration(MAX_QUEUE_DELAY_LIMIT)
+        )));
+    }
+    Ok(delay)
+}
+
+fn default_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    let timeout = parse_duration(&text).map_err(serde::de::Error::custom)?;
+    if timeout.is_zero() || timeout > MAX_GRACE_PERIOD {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is out of range: more than 0 and at most {} (leave it out for no timeout)",
+            humantime::format_duration(MAX_GRACE_PERIOD)
+        )));
+    }
+    Ok(Some(timeout))
 }
 
 /// `[sidecar.health]`: the HTTP health endpoint.
@@ -472,24 +652,41 @@ impl Config {
             source,
         })?;
         let base = absolute_parent(path);
-        Config::parse(&text, &base).map_err(|(key, message)| ConfigError::Key {
-            path: path.to_path_buf(),
-            key,
-            message,
+        Config::parse(&text, &base).map_err(|problem| match problem {
+            Problem::Key(key, message) => ConfigError::Key {
+                path: path.to_path_buf(),
+                key,
+                message,
+            },
+            Problem::Missing(key) => ConfigError::Missing {
+                path: path.to_path_buf(),
+                key,
+            },
         })
     }
 
     /// Parses and validates TOML text; `base` is the folder relative model paths resolve
-    /// against. Fails with the dotted key and what is wrong with it.
-    pub fn parse(text: &str, base: &Path) -> Result<Config, (String, String)> {
-        let deserializer = toml::Deserializer::new(text);
-        let file: ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    /// against. Fails with the dotted key and what is wrong with it, or the first required
+    /// key that is missing.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Problem> {
+        let key_problem = |e: serde_path_to_error::Error<toml::de::Error>| {
             let key = e.path().to_string();
             let message = e.into_inner().to_string().trim_end().to_string();
-            (key, message)
-        })?;
+            Problem::Key(key, message)
+        };
+        // Malformed TOML is reported as such; then missing keys by name, before serde would
+        // report only the first missing table ("missing field `sidecar`").
+        let table: toml::Table =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(key_problem)?;
+        if let Some(missing) = REQUIRED_KEYS.iter().find(|key| !has_key(&table, key)) {
+            return Err(Problem::Missing(missing.to_string()));
+        }
+        let file: ConfigFile =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(key_problem)?;
         let mut config = file.sidecar;
-        config.validate(base)?;
+        config
+            .validate(base)
+            .map_err(|(key, message)| Problem::Key(key, message))?;
         Ok(config)
     }
 
@@ -517,8 +714,34 @@ impl Config {
         if self.model.uri.path.is_relative() {
             self.model.uri.path = base.join(&self.model.uri.path);
         }
+        if let Some(library) = &mut self.model.runtime_library {
+            if library.as_os_str().is_empty() {
+                return Err((
+                    "sidecar.model.runtime-library".to_string(),
+                    "is empty: leave it out to use ORT_DYLIB_PATH or libonnxruntime.so".to_string(),
+                ));
+            }
+            // A bare file name is for the loader to find; a path resolves like the model's.
+            if library.is_relative() && library.components().count() > 1 {
+                *library = base.join(&*library);
+            }
+        }
         Ok(())
     }
+}
+
+/// Whether the dotted `key` is in `table` (every part but the last a table).
+fn has_key(table: &toml::Table, key: &str) -> bool {
+    let mut parts = key.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        match current.get(part) {
+            Some(_) if parts.peek().is_none() => return true,
+            Some(toml::Value::Table(inner)) => current = inner,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The effective configuration, one `key = value` line per key, defaults filled in.
@@ -538,6 +761,45 @@ impl fmt::Display for Config {
             self.model.uri.written,
             self.model.uri.path.display()
         )?;
+        writeln!(f, "sidecar.model.name = {:?}", self.model.name())?;
+        match &self.model.runtime_library {
+            Some(path) => writeln!(f, "sidecar.model.runtime-library = {:?}", path.display())?,
+            None => writeln!(
+                f,
+                "# sidecar.model.runtime-library: unset (ORT_DYLIB_PATH, else libonnxruntime.so)"
+            )?,
+        }
+        match self.model.intra_op_threads {
+            Some(threads) => writeln!(f, "sidecar.model.intra-op-threads = {}", threads.0)?,
+            None => writeln!(
+                f,
+                "# sidecar.model.intra-op-threads: unset (1 with a GPU, else the cores)"
+            )?,
+        }
+        let batching = &self.batching;
+        writeln!(
+            f,
+            "sidecar.batching.max-batch-size = {}",
+            batching.max_batch_size
+        )?;
+        writeln!(
+            f,
+            "sidecar.batching.max-queue-delay = \"{}\"",
+            humantime::format_duration(batching.max_queue_delay)
+        )?;
+        writeln!(
+            f,
+            "sidecar.batching.max-queue-size = {}",
+            batching.max_queue_size
+        )?;
+        match batching.default_timeout {
+            Some(timeout) => writeln!(
+                f,
+                "sidecar.batching.default-timeout = \"{}\"",
+                humantime::format_duration(timeout)
+            )?,
+            None => writeln!(f, "# sidecar.batching.default-timeout: unset (none)")?,
+        }
         writeln!(f, "sidecar.health.host = \"{}\"", self.health.host)?;
         writeln!(f, "sidecar.health.port = {}", self.health.port)?;
         writeln!(
@@ -580,12 +842,15 @@ mod tests {
         port = 0
     "#;
 
-    fn parse(text: &str) -> Result<Config, (String, String)> {
+    fn parse(text: &str) -> Result<Config, Problem> {
         Config::parse(text, Path::new("/etc/flink"))
     }
 
     fn parse_err(text: &str) -> (String, String) {
-        parse(text).expect_err("config should be rejected")
+        match parse(text).expect_err("config should be rejected") {
+            Problem::Key(key, message) => (key, message),
+            Problem::Missing(key) => (key, "is required".to_string()),
+        }
     }
 
     #[test]
@@ -685,9 +950,62 @@ mod tests {
 
     #[test]
     fn missing_required_key_is_named() {
-        let (key, message) = parse_err(&MINIMAL.replace("port = 0", ""));
-        assert_eq!(key, "sidecar.health", "{message}");
-        assert!(message.contains("missing field `port`"), "{message}");
+        let missing = |text: &str| parse(text).expect_err("rejected");
+        assert_eq!(
+            missing(&MINIMAL.replace("port = 0", "")),
+            Problem::Missing("sidecar.health.port".to_string())
+        );
+        assert_eq!(
+            missing(""),
+            Problem::Missing("sidecar.rpc.endpoint".to_string())
+        );
+        assert_eq!(
+            missing("[sidecar.rpc]\nendpoint = \"unix:/tmp/s.sock\"\n"),
+            Problem::Missing("sidecar.model.uri".to_string())
+        );
+        assert_eq!(
+            missing("sidecar = 3"),
+            Problem::Missing("sidecar.rpc.endpoint".to_string())
+        );
+    }
+
+    #[test]
+    fn model_and_batching_defaults_and_values() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.model.name(), "model");
+        assert_eq!(config.model.runtime_library, None);
+        assert_eq!(config.batching.max_batch_size, 64);
+        assert_eq!(config.batching.max_queue_delay, Duration::from_millis(1));
+        assert_eq!(config.batching.max_queue_size, 1024);
+        assert_eq!(config.batching.default_timeout, None);
+        let config = parse(&MINIMAL.replace(
+            "uri = \"model.bin\"",
+            "uri = \"m.onnx\"\nname = \"mlp-v2\"\nruntime-library = \"lib/libonnxruntime.so\"\nintra-op-threads = 3\n[sidecar.batching]\nmax-batch-size = 0\nmax-queue-delay = \"0 ms\"\nmax-queue-size = 5\ndefault-timeout = \"2 s\"",
+        ))
+        .unwrap();
+        assert_eq!(config.model.name(), "mlp-v2");
+        assert_eq!(
+            config.model.runtime_library,
+            Some(PathBuf::from("/etc/flink/lib/libonnxruntime.so"))
+        );
+        assert_eq!(config.model.intra_op_threads, Some(ThreadCount(3)));
+        assert_eq!(config.batching.max_batch_size, 0);
+        assert_eq!(config.batching.max_queue_delay, Duration::ZERO);
+        assert_eq!(config.batching.max_queue_size, 5);
+        assert_eq!(
+            config.batching.default_timeout,
+            Some(Duration::from_secs(2))
+        );
+        let bare = parse(&MINIMAL.replace(
+            "uri = \"model.bin\"",
+            "uri = \"m.onnx\"\nruntime-library = \"libonnxruntime.so.1\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            bare.model.runtime_library,
+            Some(PathBuf::from("libonnxruntime.so.1"))
+        );
+        assert_eq!(bare.model.name(), "m");
     }
 
     #[test]
@@ -752,6 +1070,46 @@ mod tests {
                 "endpoint = \"unix:/tmp/s.sock\"",
                 "endpoint = \"unix:/tmp/s.sock\"\nsocket-mode = \"0999\"",
                 "sidecar.rpc.socket-mode",
+            ),
+            (
+                "uri = \"model.bin\"",
+                "uri = \"model.bin\"\nname = \"a b\"",
+                "sidecar.model.name",
+            ),
+            (
+                "uri = \"model.bin\"",
+                "uri = \"model.bin\"\nintra-op-threads = 0",
+                "sidecar.model.intra-op-threads",
+            ),
+            (
+                "uri = \"model.bin\"",
+                "uri = \"model.bin\"\nruntime-library = \"\"",
+                "sidecar.model.runtime-library",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.batching]\nmax-batch-size = -1",
+                "sidecar.batching.max-batch-size",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.batching]\nmax-queue-size = 0",
+                "sidecar.batching.max-queue-size",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.batching]\nmax-queue-delay = \"a while\"",
+                "sidecar.batching.max-queue-delay",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.batching]\ndefault-timeout = \"0 s\"",
+                "sidecar.batching.default-timeout",
+            ),
+            (
+                "port = 0",
+                "port = 0\n[sidecar.batching]\nqueue = 1",
+                "sidecar.batching.queue",
             ),
         ];
         for (from, to, key) in cases {
@@ -889,7 +1247,9 @@ mod tests {
         let base = Path::new("/etc/flink");
         let path_of = |uri: &str| {
             let text = MINIMAL.replace("uri = \"model.bin\"", &format!("uri = {uri:?}"));
-            Config::parse(&text, base).map(|c| c.model.uri.path)
+            Config::parse(&text, base)
+                .map(|c| c.model.uri.path)
+                .map_err(|_| ())
         };
         assert_eq!(path_of("m/x.bin"), Ok(PathBuf::from("/etc/flink/m/x.bin")));
         assert_eq!(path_of("/abs/x.bin"), Ok(PathBuf::from("/abs/x.bin")));

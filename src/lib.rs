@@ -22,18 +22,24 @@
 //! - `signals` turns SIGTERM/SIGINT into events ([`shutdown`]).
 //! - `health` answers HTTP probes and serves the Prometheus metrics ([`health`],
 //!   [`metrics`]); `health-accept` and a short-lived `health-conn` per connection guard it.
-//! - `grpc-cq-N`, grpcio's completion-queue threads, run the gRPC handlers ([`rpc`]).
-//! - `gpu-owner` alone touches CUDA: context, device memory, model ([`gpu`]).
+//! - `grpc-cq-N`, grpcio's completion-queue threads, run the gRPC handlers ([`rpc`]): they
+//!   check inference requests and hand them to the [`batcher`]'s queue without blocking.
+//! - `gpu-owner` alone touches CUDA and the ONNX Runtime session ([`gpu`]): it gathers queued
+//!   requests into batches, runs them, and answers each request with its rows.
 //!
 //! They share the [`lifecycle::Lifecycle`] and talk over crossbeam channels.
 //!
 //! # Start-up and shutdown
-//! Signal handlers → health endpoint (answers NOT_READY) → gRPC endpoint bound and serving →
-//! GPU thread brings up the device and the model → READY. The first signal, or any component
-//! thread ending, starts the shutdown: DRAINING (health 503, gRPC health NOT_SERVING) → gRPC
-//! stops taking calls, in-flight ones get the grace period, the rest are cancelled → the GPU
-//! thread frees everything on itself → health and signal threads stop → exit code.
+//! Signal handlers → health endpoint (answers NOT_READY) → gRPC endpoint bound and serving
+//! (inference answers UNAVAILABLE) → GPU thread brings up the device, ONNX Runtime and the
+//! model's session, and runs a warm-up batch → READY. The first signal, or any component
+//! thread ending, starts the shutdown: DRAINING (health 503, gRPC health NOT_SERVING, new
+//! inference UNAVAILABLE, streams end once their answers are sent) → gRPC stops taking
+//! calls; queued and running requests finish within the grace period, the rest are cancelled
+//! → the GPU thread answers what is still queued, frees the session and releases the context
+//! on itself → health and signal threads stop → exit code.
 
+pub mod batcher;
 pub mod config;
 pub mod gpu;
 pub mod health;
@@ -56,11 +62,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 
+use crate::batcher::stats::ModelStats;
 use crate::config::{Config, ConfigError};
-use crate::gpu::{ByteSize, GpuError, GpuOwner, ServingInfo};
+use crate::gpu::{ByteSize, GpuError, GpuOwner, ServingInfo, ServingPlan};
 use crate::health::{HealthError, HealthServer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsError, Transport};
+use crate::rpc::inference::InferenceService;
 use crate::rpc::{RpcError, RpcServer};
 use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
 use crate::supervision::{load_status, Liveness, Notifier, Verdict, LOAD_PROGRESS_ALLOWANCE};
@@ -214,15 +222,32 @@ impl Sidecar<'_> {
             Arc::clone(&self.metrics),
             self.events.clone(),
         )?);
+        let (submitter, queue) = batcher::queue(config.batching.max_queue_size as usize);
+        let stats = Arc::new(ModelStats::default());
+        let inference = InferenceService::new(
+            Arc::clone(&self.lifecycle),
+            Arc::clone(&self.metrics),
+            Arc::clone(&stats),
+            submitter,
+            config.batching.clone(),
+        );
         let rpc = RpcServer::start(
             &config.rpc,
             Arc::clone(&self.lifecycle),
             Arc::clone(&self.metrics),
+            inference,
         )?;
         self.components.rpc = Some(rpc);
+        let plan = ServingPlan {
+            gpu: config.gpu.clone(),
+            model: config.model.clone(),
+            batching: config.batching.clone(),
+        };
         let gpu = GpuOwner::start(
-            &config.gpu,
-            config.model.uri.path.clone(),
+            plan,
+            queue,
+            stats,
+            Arc::clone(&self.metrics),
             self.events.clone(),
         )?;
         let ready = gpu.ready.clone();
@@ -272,12 +297,14 @@ impl Sidecar<'_> {
     fn declare_ready(&mut self, serving: ServingInfo) {
         let startup = self.started.elapsed();
         let status = format!(
-            "serving model {} ({} in {}) on {}",
+            "serving model {:?} from {} ({}, ONNX Runtime {} on {}) on {}",
+            serving.model.name,
             serving.model.path.display(),
             ByteSize(serving.model.size_bytes),
+            serving.model.runtime_version,
             match &serving.gpu {
-                Some(device) => format!("the memory of GPU {}", device.ordinal),
-                None => "host memory, no GPU".to_string(),
+                Some(device) => format!("GPU {}", device.ordinal),
+                None => "the CPU, no GPU".to_string(),
             },
             self.components.rpc.as_ref().map_or("", |rpc| rpc.bound())
         );

@@ -39,6 +39,59 @@ const PING_LATENCY_BUCKETS: [f64; 14] = [
     2.5,
 ];
 
+/// Upper bounds of the queue-time and compute-time buckets, in seconds: 10 µs to 10 s.
+const INFERENCE_TIME_BUCKETS: [f64; 16] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.5, 2.5, 10.0,
+];
+/// Upper bounds of the rows-per-execution buckets.
+const BATCH_ROWS_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// How an inference request ended, the `outcome` label of `inference_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered with outputs.
+    Ok,
+    /// Refused before it was queued: bad model, tensors or parameters.
+    Invalid,
+    /// Refused because the queue was full.
+    ResourceExhausted,
+    /// Its deadline or timeout passed before it ran.
+    Deadline,
+    /// Its caller cancelled or went away before it ran.
+    Cancelled,
+    /// Refused because the sidecar was not ready (starting or draining).
+    Unavailable,
+    /// The runtime failed on its execution.
+    Internal,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Ok,
+        Outcome::Invalid,
+        Outcome::ResourceExhausted,
+        Outcome::Deadline,
+        Outcome::Cancelled,
+        Outcome::Unavailable,
+        Outcome::Internal,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Invalid => "invalid",
+            Outcome::ResourceExhausted => "resource_exhausted",
+            Outcome::Deadline => "deadline",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Internal => "internal",
+        }
+    }
+}
+
 /// The metrics could not be set up or rendered; exit code 1. Both mean a bug in this module
 /// (a duplicate or malformed metric), not bad input.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +148,14 @@ pub struct Metrics {
     gpu_memory_used: IntGaugeVec,
     model_resident: IntGaugeVec,
     model_load_duration: Gauge,
+    inference_requests: IntCounterVec,
+    inference_queue_depth: IntGauge,
+    inference_batch_rows: Histogram,
+    inference_queue_time: Histogram,
+    inference_compute_time: Histogram,
+    inference_executions: IntCounter,
+    inference_rows: IntCounter,
+    inference_streams_open: IntGauge,
 }
 
 impl Metrics {
@@ -192,6 +253,53 @@ impl Metrics {
                 "model_load_duration_seconds",
                 "Seconds the model took to load and become resident; 0 until loaded.",
             ))?,
+            inference_requests: IntCounterVec::new(
+                opts(
+                    "inference_requests_total",
+                    "Inference requests (ModelInfer calls and ModelStreamInfer messages) by how they ended: ok, invalid, resource_exhausted, deadline, cancelled, unavailable, internal.",
+                ),
+                &["outcome"],
+            )?,
+            inference_queue_depth: IntGauge::with_opts(opts(
+                "inference_queue_depth",
+                "Inference requests waiting in the batcher's queue.",
+            ))?,
+            inference_batch_rows: Histogram::with_opts(
+                HistogramOpts::new(
+                    "inference_batch_rows",
+                    "Rows per execution of the model (the batch size the batcher formed).",
+                )
+                .namespace(NAMESPACE)
+                .buckets(BATCH_ROWS_BUCKETS.to_vec()),
+            )?,
+            inference_queue_time: Histogram::with_opts(
+                HistogramOpts::new(
+                    "inference_queue_seconds",
+                    "Time a request waited in the queue before its execution started.",
+                )
+                .namespace(NAMESPACE)
+                .buckets(INFERENCE_TIME_BUCKETS.to_vec()),
+            )?,
+            inference_compute_time: Histogram::with_opts(
+                HistogramOpts::new(
+                    "inference_compute_seconds",
+                    "Time ONNX Runtime took for one execution.",
+                )
+                .namespace(NAMESPACE)
+                .buckets(INFERENCE_TIME_BUCKETS.to_vec()),
+            )?,
+            inference_executions: IntCounter::with_opts(opts(
+                "inference_executions_total",
+                "Executions of the model.",
+            ))?,
+            inference_rows: IntCounter::with_opts(opts(
+                "inference_rows_total",
+                "Rows the model ran (inferences), summed over executions.",
+            ))?,
+            inference_streams_open: IntGauge::with_opts(opts(
+                "inference_streams_open",
+                "ModelStreamInfer streams open now.",
+            ))?,
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -210,6 +318,14 @@ impl Metrics {
             Box::new(metrics.gpu_memory_used.clone()),
             Box::new(metrics.model_resident.clone()),
             Box::new(metrics.model_load_duration.clone()),
+            Box::new(metrics.inference_requests.clone()),
+            Box::new(metrics.inference_queue_depth.clone()),
+            Box::new(metrics.inference_batch_rows.clone()),
+            Box::new(metrics.inference_queue_time.clone()),
+            Box::new(metrics.inference_compute_time.clone()),
+            Box::new(metrics.inference_executions.clone()),
+            Box::new(metrics.inference_rows.clone()),
+            Box::new(metrics.inference_streams_open.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {
@@ -220,7 +336,41 @@ impl Metrics {
         for method in ["Check", "Watch"] {
             metrics.health_checks.with_label_values(&[method]);
         }
+        for outcome in Outcome::ALL {
+            metrics.inference_requests.with_label_values(&[outcome.label()]);
+        }
         Ok(metrics)
+    }
+
+    /// Counts an inference request's end.
+    pub fn inference_finished(&self, outcome: Outcome) {
+        self.inference_requests
+            .with_label_values(&[outcome.label()])
+            .inc();
+    }
+
+    /// Sets the number of requests waiting in the queue.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.inference_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long a request waited before its execution.
+    pub fn observe_queue_time(&self, waited: Duration) {
+        self.inference_queue_time.observe(waited.as_secs_f64());
+    }
+
+    /// Records one execution of `rows` rows that took `compute` in the runtime.
+    pub fn record_execution(&self, rows: usize, compute: Duration) {
+        self.inference_batch_rows.observe(rows as f64);
+        self.inference_compute_time.observe(compute.as_secs_f64());
+        self.inference_executions.inc();
+        self.inference_rows.inc_by(rows as u64);
+    }
+
+    /// The gauge of open ModelStreamInfer streams, moved by the stream handlers.
+    pub fn streams_open(&self) -> &IntGauge {
+        &self.inference_streams_open
     }
 
     /// Counts a Ping call received.
@@ -389,6 +539,46 @@ mod tests {
             Some(1.0)
         );
         assert!(text.contains("# TYPE gpu_sidecar_ping_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn inference_series_follow_requests_and_executions() {
+        let metrics = Metrics::new(Transport::Unix).unwrap();
+        let lifecycle = Lifecycle::new();
+        let text = metrics.render(&lifecycle);
+        assert_eq!(
+            sample(&text, "gpu_sidecar_inference_requests_total{outcome=\"deadline\"}"),
+            Some(0.0)
+        );
+        metrics.inference_finished(Outcome::Ok);
+        metrics.inference_finished(Outcome::Ok);
+        metrics.inference_finished(Outcome::ResourceExhausted);
+        metrics.record_execution(3, Duration::from_micros(40));
+        metrics.set_queue_depth(5);
+        metrics.streams_open().inc();
+        let text = metrics.render(&lifecycle);
+        assert_eq!(
+            sample(&text, "gpu_sidecar_inference_requests_total{outcome=\"ok\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gpu_sidecar_inference_requests_total{outcome=\"resource_exhausted\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "gpu_sidecar_inference_rows_total"), Some(3.0));
+        assert_eq!(
+            sample(&text, "gpu_sidecar_inference_executions_total"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_inference_batch_rows_bucket{le=\"4\"}"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "gpu_sidecar_inference_queue_depth"), Some(5.0));
+        assert_eq!(sample(&text, "gpu_sidecar_inference_streams_open"), Some(1.0));
     }
 
     #[test]

@@ -13,13 +13,22 @@
 // limitations under the License.
 
 //! The gRPC server: one grpcio `Environment` (its completion-queue threads, named `grpc-cq-N`,
-//! run every handler), the `flink.sidecar.v1.Sidecar` service and the standard
-//! `grpc.health.v1.Health` service, and the Unix socket file's life: checked before binding,
-//! given its mode after, removed at exit.
+//! run every handler), the services it serves on one endpoint, and the Unix socket file's
+//! life: checked before binding, given its mode after, removed at exit.
 //!
-//! Handlers never block: Ping answers from the shared lifecycle state, and Watch forwards
-//! lifecycle changes from a channel. Shutdown stops new calls, lets in-flight calls finish
+//! - [`inference`]: `inference.GRPCInferenceService`, the Open Inference Protocol as Triton
+//!   speaks it; requests are checked ([`tensors`]) and handed to the batcher.
+//! - [`sidecar`]: `flink.sidecar.v1.Sidecar` (Ping).
+//! - [`health`]: `grpc.health.v1.Health`.
+//!
+//! Handlers never block: they answer from shared state or hand work over and complete the
+//! call when the answer comes back. Shutdown stops new calls, lets in-flight calls finish
 //! within the grace period, then cancels the rest.
+
+mod health;
+pub mod inference;
+mod sidecar;
+pub mod tensors;
 
 use std::fs;
 use std::future::Future;
@@ -34,24 +43,21 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
-use futures_util::{future, FutureExt, SinkExt, StreamExt};
-use grpcio::{
-    ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode, Server,
-    ServerBuilder, ServerCredentials, ServerStreamingSink, UnarySink, WriteFlags,
-};
+use grpcio::{ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
 
+use self::health::HealthService;
+use self::inference::InferenceService;
+use self::sidecar::SidecarService;
 use crate::config::{Endpoint, RpcConfig};
-use crate::gpu::{ModelLocation, ServingInfo};
-use crate::lifecycle::{Lifecycle, State};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::proto::health::health_check_response::ServingStatus;
-use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
-use crate::proto::health_grpc::{create_health, Health};
-use crate::proto::sidecar::{self as pb, PingRequest, PingResponse};
-use crate::proto::sidecar_grpc::{create_sidecar, Sidecar};
+use crate::proto::health_grpc::create_health;
+use crate::proto::sidecar_grpc::create_sidecar;
 
 /// The name under which the Sidecar service reports its health (its full proto name).
 pub const SIDECAR_SERVICE_NAME: &str = "flink.sidecar.v1.Sidecar";
+/// The name under which the inference service reports its health.
+pub const INFERENCE_SERVICE_NAME: &str = "inference.GRPCInferenceService";
 /// How long cancelled calls and completion-queue threads get to wind down after the grace
 /// period.
 const WIND_DOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,6 +124,7 @@ impl RpcServer {
         config: &RpcConfig,
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
+        inference: InferenceService,
     ) -> Result<Self, RpcError> {
         let endpoint = config.endpoint.clone();
         if let Endpoint::Unix(path) = &endpoint {
@@ -149,6 +156,7 @@ impl RpcServer {
                 lifecycle,
                 metrics: Arc::clone(&metrics),
             }))
+            .register_service(inference::create_service(inference))
             .build()
             .map_err(RpcError::Build)?;
         let port = server
@@ -374,224 +382,9 @@ impl Drop for InFlightCall {
     }
 }
 
-/// `flink.sidecar.v1.Sidecar`.
-#[derive(Clone)]
-struct SidecarService {
-    lifecycle: Arc<Lifecycle>,
-    metrics: Arc<Metrics>,
-}
-
-impl Sidecar for SidecarService {
-    fn ping(&mut self, ctx: RpcContext, request: PingRequest, sink: UnarySink<PingResponse>) {
-        let received = Instant::now();
-        let call = InFlightCall::begin(&self.metrics);
-        self.metrics.ping_received();
-        log::debug!("Ping: {} byte payload", request.payload.len());
-        // Test builds only: holds the call in flight, for the shutdown tests.
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("rpc::ping");
-        let metrics = Arc::clone(&self.metrics);
-        // A call whose deadline has passed gets no work done: the client has given up.
-        let expired = ctx.deadline().exceeded();
-        let reply = if expired {
-            sink.fail(RpcStatus::with_message(
-                RpcStatusCode::DEADLINE_EXCEEDED,
-                "the deadline passed before the call was handled".to_string(),
-            ))
-        } else {
-            sink.success(ping_response(request, &self.lifecycle))
-        };
-        ctx.spawn(reply.map(move |result| {
-            if let Err(e) = &result {
-                log::debug!("Ping: reply not delivered: {e}");
-            }
-            metrics.ping_finished(received.elapsed(), !expired && result.is_ok());
-            drop(call);
-        }));
-    }
-}
-
-/// The answer to a Ping: the payload back, with what the sidecar serves.
-fn ping_response(request: PingRequest, lifecycle: &Lifecycle) -> PingResponse {
-    let mut response = PingResponse {
-        payload: request.payload,
-        state: serving_state(lifecycle.state()).into(),
-        server_version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_ms: u64::try_from(lifecycle.uptime().as_millis()).unwrap_or(u64::MAX),
-        ..PingResponse::default()
-    };
-    if let Some(ServingInfo { gpu, model }) = lifecycle.serving() {
-        response.model_loaded = true;
-        response.model = protobuf::MessageField::some(pb::Model {
-            path: model.path.display().to_string(),
-            size_bytes: model.size_bytes,
-            sha256: model.sha256.clone(),
-            location: match model.location {
-                ModelLocation::DeviceMemory => pb::ModelLocation::MODEL_LOCATION_DEVICE_MEMORY,
-                ModelLocation::HostMemory => pb::ModelLocation::MODEL_LOCATION_HOST_MEMORY,
-            }
-            .into(),
-            ..pb::Model::default()
-        });
-        if let Some(device) = gpu {
-            response.gpu_in_use = true;
-            response.gpu = protobuf::MessageField::some(pb::GpuDevice {
-                ordinal: device.ordinal.unsigned_abs(),
-                name: device.name.clone(),
-                total_memory_bytes: device.total_memory_bytes,
-                compute_capability: format!(
-                    "{}.{}",
-                    device.compute_capability.0, device.compute_capability.1
-                ),
-                driver_version: format!(
-                    "{}.{}",
-                    device.driver_cuda_version.0, device.driver_cuda_version.1
-                ),
-                ..pb::GpuDevice::default()
-            });
-        }
-    }
-    response
-}
-
-fn serving_state(state: State) -> pb::ServingState {
-    match state {
-        State::Starting => pb::ServingState::SERVING_STATE_STARTING,
-        State::Ready => pb::ServingState::SERVING_STATE_READY,
-        State::Draining => pb::ServingState::SERVING_STATE_DRAINING,
-        State::Stopped => pb::ServingState::SERVING_STATE_STOPPED,
-    }
-}
-
-/// `grpc.health.v1.Health`, for the whole server ("") and the Sidecar service.
-#[derive(Clone)]
-struct HealthService {
-    lifecycle: Arc<Lifecycle>,
-    metrics: Arc<Metrics>,
-}
-
-/// Whether `service` is one this server reports on.
-fn is_known_service(service: &str) -> bool {
-    service.is_empty() || service == SIDECAR_SERVICE_NAME
-}
-
-fn health_status(state: State) -> ServingStatus {
-    match state {
-        State::Ready => ServingStatus::SERVING,
-        State::Starting | State::Draining | State::Stopped => ServingStatus::NOT_SERVING,
-    }
-}
-
-fn health_response(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse {
-        status: status.into(),
-        ..HealthCheckResponse::default()
-    }
-}
-
-impl Health for HealthService {
-    fn check(
-        &mut self,
-        ctx: RpcContext,
-        request: HealthCheckRequest,
-        sink: UnarySink<HealthCheckResponse>,
-    ) {
-        let call = InFlightCall::begin(&self.metrics);
-        self.metrics.health_check_received("Check");
-        let reply = if is_known_service(&request.service) {
-            sink.success(health_response(health_status(self.lifecycle.state())))
-        } else {
-            sink.fail(RpcStatus::with_message(
-                RpcStatusCode::NOT_FOUND,
-                format!("unknown service {:?}", request.service),
-            ))
-        };
-        ctx.spawn(reply.map(move |result| {
-            if let Err(e) = result {
-                log::debug!("Health.Check: reply not delivered: {e}");
-            }
-            drop(call);
-        }));
-    }
-
-    fn watch(
-        &mut self,
-        ctx: RpcContext,
-        request: HealthCheckRequest,
-        mut sink: ServerStreamingSink<HealthCheckResponse>,
-    ) {
-        let call = InFlightCall::begin(&self.metrics);
-        self.metrics.health_check_received("Watch");
-        let known = is_known_service(&request.service);
-        let mut last_sent = None;
-        // The current status first, then one message per change of status. An unknown
-        // service gets SERVICE_UNKNOWN and the call stays open, as the protocol says.
-        let mut updates = self
-            .lifecycle
-            .subscribe()
-            .map(move |state| {
-                if known {
-                    health_status(state)
-                } else {
-                    ServingStatus::SERVICE_UNKNOWN
-                }
-            })
-            .filter(move |status| future::ready(last_sent.replace(*status) != Some(*status)))
-            .map(|status| Ok((health_response(status), WriteFlags::default())));
-        let forward = async move {
-            sink.send_all(&mut updates).await?;
-            // The lifecycle ended the stream: the server is shutting down, and NOT_SERVING
-            // was the last message. End with OK: some clients (grpcio's among them) drop
-            // messages still buffered when a call ends with an error status.
-            sink.close().await
-        };
-        ctx.spawn(forward.map(move |result: grpcio::Result<()>| {
-            if let Err(e) = result {
-                log::debug!("Health.Watch ended: {e}");
-            }
-            drop(call);
-        }));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ping_echoes_payload_and_reports_state() {
-        let lifecycle = Lifecycle::new();
-        let request = PingRequest {
-            payload: vec![0, 1, 2, 255],
-            ..PingRequest::default()
-        };
-        let response = ping_response(request.clone(), &lifecycle);
-        assert_eq!(response.payload, request.payload);
-        assert_eq!(
-            response.state.enum_value(),
-            Ok(pb::ServingState::SERVING_STATE_STARTING)
-        );
-        assert!(!response.model_loaded);
-        lifecycle.set_ready(ServingInfo::for_tests());
-        let response = ping_response(request, &lifecycle);
-        assert_eq!(
-            response.state.enum_value(),
-            Ok(pb::ServingState::SERVING_STATE_READY)
-        );
-        assert!(response.model_loaded);
-        assert!(!response.gpu_in_use);
-        assert_eq!(
-            response.model.location.enum_value(),
-            Ok(pb::ModelLocation::MODEL_LOCATION_HOST_MEMORY)
-        );
-    }
-
-    #[test]
-    fn known_services() {
-        assert!(is_known_service(""));
-        assert!(is_known_service("flink.sidecar.v1.Sidecar"));
-        assert!(!is_known_service("flink.sidecar.v1.Other"));
-    }
 
     #[test]
     fn wait_until_gives_up_at_the_deadline() {

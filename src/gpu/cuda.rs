@@ -1,0 +1,170 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The CUDA driver, on the GPU-owner thread: deciding whether a GPU is used
+//! (`sidecar.gpu.mode`), initialising the driver, retaining the device's primary context and
+//! making it current (ONNX Runtime's CUDA execution provider then runs in that same context),
+//! reading the device's memory, and releasing the context on this thread at the end. CUDA
+//! comes through cudarc's raw `result`/`sys` layer, loaded at run time: the binary neither
+//! links nor needs libcuda, and `is_culib_present()` is asked before any other call (which
+//! would panic without the library). All of the crate's `unsafe` is here.
+
+use std::marker::PhantomData;
+
+use cudarc::driver::result::{self as cuda, DriverError};
+use cudarc::driver::sys::{self as cuda_sys, CUdevice, CUdevice_attribute};
+
+use super::{ByteSize, DeviceInfo, GpuError, MemorySample};
+use crate::config::{GpuConfig, GpuMode};
+
+/// Attaches the name of the failed call to a driver error.
+pub(super) trait DriverCall<T> {
+    fn call(self, call: &'static str) -> Result<T, GpuError>;
+}
+
+impl<T> DriverCall<T> for Result<T, DriverError> {
+    fn call(self, call: &'static str) -> Result<T, GpuError> {
+        self.map_err(|source| GpuError::Driver { call, source })
+    }
+}
+
+/// The device's free and total memory, from the context current on this thread.
+pub(super) fn memory_info() -> Result<(u64, u64), GpuError> {
+    let (free, total) = cuda::mem_get_info().call("cuMemGetInfo")?;
+    Ok((free as u64, total as u64))
+}
+
+/// Opens the configured device and makes its primary context current on this thread, or
+/// returns `None` when no GPU is to be used. Fails in `required` mode without a GPU.
+pub(super) fn open_device(config: &GpuConfig) -> Result<Option<PrimaryContext>, GpuError> {
+    if config.mode == GpuMode::Off {
+        log::info!("sidecar.gpu.mode is \"off\": running without a GPU");
+        return Ok(None);
+    }
+    // SAFETY: only tries to dlopen the driver library under its known names; no CUDA call is
+    // made, and nothing is kept loaded if it fails.
+    if !unsafe { cuda_sys::is_culib_present() } {
+        return no_gpu(
+            config.mode,
+            "no NVIDIA driver: libcuda.so.1 could not be loaded".to_string(),
+        );
+    }
+    if let Err(e) = cuda::init() {
+        return no_gpu(
+            config.mode,
+            format!("the CUDA driver did not initialise: {e}"),
+        );
+    }
+    let count = cuda::device::get_count().call("cuDeviceGetCount")?;
+    if count == 0 {
+        return no_gpu(config.mode, "the driver sees no CUDA device".to_string());
+    }
+    let ordinal = config.device.0;
+    if ordinal >= count {
+        return Err(GpuError::NoSuchDevice { ordinal, count });
+    }
+    PrimaryContext::retain(ordinal).map(Some)
+}
+
+/// The outcome when no GPU is found: an error in `required` mode, else host mode.
+fn no_gpu(mode: GpuMode, reason: String) -> Result<Option<PrimaryContext>, GpuError> {
+    if mode == GpuMode::Required {
+        return Err(GpuError::Required { reason });
+    }
+    log::warn!("sidecar.gpu.mode is \"{mode}\": {reason}; running without a GPU, the model stays in host memory");
+    Ok(None)
+}
+
+
+/// A retained primary context, current on the GPU-owner thread; released on drop.
+pub(super) struct PrimaryContext {
+    device: CUdevice,
+    pub(super) ordinal: i32,
+    pub(super) info: DeviceInfo,
+    /// Not `Send`: the context is created, used and released on the GPU-owner thread alone.
+    _owner_thread: PhantomData<*const ()>,
+}
+
+impl PrimaryContext {
+    /// Retains the primary context of device `ordinal`, makes it current and logs the device.
+    fn retain(ordinal: i32) -> Result<Self, GpuError> {
+        let device = cuda::device::get(ordinal).call("cuDeviceGet")?;
+        let name = cuda::device::get_name(device).call("cuDeviceGetName")?;
+        // SAFETY: `device` was returned by cuDeviceGet.
+        let total_memory = unsafe { cuda::device::total_mem(device) }.call("cuDeviceTotalMem")?;
+        let attribute = |attribute: CUdevice_attribute| {
+            // SAFETY: `device` was returned by cuDeviceGet; the attribute is a valid enum value.
+            unsafe { cuda::device::get_attribute(device, attribute) }.call("cuDeviceGetAttribute")
+        };
+        let compute_capability = (
+            attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        );
+        let mut version: std::ffi::c_int = 0;
+        // SAFETY: the driver writes one int through a pointer to a live local.
+        unsafe { cuda_sys::cuDriverGetVersion(&mut version) }
+            .result()
+            .call("cuDriverGetVersion")?;
+        let info = DeviceInfo {
+            ordinal,
+            name,
+            total_memory_bytes: total_memory as u64,
+            compute_capability,
+            driver_cuda_version: (version / 1000, (version % 1000) / 10),
+        };
+        // SAFETY: `device` was returned by cuDeviceGet; the matching release is in `Drop`.
+        let context =
+            unsafe { cuda::primary_ctx::retain(device) }.call("cuDevicePrimaryCtxRetain")?;
+        let retained = PrimaryContext {
+            device,
+            ordinal,
+            info,
+            _owner_thread: PhantomData,
+        };
+        // SAFETY: `context` is the live primary context just retained.
+        unsafe { cuda::ctx::set_current(context) }.call("cuCtxSetCurrent")?;
+        let (free, _) = cuda::mem_get_info().call("cuMemGetInfo")?;
+        log::info!("using {}", retained.info);
+        log::info!("GPU {ordinal}: {} free", ByteSize(free as u64));
+        Ok(retained)
+    }
+}
+
+impl Drop for PrimaryContext {
+    fn drop(&mut self) {
+        // SAFETY: `device` came from cuDeviceGet and its primary context was retained once, by
+        // `retain`, on this thread.
+        if let Err(e) = unsafe { cuda::primary_ctx::release(self.device) } {
+            log::warn!("releasing the context of GPU {} failed: {e}", self.ordinal);
+        }
+    }
+}
+
+
+impl PrimaryContext {
+    /// The device's memory now, if the driver answers.
+    pub(super) fn memory_sample(&self) -> Option<MemorySample> {
+        match memory_info() {
+            Ok((free_bytes, total_bytes)) => Some(MemorySample {
+                ordinal: self.ordinal,
+                free_bytes,
+                total_bytes,
+            }),
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
+        }
+    }
+}

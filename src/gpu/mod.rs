@@ -1,0 +1,610 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The GPU-owner thread: the only thread that touches CUDA and the ONNX Runtime session.
+//!
+//! At start-up it brings up the device ([`cuda`]: driver, primary context), loads ONNX
+//! Runtime and creates the model's session on that device, or on the CPU without a GPU
+//! ([`runtime`]), and runs one warm-up execution: then the model is resident. While serving,
+//! it drains the [`crate::batcher`] queue, running one execution per gathered batch, and
+//! answers the main thread's heartbeats between executions. At shutdown it answers what is
+//! still queued, then frees the session and releases the context on itself.
+
+mod cuda;
+pub mod runtime;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TryRecvError};
+use cudarc::driver::result::DriverError;
+
+use self::cuda::PrimaryContext;
+use self::runtime::{ModelSession, Provider, RuntimeError, SessionOptions};
+use crate::batcher::stats::ModelStats;
+use crate::batcher::tensor::Signature;
+use crate::batcher::{self, BatchPolicy, Job, JobFailure};
+use crate::config::{BatchingConfig, GpuConfig, GpuMode, ModelConfig};
+use crate::metrics::Metrics;
+use crate::model::{self, LoadControl, ModelError};
+use crate::shutdown::{ComponentThread, Event, ShutdownError};
+
+/// Why the GPU or the model could not be brought up; exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// `gpu.mode = "required"`, but no usable GPU.
+    #[error("sidecar.gpu.mode is \"required\" but no GPU can be used: {reason}")]
+    Required { reason: String },
+    /// The configured device ordinal does not exist.
+    #[error("sidecar.gpu.device is {ordinal} but the driver sees {count} device(s) (ordinals 0 to {})", count - 1)]
+    NoSuchDevice { ordinal: i32, count: i32 },
+    /// A CUDA driver call failed.
+    #[error("CUDA call {call} failed: {source}")]
+    Driver {
+        call: &'static str,
+        source: DriverError,
+    },
+    /// The model does not fit in the device's free memory.
+    #[error("model {} needs {} but GPU {ordinal} has only {} free", path.display(), ByteSize(*needed), ByteSize(*free))]
+    ModelTooLarge {
+        path: PathBuf,
+        ordinal: i32,
+        needed: u64,
+        free: u64,
+    },
+    /// The model file could not be read.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// ONNX Runtime could not be loaded or refused the model.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// The GPU in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub ordinal: i32,
+    pub name: String,
+    pub total_memory_bytes: u64,
+    /// (major, minor).
+    pub compute_capability: (i32, i32),
+    /// The CUDA version the driver supports, (major, minor).
+    pub driver_cuda_version: (i32, i32),
+}
+
+/// Where the model's weights live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelLocation {
+    /// In GPU memory: the session runs on ONNX Runtime's CUDA execution provider.
+    DeviceMemory,
+    /// In host memory: the session runs on the CPU.
+    HostMemory,
+}
+
+/// The model being served: its ONNX Runtime session exists, holds the weights where
+/// `location` says, and has run one warm-up execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The model's name in the inference protocol.
+    pub name: String,
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub location: ModelLocation,
+    pub load_time: Duration,
+    /// The ONNX Runtime version serving it.
+    pub runtime_version: String,
+    /// Its inputs and outputs, and how requests are batched.
+    pub signature: Arc<Signature>,
+}
+
+/// What the sidecar serves once READY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingInfo {
+    /// `None` when running without a GPU.
+    pub gpu: Option<DeviceInfo>,
+    pub model: ModelInfo,
+}
+
+impl ServingInfo {
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        ServingInfo {
+            gpu: None,
+            model: ModelInfo {
+                name: "m".to_string(),
+                path: PathBuf::from("/m.onnx"),
+                size_bytes: 1,
+                sha256: String::new(),
+                location: ModelLocation::HostMemory,
+                load_time: Duration::ZERO,
+                runtime_version: "test".to_string(),
+                signature: Arc::new(Signature {
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                    max_batch_size: 0,
+                }),
+            },
+        }
+    }
+}
+
+/// The device's memory as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySample {
+    pub ordinal: i32,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
+pub type HeartbeatReply = Option<MemorySample>;
+
+/// Messages to the GPU-owner thread.
+#[derive(Debug)]
+enum GpuCommand {
+    /// Answer on the channel, to show the thread is not stuck.
+    Heartbeat(Sender<HeartbeatReply>),
+    /// Answer what is queued without running it, free everything and end the thread.
+    Stop,
+}
+
+/// What the GPU-owner thread loads and how it serves it.
+#[derive(Debug, Clone)]
+pub struct ServingPlan {
+    pub gpu: GpuConfig,
+    pub model: ModelConfig,
+    pub batching: BatchingConfig,
+}
+
+/// The main thread's handle on the GPU-owner thread.
+#[derive(Debug)]
+pub struct GpuOwner {
+    thread: ComponentThread,
+    commands: Sender<GpuCommand>,
+    load: Arc<LoadControl>,
+    /// The reply to the last heartbeat, while it is awaited, and when it was sent.
+    heartbeat: Option<(Receiver<HeartbeatReply>, Instant)>,
+    /// Receives, once, the outcome of start-up.
+    pub ready: Receiver<Result<ServingInfo, GpuError>>,
+}
+
+impl GpuOwner {
+    /// Starts the `gpu-owner` thread, which brings up the GPU and the model per `plan`,
+    /// reports on [`GpuOwner::ready`], then runs the jobs of `queue` until stopped.
+    pub fn start(
+        plan: ServingPlan,
+        queue: Receiver<Job>,
+        stats: Arc<ModelStats>,
+        metrics: Arc<Metrics>,
+        events: Sender<Event>,
+    ) -> Result<Self, ShutdownError> {
+        let (commands, command_receiver) = unbounded();
+        let (ready_sender, ready) = bounded(1);
+        let load_control = Arc::new(LoadControl::default());
+        let control = Arc::clone(&load_control);
+        let thread = ComponentThread::spawn("gpu-owner", events, move || {
+            let mut resident = match load(&plan, &control) {
+                Ok(resident) => resident,
+                Err(e) => {
+                    let _ = ready_sender.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = ready_sender.send(Ok(resident.info.clone()));
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("gpu::after_ready");
+            let policy = BatchPolicy {
+                max_rows: resident.info.model.signature.max_batch_size as usize,
+                max_delay: plan.batching.max_queue_delay,
+            };
+            let serving = Serving {
+                resident: &mut resident,
+                policy,
+                stats: &stats,
+                metrics: &metrics,
+            };
+            serving.run(&command_receiver, &queue);
+            resident.release();
+            Ok(())
+        })?;
+        Ok(GpuOwner {
+            thread,
+            commands,
+            load: load_control,
+            heartbeat: None,
+            ready,
+        })
+    }
+
+    /// How far the model load has got: (bytes read, file size if known).
+    pub fn load_progress(&self) -> (u64, Option<u64>) {
+        (self.load.bytes_read(), self.load.size_hint())
+    }
+
+    /// Collects the answer to the previous heartbeat and sends the next one. Returns how long
+    /// the thread has left a heartbeat unanswered (zero when it answered) and the memory
+    /// sample of its answer. Call only after start-up: until then the thread does not read
+    /// its commands.
+    pub fn heartbeat(&mut self) -> (Duration, Option<MemorySample>) {
+        let mut sample = None;
+        if let Some((pending, sent_at)) = &self.heartbeat {
+            match pending.try_recv() {
+                Ok(reply) => sample = reply,
+                // Still waiting: do not pile up heartbeats behind a stuck thread.
+                Err(TryRecvError::Empty) => return (sent_at.elapsed(), None),
+                // The thread has ended; the main thread hears of that as an event.
+                Err(TryRecvError::Disconnected) => {}
+            }
+        }
+        self.heartbeat = None;
+        let (reply, pending) = bounded(1);
+        if self.commands.send(GpuCommand::Heartbeat(reply)).is_ok() {
+            self.heartbeat = Some((pending, Instant::now()));
+        }
+        (Duration::ZERO, sample)
+    }
+
+    /// Tells the thread to answer what is still queued, free everything and end; waits up
+    /// to `timeout` for it.
+    pub fn stop(mut self, timeout: Duration) -> Result<(), ShutdownError> {
+        self.load.request_stop();
+        let _ = self.commands.send(GpuCommand::Stop);
+        self.thread.join_within(timeout)
+    }
+}
+
+/// The session and what it runs on.
+struct Resident {
+    session: ModelSession,
+    // Declared after `session`: fields drop in order, so the session (and its device memory)
+    // is freed before the context is released.
+    context: Option<PrimaryContext>,
+    info: ServingInfo,
+}
+
+impl Resident {
+    /// Frees the session, then the context, logging what was released.
+    fn release(self) {
+        let Resident {
+            session, context, ..
+        } = self;
+        drop(session);
+        match context {
+            Some(context) => {
+                let ordinal = context.ordinal;
+                drop(context);
+                log::info!("freed the model's session and released the context of GPU {ordinal}");
+            }
+            None => log::info!("freed the model's session"),
+        }
+    }
+}
+
+/// The serving loop's state, on the GPU-owner thread.
+struct Serving<'a> {
+    resident: &'a mut Resident,
+    policy: BatchPolicy,
+    stats: &'a ModelStats,
+    metrics: &'a Metrics,
+}
+
+impl Serving<'_> {
+    /// Runs batches from `queue` and answers `commands` between them, until told to stop (or
+    /// the main thread is gone); then answers what is still queued without running it.
+    fn run(mut self, commands: &Receiver<GpuCommand>, queue: &Receiver<Job>) {
+        let mut held: Option<Job> = None;
+        let mut queue_open = true;
+        loop {
+            // Commands first, so that heartbeats are answered between executions under load.
+            loop {
+                match commands.try_recv() {
+                    Ok(command) => {
+                        if !self.obey(command) {
+                            return self.refuse_remaining(held, queue);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        log::warn!("the main thread is gone; releasing the GPU");
+                        return self.refuse_remaining(held, queue);
+                    }
+                }
+            }
+            let first = match held.take() {
+                Some(job) => job,
+                None if queue_open => select! {
+                    recv(commands) -> command => {
+                        match command.map(|command| self.obey(command)) {
+                            Ok(true) => continue,
+                            _ => return self.refuse_remaining(None, queue),
+                        }
+                    }
+                    recv(queue) -> job => match job {
+                        Ok(job) => job,
+                        Err(_) => {
+                            queue_open = false;
+                            continue;
+                        }
+                    },
+                },
+                None => match commands.recv().map(|command| self.obey(command)) {
+                    Ok(true) => continue,
+                    _ => return self.refuse_remaining(None, queue),
+                },
+            };
+            if let Some(failure) = first.refusal(Instant::now()) {
+                self.refuse(first, failure);
+                continue;
+            }
+            let batch = batcher::gather(first, queue, self.policy, &mut held, |job, why| {
+                self.metrics.set_queue_depth(queue.len());
+                refuse_job(job, why);
+            });
+            self.metrics.set_queue_depth(queue.len());
+            self.execute(batch);
+        }
+    }
+
+    /// Handles a command; false when the thread is to stop.
+    fn obey(&mut self, command: GpuCommand) -> bool {
+        match command {
+            GpuCommand::Heartbeat(reply) => {
+                // Test builds only: makes the thread stop answering for a while.
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("gpu::heartbeat");
+                let sample = self
+                    .resident
+                    .context
+                    .as_ref()
+                    .and_then(PrimaryContext::memory_sample);
+                let _ = reply.send(sample);
+                true
+            }
+            GpuCommand::Stop => {
+                log::debug!("asked to stop");
+                false
+            }
+        }
+    }
+
+    fn refuse(&self, job: Job, failure: JobFailure) {
+        refuse_job(job, failure);
+    }
+
+    /// Answers every job still queued (and the held one) UNAVAILABLE, without running it.
+    fn refuse_remaining(self, held: Option<Job>, queue: &Receiver<Job>) {
+        let mut refused = 0;
+        for job in held.into_iter().chain(queue.try_iter()) {
+            job.answer(Err(JobFailure::Unavailable(
+                "the sidecar is shutting down; the request was not run".to_string(),
+            )));
+            refused += 1;
+        }
+        if refused > 0 {
+            log::warn!("{refused} queued request(s) answered UNAVAILABLE without running");
+        }
+        self.metrics.set_queue_depth(0);
+    }
+
+    /// Runs one execution for `batch` and answers each job with its rows.
+    fn execute(&mut self, batch: Vec<Job>) {
+        let started = Instant::now();
+        let requests = batch.len() as u64;
+        let rows: usize = batch.iter().map(|job| job.rows).sum();
+        for job in &batch {
+            let waited = started.saturating_duration_since(job.enqueued);
+            self.stats.queue.record(1, waited);
+            self.metrics.observe_queue_time(waited);
+        }
+        let inputs = batcher::concatenate(&batch);
+        let inputs_ready = Instant::now();
+        let outcome = self.resident.session.run(inputs);
+        let ran = Instant::now();
+        match outcome {
+            Ok(outputs) => batcher::split_and_answer(batch, outputs),
+            Err(message) => {
+                log::warn!("an execution of {rows} row(s) failed: {message}");
+                for job in batch {
+                    job.answer(Err(JobFailure::Internal(message.clone())));
+                }
+            }
+        }
+        let answered = Instant::now();
+        self.stats
+            .compute_input
+            .record(requests, inputs_ready - started);
+        self.stats.compute_infer.record(requests, ran - inputs_ready);
+        self.stats.compute_output.record(requests, answered - ran);
+        self.stats.record_execution(rows as u64);
+        self.metrics.record_execution(rows, ran - inputs_ready);
+    }
+}
+
+/// Answers a job that will not run.
+fn refuse_job(job: Job, failure: JobFailure) {
+    log::debug!("not running a request: {failure:?}");
+    job.answer(Err(failure));
+}
+
+/// Brings up the GPU (if one is to be used), loads ONNX Runtime, reads the model, creates its
+/// session where it will run and warms it up.
+fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError> {
+    let started = Instant::now();
+    let model_path = plan.model.uri.path.clone();
+    let mut context = cuda::open_device(&plan.gpu)?;
+    let (source, runtime_version) =
+        runtime::load_library(plan.model.runtime_library.as_deref())?;
+    log::info!("ONNX Runtime {runtime_version} loaded from {source}");
+    if let Some(context) = &context {
+        // A regular file tells its size: refuse a model that cannot fit before reading it.
+        if let Ok(metadata) = std::fs::metadata(&model_path) {
+            if metadata.is_file() {
+                check_fits(context, &model_path, metadata.len())?;
+            }
+        }
+    }
+    log::info!("loading model {}", model_path.display());
+    let bytes = model::read_model(&model_path, control)?;
+    let size_bytes = bytes.bytes.len() as u64;
+    let options = |provider| SessionOptions {
+        provider,
+        intra_op_threads: plan.model.intra_op_threads.map_or_else(
+            || match provider {
+                Provider::Cuda(_) => 1,
+                Provider::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+            |threads| threads.0,
+        ),
+        max_batch_size: plan.batching.max_batch_size,
+    };
+    let provider = context
+        .as_ref()
+        .map_or(Provider::Cpu, |c| Provider::Cuda(c.ordinal));
+    let mut session = match ModelSession::create(&model_path, &bytes.bytes, &options(provider)) {
+        Err(e @ RuntimeError::CudaProvider { .. }) => {
+            if plan.gpu.mode == GpuMode::Required {
+                return Err(GpuError::Required {
+                    reason: e.to_string(),
+                });
+            }
+            log::warn!("sidecar.gpu.mode is \"auto\": {e}; running the model on the CPU, in host memory");
+            // The context is of no use without the provider: release it now.
+            context = None;
+            ModelSession::create(&model_path, &bytes.bytes, &options(Provider::Cpu))?
+        }
+        other => other?,
+    };
+    session.warm_up()?;
+    let location = match session.provider() {
+        Provider::Cuda(_) => ModelLocation::DeviceMemory,
+        Provider::Cpu => ModelLocation::HostMemory,
+    };
+    let info = ServingInfo {
+        gpu: context.as_ref().map(|c| c.info.clone()),
+        model: ModelInfo {
+            name: plan.model.name(),
+            path: bytes.path.clone(),
+            size_bytes,
+            sha256: bytes.sha256.clone(),
+            location,
+            load_time: started.elapsed(),
+            runtime_version,
+            signature: Arc::clone(session.signature()),
+        },
+    };
+    log::info!(
+        "model {:?} resident {}: {} (sha256 {}), warmed up, in {:.3} s",
+        info.model.name,
+        match &context {
+            Some(c) => format!("on GPU {} (CUDA execution provider)", c.ordinal),
+            None => "in host memory (CPU execution provider)".to_string(),
+        },
+        ByteSize(size_bytes),
+        info.model.sha256,
+        info.model.load_time.as_secs_f64()
+    );
+    log_signature(session.signature());
+    Ok(Resident {
+        session,
+        context,
+        info,
+    })
+}
+
+/// Logs the model's inputs and outputs and how it is batched.
+fn log_signature(signature: &Signature) {
+    for (what, specs) in [("input", &signature.inputs), ("output", &signature.outputs)] {
+        for spec in specs {
+            log::info!("model {what} {:?}: {} {:?}", spec.name, spec.datatype, spec.dims);
+        }
+    }
+    if signature.batching() {
+        log::info!(
+            "requests are batched: up to {} rows per execution",
+            signature.max_batch_size
+        );
+    } else {
+        log::info!("requests are not batched: one request per execution");
+    }
+}
+
+/// Fails unless `size_bytes` fit in the free memory of the device whose context is current.
+fn check_fits(
+    context: &PrimaryContext,
+    path: &std::path::Path,
+    size_bytes: u64,
+) -> Result<(), GpuError> {
+    let (free, _total) = cuda::memory_info()?;
+    if size_bytes > free {
+        return Err(GpuError::ModelTooLarge {
+            path: path.to_path_buf(),
+            ordinal: context.ordinal,
+            needed: size_bytes,
+            free,
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GPU {}: {}, {} total, compute capability {}.{}, driver supports CUDA {}.{}",
+            self.ordinal,
+            self.name,
+            ByteSize(self.total_memory_bytes),
+            self.compute_capability.0,
+            self.compute_capability.1,
+            self.driver_cuda_version.0,
+            self.driver_cuda_version.1
+        )
+    }
+}
+
+/// A byte count shown with a binary unit: "512 B", "1.50 MiB".
+#[derive(Debug, Clone, Copy)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_read_well() {
+        assert_eq!(ByteSize(0).to_string(), "0 B");
+        assert_eq!(ByteSize(1023).to_string(), "1023 B");
+        assert_eq!(ByteSize(1536).to_string(), "1.50 KiB");
+        assert_eq!(ByteSize(80 << 30).to_string(), "80.00 GiB");
+    }
+}

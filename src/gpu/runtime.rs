@@ -1,0 +1,410 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The ONNX Runtime session, on the GPU-owner thread: loading the runtime's shared library at
+//! run time (nothing is linked or downloaded at build time), creating the session with the
+//! CUDA execution provider on the device whose primary context this thread holds (or on the
+//! CPU), reading the model's signature, and running one execution on tensors of raw bytes.
+//! `gpu-sidecar-bench --runtime-only` uses the same session in process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use ort::environment::Environment;
+use ort::logging::LogLevel;
+use ort::session::Session;
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+
+use crate::batcher::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("tensors are exchanged as little-endian bytes: only little-endian targets are supported");
+
+/// How to get ONNX Runtime when none is configured: the `onnxruntime` wheel's library.
+const INSTALL_HINT: &str = "install ONNX Runtime and point sidecar.model.runtime-library (or ORT_DYLIB_PATH) at its libonnxruntime.so: the `onnxruntime` PyPI wheel carries the CPU library and `onnxruntime-gpu` the CUDA one, in onnxruntime/capi/ (`bin/dev.sh runtime` fetches the CPU one)";
+
+/// The runtime could not be loaded, or the model not served by it; exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No ONNX Runtime library could be loaded.
+    #[error("cannot load ONNX Runtime: {tried}; {INSTALL_HINT}")]
+    Library { tried: String },
+    /// The runtime refused the model or its options.
+    #[error("ONNX Runtime cannot load model {}: {message}", path.display())]
+    Session { path: PathBuf, message: String },
+    /// The CUDA execution provider could not be set up.
+    #[error("the CUDA execution provider of ONNX Runtime is not usable on GPU {ordinal}: {message}")]
+    CudaProvider { ordinal: i32, message: String },
+    /// The runtime's process-wide environment could not be created.
+    #[error("cannot set up ONNX Runtime: {0}")]
+    Environment(String),
+    /// An input or output of the model is not a tensor.
+    #[error("model {}: {what} {name:?} is a {kind}, not a tensor; only tensors can be served", path.display())]
+    NotATensor {
+        path: PathBuf,
+        what: &'static str,
+        name: String,
+        kind: String,
+    },
+    /// The warm-up execution failed.
+    #[error("the warm-up execution of model {} failed: {message}", path.display())]
+    WarmUp { path: PathBuf, message: String },
+}
+
+/// Where the session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// The CUDA execution provider on this device ordinal.
+    Cuda(i32),
+    Cpu,
+}
+
+/// Loads ONNX Runtime's library: `configured` if set, else `ORT_DYLIB_PATH`, else
+/// `libonnxruntime.so` through the loader's search path. Returns where it came from and the
+/// runtime's version. Fails naming every place tried and how to install the runtime.
+pub fn load_library(configured: Option<&Path>) -> Result<(String, String), RuntimeError> {
+    let mut candidates: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(path) = configured {
+        candidates.push((
+            format!("sidecar.model.runtime-library = {}", path.display()),
+            path.to_path_buf(),
+        ));
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        candidates.push((format!("ORT_DYLIB_PATH = {}", path.display()), path));
+    }
+    candidates.push((
+        "libonnxruntime.so on the loader's path".to_string(),
+        PathBuf::from("libonnxruntime.so"),
+    ));
+    if ENVIRONMENT.get().is_some() {
+        return Ok(("the library loaded earlier".to_string(), runtime_version(None)));
+    }
+    let mut tried = Vec::new();
+    for (source, path) in candidates {
+        match ort::init_from(&path) {
+            Ok(builder) => {
+                let environment = builder
+                    .with_name("gpu-sidecar")
+                    .with_logger(Arc::new(forward_runtime_log))
+                    .build()
+                    .map_err(|e| RuntimeError::Environment(e.to_string()))?;
+                let _ = ENVIRONMENT.set(environment);
+                if !tried.is_empty() {
+                    log::warn!("ONNX Runtime: {}", tried.join("; "));
+                }
+                return Ok((source, version_of(&path)));
+            }
+            Err(e) => tried.push(format!("{source}: {e}")),
+        }
+    }
+    Err(RuntimeError::Library {
+        tried: tried.join("; "),
+    })
+}
+
+/// The process's one ONNX Runtime environment, created by [`load_library`].
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// Logs a message of the runtime's through this process's logger.
+fn forward_runtime_log(level: LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    let level = match level {
+        LogLevel::Fatal | LogLevel::Error => log::Level::Error,
+        LogLevel::Warning => log::Level::Warn,
+        LogLevel::Info => log::Level::Debug,
+        LogLevel::Verbose => log::Level::Trace,
+    };
+    log::log!(level, "onnxruntime {category} {location}: {message}");
+}
+
+/// The loaded runtime's version ("1.32.0"): from the library's versioned file name (what
+/// `libonnxruntime.so` links to), else from its build string.
+fn version_of(path: &Path) -> String {
+    let resolved = std::fs::canonicalize(path).ok();
+    let from_name = resolved
+        .as_deref()
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_prefix("libonnxruntime.so."))
+        .map(str::to_string);
+    runtime_version(from_name)
+}
+
+fn runtime_version(from_name: Option<String>) -> String {
+    from_name.unwrap_or_else(|| {
+        let info = ort::info();
+        info.split(", ")
+            .find_map(|part| part.strip_prefix("git-branch=rel-"))
+            .map_or_else(|| format!("({info})"), str::to_string)
+    })
+}
+
+/// What a session is created with.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub provider: Provider,
+    pub intra_op_threads: usize,
+    /// The configured `max-batch-size`; 0 turns batching off.
+    pub max_batch_size: u32,
+}
+
+/// A model loaded into ONNX Runtime, ready to run.
+#[derive(Debug)]
+pub struct ModelSession {
+    session: Session,
+    signature: Arc<Signature>,
+    provider: Provider,
+    path: PathBuf,
+}
+
+impl ModelSession {
+    /// Creates the session from the model's bytes; `path` is for messages. With the CUDA
+    /// provider, failure to set it up is a [`RuntimeError::CudaProvider`].
+    pub fn create(
+        path: &Path,
+        model: &[u8],
+        options: &SessionOptions,
+    ) -> Result<Self, RuntimeError> {
+        let session_error = |message: String| RuntimeError::Session {
+            path: path.to_path_buf(),
+            message,
+        };
+        let environment = ENVIRONMENT.get().ok_or_else(|| {
+            RuntimeError::Environment("the runtime library is not loaded".to_string())
+        })?;
+        let mut builder = Session::builder(environment)
+            .map_err(|e| session_error(e.to_string()))?
+            .with_intra_threads(options.intra_op_threads)
+            .map_err(|e| session_error(e.to_string()))?;
+        if let Provider::Cuda(ordinal) = options.provider {
+            let cuda = ort::ep::CUDA::default()
+                .with_device_id(ordinal)
+                .build()
+                .error_on_failure();
+            builder = builder.with_execution_providers([cuda]).map_err(|e| {
+                RuntimeError::CudaProvider {
+                    ordinal,
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        let session = builder
+            .commit_from_memory(model)
+            .map_err(|e| session_error(e.to_string()))?;
+        let inputs = tensor_specs(path, "input", session.inputs())?;
+        let outputs = tensor_specs(path, "output", session.outputs())?;
+        let batchable = Signature::first_dimension_is_dynamic(&inputs, &outputs);
+        if options.max_batch_size > 0 && !batchable {
+            log::info!(
+                "model {}: not every input and output has a dynamic first dimension, so requests are not batched (each runs alone)",
+                path.display()
+            );
+        }
+        let signature = Signature {
+            inputs,
+            outputs,
+            max_batch_size: if batchable { options.max_batch_size } else { 0 },
+        };
+        Ok(ModelSession {
+            session,
+            signature: Arc::new(signature),
+            provider: options.provider,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn signature(&self) -> &Arc<Signature> {
+        &self.signature
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Runs one execution on `rows` rows of zeros (dynamic dimensions past the first: 1).
+    pub fn warm_up(&mut self) -> Result<(), RuntimeError> {
+        let inputs = self.zero_inputs(1);
+        self.run(inputs)
+            .map(|_| ())
+            .map_err(|message| RuntimeError::WarmUp {
+                path: self.path.clone(),
+                message,
+            })
+    }
+
+    /// Inputs of zeros with `rows` rows (or the model's own first dimension when it is fixed).
+    pub fn zero_inputs(&self, rows: usize) -> Vec<Tensor> {
+        self.signature
+            .inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<i64> = spec
+                    .dims
+                    .iter()
+                    .enumerate()
+                    .map(|(axis, &dim)| match (axis, dim) {
+                        (0, -1) => rows as i64,
+                        (_, -1) => 1,
+                        (_, dim) => dim,
+                    })
+                    .collect();
+                let bytes = element_count(&shape).unwrap_or(0) * spec.datatype.size().unwrap_or(1);
+                Tensor {
+                    shape,
+                    data: vec![0; bytes],
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the model once on `inputs` (one per model input, in order) and returns every
+    /// output in the model's order. Fails with the runtime's message.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        for (spec, tensor) in self.signature.inputs.iter().zip(inputs) {
+            values.push((spec.name.clone(), to_value(spec, tensor)?));
+        }
+        let outputs = self.session.run(values).map_err(|e| e.to_string())?;
+        self.signature
+            .outputs
+            .iter()
+            .map(|spec| {
+                let value = outputs
+                    .get(spec.name.as_str())
+                    .ok_or_else(|| format!("the runtime returned no output {:?}", spec.name))?;
+                from_value(spec, value)
+            })
+            .collect()
+    }
+}
+
+/// The signature of the session's inputs or outputs.
+fn tensor_specs(
+    path: &Path,
+    what: &'static str,
+    outlets: &[ort::value::Outlet],
+) -> Result<Vec<TensorSpec>, RuntimeError> {
+    outlets
+        .iter()
+        .map(|outlet| match outlet.dtype() {
+            ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+                name: outlet.name().to_string(),
+                datatype: datatype_of(*ty),
+                dims: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+            }),
+            other => Err(RuntimeError::NotATensor {
+                path: path.to_path_buf(),
+                what,
+                name: outlet.name().to_string(),
+                kind: other.to_string(),
+            }),
+        })
+        .collect()
+}
+
+/// The protocol's datatype for a runtime element type.
+fn datatype_of(ty: TensorElementType) -> DataType {
+    match ty {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        TensorElementType::Bfloat16 => DataType::Unsupported("BF16"),
+        _ => DataType::Unsupported("UNSUPPORTED"),
+    }
+}
+
+/// A runtime tensor holding `tensor`'s bytes as `spec`'s element type.
+fn to_value(spec: &TensorSpec, tensor: Tensor) -> Result<DynValue, String> {
+    let shape = tensor.shape;
+    let bytes = tensor.data;
+    macro_rules! typed {
+        ($t:ty) => {
+            OrtTensor::<$t>::from_array((shape, bytemuck::pod_collect_to_vec::<u8, $t>(&bytes)))
+                .map(|t| t.into_dyn())
+        };
+    }
+    let value = match spec.datatype {
+        DataType::Bool => {
+            OrtTensor::<bool>::from_array((shape, bytes.iter().map(|&b| b != 0).collect::<Vec<_>>()))
+                .map(|t| t.into_dyn())
+        }
+        DataType::Uint8 => OrtTensor::<u8>::from_array((shape, bytes)).map(|t| t.into_dyn()),
+        DataType::Int8 => typed!(i8),
+        DataType::Uint16 => typed!(u16),
+        DataType::Int16 => typed!(i16),
+        DataType::Uint32 => typed!(u32),
+        DataType::Int32 => typed!(i32),
+        DataType::Uint64 => typed!(u64),
+        DataType::Int64 => typed!(i64),
+        DataType::Fp16 => typed!(half::f16),
+        DataType::Fp32 => typed!(f32),
+        DataType::Fp64 => typed!(f64),
+        DataType::Bytes | DataType::Unsupported(_) => {
+            return Err(format!(
+                "input {:?} has datatype {}, which is not served",
+                spec.name, spec.datatype
+            ))
+        }
+    };
+    value.map_err(|e| e.to_string())
+}
+
+/// The bytes of a runtime output tensor of `spec`'s element type.
+fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
+    macro_rules! typed {
+        ($t:ty) => {{
+            let (shape, data) = value
+                .try_extract_tensor::<$t>()
+                .map_err(|e| format!("output {:?}: {e}", spec.name))?;
+            (shape.to_vec(), bytemuck::cast_slice::<$t, u8>(data).to_vec())
+        }};
+    }
+    let (shape, data) = match spec.datatype {
+        DataType::Bool => {
+            let (shape, data) = value
+                .try_extract_tensor::<bool>()
+                .map_err(|e| format!("output {:?}: {e}", spec.name))?;
+            (shape.to_vec(), data.iter().map(|&b| u8::from(b)).collect())
+        }
+        DataType::Uint8 => typed!(u8),
+        DataType::Int8 => typed!(i8),
+        DataType::Uint16 => typed!(u16),
+        DataType::Int16 => typed!(i16),
+        DataType::Uint32 => typed!(u32),
+        DataType::Int32 => typed!(i32),
+        DataType::Uint64 => typed!(u64),
+        DataType::Int64 => typed!(i64),
+        DataType::Fp16 => typed!(half::f16),
+        DataType::Fp32 => typed!(f32),
+        DataType::Fp64 => typed!(f64),
+        DataType::Bytes | DataType::Unsupported(_) => {
+            return Err(format!(
+                "output {:?} has datatype {}, which is not served",
+                spec.name, spec.datatype
+            ))
+        }
+    };
+    Ok(Tensor { shape, data })
+}
