@@ -94,7 +94,7 @@ with zipfile.ZipFile(wheel) as archive:
 PYTHON
         rm -rf "$download"
         local versioned
-        versioned="$(cd "$RUNTIME_DIR" && ls libonnxruntime.so.* | head -n 1)"
+        versioned="$(find "$RUNTIME_DIR" -maxdepth 1 -name 'libonnxruntime.so.*' -printf '%f\n' | head -n 1)"
         ln -sf "$versioned" "$library"
     fi
     ORT_DYLIB_PATH="$(pwd)/$library"

@@ -336,7 +336,9 @@ mod tests {
             vec![0],
             None,
             Arc::new(AtomicBool::new(false)),
-            Box::new(move |result| tx.send(result).unwrap()),
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
         );
         (job, rx)
     }

@@ -346,6 +346,7 @@ impl Serving<'_> {
                     _ => return self.refuse_remaining(None, queue),
                 },
             };
+            self.metrics.set_queue_depth(queue.len());
             if let Some(failure) = first.refusal(Instant::now()) {
                 self.refuse(first, failure);
                 continue;
@@ -402,6 +403,9 @@ impl Serving<'_> {
 
     /// Runs one execution for `batch` and answers each job with its rows.
     fn execute(&mut self, batch: Vec<Job>) {
+        // Test builds only: holds the execution, so that tests can fill the queue.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("gpu::execute");
         let started = Instant::now();
         let requests = batch.len() as u64;
         let rows: usize = batch.iter().map(|job| job.rows).sum();

@@ -388,9 +388,9 @@ mod tests {
 
     #[test]
     fn wait_until_gives_up_at_the_deadline() {
-        let mut never = future::pending::<()>();
+        let mut never = futures_util::future::pending::<()>();
         assert!(wait_until(&mut never, Instant::now() + Duration::from_millis(20)).is_none());
-        let mut ready = future::ready(7);
+        let mut ready = futures_util::future::ready(7);
         assert_eq!(wait_until(&mut ready, Instant::now()), Some(7));
     }
 }

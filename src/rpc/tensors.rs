@@ -594,7 +594,13 @@ mod tests {
                 }),
                 "more than max-batch-size 8",
             ),
-            (Box::new(|r| r.inputs[0].shape = vec![1, 1]), "has 1 rows but input"),
+            (
+                Box::new(|r| {
+                    r.inputs[0].shape = vec![1, 1];
+                    r.raw_input_contents[0] = vec![1];
+                }),
+                "has 2 rows but input \"k\" has 1",
+            ),
             (Box::new(|r| r.inputs[1].shape = vec![-2, 2]), "negative dimension"),
             (Box::new(|r| r.raw_input_contents.pop().map(|_| ()).unwrap()), "raw_input_contents has 1 entries"),
             (
@@ -688,7 +694,7 @@ mod tests {
     fn without_batching_the_model_shape_is_required() {
         let mut model = model(0);
         let mut signature = (*model.signature).clone();
-        signature.inputs[1].dims = vec![2, 2];
+        signature.inputs[0].dims = vec![2, 2];
         model.signature = Arc::new(signature);
         let checked = check_request(&model, &mut request()).unwrap();
         assert_eq!(checked.rows, 1);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 
-use crate::util::{http, TestDir, BINARY, PATIENCE};
+use crate::util::{http, padded_model, TestDir, BINARY, PATIENCE};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/gpu-sidecar.sh");
 
@@ -50,7 +50,7 @@ impl Launcher {
         let dir = TestDir::new();
         let conf = dir.path().join("conf");
         fs::create_dir(&conf).unwrap();
-        fs::write(conf.join("model.bin"), vec![5u8; 4096]).unwrap();
+        fs::write(conf.join("model.bin"), padded_model(4096)).unwrap();
         let launcher = Launcher {
             dir,
             started: Vec::new(),

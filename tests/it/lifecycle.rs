@@ -27,7 +27,7 @@ use gpu_sidecar::proto::health::health_check_response::ServingStatus;
 use gpu_sidecar::proto::sidecar::ServingState;
 
 use crate::util::{
-    expect_exit_1, http, mkfifo, open_fifo_writer, ready_sidecar, Clients, ConfigText, Sidecar,
+    expect_exit_1, http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Sidecar,
     TestDir, PATIENCE,
 };
 
@@ -96,7 +96,7 @@ fn not_ready_until_the_model_is_loaded() {
 
     let mut writer = open_fifo_writer(&mut sidecar, &fifo);
     // Fits in the pipe's buffer: a non-blocking write takes it whole.
-    writer.write_all(&[7u8; 1000]).unwrap();
+    writer.write_all(&padded_model(1000)).unwrap();
     drop(writer);
     sidecar.wait_ready();
     assert_eq!(

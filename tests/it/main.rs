@@ -20,6 +20,7 @@ mod cli;
 mod deployment;
 mod faults;
 mod gpu;
+mod inference;
 mod launch_script;
 mod lifecycle;
 mod reliability;

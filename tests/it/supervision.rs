@@ -21,8 +21,8 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    http, mkfifo, open_fifo_writer, ready_sidecar, Clients, ConfigText, Scrape, Sidecar, TestDir,
-    PATIENCE,
+    http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Scrape,
+    Sidecar, TestDir, PATIENCE,
 };
 
 /// A stand-in for systemd's notification socket.
@@ -223,7 +223,8 @@ fn systemd_hears_each_phase_in_order() {
     assert_eq!(messages[0], "STATUS=starting\n", "{messages:#?}");
     assert!(
         messages[ready].contains("STATUS=serving model ")
-            && messages[ready].contains("model.bin (4.00 KiB in host memory, no GPU) on unix:"),
+            && messages[ready].contains("model.bin (4.00 KiB, ONNX Runtime ")
+            && messages[ready].contains(" on the CPU, no GPU) on unix:"),
         "{messages:#?}"
     );
     let stopping = position("STOPPING=1");
@@ -256,7 +257,8 @@ fn a_loading_model_extends_the_start_timeout_while_it_progresses() {
     };
     let (mut notify, mut sidecar) = notified_sidecar(&dir, &config, &[]);
     let mut writer = open_fifo_writer(&mut sidecar, &fifo);
-    writer.write_all(&[7u8; 2048]).unwrap();
+    let model = padded_model(4096);
+    writer.write_all(&model[..2048]).unwrap();
     let extended = notify.wait_for(|m| m.starts_with("EXTEND_TIMEOUT_USEC=30000000"));
     let progress =
         notify.wait_for(|m| m.contains("STATUS=loading model ") && m.contains("2.00 KiB read"));
@@ -267,7 +269,7 @@ fn a_loading_model_extends_the_start_timeout_while_it_progresses() {
         "{:#?}",
         notify.messages
     );
-    writer.write_all(&[8u8; 2048]).unwrap();
+    writer.write_all(&model[2048..]).unwrap();
     notify.wait_for(|m| m.contains("4.00 KiB read"));
     drop(writer);
     notify.wait_for(|m| m.contains("READY=1"));

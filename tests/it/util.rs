@@ -62,11 +62,18 @@ impl TestDir {
         self.path().join("sidecar.sock")
     }
 
-    /// Writes a model of `len` deterministic bytes and returns its path.
+    /// Writes the sample ONNX model (tests/fixtures/models/affine.onnx) as `name`, padded to
+    /// at least `len` bytes, and returns its path.
     pub fn write_model(&self, name: &str, len: usize) -> PathBuf {
         let path = self.path().join(name);
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        fs::write(&path, bytes).expect("write model");
+        fs::write(&path, padded_model(len)).expect("write model");
+        path
+    }
+
+    /// Copies the fixture model `tests/fixtures/models/<fixture>.onnx` in as `name`.
+    pub fn copy_fixture(&self, fixture: &str, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        fs::copy(fixture_path(&format!("models/{fixture}.onnx")), &path).expect("copy model");
         path
     }
 
@@ -86,6 +93,60 @@ impl TestDir {
         names.sort();
         names
     }
+}
+
+/// A file under tests/fixtures.
+pub fn fixture_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+/// The sample ONNX model, padded to `len` bytes (when larger) with a field that ONNX Runtime
+/// skips (an unknown length-delimited field, number 999, of zeros): a valid model of any size.
+pub fn padded_model(len: usize) -> Vec<u8> {
+    let mut bytes = fs::read(fixture_path("models/affine.onnx")).expect("read fixture model");
+    let tag = (999 << 3) | 2;
+    for length_bytes in 1..=10 {
+        let Some(payload) = len.checked_sub(bytes.len() + 2 + length_bytes) else {
+            break;
+        };
+        let mut header = Vec::new();
+        write_varint(&mut header, tag);
+        write_varint(&mut header, payload as u64);
+        if header.len() == 2 + length_bytes {
+            bytes.extend_from_slice(&header);
+            bytes.resize(len, 0);
+            break;
+        }
+    }
+    bytes
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// ONNX Runtime's CPU library for the sidecars that tests start: `ORT_DYLIB_PATH` if set, else
+/// the one `bin/dev.sh runtime` puts in .onnxruntime/.
+pub fn runtime_library() -> PathBuf {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".onnxruntime/libonnxruntime.so");
+    assert!(
+        local.exists(),
+        "the tests need ONNX Runtime's CPU library: run `bin/dev.sh runtime` (fetches the onnxruntime wheel into .onnxruntime/) or set ORT_DYLIB_PATH"
+    );
+    local
 }
 
 /// A config text; fields have the values most tests want.
@@ -170,6 +231,7 @@ impl Sidecar {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        command.env("ORT_DYLIB_PATH", runtime_library());
         for (key, value) in envs {
             command.env(key, value);
         }
