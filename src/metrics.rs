@@ -41,8 +41,8 @@ const PING_LATENCY_BUCKETS: [f64; 14] = [
 
 /// Upper bounds of the queue-time and compute-time buckets, in seconds: 10 µs to 10 s.
 const INFERENCE_TIME_BUCKETS: [f64; 16] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.05, 0.1, 0.5, 2.5, 10.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.5, 2.5, 10.0,
 ];
 /// Upper bounds of the rows-per-execution buckets.
 const BATCH_ROWS_BUCKETS: [f64; 12] = [
@@ -337,7 +337,9 @@ impl Metrics {
             metrics.health_checks.with_label_values(&[method]);
         }
         for outcome in Outcome::ALL {
-            metrics.inference_requests.with_label_values(&[outcome.label()]);
+            metrics
+                .inference_requests
+                .with_label_values(&[outcome.label()]);
         }
         Ok(metrics)
     }
@@ -547,7 +549,10 @@ mod tests {
         let lifecycle = Lifecycle::new();
         let text = metrics.render(&lifecycle);
         assert_eq!(
-            sample(&text, "gpu_sidecar_inference_requests_total{outcome=\"deadline\"}"),
+            sample(
+                &text,
+                "gpu_sidecar_inference_requests_total{outcome=\"deadline\"}"
+            ),
             Some(0.0)
         );
         metrics.inference_finished(Outcome::Ok);
@@ -558,7 +563,10 @@ mod tests {
         metrics.streams_open().inc();
         let text = metrics.render(&lifecycle);
         assert_eq!(
-            sample(&text, "gpu_sidecar_inference_requests_total{outcome=\"ok\"}"),
+            sample(
+                &text,
+                "gpu_sidecar_inference_requests_total{outcome=\"ok\"}"
+            ),
             Some(2.0)
         );
         assert_eq!(
@@ -577,8 +585,14 @@ mod tests {
             sample(&text, "gpu_sidecar_inference_batch_rows_bucket{le=\"4\"}"),
             Some(1.0)
         );
-        assert_eq!(sample(&text, "gpu_sidecar_inference_queue_depth"), Some(5.0));
-        assert_eq!(sample(&text, "gpu_sidecar_inference_streams_open"), Some(1.0));
+        assert_eq!(
+            sample(&text, "gpu_sidecar_inference_queue_depth"),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_inference_streams_open"),
+            Some(1.0)
+        );
     }
 
     #[test]

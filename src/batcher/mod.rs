@@ -26,9 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
 use self::tensor::Tensor;
+
+/// How often a batch that is not full looks for more jobs while its oldest job may wait.
+const GATHER_POLL: Duration = Duration::from_micros(100);
 
 /// Why a job got no outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,10 +227,16 @@ pub fn gather(
             None => match queue.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => match queue.recv_deadline(until) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                },
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    // Look again a little later rather than waking at every arrival: under
+                    // load that saves a wake-up (and a context switch) per request.
+                    std::thread::sleep((until - now).min(GATHER_POLL));
+                    continue;
+                }
             },
         };
         if let Some(failure) = next.refusal(Instant::now()) {
@@ -357,7 +366,9 @@ mod tests {
         submitter.submit(second).unwrap();
         submitter.submit(third).unwrap();
         let mut held = None;
-        let batch = gather(first, &queue, POLICY, &mut held, |_, _| panic!("no refusal"));
+        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {
+            panic!("no refusal")
+        });
         assert_eq!(batch.iter().map(|j| j.rows).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(held.as_ref().map(|j| j.rows), Some(2));
     }

@@ -86,7 +86,6 @@ fn no_gpu(mode: GpuMode, reason: String) -> Result<Option<PrimaryContext>, GpuEr
     Ok(None)
 }
 
-
 /// A retained primary context, current on the GPU-owner thread; released on drop.
 pub(super) struct PrimaryContext {
     device: CUdevice,
@@ -150,7 +149,6 @@ impl Drop for PrimaryContext {
         }
     }
 }
-
 
 impl PrimaryContext {
     /// The device's memory now, if the driver answers.

@@ -431,7 +431,9 @@ impl Serving<'_> {
         self.stats
             .compute_input
             .record(requests, inputs_ready - started);
-        self.stats.compute_infer.record(requests, ran - inputs_ready);
+        self.stats
+            .compute_infer
+            .record(requests, ran - inputs_ready);
         self.stats.compute_output.record(requests, answered - ran);
         self.stats.record_execution(rows as u64);
         self.metrics.record_execution(rows, ran - inputs_ready);
@@ -450,8 +452,7 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
     let started = Instant::now();
     let model_path = plan.model.uri.path.clone();
     let mut context = cuda::open_device(&plan.gpu)?;
-    let (source, runtime_version) =
-        runtime::load_library(plan.model.runtime_library.as_deref())?;
+    let (source, runtime_version) = runtime::load_library(plan.model.runtime_library.as_deref())?;
     log::info!("ONNX Runtime {runtime_version} loaded from {source}");
     if let Some(context) = &context {
         // A regular file tells its size: refuse a model that cannot fit before reading it.
@@ -485,7 +486,9 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
                     reason: e.to_string(),
                 });
             }
-            log::warn!("sidecar.gpu.mode is \"auto\": {e}; running the model on the CPU, in host memory");
+            log::warn!(
+                "sidecar.gpu.mode is \"auto\": {e}; running the model on the CPU, in host memory"
+            );
             // The context is of no use without the provider: release it now.
             context = None;
             ModelSession::create(&model_path, &bytes.bytes, &options(Provider::Cpu))?
@@ -533,7 +536,12 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
 fn log_signature(signature: &Signature) {
     for (what, specs) in [("input", &signature.inputs), ("output", &signature.outputs)] {
         for spec in specs {
-            log::info!("model {what} {:?}: {} {:?}", spec.name, spec.datatype, spec.dims);
+            log::info!(
+                "model {what} {:?}: {} {:?}",
+                spec.name,
+                spec.datatype,
+                spec.dims
+            );
         }
     }
     if signature.batching() {

@@ -29,7 +29,9 @@ use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 use crate::batcher::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
 
 #[cfg(not(target_endian = "little"))]
-compile_error!("tensors are exchanged as little-endian bytes: only little-endian targets are supported");
+compile_error!(
+    "tensors are exchanged as little-endian bytes: only little-endian targets are supported"
+);
 
 /// How to get ONNX Runtime when none is configured: the `onnxruntime` wheel's library.
 const INSTALL_HINT: &str = "install ONNX Runtime and point sidecar.model.runtime-library (or ORT_DYLIB_PATH) at its libonnxruntime.so: the `onnxruntime` PyPI wheel carries the CPU library and `onnxruntime-gpu` the CUDA one, in onnxruntime/capi/ (`bin/dev.sh runtime` fetches the CPU one)";
@@ -44,7 +46,9 @@ pub enum RuntimeError {
     #[error("ONNX Runtime cannot load model {}: {message}", path.display())]
     Session { path: PathBuf, message: String },
     /// The CUDA execution provider could not be set up.
-    #[error("the CUDA execution provider of ONNX Runtime is not usable on GPU {ordinal}: {message}")]
+    #[error(
+        "the CUDA execution provider of ONNX Runtime is not usable on GPU {ordinal}: {message}"
+    )]
     CudaProvider { ordinal: i32, message: String },
     /// The runtime's process-wide environment could not be created.
     #[error("cannot set up ONNX Runtime: {0}")]
@@ -90,7 +94,10 @@ pub fn load_library(configured: Option<&Path>) -> Result<(String, String), Runti
         PathBuf::from("libonnxruntime.so"),
     ));
     if ENVIRONMENT.get().is_some() {
-        return Ok(("the library loaded earlier".to_string(), runtime_version(None)));
+        return Ok((
+            "the library loaded earlier".to_string(),
+            runtime_version(None),
+        ));
     }
     let mut tried = Vec::new();
     for (source, path) in candidates {
@@ -184,10 +191,17 @@ impl ModelSession {
         let environment = ENVIRONMENT.get().ok_or_else(|| {
             RuntimeError::Environment("the runtime library is not loaded".to_string())
         })?;
+        let builder_error =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| session_error(e.to_string());
         let mut builder = Session::builder(environment)
             .map_err(|e| session_error(e.to_string()))?
             .with_intra_threads(options.intra_op_threads)
-            .map_err(|e| session_error(e.to_string()))?;
+            .map_err(builder_error)?
+            // Idle runtime threads sleep instead of spinning: the gRPC threads share the cores.
+            .with_intra_op_spinning(false)
+            .map_err(builder_error)?
+            .with_inter_op_spinning(false)
+            .map_err(builder_error)?;
         if let Provider::Cuda(ordinal) = options.provider {
             let cuda = ort::ep::CUDA::default()
                 .with_device_id(ordinal)
@@ -346,10 +360,11 @@ fn to_value(spec: &TensorSpec, tensor: Tensor) -> Result<DynValue, String> {
         };
     }
     let value = match spec.datatype {
-        DataType::Bool => {
-            OrtTensor::<bool>::from_array((shape, bytes.iter().map(|&b| b != 0).collect::<Vec<_>>()))
-                .map(|t| t.into_dyn())
-        }
+        DataType::Bool => OrtTensor::<bool>::from_array((
+            shape,
+            bytes.iter().map(|&b| b != 0).collect::<Vec<_>>(),
+        ))
+        .map(|t| t.into_dyn()),
         DataType::Uint8 => OrtTensor::<u8>::from_array((shape, bytes)).map(|t| t.into_dyn()),
         DataType::Int8 => typed!(i8),
         DataType::Uint16 => typed!(u16),
@@ -378,7 +393,10 @@ fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
             let (shape, data) = value
                 .try_extract_tensor::<$t>()
                 .map_err(|e| format!("output {:?}: {e}", spec.name))?;
-            (shape.to_vec(), bytemuck::cast_slice::<$t, u8>(data).to_vec())
+            (
+                shape.to_vec(),
+                bytemuck::cast_slice::<$t, u8>(data).to_vec(),
+            )
         }};
     }
     let (shape, data) = match spec.datatype {

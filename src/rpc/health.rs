@@ -18,9 +18,7 @@
 use std::sync::Arc;
 
 use futures_util::{future, FutureExt, SinkExt, StreamExt};
-use grpcio::{
-    RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags,
-};
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
 
 use super::{InFlightCall, INFERENCE_SERVICE_NAME, SIDECAR_SERVICE_NAME};
 use crate::lifecycle::{Lifecycle, State};

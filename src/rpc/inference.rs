@@ -108,31 +108,57 @@ pub fn create_service(service: InferenceService) -> Service {
         &method!(unary, "ServerLive", ServerLiveRequest, ServerLiveResponse),
         move |ctx, _req, sink| {
             let live = s.lifecycle.is_live();
-            s.answer(ctx, sink, Ok(ServerLiveResponse { live, ..Default::default() }));
+            s.answer(
+                ctx,
+                sink,
+                Ok(ServerLiveResponse {
+                    live,
+                    ..Default::default()
+                }),
+            );
         },
     );
     let s = service.clone();
     builder = builder.add_unary_handler(
-        &method!(unary, "ServerReady", ServerReadyRequest, ServerReadyResponse),
+        &method!(
+            unary,
+            "ServerReady",
+            ServerReadyRequest,
+            ServerReadyResponse
+        ),
         move |ctx, _req, sink| {
             let ready = s.lifecycle.state() == State::Ready;
-            s.answer(ctx, sink, Ok(ServerReadyResponse { ready, ..Default::default() }));
+            s.answer(
+                ctx,
+                sink,
+                Ok(ServerReadyResponse {
+                    ready,
+                    ..Default::default()
+                }),
+            );
         },
     );
     let s = service.clone();
     builder = builder.add_unary_handler(
         &method!(unary, "ModelReady", ModelReadyRequest, ModelReadyResponse),
         move |ctx, req: ModelReadyRequest, sink| {
-            let reply = s.model(&req.name, &req.version, false).map(|_| ModelReadyResponse {
-                ready: s.lifecycle.state() == State::Ready,
-                ..Default::default()
-            });
+            let reply = s
+                .model(&req.name, &req.version, false)
+                .map(|_| ModelReadyResponse {
+                    ready: s.lifecycle.state() == State::Ready,
+                    ..Default::default()
+                });
             s.answer(ctx, sink, reply);
         },
     );
     let s = service.clone();
     builder = builder.add_unary_handler(
-        &method!(unary, "ServerMetadata", ServerMetadataRequest, ServerMetadataResponse),
+        &method!(
+            unary,
+            "ServerMetadata",
+            ServerMetadataRequest,
+            ServerMetadataResponse
+        ),
         move |ctx, _req, sink| {
             let reply = ServerMetadataResponse {
                 name: "gpu-sidecar".to_string(),
@@ -145,28 +171,43 @@ pub fn create_service(service: InferenceService) -> Service {
     );
     let s = service.clone();
     builder = builder.add_unary_handler(
-        &method!(unary, "ModelMetadata", ModelMetadataRequest, ModelMetadataResponse),
+        &method!(
+            unary,
+            "ModelMetadata",
+            ModelMetadataRequest,
+            ModelMetadataResponse
+        ),
         move |ctx, req: ModelMetadataRequest, sink| {
-            let reply = s
-                .model(&req.name, &req.version, true)
-                .map(|model| model_metadata(&model));
+            let reply = s.model(&req.name, &req.version, true).map(model_metadata);
             s.answer(ctx, sink, reply);
         },
     );
     let s = service.clone();
     builder = builder.add_unary_handler(
-        &method!(unary, "ModelConfig", ModelConfigRequest, ModelConfigResponse),
+        &method!(
+            unary,
+            "ModelConfig",
+            ModelConfigRequest,
+            ModelConfigResponse
+        ),
         move |ctx, req: ModelConfigRequest, sink| {
-            let reply = s.serving(&req.name, &req.version).map(|serving| ModelConfigResponse {
-                config: Some(model_config(&serving, &s.batching)).into(),
-                ..Default::default()
-            });
+            let reply = s
+                .serving(&req.name, &req.version)
+                .map(|serving| ModelConfigResponse {
+                    config: Some(model_config(serving, &s.batching)).into(),
+                    ..Default::default()
+                });
             s.answer(ctx, sink, reply);
         },
     );
     let s = service.clone();
     builder = builder.add_unary_handler(
-        &method!(unary, "ModelStatistics", ModelStatisticsRequest, ModelStatisticsResponse),
+        &method!(
+            unary,
+            "ModelStatistics",
+            ModelStatisticsRequest,
+            ModelStatisticsResponse
+        ),
         move |ctx, req: ModelStatisticsRequest, sink| {
             // An empty name asks for every model: here, the one.
             let reply = if req.name.is_empty() {
@@ -175,7 +216,7 @@ pub fn create_service(service: InferenceService) -> Service {
                 s.model(&req.name, &req.version, true)
             }
             .map(|model| ModelStatisticsResponse {
-                model_stats: vec![model_statistics(&model, &s.stats)],
+                model_stats: vec![model_statistics(model, &s.stats)],
                 ..Default::default()
             });
             s.answer(ctx, sink, reply);
@@ -223,7 +264,9 @@ impl Refusal {
 impl From<RequestError> for Refusal {
     fn from(error: RequestError) -> Self {
         match error {
-            RequestError::NotFound(m) => Refusal::new(RpcStatusCode::NOT_FOUND, Outcome::Invalid, m),
+            RequestError::NotFound(m) => {
+                Refusal::new(RpcStatusCode::NOT_FOUND, Outcome::Invalid, m)
+            }
             RequestError::Invalid(m) => {
                 Refusal::new(RpcStatusCode::INVALID_ARGUMENT, Outcome::Invalid, m)
             }
@@ -285,7 +328,7 @@ impl InferenceService {
     }
 
     /// What is served, once the model is resident.
-    fn serving(&self, name: &str, version: &str) -> Result<ServingInfo, Refusal> {
+    fn serving(&self, name: &str, version: &str) -> Result<&ServingInfo, Refusal> {
         let Some(serving) = self.lifecycle.serving() else {
             return Err(Refusal::new(
                 RpcStatusCode::UNAVAILABLE,
@@ -294,14 +337,14 @@ impl InferenceService {
             ));
         };
         tensors::check_model(&serving.model, name, version)?;
-        Ok(serving.clone())
+        Ok(serving)
     }
 
     /// The served model if `name` and `version` name it. Before the model is resident, a
     /// call that needs it (`loaded`) is UNAVAILABLE.
-    fn model(&self, name: &str, version: &str, loaded: bool) -> Result<ModelInfo, Refusal> {
+    fn model(&self, name: &str, version: &str, loaded: bool) -> Result<&ModelInfo, Refusal> {
         match self.serving(name, version) {
-            Ok(serving) => Ok(serving.model),
+            Ok(serving) => Ok(&serving.model),
             Err(refusal) if !loaded && refusal.status.code() == RpcStatusCode::UNAVAILABLE => {
                 Err(Refusal::new(
                     RpcStatusCode::NOT_FOUND,
@@ -320,7 +363,7 @@ impl InferenceService {
         request: &mut pb::ModelInferRequest,
         abandoned: Arc<AtomicBool>,
         reply: crate::batcher::Reply,
-    ) -> Result<ModelInfo, Refusal> {
+    ) -> Result<(), Refusal> {
         match self.lifecycle.state() {
             State::Ready => {}
             State::Starting => {
@@ -338,8 +381,10 @@ impl InferenceService {
                 ))
             }
         }
-        let model = self.serving(&request.model_name, &request.model_version)?.model;
-        let checked = tensors::check_request(&model, request)?;
+        let model = &self
+            .serving(&request.model_name, &request.model_version)?
+            .model;
+        let checked = tensors::check_request(model, request)?;
         let timeout = match (self.batching.default_timeout, checked.timeout) {
             (Some(default), Some(asked)) => Some(default.min(asked)),
             (default, asked) => default.or(asked),
@@ -355,7 +400,7 @@ impl InferenceService {
         match self.queue.submit(job) {
             Ok(()) => {
                 self.metrics.set_queue_depth(self.queue.depth());
-                Ok(model)
+                Ok(())
             }
             Err(SubmitError::Full(job)) => {
                 job.withdraw();
@@ -408,8 +453,8 @@ impl InferenceService {
         let service = self.clone();
         let id = std::mem::take(&mut request.id);
         let task = async move {
-            let model = match admitted {
-                Ok(model) => model,
+            match admitted {
+                Ok(()) => {}
                 Err(refusal) => {
                     service.finish(refusal.outcome, received);
                     return sink.fail(refusal.status).await;
@@ -438,7 +483,10 @@ impl InferenceService {
             };
             match result {
                 Ok((outputs, indices)) => {
-                    let response = tensors::response(&model, id, &indices, outputs);
+                    let Some(serving) = service.lifecycle.serving() else {
+                        unreachable!("an answer comes only after READY")
+                    };
+                    let response = tensors::response(&serving.model, id, &indices, outputs);
                     service.finish(Outcome::Ok, received);
                     sink.send((response, WriteFlags::default())).await?;
                     sink.close().await
@@ -527,7 +575,12 @@ impl InferenceService {
                             }
                             Err(refusal) => {
                                 service.finish(refusal.outcome, received);
-                                error_answer(&request.model_name, &model_version, id, &refusal.status)
+                                error_answer(
+                                    &request.model_name,
+                                    &model_version,
+                                    id,
+                                    &refusal.status,
+                                )
                             }
                         }
                     }
@@ -575,12 +628,12 @@ impl InferenceService {
 
     /// The stream message for a finished request.
     fn stream_answer(&self, answer: StreamAnswer) -> pb::ModelStreamInferResponse {
-        let model = self.lifecycle.serving().map(|s| s.model.clone());
+        let model = self.lifecycle.serving().map(|s| &s.model);
         match (answer.result, model) {
             (Ok((tensors, indices)), Some(model)) => {
                 self.finish(Outcome::Ok, answer.received);
                 pb::ModelStreamInferResponse {
-                    infer_response: Some(tensors::response(&model, answer.id, &indices, tensors))
+                    infer_response: Some(tensors::response(model, answer.id, &indices, tensors))
                         .into(),
                     ..Default::default()
                 }
@@ -588,8 +641,8 @@ impl InferenceService {
             (Err(failure), model) => {
                 let (status, outcome) = failure_status(failure);
                 self.finish(outcome, answer.received);
-                let name = model.map(|m| m.name).unwrap_or_default();
-                error_answer(&name, MODEL_VERSION, answer.id, &status)
+                let name = model.map(|m| m.name.as_str()).unwrap_or_default();
+                error_answer(name, MODEL_VERSION, answer.id, &status)
             }
             (Ok(_), None) => unreachable!("an answer comes only after READY"),
         }
@@ -728,21 +781,26 @@ fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_pb::
         ..Default::default()
     };
     if signature.batching() {
-        config.scheduling_choice = Some(config_pb::model_config::Scheduling_choice::DynamicBatching(config_pb::ModelDynamicBatching {
-            max_queue_delay_microseconds: u64::try_from(batching.max_queue_delay.as_micros())
-                .unwrap_or(u64::MAX),
-            default_queue_policy: Some(config_pb::ModelQueuePolicy {
-                max_queue_size: batching.max_queue_size,
-                default_timeout_microseconds: batching
-                    .default_timeout
-                    .map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
-                allow_timeout_override: true,
-                timeout_action: config_pb::model_queue_policy::TimeoutAction::REJECT.into(),
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        }));
+        config.scheduling_choice =
+            Some(config_pb::model_config::Scheduling_choice::DynamicBatching(
+                config_pb::ModelDynamicBatching {
+                    max_queue_delay_microseconds: u64::try_from(
+                        batching.max_queue_delay.as_micros(),
+                    )
+                    .unwrap_or(u64::MAX),
+                    default_queue_policy: Some(config_pb::ModelQueuePolicy {
+                        max_queue_size: batching.max_queue_size,
+                        default_timeout_microseconds: batching
+                            .default_timeout
+                            .map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
+                        allow_timeout_override: true,
+                        timeout_action: config_pb::model_queue_policy::TimeoutAction::REJECT.into(),
+                        ..Default::default()
+                    })
+                    .into(),
+                    ..Default::default()
+                },
+            ));
     }
     config
 }

@@ -16,10 +16,10 @@
 //! run every handler), the services it serves on one endpoint, and the Unix socket file's
 //! life: checked before binding, given its mode after, removed at exit.
 //!
-//! - [`inference`]: `inference.GRPCInferenceService`, the Open Inference Protocol as Triton
-//!   speaks it; requests are checked ([`tensors`]) and handed to the batcher.
-//! - [`sidecar`]: `flink.sidecar.v1.Sidecar` (Ping).
-//! - [`health`]: `grpc.health.v1.Health`.
+//! - `inference`: `inference.GRPCInferenceService`, the Open Inference Protocol as Triton
+//!   speaks it; requests are checked (`tensors`) and handed to the batcher.
+//! - `sidecar`: `flink.sidecar.v1.Sidecar` (Ping).
+//! - `health`: `grpc.health.v1.Health`.
 //!
 //! Handlers never block: they answer from shared state or hand work over and complete the
 //! call when the answer comes back. Shutdown stops new calls, lets in-flight calls finish

@@ -187,9 +187,12 @@ fn check_input(
             input.shape
         ))
     })?;
-    let expected = elements
-        .checked_mul(element_size)
-        .ok_or_else(|| invalid(format!("input {name:?}: shape {:?} is too large", input.shape)))?;
+    let expected = elements.checked_mul(element_size).ok_or_else(|| {
+        invalid(format!(
+            "input {name:?}: shape {:?} is too large",
+            input.shape
+        ))
+    })?;
     let data = match raw {
         Some(bytes) => {
             if bytes.len() != expected {
@@ -214,7 +217,11 @@ fn check_input(
 
 /// Checks a request shape against the model's: same rank, fixed dimensions equal, and with
 /// batching a first dimension from 1 to `max-batch-size`.
-fn check_shape(signature: &Signature, spec: &TensorSpec, shape: &[i64]) -> Result<(), RequestError> {
+fn check_shape(
+    signature: &Signature,
+    spec: &TensorSpec,
+    shape: &[i64],
+) -> Result<(), RequestError> {
     let name = &spec.name;
     let mismatch = || {
         invalid(format!(
@@ -327,7 +334,11 @@ fn typed_bytes(
             if contents.bool_contents.len() != elements {
                 return Err(count_error(contents.bool_contents.len()));
             }
-            contents.bool_contents.iter().map(|&b| u8::from(b)).collect()
+            contents
+                .bool_contents
+                .iter()
+                .map(|&b| u8::from(b))
+                .collect()
         }
         DataType::Int8 => narrow!(&contents.int_contents, i8),
         DataType::Int16 => narrow!(&contents.int_contents, i16),
@@ -349,7 +360,9 @@ fn typed_bytes(
             }
             bytemuck::cast_slice(&contents.fp64_contents).to_vec()
         }
-        DataType::Fp16 | DataType::Bytes | DataType::Unsupported(_) => unreachable!("refused above"),
+        DataType::Fp16 | DataType::Bytes | DataType::Unsupported(_) => {
+            unreachable!("refused above")
+        }
     };
     Ok(bytes)
 }
@@ -379,7 +392,10 @@ fn requested_outputs(
                     ))
                 })?;
             if !seen.insert(index) {
-                return Err(invalid(format!("output {:?} is asked for twice", output.name)));
+                return Err(invalid(format!(
+                    "output {:?} is asked for twice",
+                    output.name
+                )));
             }
             Ok(index)
         })
@@ -573,8 +589,12 @@ mod tests {
     #[test]
     fn bad_requests_name_the_tensor_and_the_problem() {
         let model = model(8);
-        let cases: Vec<(Box<dyn Fn(&mut ModelInferRequest)>, &str)> = vec![
-            (Box::new(|r| r.inputs[1].name = "w".into()), "unknown input \"w\""),
+        type Change = Box<dyn Fn(&mut ModelInferRequest)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|r| r.inputs[1].name = "w".into()),
+                "unknown input \"w\"",
+            ),
             (
                 Box::new(|r| {
                     r.inputs.remove(0);
@@ -582,11 +602,26 @@ mod tests {
                 }),
                 "missing input \"k\"",
             ),
-            (Box::new(|r| r.inputs[1].datatype = "FP64".into()), "datatype FP64 does not match the model's FP32"),
-            (Box::new(|r| r.inputs[1].datatype = "FLOAT".into()), "unknown datatype \"FLOAT\""),
-            (Box::new(|r| r.inputs[1].shape = vec![2, 3]), "shape [2, 3] does not match"),
-            (Box::new(|r| r.inputs[1].shape = vec![2]), "shape [2] does not match"),
-            (Box::new(|r| r.raw_input_contents[1].pop().map(|_| ()).unwrap()), "raw contents are 15 bytes"),
+            (
+                Box::new(|r| r.inputs[1].datatype = "FP64".into()),
+                "datatype FP64 does not match the model's FP32",
+            ),
+            (
+                Box::new(|r| r.inputs[1].datatype = "FLOAT".into()),
+                "unknown datatype \"FLOAT\"",
+            ),
+            (
+                Box::new(|r| r.inputs[1].shape = vec![2, 3]),
+                "shape [2, 3] does not match",
+            ),
+            (
+                Box::new(|r| r.inputs[1].shape = vec![2]),
+                "shape [2] does not match",
+            ),
+            (
+                Box::new(|r| r.raw_input_contents[1].pop().map(|_| ()).unwrap()),
+                "raw contents are 15 bytes",
+            ),
             (
                 Box::new(|r| {
                     r.inputs[0].shape = vec![9, 1];
@@ -601,8 +636,14 @@ mod tests {
                 }),
                 "has 2 rows but input \"k\" has 1",
             ),
-            (Box::new(|r| r.inputs[1].shape = vec![-2, 2]), "negative dimension"),
-            (Box::new(|r| r.raw_input_contents.pop().map(|_| ()).unwrap()), "raw_input_contents has 1 entries"),
+            (
+                Box::new(|r| r.inputs[1].shape = vec![-2, 2]),
+                "negative dimension",
+            ),
+            (
+                Box::new(|r| r.raw_input_contents.pop().map(|_| ()).unwrap()),
+                "raw_input_contents has 1 entries",
+            ),
             (
                 Box::new(|r| {
                     r.inputs[0].contents = Some(InferTensorContents::default()).into();

@@ -35,6 +35,7 @@ fn run_bench(args: &[&str]) -> Vec<serde_json::Value> {
         .args(args)
         .args(["--warmup", "0 ms", "--json"])
         .env("CUDA_VISIBLE_DEVICES", "")
+        .env("ORT_DYLIB_PATH", crate::util::runtime_library())
         .output()
         .unwrap();
     assert!(

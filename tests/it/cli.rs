@@ -59,7 +59,22 @@ fn malformed_configs_exit_2_naming_the_key_and_bind_nothing() {
         (
             "missing key",
             valid.replace("port = 0", ""),
-            "sidecar.health",
+            "sidecar.health.port is required",
+        ),
+        (
+            "empty file",
+            String::new(),
+            "sidecar.rpc.endpoint is required",
+        ),
+        (
+            "no model",
+            format!("[sidecar.rpc]\n{socket_line}\n"),
+            "sidecar.model.uri is required",
+        ),
+        (
+            "batching off the scale",
+            format!("{valid}\n[sidecar.batching]\nmax-queue-size = 0\n"),
+            "sidecar.batching.max-queue-size",
         ),
         (
             "relative socket",
@@ -214,4 +229,40 @@ fn sample_config_in_the_repository_is_valid() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sidecar.toml");
     let mut sidecar = Sidecar::spawn_args(&["--check-config", "-c", sample], &[]);
     assert_eq!(sidecar.exit_code(QUICK), 0, "{}", sidecar.log());
+}
+
+#[test]
+fn no_onnx_runtime_exits_1_naming_every_place_tried_and_how_to_install_it() {
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 16);
+    let config = ConfigText {
+        extra: String::new(),
+        ..ConfigText::new(&dir)
+    }
+    .render()
+    .replace(
+        "uri = \"model.bin\"",
+        "uri = \"model.bin\"\nruntime-library = \"/nonexistent/libonnxruntime.so\"",
+    );
+    let message = crate::util::expect_exit_1(
+        &dir,
+        &config,
+        &[
+            ("ORT_DYLIB_PATH", "/also/missing/libonnxruntime.so"),
+            ("LD_LIBRARY_PATH", "/nonexistent"),
+        ],
+    );
+    for needle in [
+        "cannot load ONNX Runtime",
+        "sidecar.model.runtime-library = /nonexistent/libonnxruntime.so",
+        "ORT_DYLIB_PATH = /also/missing/libonnxruntime.so",
+        "libonnxruntime.so on the loader's path",
+        "`onnxruntime` PyPI wheel",
+        "onnxruntime-gpu",
+    ] {
+        assert!(
+            message.contains(needle),
+            "{needle:?} missing from {message}"
+        );
+    }
 }

@@ -22,7 +22,6 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-
 use gpu_sidecar::proto::sidecar::ModelLocation;
 
 use crate::util::{
@@ -165,7 +164,12 @@ fn required_mode_with_a_runtime_without_cuda_exits_1_and_releases_the_context() 
     let seen: Vec<&str> = calls.iter().map(|(_, call)| call.as_str()).collect();
     assert_eq!(
         seen,
-        ["cuInit -> 0", "retain device=0", "set-current", "release device=0"],
+        [
+            "cuInit -> 0",
+            "retain device=0",
+            "set-current",
+            "release device=0"
+        ],
         "driver calls out of order"
     );
     let gpu_thread = &calls[0].0;
@@ -221,7 +225,12 @@ fn auto_mode_with_a_runtime_without_cuda_serves_on_the_cpu_and_says_so() {
     let seen: Vec<&str> = calls.iter().map(|(_, call)| call.as_str()).collect();
     assert_eq!(
         seen,
-        ["cuInit -> 0", "retain device=0", "set-current", "release device=0"]
+        [
+            "cuInit -> 0",
+            "retain device=0",
+            "set-current",
+            "release device=0"
+        ]
     );
 }
 

@@ -19,10 +19,8 @@
 //! cancellation, bad requests, runtime failures and SIGTERM under load.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use futures_executor::block_on;
 use futures_util::{SinkExt, StreamExt};
@@ -306,7 +304,10 @@ fn outputs_match_over(tcp: bool) {
             seen += 1;
         }
         sink.close().await.unwrap();
-        assert!(receiver.next().await.is_none(), "the stream ends after the answers");
+        assert!(
+            receiver.next().await.is_none(),
+            "the stream ends after the answers"
+        );
     });
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
@@ -339,7 +340,11 @@ fn every_datatype_goes_in_and_out_as_the_runtime_computes_it() {
             .iter()
             .position(|o| o.name == output)
             .unwrap();
-        assert_eq!(response.raw_output_contents[index], tensor.raw(), "{output}");
+        assert_eq!(
+            response.raw_output_contents[index],
+            tensor.raw(),
+            "{output}"
+        );
     }
 }
 
@@ -382,15 +387,28 @@ fn a_model_without_a_batch_dimension_runs_one_request_at_a_time() {
         patient(),
     ));
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
-    assert!(message.contains("shape [1, 3] does not match the model's [2, 3]"), "{message}");
+    assert!(
+        message.contains("shape [1, 3] does not match the model's [2, 3]"),
+        "{message}"
+    );
 }
 
 #[test]
 fn metadata_config_and_readiness_agree_with_the_model() {
     let (_dir, sidecar) = serve("affine", true, "[sidecar.batching]\nmax-batch-size = 16\nmax-queue-delay = \"3 ms\"\nmax-queue-size = 100\ndefault-timeout = \"2 s\"\n", &[]);
     let client = client(&sidecar.grpc_target());
-    assert!(client.server_live_opt(&Default::default(), patient()).unwrap().live);
-    assert!(client.server_ready_opt(&Default::default(), patient()).unwrap().ready);
+    assert!(
+        client
+            .server_live_opt(&Default::default(), patient())
+            .unwrap()
+            .live
+    );
+    assert!(
+        client
+            .server_ready_opt(&Default::default(), patient())
+            .unwrap()
+            .ready
+    );
     let ready = |name: &str| {
         client.model_ready_opt(
             &ModelReadyRequest {
@@ -547,10 +565,17 @@ fn concurrent_clients_are_batched_and_each_gets_its_own_rows() {
 fn a_runtime_failure_fails_only_its_request_and_the_sidecar_keeps_serving() {
     let (_dir, mut sidecar) = serve("lookup", false, "", &[]);
     let client = client(&sidecar.grpc_target());
-    let (code, message) = status_of(client.model_infer_opt(&lookup_request("bad", &[9]), patient()));
+    let (code, message) =
+        status_of(client.model_infer_opt(&lookup_request("bad", &[9]), patient()));
     assert_eq!(code, RpcStatusCode::INTERNAL);
-    assert!(message.starts_with("ONNX Runtime failed to run the batch: "), "{message}");
-    assert!(message.contains("Gather"), "the runtime's own message: {message}");
+    assert!(
+        message.starts_with("ONNX Runtime failed to run the batch: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("Gather"),
+        "the runtime's own message: {message}"
+    );
     let response = client
         .model_infer_opt(&lookup_request("good", &[3, 1]), patient())
         .unwrap();
@@ -566,7 +591,12 @@ fn a_runtime_failure_fails_only_its_request_and_the_sidecar_keeps_serving() {
 
 #[test]
 fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
-    let (_dir, sidecar) = serve("affine", false, "[sidecar.batching]\nmax-batch-size = 4\n", &[]);
+    let (_dir, sidecar) = serve(
+        "affine",
+        false,
+        "[sidecar.batching]\nmax-batch-size = 4\n",
+        &[],
+    );
     let client = client(&sidecar.grpc_target());
     let expected = expected("affine");
     let features = &expected.inputs[0].1;
@@ -623,11 +653,17 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
         sink.send((bad, WriteFlags::default())).await.unwrap();
         let answer = receiver.next().await.unwrap().unwrap();
         assert!(
-            answer.error_message.starts_with("INVALID_ARGUMENT: input \"features\""),
+            answer
+                .error_message
+                .starts_with("INVALID_ARGUMENT: input \"features\""),
             "{answer:?}"
         );
         assert_eq!(answer.infer_response.id, "bad");
-        let good = raw_request("affine", "good", &[("features".into(), features.rows(0, 1))]);
+        let good = raw_request(
+            "affine",
+            "good",
+            &[("features".into(), features.rows(0, 1))],
+        );
         sink.send((good, WriteFlags::default())).await.unwrap();
         let answer = receiver.next().await.unwrap().unwrap();
         assert_eq!(answer.error_message, "");
@@ -648,6 +684,8 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
 #[cfg(feature = "failpoints")]
 mod held {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
 
     /// A lookup sidecar whose executions each take `hold_ms`.
     fn slow(hold_ms: u64, extra: &str) -> (TestDir, Sidecar) {
@@ -697,11 +735,18 @@ mod held {
             .collect();
         wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 2.0);
         let asked = Instant::now();
-        let (code, message) = status_of(client.model_infer_opt(&lookup_request("x", &[2]), patient()));
+        let (code, message) =
+            status_of(client.model_infer_opt(&lookup_request("x", &[2]), patient()));
         assert_eq!(code, RpcStatusCode::RESOURCE_EXHAUSTED);
         assert!(message.contains("queue is full"), "{message}");
-        assert!(asked.elapsed() < Duration::from_millis(1000), "refused at once");
-        assert_eq!(lookup_rows(&block_on(running).unwrap()), expected_rows(&[0]));
+        assert!(
+            asked.elapsed() < Duration::from_millis(1000),
+            "refused at once"
+        );
+        assert_eq!(
+            lookup_rows(&block_on(running).unwrap()),
+            expected_rows(&[0])
+        );
         for answer in queued {
             assert_eq!(lookup_rows(&block_on(answer).unwrap()), expected_rows(&[1]));
         }
@@ -732,7 +777,10 @@ mod held {
             },
         );
         let timed = send_async(&client, &with_timeout, patient());
-        assert_eq!(status_of(block_on(late)).0, RpcStatusCode::DEADLINE_EXCEEDED);
+        assert_eq!(
+            status_of(block_on(late)).0,
+            RpcStatusCode::DEADLINE_EXCEEDED
+        );
         let (code, message) = status_of(block_on(timed));
         assert_eq!(code, RpcStatusCode::DEADLINE_EXCEEDED);
         assert!(message.contains("was not run"), "{message}");
@@ -743,8 +791,7 @@ mod held {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let scrape = Scrape::fetch(sidecar.health_addr());
-            let expired = scrape
-                .get("gpu_sidecar_inference_requests_total{outcome=\"deadline\"}")
+            let expired = scrape.get("gpu_sidecar_inference_requests_total{outcome=\"deadline\"}")
                 + scrape.get("gpu_sidecar_inference_requests_total{outcome=\"cancelled\"}");
             if expired == 2.0 {
                 assert!(
@@ -795,7 +842,9 @@ mod held {
                     let client = client(&target);
                     loop {
                         sent.fetch_add(1, Ordering::Relaxed);
-                        match client.model_infer_opt(&lookup_request(&c.to_string(), &[c % 4]), patient()) {
+                        match client
+                            .model_infer_opt(&lookup_request(&c.to_string(), &[c % 4]), patient())
+                        {
                             Ok(response) => {
                                 assert_eq!(lookup_rows(&response), expected_rows(&[c % 4]));
                                 ok.fetch_add(1, Ordering::Relaxed);
@@ -836,7 +885,10 @@ mod held {
                                 if answer.error_message.is_empty() {
                                     answers.fetch_add(1, Ordering::Relaxed);
                                 } else {
-                                    assert!(answer.error_message.starts_with("UNAVAILABLE"), "{answer:?}");
+                                    assert!(
+                                        answer.error_message.starts_with("UNAVAILABLE"),
+                                        "{answer:?}"
+                                    );
                                 }
                             }
                             Some(Err(e)) => panic!("the stream failed: {e}"),

@@ -88,6 +88,7 @@ impl Launcher {
             .env("FLINK_PID_DIR", self.dir.path().join("pid"))
             .env("FLINK_LOG_DIR", self.dir.path().join("log"))
             .env("FLINK_IDENT_STRING", "tester")
+            .env("ORT_DYLIB_PATH", crate::util::runtime_library())
             .env("HOSTNAME", "testhost")
             .env("GPU_SIDECAR_BIN", BINARY)
             .env("GPU_SIDECAR_START_TIMEOUT", PATIENCE.as_secs().to_string())

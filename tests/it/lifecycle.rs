@@ -27,8 +27,8 @@ use gpu_sidecar::proto::health::health_check_response::ServingStatus;
 use gpu_sidecar::proto::sidecar::ServingState;
 
 use crate::util::{
-    expect_exit_1, http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Sidecar,
-    TestDir, PATIENCE,
+    expect_exit_1, http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients,
+    ConfigText, Sidecar, TestDir, PATIENCE,
 };
 
 /// The bound on start-up with a small model.

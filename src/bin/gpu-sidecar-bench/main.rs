@@ -38,12 +38,20 @@ use grpcio::{CallOption, ChannelBuilder, EnvBuilder, Environment};
 
 use gpu_sidecar::config::parse_duration;
 use gpu_sidecar::proto::sidecar::PingRequest;
+
+mod infer;
+
+use infer::Mode;
+
+/// The sample model spawned sidecars serve unless --model names another.
+const SAMPLE_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/models/affine.onnx");
 use gpu_sidecar::proto::sidecar_grpc::SidecarClient;
 
 /// How long a spawned sidecar may take to say where it listens, and to become READY.
 const SPAWN_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Measure Ping latency and throughput of a gpu-sidecar, and its start-up time.
+/// Measure a gpu-sidecar: Ping or inference (unary or streaming) latency and throughput, the
+/// batches its batcher forms, the same model timed in process, and its start-up time.
 ///
 /// Exit codes: 0 measured (errors during a run are reported, not fatal), 1 the target cannot
 /// be reached or a sidecar cannot be spawned, 2 bad usage.
@@ -65,9 +73,27 @@ struct Args {
     /// Transports of the spawned sidecars.
     #[arg(long, value_delimiter = ',', default_value = "unix,tcp")]
     transports: Vec<Transport>,
-    /// Model for the spawned sidecars [default: a 4 KiB temp file].
+    /// ONNX model for the spawned sidecars (and --runtime-only) [default: the sample model].
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
+    /// What to send, one set of runs per value: ping, unary (ModelInfer), stream
+    /// (ModelStreamInfer).
+    #[arg(long, value_delimiter = ',', default_value = "ping", value_enum)]
+    mode: Vec<Mode>,
+    /// Rows per inference request, one run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    rows: Vec<usize>,
+    /// sidecar.batching.max-batch-size of the spawned sidecars, one sidecar per value
+    /// (0: batching off).
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    max_batch_size: Vec<u32>,
+    /// sidecar.batching.max-queue-delay of the spawned sidecars.
+    #[arg(long, default_value = "1 ms")]
+    max_queue_delay: String,
+    /// After each inference run, time the same model in this process at the batch size the
+    /// batcher formed (rows per execution, rounded), on the CPU: rows/s.
+    #[arg(long)]
+    runtime_only: bool,
     /// Client threads, one run per value.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     concurrency: Vec<usize>,
@@ -132,6 +158,8 @@ struct Target {
     label: String,
     grpc: String,
     health: Option<SocketAddr>,
+    /// The batching of a spawned sidecar.
+    max_batch_size: Option<u32>,
 }
 
 /// The outcome of one run.
@@ -236,8 +264,9 @@ fn run(args: &Args) -> Result<(), BenchError> {
             .to_string(),
             grpc: grpc.clone(),
             health: args.health,
+            max_batch_size: None,
         };
-        return measure(args, &environment, &target);
+        return measure(args, &environment, &target, args.model.as_deref());
     }
     let binary = match &args.sidecar {
         Some(path) => path.clone(),
@@ -252,28 +281,33 @@ fn run(args: &Args) -> Result<(), BenchError> {
             source,
         })?,
         None => {
-            let path = workspace.path().join("model.bin");
-            std::fs::write(&path, vec![7u8; 4096])?;
+            let path = workspace.path().join("sample.onnx");
+            std::fs::write(&path, SAMPLE_MODEL)?;
             path
         }
     };
     for &transport in &args.transports {
-        let spawner = Spawner {
-            binary: binary.clone(),
-            folder: workspace.path().to_path_buf(),
-            model: model.clone(),
-            transport,
-        };
-        let mut startups = Vec::with_capacity(args.startup_runs);
-        // Each spawned sidecar is stopped when dropped.
-        for _ in 0..args.startup_runs {
-            startups.push(spawner.spawn()?.ready_after);
+        for &max_batch_size in &args.max_batch_size {
+            let spawner = Spawner {
+                binary: binary.clone(),
+                folder: workspace.path().to_path_buf(),
+                model: model.clone(),
+                transport,
+                max_batch_size,
+                max_queue_delay: args.max_queue_delay.clone(),
+            };
+            let mut startups = Vec::with_capacity(args.startup_runs);
+            // Each spawned sidecar is stopped when dropped.
+            for _ in 0..args.startup_runs {
+                startups.push(spawner.spawn()?.ready_after);
+            }
+            if !startups.is_empty() {
+                report_startup(args, &spawner.label(), &mut startups);
+            }
+            let mut sidecar = spawner.spawn()?;
+            sidecar.target.max_batch_size = Some(max_batch_size);
+            measure(args, &environment, &sidecar.target, Some(&model))?;
         }
-        if !startups.is_empty() {
-            report_startup(args, &spawner.label(), &mut startups);
-        }
-        let sidecar = spawner.spawn()?;
-        measure(args, &environment, &sidecar.target)?;
     }
     Ok(())
 }
@@ -305,7 +339,160 @@ fn report_startup(args: &Args, label: &str, samples: &mut [Duration]) {
 }
 
 /// Every run of the matrix against one target, printed as it finishes.
-fn measure(args: &Args, environment: &Arc<Environment>, target: &Target) -> Result<(), BenchError> {
+fn measure(
+    args: &Args,
+    environment: &Arc<Environment>,
+    target: &Target,
+    model: Option<&std::path::Path>,
+) -> Result<(), BenchError> {
+    for &mode in &args.mode {
+        if mode == Mode::Ping {
+            measure_ping(args, environment, target)?;
+        } else {
+            measure_inference(args, environment, target, mode, model)?;
+        }
+    }
+    Ok(())
+}
+
+/// The inference runs of the matrix: each --concurrency × --rows.
+fn measure_inference(
+    args: &Args,
+    environment: &Arc<Environment>,
+    target: &Target,
+    mode: Mode,
+    model: Option<&std::path::Path>,
+) -> Result<(), BenchError> {
+    let probe = infer::connect(environment, &target.grpc);
+    let batching = target
+        .max_batch_size
+        .map_or_else(|| "as served".to_string(), |n| n.to_string());
+    if !args.json {
+        println!(
+            "\n{} ({}), {} inference, max-batch-size {batching}: closed loop, {} warm-up, {} per run",
+            target.label,
+            target.grpc,
+            mode.label(),
+            humantime::format_duration(args.warmup),
+            args.requests.map_or_else(
+                || humantime::format_duration(args.duration).to_string(),
+                |n| format!("{n} requests")
+            )
+        );
+        println!(
+            "{:>11} {:>5} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>13}",
+            "concurrency",
+            "rows",
+            "requests",
+            "errors",
+            "req/s",
+            "rows/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "rows/exec",
+            "runtime rows/s"
+        );
+    }
+    for &concurrency in &args.concurrency {
+        for &rows in &args.rows {
+            let request =
+                infer::template(&probe, rows).map_err(|reason| BenchError::Unreachable {
+                    target: target.grpc.clone(),
+                    reason,
+                })?;
+            let clients: Vec<_> = (0..concurrency)
+                .map(|_| infer::connect(environment, &target.grpc))
+                .collect();
+            infer::closed_loop(
+                &clients,
+                &request,
+                mode,
+                Limit::Time(args.warmup),
+                args.deadline,
+            );
+            let limit = args
+                .requests
+                .map_or(Limit::Time(args.duration), Limit::Requests);
+            let measured = infer::closed_loop(&clients, &request, mode, limit, args.deadline);
+            let runtime = match (args.runtime_only, model, measured.rows_per_execution) {
+                (true, Some(model), Some(per_execution)) => {
+                    let batch = (per_execution.round() as usize).max(1);
+                    Some((
+                        batch,
+                        infer::runtime_only(
+                            model,
+                            batch,
+                            args.duration.min(Duration::from_secs(5)),
+                        ),
+                    ))
+                }
+                _ => None,
+            };
+            let report = RunReport {
+                transport: target.label.clone(),
+                concurrency,
+                payload_bytes: 0,
+                requests: measured.requests,
+                errors: measured.errors,
+                seconds: measured.seconds,
+                latencies: measured.latencies,
+                rss_bytes: target.health.and_then(resident_memory),
+            };
+            let rows_per_second = report.throughput() * rows as f64;
+            if args.json {
+                let mut json = report.json();
+                json["kind"] = serde_json::json!("inference");
+                json["mode"] = serde_json::json!(mode.label());
+                json["rows"] = serde_json::json!(rows);
+                json["max_batch_size"] = serde_json::json!(target.max_batch_size);
+                json["rows_per_second"] = serde_json::json!(rows_per_second);
+                json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
+                if let Some((batch, result)) = &runtime {
+                    json["runtime_only"] = match result {
+                        Ok(rate) => serde_json::json!({"batch": batch, "rows_per_second": rate}),
+                        Err(e) => serde_json::json!({"batch": batch, "error": e}),
+                    };
+                }
+                println!("{json}");
+            } else {
+                let errors = if report.errors.is_empty() {
+                    report.error_count().to_string()
+                } else {
+                    format!("{:?}", report.errors)
+                };
+                println!(
+                    "{:>11} {:>5} {:>9} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>13}",
+                    concurrency,
+                    rows,
+                    report.requests,
+                    errors,
+                    report.throughput(),
+                    rows_per_second,
+                    report.percentile_us(50.0),
+                    report.percentile_us(90.0),
+                    report.percentile_us(99.0),
+                    measured
+                        .rows_per_execution
+                        .map_or("-".to_string(), |r| format!("{r:.1}")),
+                    match &runtime {
+                        Some((batch, Ok(rate))) => format!("{rate:.0} @{batch}"),
+                        Some((_, Err(e))) => format!("error: {e}"),
+                        None => "-".to_string(),
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Ping runs of the matrix: each --concurrency × --payload.
+fn measure_ping(
+    args: &Args,
+    environment: &Arc<Environment>,
+    target: &Target,
+) -> Result<(), BenchError> {
     let probe = connect(environment, &target.grpc);
     probe
         .ping_opt(
@@ -507,6 +694,8 @@ struct Spawner {
     folder: PathBuf,
     model: PathBuf,
     transport: Transport,
+    max_batch_size: u32,
+    max_queue_delay: String,
 }
 
 /// A spawned sidecar, READY.
@@ -544,8 +733,11 @@ impl Spawner {
             format!(
                 "[sidecar.rpc]\nendpoint = \"{endpoint}\"\n[sidecar.model]\nuri = \"{}\"\n\
                  [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"5 s\"\n\
+                 [sidecar.batching]\nmax-batch-size = {}\nmax-queue-delay = {:?}\n\
                  [sidecar.log]\nlevel = \"info\"\n",
-                self.model.display()
+                self.model.display(),
+                self.max_batch_size,
+                self.max_queue_delay,
             ),
         )?;
         let spawned_at = Instant::now();
@@ -588,6 +780,7 @@ impl Spawner {
                 label: self.label(),
                 grpc,
                 health: Some(health),
+                max_batch_size: None,
             },
         })
     }
