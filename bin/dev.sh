@@ -22,6 +22,8 @@
 #                               (e.g. `bin/dev.sh test -- --ignored` on a GPU machine)
 #   bin/dev.sh runtime          fetch ONNX Runtime's CPU library (the `onnxruntime` wheel
 #                               from PyPI) into .onnxruntime/ and print its path
+#   bin/dev.sh clients          make .clients/, a Python virtual environment holding
+#                               Triton's own client (tritonclient[grpc]), which a test runs
 #
 # `run` and `test` fetch the runtime first when .onnxruntime/ lacks it; ORT_DYLIB_PATH, when
 # set, names another library instead (e.g. the `onnxruntime-gpu` wheel's, for CUDA).
@@ -101,8 +103,23 @@ PYTHON
     export ORT_DYLIB_PATH
 }
 
+# The Triton client release the compatibility test runs.
+TRITONCLIENT_VERSION=2.73.0
+CLIENTS_DIR=.clients
+
+# Makes $CLIENTS_DIR, a virtual environment with tritonclient[grpc], unless it is there.
+ensure_clients() {
+    if [ -x "$CLIENTS_DIR/bin/python" ] &&
+        "$CLIENTS_DIR/bin/python" -c "import tritonclient.grpc" 2>/dev/null; then
+        return 0
+    fi
+    echo "installing tritonclient[grpc]==$TRITONCLIENT_VERSION into $CLIENTS_DIR/" >&2
+    python3 -m venv "$CLIENTS_DIR"
+    "$CLIENTS_DIR/bin/python" -m pip install -q "tritonclient[grpc]==$TRITONCLIENT_VERSION"
+}
+
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | bin/dev.sh test [ARGS...] | bin/dev.sh runtime" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | bin/dev.sh test [ARGS...] | bin/dev.sh runtime | bin/dev.sh clients" >&2
     exit 2
 }
 
@@ -119,12 +136,16 @@ case "$command" in
     test)
         ensure_packages
         ensure_runtime
+        ensure_clients
         # `failpoints` compiles in the fault injection that tests/it/faults.rs uses.
         exec cargo test --features failpoints "$@"
         ;;
     runtime)
         ensure_runtime
         echo "$ORT_DYLIB_PATH"
+        ;;
+    clients)
+        ensure_clients
         ;;
     *)
         usage

@@ -422,7 +422,8 @@ impl Sidecar<'_> {
             note(rpc.shutdown(grace).map_err(Error::from));
         }
         if let Some(gpu) = components.gpu.take() {
-            note(gpu.stop(grace).map_err(Error::from));
+            // The grace period is over: what still runs is ended, what is queued answered.
+            note(gpu.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
         }
         lifecycle.set_stopped();
         if let Some(health) = components.health.take() {

@@ -26,14 +26,15 @@ pub mod runtime;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TryRecvError};
 use cudarc::driver::result::DriverError;
 
 use self::cuda::PrimaryContext;
-use self::runtime::{ModelSession, Provider, RuntimeError, SessionOptions};
+use self::runtime::{ModelSession, Provider, RuntimeError, SessionOptions, Terminator};
 use crate::batcher::stats::ModelStats;
 use crate::batcher::tensor::Signature;
 use crate::batcher::{self, BatchPolicy, Job, JobFailure};
@@ -176,6 +177,10 @@ pub struct GpuOwner {
     thread: ComponentThread,
     commands: Sender<GpuCommand>,
     load: Arc<LoadControl>,
+    /// Ends the session's execution in progress, once the session exists.
+    terminator: Arc<Mutex<Option<Terminator>>>,
+    /// Set when stopping: a failed execution then means it was ended on purpose.
+    stopping: Arc<AtomicBool>,
     /// The reply to the last heartbeat, while it is awaited, and when it was sent.
     heartbeat: Option<(Receiver<HeartbeatReply>, Instant)>,
     /// Receives, once, the outcome of start-up.
@@ -196,6 +201,10 @@ impl GpuOwner {
         let (ready_sender, ready) = bounded(1);
         let load_control = Arc::new(LoadControl::default());
         let control = Arc::clone(&load_control);
+        let terminator = Arc::new(Mutex::new(None));
+        let terminator_slot = Arc::clone(&terminator);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stopping_flag = Arc::clone(&stopping);
         let thread = ComponentThread::spawn("gpu-owner", events, move || {
             let mut resident = match load(&plan, &control) {
                 Ok(resident) => resident,
@@ -204,6 +213,8 @@ impl GpuOwner {
                     return Ok(());
                 }
             };
+            *terminator_slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(resident.session.terminator());
             let _ = ready_sender.send(Ok(resident.info.clone()));
             #[cfg(feature = "failpoints")]
             fail::fail_point!("gpu::after_ready");
@@ -216,6 +227,7 @@ impl GpuOwner {
                 policy,
                 stats: &stats,
                 metrics: &metrics,
+                stopping: &stopping_flag,
             };
             serving.run(&command_receiver, &queue);
             resident.release();
@@ -225,6 +237,8 @@ impl GpuOwner {
             thread,
             commands,
             load: load_control,
+            terminator,
+            stopping,
             heartbeat: None,
             ready,
         })
@@ -258,11 +272,21 @@ impl GpuOwner {
         (Duration::ZERO, sample)
     }
 
-    /// Tells the thread to answer what is still queued, free everything and end; waits up
-    /// to `timeout` for it.
+    /// Tells the thread to end the execution in progress (its requests are answered
+    /// UNAVAILABLE), answer what is still queued without running it, free everything and end;
+    /// waits up to `timeout` for it. Called once the grace period is over.
     pub fn stop(mut self, timeout: Duration) -> Result<(), ShutdownError> {
+        self.stopping.store(true, Ordering::Relaxed);
         self.load.request_stop();
         let _ = self.commands.send(GpuCommand::Stop);
+        if let Some(terminator) = self
+            .terminator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            terminator.terminate();
+        }
         self.thread.join_within(timeout)
     }
 }
@@ -300,6 +324,7 @@ struct Serving<'a> {
     policy: BatchPolicy,
     stats: &'a ModelStats,
     metrics: &'a Metrics,
+    stopping: &'a AtomicBool,
 }
 
 impl Serving<'_> {
@@ -420,6 +445,14 @@ impl Serving<'_> {
         let ran = Instant::now();
         match outcome {
             Ok(outputs) => batcher::split_and_answer(batch, outputs),
+            Err(message) if self.stopping.load(Ordering::Relaxed) => {
+                log::warn!("an execution of {rows} row(s) was ended by the shutdown: {message}");
+                for job in batch {
+                    job.answer(Err(JobFailure::Unavailable(
+                        "the sidecar is shutting down; the execution was stopped".to_string(),
+                    )));
+                }
+            }
             Err(message) => {
                 log::warn!("an execution of {rows} row(s) failed: {message}");
                 for job in batch {

@@ -18,12 +18,13 @@
 //! CPU), reading the model's signature, and running one execution on tensors of raw bytes.
 //! `gpu-sidecar-bench --runtime-only` uses the same session in process.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::logging::LogLevel;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
 use crate::batcher::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
@@ -168,9 +169,10 @@ pub struct SessionOptions {
 }
 
 /// A model loaded into ONNX Runtime, ready to run.
-#[derive(Debug)]
 pub struct ModelSession {
     session: Session,
+    /// Shared with [`Terminator`]s: lets another thread end the execution in progress.
+    run_options: Arc<RunOptions>,
     signature: Arc<Signature>,
     provider: Provider,
     path: PathBuf,
@@ -231,8 +233,10 @@ impl ModelSession {
             outputs,
             max_batch_size: if batchable { options.max_batch_size } else { 0 },
         };
+        let run_options = RunOptions::new().map_err(|e| session_error(e.to_string()))?;
         Ok(ModelSession {
             session,
+            run_options: Arc::new(run_options),
             signature: Arc::new(signature),
             provider: options.provider,
             path: path.to_path_buf(),
@@ -245,6 +249,11 @@ impl ModelSession {
 
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// A handle that ends this session's executions from another thread.
+    pub fn terminator(&self) -> Terminator {
+        Terminator(Arc::clone(&self.run_options))
     }
 
     /// Runs one execution on `rows` rows of zeros (dynamic dimensions past the first: 1).
@@ -290,7 +299,10 @@ impl ModelSession {
         for (spec, tensor) in self.signature.inputs.iter().zip(inputs) {
             values.push((spec.name.clone(), to_value(spec, tensor)?));
         }
-        let outputs = self.session.run(values).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run_with_options(values, &*self.run_options)
+            .map_err(|e| e.to_string())?;
         self.signature
             .outputs
             .iter()
@@ -301,6 +313,35 @@ impl ModelSession {
                 from_value(spec, value)
             })
             .collect()
+    }
+}
+
+/// Ends the execution in progress, and every later one, of a [`ModelSession`]; used by the
+/// main thread when the grace period is over.
+#[derive(Clone)]
+pub struct Terminator(Arc<RunOptions>);
+
+impl fmt::Debug for Terminator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Terminator")
+    }
+}
+
+impl fmt::Debug for ModelSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelSession")
+            .field("path", &self.path)
+            .field("provider", &self.provider)
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Terminator {
+    pub fn terminate(&self) {
+        if let Err(e) = self.0.terminate() {
+            log::warn!("cannot stop the execution in progress: {e}");
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use gpu_sidecar::proto::sidecar::ModelLocation;
+use grpcio::CallOption;
 
 use crate::util::{
     expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Scrape, Sidecar, TestDir, BINARY,
@@ -337,8 +338,8 @@ fn auto_mode_falls_back_to_the_host_when_the_driver_has_no_device() {
 }
 
 #[test]
-#[ignore = "needs an NVIDIA GPU and driver; run with `cargo test -- --ignored` on a GPU machine"]
-fn required_mode_on_a_gpu_keeps_the_model_in_device_memory() {
+#[ignore = "needs an NVIDIA GPU, its driver and ORT_DYLIB_PATH naming the onnxruntime-gpu wheel's libonnxruntime.so; run with `cargo test -- --ignored` on a GPU machine"]
+fn required_mode_on_a_gpu_serves_the_model_from_device_memory() {
     let dir = TestDir::new();
     let model = dir.write_model("model.bin", 64 << 20);
     let config = ConfigText {
@@ -369,11 +370,21 @@ fn required_mode_on_a_gpu_keeps_the_model_in_device_memory() {
     );
     assert_eq!(ping.model.size_bytes, 64 << 20);
     assert_eq!(ping.model.sha256, sha256_of(&model));
+    // The CUDA execution provider computes what the CPU computed in process.
+    let client = crate::inference::client(&sidecar.grpc_target());
+    let expected = crate::inference::expected("affine");
+    let response = client
+        .model_infer_opt(
+            &crate::inference::raw_request("model", "gpu", &expected.inputs),
+            CallOption::default().timeout(PATIENCE),
+        )
+        .unwrap();
+    crate::inference::assert_outputs(&response, &expected.outputs);
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     let log = sidecar.log();
     assert!(
-        log.contains("freed 64.00 MiB of device memory and released the context"),
+        log.contains("freed the model's session and released the context of GPU"),
         "{log}"
     );
     println!("{log}");

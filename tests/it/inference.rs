@@ -51,7 +51,7 @@ fn serve(model: &str, tcp: bool, extra: &str, envs: &[(&str, &str)]) -> (TestDir
     (dir, sidecar)
 }
 
-fn client(target: &str) -> GrpcInferenceServiceClient {
+pub(crate) fn client(target: &str) -> GrpcInferenceServiceClient {
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());
     let channel = ChannelBuilder::new(env)
         .max_receive_message_len(-1)
@@ -64,14 +64,14 @@ fn patient() -> CallOption {
 }
 
 /// A fixture's inputs and the outputs ONNX Runtime computed for them in process.
-struct Expected {
-    inputs: Vec<(String, Tensor)>,
-    outputs: BTreeMap<String, Tensor>,
+pub(crate) struct Expected {
+    pub(crate) inputs: Vec<(String, Tensor)>,
+    pub(crate) outputs: BTreeMap<String, Tensor>,
 }
 
 /// A tensor from the fixture's JSON: datatype, shape, values.
 #[derive(Debug, Clone)]
-struct Tensor {
+pub(crate) struct Tensor {
     datatype: String,
     shape: Vec<i64>,
     values: Vec<f64>,
@@ -155,7 +155,7 @@ impl Tensor {
     }
 }
 
-fn expected(model: &str) -> Expected {
+pub(crate) fn expected(model: &str) -> Expected {
     let path = crate::util::fixture_path(&format!("models/{model}.expected.json"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -189,7 +189,7 @@ fn expected(model: &str) -> Expected {
 }
 
 /// A request for `model` carrying `inputs` as raw bytes.
-fn raw_request(model: &str, id: &str, inputs: &[(String, Tensor)]) -> ModelInferRequest {
+pub(crate) fn raw_request(model: &str, id: &str, inputs: &[(String, Tensor)]) -> ModelInferRequest {
     ModelInferRequest {
         model_name: model.to_string(),
         id: id.to_string(),
@@ -217,7 +217,7 @@ fn outputs(response: &ModelInferResponse) -> BTreeMap<String, Tensor> {
         .collect()
 }
 
-fn assert_outputs(response: &ModelInferResponse, expected: &BTreeMap<String, Tensor>) {
+pub(crate) fn assert_outputs(response: &ModelInferResponse, expected: &BTreeMap<String, Tensor>) {
     let got = outputs(response);
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
@@ -680,6 +680,80 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
     );
 }
 
+/// The slow model runs `index` iterations: about 2 µs each.
+fn slow_request(id: &str, iterations: i64) -> ModelInferRequest {
+    raw_request(
+        "slow",
+        id,
+        &[(
+            "index".into(),
+            Tensor {
+                datatype: "INT64".into(),
+                shape: vec![1, 1],
+                values: vec![iterations as f64],
+            },
+        )],
+    )
+}
+
+#[test]
+fn after_the_grace_period_the_execution_is_ended_and_the_queue_answered() {
+    let dir = TestDir::new();
+    dir.copy_fixture("slow", "slow.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "slow.onnx".to_string();
+    config.grace_period = "1 s".to_string();
+    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&config.render()),
+        &[("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    let client = client(&sidecar.grpc_target());
+    let expected = expected("slow");
+    let quick = client
+        .model_infer_opt(&raw_request("slow", "", &expected.inputs), patient())
+        .unwrap();
+    assert_outputs(&quick, &expected.outputs);
+    // Minutes of work, then requests queued behind it.
+    let running = client
+        .model_infer_async_opt(&slow_request("long", 100_000_000), patient())
+        .unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|i| {
+            client
+                .model_infer_async_opt(&slow_request(&format!("q{i}"), 1), patient())
+                .unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while Scrape::fetch(sidecar.health_addr()).get("gpu_sidecar_inference_queue_depth") < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "requests not queued");
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let signalled = std::time::Instant::now();
+    sidecar.signal(libc::SIGTERM);
+    for answer in std::iter::once(running).chain(queued) {
+        let (code, _) = status_of(block_on(answer));
+        assert!(
+            matches!(code, RpcStatusCode::CANCELLED | RpcStatusCode::UNAVAILABLE),
+            "{code:?}"
+        );
+    }
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    let took = signalled.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "shutdown took {took:?}"
+    );
+    let log = sidecar.log();
+    assert!(log.contains("was ended by the shutdown"), "{log}");
+    assert!(
+        log.contains("3 queued request(s) answered UNAVAILABLE without running"),
+        "{log}"
+    );
+}
+
 /// Tests that hold the GPU-owner thread in each execution (fail point `gpu::execute`).
 #[cfg(feature = "failpoints")]
 mod held {
@@ -912,5 +986,36 @@ mod held {
             "every request answered"
         );
         assert!(stream_answers.load(Ordering::Relaxed) > 0);
+    }
+}
+
+/// Triton's own Python client (`tritonclient[grpc]`, from PyPI, in .clients/ made by
+/// `bin/dev.sh clients`) against the sidecar, over the Unix socket and TCP.
+#[test]
+fn tritons_python_client_works_unmodified() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".clients/bin/python");
+    assert!(
+        python.exists(),
+        "this test needs Triton's Python client: run `bin/dev.sh clients` (makes .clients/)"
+    );
+    let script = crate::util::fixture_path("../clients/tritonclient_check.py");
+    for tcp in [false, true] {
+        let (_dir, mut sidecar) = serve("affine", tcp, "", &[]);
+        let output = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(sidecar.grpc_target())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "over {}: {}{}",
+            sidecar.grpc_target(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(said.contains("tritonclient check passed over"), "{said}");
+        sidecar.signal(libc::SIGTERM);
+        assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     }
 }

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+# Copyright 2026 The gpu-sidecar Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Talks to a gpu-sidecar serving tests/fixtures/models/affine.onnx with Triton's own Python
+client (tritonclient[grpc], unmodified), and exits non-zero on the first disagreement:
+
+    python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock   (or host:port)
+"""
+
+import json
+import os
+import queue
+import sys
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = "affine"
+
+
+def check(condition, what):
+    if not condition:
+        sys.exit(f"tritonclient check failed: {what}")
+
+
+def main():
+    url = sys.argv[1]
+    with open(os.path.join(HERE, "..", "fixtures", "models", "affine.expected.json")) as f:
+        expected = json.load(f)
+    features = np.array(expected["inputs"]["features"]["data"], dtype=np.float32).reshape(
+        expected["inputs"]["features"]["shape"])
+    scores = np.array(expected["outputs"]["scores"]["data"], dtype=np.float32).reshape(
+        expected["outputs"]["scores"]["shape"])
+    best = np.array(expected["outputs"]["best"]["data"], dtype=np.int64)
+
+    client = grpcclient.InferenceServerClient(url)
+    check(client.is_server_live(), "server live")
+    check(client.is_server_ready(), "server ready")
+    check(client.is_model_ready(MODEL), "model ready")
+    metadata = client.get_model_metadata(MODEL, as_json=True)
+    check(metadata["platform"] == "onnxruntime_onnx", f"platform in {metadata}")
+    check(metadata["inputs"][0]["shape"] == ["-1", "4"], f"input shape in {metadata}")
+    config = client.get_model_config(MODEL, as_json=True)["config"]
+    check(int(config["max_batch_size"]) > 0 and "dynamic_batching" in config, f"config {config}")
+
+    tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
+    tensor.set_data_from_numpy(features)
+    result = client.infer(MODEL, [tensor], request_id="unary")
+    check(result.get_response().id == "unary", "the id is echoed")
+    check(np.allclose(result.as_numpy("scores"), scores, rtol=1e-5, atol=1e-6), "unary scores")
+    check((result.as_numpy("best") == best).all(), "unary best")
+    only_best = client.infer(MODEL, [tensor], outputs=[grpcclient.InferRequestedOutput("best")])
+    check(only_best.as_numpy("scores") is None, "only the requested output")
+
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for row in range(features.shape[0]):
+        one = grpcclient.InferInput("features", [1, 4], "FP32")
+        one.set_data_from_numpy(features[row:row + 1])
+        client.async_stream_infer(MODEL, [one], request_id=str(row))
+    bad = grpcclient.InferInput("features", [1, 5], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 5), dtype=np.float32))
+    client.async_stream_infer(MODEL, [bad], request_id="bad")
+    seen, errors = set(), []
+    for _ in range(features.shape[0] + 1):
+        result, error = answers.get(timeout=20)
+        if error is not None:
+            errors.append(str(error))
+            continue
+        row = int(result.get_response().id)
+        check(np.allclose(result.as_numpy("scores")[0], scores[row], rtol=1e-5, atol=1e-6),
+              f"stream row {row}")
+        seen.add(row)
+    client.stop_stream()
+    check(seen == set(range(features.shape[0])), f"every row answered once: {seen}")
+    check(len(errors) == 1 and "INVALID_ARGUMENT" in errors[0] and "features" in errors[0],
+          f"the bad request's error: {errors}")
+
+    try:
+        client.infer("no-such-model", [tensor])
+        check(False, "an unknown model is refused")
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.NOT_FOUND", f"unknown model status {e.status()}")
+    stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+    check(int(stats["inference_stats"]["success"]["count"]) >= 2 + features.shape[0],
+          f"statistics {stats}")
+    check(int(stats["execution_count"]) > 0, f"statistics {stats}")
+    print("tritonclient check passed over", url)
+
+
+if __name__ == "__main__":
+    main()
