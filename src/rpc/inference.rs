@@ -540,12 +540,30 @@ impl InferenceService {
             let mut pending = 0usize;
             let mut reading = true;
             let mut draining = false;
-            while let Some(event) = events.next().await {
+            loop {
+                // The next event, unless the client goes away first (a cancelled call can
+                // look like a clean end of its requests; the sink tells the difference).
+                let event = {
+                    let gone = future::poll_fn(|cx| match sink.poll_ready_unpin(cx) {
+                        Poll::Ready(Err(_)) => Poll::Ready(()),
+                        _ => Poll::Pending,
+                    });
+                    match future::select(events.next(), pin!(gone)).await {
+                        Either::Left((Some(event), _)) => event,
+                        Either::Left((None, _)) => break,
+                        Either::Right(((), _)) => {
+                            log::debug!("ModelStreamInfer: the client went away");
+                            abandoned.store(true, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                    }
+                };
                 let message = match event {
                     StreamEvent::Request(Ok(mut request)) => {
                         let received = Instant::now();
                         let id = std::mem::take(&mut request.id);
                         let answers_in = answers_in.clone();
+                        let unsent = service.clone();
                         let model_version = request.model_version.clone();
                         let reply_id = id.clone();
                         let refused = if draining {
@@ -560,11 +578,21 @@ impl InferenceService {
                                 &mut request,
                                 Arc::clone(&abandoned),
                                 Box::new(move |result| {
-                                    let _ = answers_in.unbounded_send(StreamAnswer {
+                                    let answer = StreamAnswer {
                                         id: reply_id,
                                         received,
                                         result,
-                                    });
+                                    };
+                                    // The stream has ended (its client went away): the
+                                    // answer is counted here, as no one will send it.
+                                    if let Err(e) = answers_in.unbounded_send(answer) {
+                                        let answer = e.into_inner();
+                                        let outcome = match answer.result {
+                                            Ok(_) => Outcome::Cancelled,
+                                            Err(failure) => failure_status(failure).1,
+                                        };
+                                        unsent.finish(outcome, answer.received);
+                                    }
                                 }),
                             )
                         };

@@ -90,6 +90,54 @@ fn spawned_runs_report_every_request_and_the_startup() {
 }
 
 #[test]
+fn inference_runs_account_for_every_request_and_report_the_batches() {
+    let lines = run_bench(&[
+        "--spawn",
+        "--transports",
+        "unix",
+        "--mode",
+        "unary,stream",
+        "--concurrency",
+        "4",
+        "--rows",
+        "1,3",
+        "--max-batch-size",
+        "8,0",
+        "--requests",
+        "40",
+        "--startup-runs",
+        "0",
+        "--runtime-only",
+        "--duration",
+        "200 ms",
+    ]);
+    let runs: Vec<_> = lines.iter().filter(|l| l["kind"] == "inference").collect();
+    // 2 batch sizes x 2 modes x 2 row counts.
+    assert_eq!(runs.len(), 8, "{lines:#?}");
+    for run in &runs {
+        assert_eq!(run["requests"], 40, "{run}");
+        assert_eq!(run["ok"], 40, "{run}");
+        assert_eq!(run["errors"], serde_json::json!({}), "{run}");
+        let rows = run["rows"].as_f64().unwrap();
+        let per_execution = run["rows_per_execution"].as_f64().unwrap();
+        if run["max_batch_size"] == 0 {
+            // One request per execution, counted as one inference, as Triton counts them.
+            assert_eq!(
+                per_execution, 1.0,
+                "batching off runs one request each: {run}"
+            );
+        } else {
+            assert!((rows..=8.0).contains(&per_execution), "{run}");
+        }
+        assert!(run["rows_per_second"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(
+            run["runtime_only"]["rows_per_second"].as_f64().unwrap() > 0.0,
+            "{run}"
+        );
+    }
+}
+
+#[test]
 fn a_running_target_is_measured_and_errors_are_counted() {
     let (_dir, mut sidecar) = ready_sidecar(|_| {});
     let health = sidecar.health_addr().to_string();

@@ -784,11 +784,15 @@ mod held {
     fn wait_metric(sidecar: &Sidecar, series: &str, value: f64) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let got = Scrape::fetch(sidecar.health_addr()).get(series);
+            let scrape = Scrape::fetch(sidecar.health_addr());
+            let got = scrape.get(series);
             if got == value {
                 return;
             }
-            assert!(Instant::now() < deadline, "{series} is {got}, not {value}");
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {got}, not {value}: {scrape:#?}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -897,6 +901,40 @@ mod held {
         block_on(running).unwrap();
         wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 0.0);
         assert_eq!(counts(&client, "lookup"), (1, 1), "the cancelled call ran");
+        wait_metric(&sidecar, "gpu_sidecar_grpc_calls_in_flight", 0.0);
+    }
+
+    #[test]
+    fn a_vanished_stream_client_abandons_its_queued_requests() {
+        let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
+        let client = client(&sidecar.grpc_target());
+        let running = send_async(&client, &lookup_request("a", &[0]), patient());
+        thread::sleep(Duration::from_millis(100));
+        let (mut sink, receiver) = client.model_stream_infer_opt(patient()).unwrap();
+        block_on(async {
+            for i in 0..2 {
+                let request = lookup_request(&format!("s{i}"), &[1]);
+                sink.send((request, WriteFlags::default())).await.unwrap();
+            }
+        });
+        wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 2.0);
+        wait_metric(&sidecar, "gpu_sidecar_inference_streams_open", 1.0);
+        // The client goes away: dropping both halves cancels the call.
+        drop(sink);
+        drop(receiver);
+        wait_metric(&sidecar, "gpu_sidecar_inference_streams_open", 0.0);
+        block_on(running).unwrap();
+        wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 0.0);
+        wait_metric(
+            &sidecar,
+            "gpu_sidecar_inference_requests_total{outcome=\"cancelled\"}",
+            2.0,
+        );
+        assert_eq!(
+            counts(&client, "lookup"),
+            (1, 1),
+            "the abandoned requests ran"
+        );
         wait_metric(&sidecar, "gpu_sidecar_grpc_calls_in_flight", 0.0);
     }
 

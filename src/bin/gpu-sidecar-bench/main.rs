@@ -417,7 +417,8 @@ fn measure_inference(
             let measured = infer::closed_loop(&clients, &request, mode, limit, args.deadline);
             let runtime = match (args.runtime_only, model, measured.rows_per_execution) {
                 (true, Some(model), Some(per_execution)) => {
-                    let batch = (per_execution.round() as usize).max(1);
+                    // Without batching each execution runs one request, of `rows` rows.
+                    let batch = (per_execution.round() as usize).max(rows);
                     Some((
                         batch,
                         infer::runtime_only(
