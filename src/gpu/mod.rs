@@ -373,7 +373,7 @@ impl Serving<'_> {
             };
             self.metrics.set_queue_depth(queue.len());
             if let Some(failure) = first.refusal(Instant::now()) {
-                self.refuse(first, failure);
+                refuse_job(first, failure);
                 continue;
             }
             let batch = batcher::gather(first, queue, self.policy, &mut held, |job, why| {
@@ -405,10 +405,6 @@ impl Serving<'_> {
                 false
             }
         }
-    }
-
-    fn refuse(&self, job: Job, failure: JobFailure) {
-        refuse_job(job, failure);
     }
 
     /// Answers every job still queued (and the held one) UNAVAILABLE, without running it.

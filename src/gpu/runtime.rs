@@ -62,6 +62,14 @@ pub enum RuntimeError {
         name: String,
         kind: String,
     },
+    /// An input's element type is not one the sidecar serves.
+    #[error("model {}: input {name:?} is {datatype}, which is not served yet (served: {served})", path.display())]
+    UnservedInput {
+        path: PathBuf,
+        name: String,
+        datatype: DataType,
+        served: String,
+    },
     /// The warm-up execution failed.
     #[error("the warm-up execution of model {} failed: {message}", path.display())]
     WarmUp { path: PathBuf, message: String },
@@ -220,6 +228,14 @@ impl ModelSession {
             .commit_from_memory(model)
             .map_err(|e| session_error(e.to_string()))?;
         let inputs = tensor_specs(path, "input", session.inputs())?;
+        if let Some(spec) = inputs.iter().find(|spec| spec.datatype.size().is_none()) {
+            return Err(RuntimeError::UnservedInput {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                datatype: spec.datatype,
+                served: DataType::SERVED.map(DataType::name).join(", "),
+            });
+        }
         let outputs = tensor_specs(path, "output", session.outputs())?;
         let batchable = Signature::first_dimension_is_dynamic(&inputs, &outputs);
         if options.max_batch_size > 0 && !batchable {
@@ -307,6 +323,10 @@ impl ModelSession {
             .outputs
             .iter()
             .map(|spec| {
+                if spec.datatype.size().is_none() {
+                    // Never asked for (requests for it are refused): nothing to convert.
+                    return Ok(Tensor::default());
+                }
                 let value = outputs
                     .get(spec.name.as_str())
                     .ok_or_else(|| format!("the runtime returned no output {:?}", spec.name))?;

@@ -373,7 +373,10 @@ fn requested_outputs(
     request: &ModelInferRequest,
 ) -> Result<Vec<usize>, RequestError> {
     if request.outputs.is_empty() {
-        return Ok((0..signature.outputs.len()).collect());
+        // Every output that can be served (BYTES outputs are left out until they can be).
+        return Ok((0..signature.outputs.len())
+            .filter(|&index| signature.outputs[index].datatype.size().is_some())
+            .collect());
     }
     let mut seen = HashSet::new();
     request
@@ -394,6 +397,13 @@ fn requested_outputs(
             if !seen.insert(index) {
                 return Err(invalid(format!(
                     "output {:?} is asked for twice",
+                    output.name
+                )));
+            }
+            let datatype = signature.outputs[index].datatype;
+            if datatype.size().is_none() {
+                return Err(invalid(format!(
+                    "output {:?}: {datatype} tensors are not served yet",
                     output.name
                 )));
             }
@@ -744,6 +754,19 @@ mod tests {
         three.inputs[1].shape = vec![3, 2];
         three.raw_input_contents = vec![vec![0; 3], vec![0; 24]];
         assert!(message(&model, three).contains("does not match the model's [2, 2]"));
+    }
+
+    #[test]
+    fn outputs_that_cannot_be_served_are_left_out_or_refused() {
+        let mut model = model(8);
+        let mut signature = (*model.signature).clone();
+        signature.outputs[1].datatype = DataType::Bytes;
+        model.signature = Arc::new(signature);
+        assert_eq!(check_request(&model, &mut request()).unwrap().outputs, [0]);
+        let mut r = request();
+        r.outputs.push(Default::default());
+        r.outputs[0].name = "z".into();
+        assert!(message(&model, r).contains("output \"z\": BYTES tensors are not served yet"));
     }
 
     #[test]
