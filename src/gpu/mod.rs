@@ -439,6 +439,10 @@ impl Serving<'_> {
         let inputs_ready = Instant::now();
         let outcome = self.resident.session.run(inputs);
         let ran = Instant::now();
+        // Counted before anyone is answered, so a caller that reads the statistics after its
+        // answer sees its own execution.
+        self.stats.record_execution(rows as u64);
+        self.metrics.record_execution(rows, ran - inputs_ready);
         match outcome {
             Ok(outputs) => batcher::split_and_answer(batch, outputs),
             Err(message) if self.stopping.load(Ordering::Relaxed) => {
@@ -464,8 +468,6 @@ impl Serving<'_> {
             .compute_infer
             .record(requests, ran - inputs_ready);
         self.stats.compute_output.record(requests, answered - ran);
-        self.stats.record_execution(rows as u64);
-        self.metrics.record_execution(rows, ran - inputs_ready);
     }
 }
 

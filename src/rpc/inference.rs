@@ -550,7 +550,10 @@ impl InferenceService {
                     });
                     match future::select(events.next(), pin!(gone)).await {
                         Either::Left((Some(event), _)) => event,
-                        Either::Left((None, _)) => break,
+                        Either::Left((None, _)) => {
+                            log::debug!("ModelStreamInfer: events ended");
+                            break;
+                        }
                         Either::Right(((), _)) => {
                             log::debug!("ModelStreamInfer: the client went away");
                             abandoned.store(true, Ordering::Relaxed);
@@ -618,6 +621,7 @@ impl InferenceService {
                         return Ok(());
                     }
                     StreamEvent::RequestsEnded => {
+                        log::debug!("ModelStreamInfer: the client has sent its last request ({pending} pending)");
                         reading = false;
                         if pending == 0 {
                             break;
@@ -625,6 +629,7 @@ impl InferenceService {
                         continue;
                     }
                     StreamEvent::Draining => {
+                        log::debug!("ModelStreamInfer: draining ({pending} pending)");
                         draining = true;
                         if pending == 0 {
                             break;

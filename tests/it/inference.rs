@@ -250,6 +250,13 @@ fn status_of<T: std::fmt::Debug>(result: grpcio::Result<T>) -> (RpcStatusCode, S
     }
 }
 
+/// Whether a client's half-close of a stream went well. grpcio's client reports
+/// `RpcFinished(None)` when the server ended the call (with OK) before the half-close's own
+/// completion was seen: the server got the half-close and finished, which is success too.
+fn closed_cleanly(closed: &grpcio::Result<()>) -> bool {
+    matches!(closed, Ok(()) | Err(grpcio::Error::RpcFinished(None)))
+}
+
 fn outputs_match_over(tcp: bool) {
     let (_dir, mut sidecar) = serve("affine", tcp, "", &[]);
     let client = client(&sidecar.grpc_target());
@@ -280,7 +287,7 @@ fn outputs_match_over(tcp: bool) {
     // Streaming: one request per row, each answered with its own row and id.
     let rows = features.shape[0] as usize;
     let (mut sink, mut receiver) = client.model_stream_infer_opt(patient()).unwrap();
-    block_on(async {
+    let outcome = block_on(async {
         for row in 0..rows {
             let request = raw_request(
                 "affine",
@@ -303,12 +310,17 @@ fn outputs_match_over(tcp: bool) {
             assert_outputs(&response, &want);
             seen += 1;
         }
-        sink.close().await.unwrap();
-        assert!(
-            receiver.next().await.is_none(),
-            "the stream ends after the answers"
-        );
+        let closed = sink.close().await;
+        let ended = receiver.next().await;
+        (closed, ended)
     });
+    let (closed, ended) = outcome;
+    if !closed_cleanly(&closed) || ended.is_some() {
+        panic!(
+            "closing: {closed:?}, then {ended:?}; log:\n{}",
+            sidecar.log()
+        );
+    }
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }
@@ -321,6 +333,37 @@ fn outputs_equal_the_runtime_in_process_over_the_unix_socket() {
 #[test]
 fn outputs_equal_the_runtime_in_process_over_tcp() {
     outputs_match_over(true);
+}
+
+#[test]
+fn a_stream_half_closed_at_once_still_gets_every_answer() {
+    let (_dir, sidecar) = serve(
+        "lookup",
+        false,
+        "[sidecar.batching]\nmax-queue-delay = \"20 ms\"\n",
+        &[],
+    );
+    let client = client(&sidecar.grpc_target());
+    for _ in 0..5 {
+        let (mut sink, mut receiver) = client.model_stream_infer_opt(patient()).unwrap();
+        block_on(async {
+            for i in 0..4i64 {
+                let request = lookup_request(&i.to_string(), &[i]);
+                sink.send((request, WriteFlags::default())).await.unwrap();
+            }
+            let closed = sink.close().await;
+            assert!(closed_cleanly(&closed), "{closed:?}");
+            let mut answered = Vec::new();
+            while let Some(message) = receiver.next().await {
+                let response = message.unwrap().infer_response.unwrap();
+                let i: i64 = response.id.parse().unwrap();
+                assert_eq!(lookup_rows(&response), expected_rows(&[i]));
+                answered.push(i);
+            }
+            answered.sort_unstable();
+            assert_eq!(answered, [0, 1, 2, 3]);
+        });
+    }
 }
 
 #[test]
@@ -668,7 +711,8 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
         let answer = receiver.next().await.unwrap().unwrap();
         assert_eq!(answer.error_message, "");
         assert_eq!(answer.infer_response.id, "good");
-        sink.close().await.unwrap();
+        let closed = sink.close().await;
+        assert!(closed_cleanly(&closed), "{closed:?}");
     });
     let (rows, _) = counts(&client, "affine");
     // Only the warm-up ran besides the one good row; bad requests never did.
