@@ -207,13 +207,15 @@ pub struct BatchPolicy {
 /// Gathers the jobs that run with `first`: from `held` (a job that did not fit last time) and
 /// then the queue, until `max_rows` rows or the first job's delay is over. A job that does not
 /// fit is left in `held` for the next execution; jobs whose callers have gone are answered
-/// through `refuse` and skipped.
+/// through `refuse` and skipped. Waiting also ends as soon as `interrupted` says so (a command
+/// for the GPU-owner thread, such as a heartbeat, must not wait out a long delay).
 pub fn gather(
     first: Job,
     queue: &Receiver<Job>,
     policy: BatchPolicy,
     held: &mut Option<Job>,
     mut refuse: impl FnMut(Job, JobFailure),
+    interrupted: impl Fn() -> bool,
 ) -> Vec<Job> {
     let until = first.enqueued + policy.max_delay;
     let mut rows = first.rows;
@@ -229,7 +231,7 @@ pub fn gather(
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if now >= until {
+                    if now >= until || interrupted() {
                         break;
                     }
                     // Look again a little later rather than waking at every arrival: under
@@ -366,9 +368,14 @@ mod tests {
         submitter.submit(second).unwrap();
         submitter.submit(third).unwrap();
         let mut held = None;
-        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {
-            panic!("no refusal")
-        });
+        let batch = gather(
+            first,
+            &queue,
+            POLICY,
+            &mut held,
+            |_, _| panic!("no refusal"),
+            || false,
+        );
         assert_eq!(batch.iter().map(|j| j.rows).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(held.as_ref().map(|j| j.rows), Some(2));
     }
@@ -379,10 +386,34 @@ mod tests {
         let (first, _r) = job(1, 2, 0);
         let started = Instant::now();
         let mut held = None;
-        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {});
+        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {}, || false);
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() >= Duration::from_millis(15));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_waiting_command_ends_the_wait_for_company() {
+        let (_submitter, queue) = queue(8);
+        let (first, _r) = job(1, 2, 0);
+        let long = BatchPolicy {
+            max_rows: 4,
+            max_delay: Duration::from_secs(30),
+        };
+        let started = Instant::now();
+        let batch = gather(
+            first,
+            &queue,
+            long,
+            &mut None,
+            |_, _| {},
+            || started.elapsed() >= Duration::from_millis(10),
+        );
+        assert_eq!(batch.len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited out the delay"
+        );
     }
 
     #[test]
@@ -395,7 +426,7 @@ mod tests {
             max_rows: 0,
             ..POLICY
         };
-        let batch = gather(first, &queue, policy, &mut None, |_, _| {});
+        let batch = gather(first, &queue, policy, &mut None, |_, _| {}, || false);
         assert_eq!(batch.len(), 1);
         assert_eq!(queue.len(), 1);
     }
@@ -411,10 +442,17 @@ mod tests {
         submitter.submit(gone).unwrap();
         submitter.submit(late).unwrap();
         let mut refused = Vec::new();
-        let batch = gather(first, &queue, POLICY, &mut None, |job, why| {
-            refused.push(why);
-            job.answer(Err(JobFailure::Cancelled));
-        });
+        let batch = gather(
+            first,
+            &queue,
+            POLICY,
+            &mut None,
+            |job, why| {
+                refused.push(why);
+                job.answer(Err(JobFailure::Cancelled));
+            },
+            || false,
+        );
         assert_eq!(batch.len(), 1);
         assert_eq!(
             refused,
@@ -429,7 +467,7 @@ mod tests {
         let (wider, _r1) = job(1, 3, 1);
         submitter.submit(wider).unwrap();
         let mut held = None;
-        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {});
+        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {}, || false);
         assert_eq!(batch.len(), 1);
         assert!(held.is_some());
     }

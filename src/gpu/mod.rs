@@ -376,10 +376,18 @@ impl Serving<'_> {
                 refuse_job(first, failure);
                 continue;
             }
-            let batch = batcher::gather(first, queue, self.policy, &mut held, |job, why| {
-                self.metrics.set_queue_depth(queue.len());
-                refuse_job(job, why);
-            });
+            let batch = batcher::gather(
+                first,
+                queue,
+                self.policy,
+                &mut held,
+                |job, why| {
+                    self.metrics.set_queue_depth(queue.len());
+                    refuse_job(job, why);
+                },
+                // A heartbeat or a stop does not wait for a batch to fill.
+                || !commands.is_empty(),
+            );
             self.metrics.set_queue_depth(queue.len());
             self.execute(batch);
         }
