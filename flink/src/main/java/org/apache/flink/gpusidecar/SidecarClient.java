@@ -1,0 +1,669 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+import com.google.protobuf.UnsafeByteOperations;
+import io.grpc.ManagedChannel;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
+import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import io.grpc.stub.StreamObserver;
+import inference.GRPCInferenceServiceGrpc;
+import inference.GrpcService.InferTensorContents;
+import inference.GrpcService.ModelInferRequest;
+import inference.GrpcService.ModelInferResponse;
+import inference.GrpcService.ModelMetadataRequest;
+import inference.GrpcService.ModelMetadataResponse;
+import inference.GrpcService.ModelStreamInferResponse;
+import java.io.Serializable;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A connection to one gpu-sidecar and one of its models. {@link #connect} checks the model's
+ * metadata once; {@link #infer} sends each request on one {@code ModelStreamInfer} stream and
+ * matches the answer to it by {@code id}. Thread-safe.
+ *
+ * <p>Errors: an answer of RESOURCE_EXHAUSTED (the sidecar's queue is full) or UNAVAILABLE (it
+ * is starting or draining) is retried after an exponential backoff with jitter; a stream that
+ * breaks (the sidecar stopped or restarted) is reopened with backoff and every unanswered
+ * request is sent again on the new one; INVALID_ARGUMENT, NOT_FOUND and the other codes fail
+ * the request with the sidecar's message. A request that has no answer when its timeout passes
+ * fails with DEADLINE_EXCEEDED and the last status seen for it. Every request is answered at
+ * most once.
+ */
+public final class SidecarClient implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(SidecarClient.class);
+
+    /** How the client waits, retries and limits itself; immutable, serializable. */
+    public static final class Options implements Serializable {
+        private static final long serialVersionUID = 1L;
+
+        private final Duration requestTimeout;
+        private final Duration connectTimeout;
+        private final int maxInFlight;
+        private final Duration initialBackoff;
+        private final Duration maxBackoff;
+
+        private Options(
+                Duration requestTimeout,
+                Duration connectTimeout,
+                int maxInFlight,
+                Duration initialBackoff,
+                Duration maxBackoff) {
+            this.requestTimeout = positive("request timeout", requestTimeout);
+            this.connectTimeout = positive("connect timeout", connectTimeout);
+            if (maxInFlight < 1) {
+                throw new IllegalArgumentException(
+                        "max in-flight requests must be at least 1, not " + maxInFlight);
+            }
+            this.maxInFlight = maxInFlight;
+            this.initialBackoff = positive("initial backoff", initialBackoff);
+            this.maxBackoff = positive("max backoff", maxBackoff);
+        }
+
+        /** 30 s per request, 30 s to connect, 256 requests in flight, backoff 5 ms to 1 s. */
+        public static Options defaults() {
+            return new Options(
+                    Duration.ofSeconds(30),
+                    Duration.ofSeconds(30),
+                    256,
+                    Duration.ofMillis(5),
+                    Duration.ofSeconds(1));
+        }
+
+        /** How long a request may take, retries included, before it fails. */
+        public Options withRequestTimeout(Duration timeout) {
+            return new Options(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff);
+        }
+
+        /** How long {@link #connect} waits for the sidecar to answer before it fails. */
+        public Options withConnectTimeout(Duration timeout) {
+            return new Options(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff);
+        }
+
+        /** How many requests may be unanswered at once; {@link #infer} waits beyond that. */
+        public Options withMaxInFlight(int requests) {
+            return new Options(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff);
+        }
+
+        /** The first and the longest wait between retries and reconnects. */
+        public Options withBackoff(Duration initial, Duration max) {
+            return new Options(requestTimeout, connectTimeout, maxInFlight, initial, max);
+        }
+
+        public Duration requestTimeout() {
+            return requestTimeout;
+        }
+
+        public Duration connectTimeout() {
+            return connectTimeout;
+        }
+
+        public int maxInFlight() {
+            return maxInFlight;
+        }
+
+        private static Duration positive(String what, Duration value) {
+            if (value == null || value.isNegative() || value.isZero()) {
+                throw new IllegalArgumentException(what + " must be positive, not " + value);
+            }
+            return value;
+        }
+    }
+
+    /** One request awaiting its answer. */
+    private static final class Pending {
+        final String id;
+        final ModelInferRequest request;
+        final CompletableFuture<Map<String, Tensor>> future = new CompletableFuture<>();
+        final AtomicInteger retries = new AtomicInteger();
+        volatile ScheduledFuture<?> deadline;
+        volatile String lastStatus;
+        // Guarded by streamLock: the stream generation it was last sent on, and whether it
+        // waits out a backoff before it is sent again.
+        long sentOn = -1;
+        boolean backingOff;
+
+        Pending(String id, ModelInferRequest request) {
+            this.id = id;
+            this.request = request;
+        }
+    }
+
+    private final Endpoint endpoint;
+    private final String modelName;
+    private final Options options;
+    private final EventLoopGroup eventLoops;
+    private final ManagedChannel channel;
+    private final GRPCInferenceServiceGrpc.GRPCInferenceServiceStub stub;
+    private final ScheduledExecutorService timer;
+    private final Semaphore inFlight;
+    private final ConcurrentHashMap<String, Pending> pending = new ConcurrentHashMap<>();
+    private final AtomicLong nextId = new AtomicLong();
+    private final AtomicLong retries = new AtomicLong();
+    private final AtomicLong reconnects = new AtomicLong();
+    private final AtomicInteger reconnectAttempt = new AtomicInteger();
+    private volatile ModelInfo model;
+    private volatile boolean closed;
+    private volatile String streamStatus = "not opened";
+
+    private final Object streamLock = new Object();
+    private StreamObserver<ModelInferRequest> stream; // guarded by streamLock
+    private long generation; // guarded by streamLock
+    private boolean reconnectScheduled; // guarded by streamLock
+
+    private SidecarClient(Endpoint endpoint, String modelName, Options options) {
+        this.endpoint = endpoint;
+        this.modelName = modelName;
+        this.options = options;
+        NettyChannelBuilder builder;
+        if (endpoint.isUnix()) {
+            // Built by hand, not from a "unix:" target, so that it survives shading.
+            eventLoops = new EpollEventLoopGroup(1, daemonThreads("gpu-sidecar-client-io"));
+            builder =
+                    NettyChannelBuilder.forAddress(new DomainSocketAddress(endpoint.socketPath()))
+                            .eventLoopGroup(eventLoops)
+                            .channelType(EpollDomainSocketChannel.class);
+        } else {
+            eventLoops = null;
+            builder = NettyChannelBuilder.forAddress(endpoint.host(), endpoint.port());
+        }
+        channel = builder.usePlaintext().maxInboundMessageSize(Integer.MAX_VALUE).build();
+        stub = GRPCInferenceServiceGrpc.newStub(channel);
+        timer =
+                Executors.newSingleThreadScheduledExecutor(
+                        daemonThreads("gpu-sidecar-client-timer"));
+        inFlight = new Semaphore(options.maxInFlight());
+    }
+
+    /**
+     * Connects to the sidecar at {@code endpoint} ({@code unix:/path.sock} or {@code
+     * host:port}) and checks that it serves {@code model}, retrying while it is starting, for
+     * up to the connect timeout. Fails with a {@link SidecarException} that names the endpoint.
+     */
+    public static SidecarClient connect(String endpoint, String model, Options options) {
+        if (model == null || model.isEmpty()) {
+            throw new IllegalArgumentException("the model name is empty");
+        }
+        SidecarClient client = new SidecarClient(Endpoint.parse(endpoint), model, options);
+        try {
+            client.model = client.fetchMetadata();
+            synchronized (client.streamLock) {
+                client.openStream();
+            }
+            return client;
+        } catch (RuntimeException e) {
+            client.close();
+            throw e;
+        }
+    }
+
+    /** The model's inputs and outputs, as the sidecar described them on connect. */
+    public ModelInfo model() {
+        return model;
+    }
+
+    public Endpoint endpoint() {
+        return endpoint;
+    }
+
+    public Options options() {
+        return options;
+    }
+
+    /** Answers that asked for a retry (RESOURCE_EXHAUSTED, UNAVAILABLE), since connect. */
+    public long retries() {
+        return retries.get();
+    }
+
+    /** Streams opened again after one broke, since connect. */
+    public long reconnects() {
+        return reconnects.get();
+    }
+
+    /** Requests sent and not yet answered or failed. */
+    public int inFlight() {
+        return pending.size();
+    }
+
+    /** What the client last knew of the sidecar: for messages about a request's timeout. */
+    public String status() {
+        synchronized (streamLock) {
+            String state = stream != null ? "stream open" : "reconnecting after: " + streamStatus;
+            return "gpu-sidecar at " + endpoint + ", model '" + modelName + "': " + state + "; "
+                    + pending.size() + " requests in flight, " + retries.get() + " retries, "
+                    + reconnects.get() + " reconnects";
+        }
+    }
+
+    /**
+     * Sends one request of named input tensors and completes with the named output tensors,
+     * or with a {@link SidecarException}. Waits while {@code maxInFlight} requests are
+     * unanswered.
+     */
+    public CompletableFuture<Map<String, Tensor>> infer(Map<String, Tensor> inputs) {
+        if (closed) {
+            return CompletableFuture.failedFuture(
+                    new SidecarException("CANCELLED", describe() + ": the client is closed"));
+        }
+        try {
+            inFlight.acquire();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return CompletableFuture.failedFuture(
+                    new SidecarException("CANCELLED", describe() + ": interrupted", e));
+        }
+        String id = Long.toString(nextId.incrementAndGet());
+        Pending request = new Pending(id, buildRequest(id, inputs));
+        request.future.whenComplete((outputs, error) -> inFlight.release());
+        pending.put(id, request);
+        request.deadline =
+                timer.schedule(
+                        () -> expire(request),
+                        options.requestTimeout().toNanos(),
+                        TimeUnit.NANOSECONDS);
+        transmit(request);
+        return request.future;
+    }
+
+    private ModelInferRequest buildRequest(String id, Map<String, Tensor> inputs) {
+        ModelInferRequest.Builder request =
+                ModelInferRequest.newBuilder().setModelName(modelName).setId(id);
+        for (Map.Entry<String, Tensor> input : inputs.entrySet()) {
+            Tensor tensor = input.getValue();
+            ModelInferRequest.InferInputTensor.Builder spec =
+                    request.addInputsBuilder()
+                            .setName(input.getKey())
+                            .setDatatype(tensor.dataType().name());
+            for (long dimension : tensor.shape()) {
+                spec.addShape(dimension);
+            }
+            request.addRawInputContents(UnsafeByteOperations.unsafeWrap(tensor.toRawBytes()));
+        }
+        return request.build();
+    }
+
+    /** Sends a request on the open stream, or leaves it for the reconnect to send. */
+    private void transmit(Pending request) {
+        synchronized (streamLock) {
+            request.backingOff = false;
+            if (stream == null) {
+                scheduleReconnect();
+                return;
+            }
+            stream.onNext(request.request);
+            request.sentOn = generation;
+        }
+    }
+
+    /** Opens a stream and sends on it every request the last one left unanswered. */
+    private void openStream() {
+        // Caller holds streamLock.
+        generation++;
+        long opened = generation;
+        stream = stub.modelStreamInfer(new Answers(opened));
+        for (Pending request : pending.values()) {
+            if (!request.backingOff && request.sentOn < opened) {
+                stream.onNext(request.request);
+                request.sentOn = opened;
+            }
+        }
+    }
+
+    private void scheduleReconnect() {
+        // Caller holds streamLock.
+        if (reconnectScheduled || closed) {
+            return;
+        }
+        reconnectScheduled = true;
+        int attempt = reconnectAttempt.getAndIncrement();
+        long delay = attempt == 0 ? 0 : backoffNanos(attempt);
+        timer.schedule(this::reconnect, delay, TimeUnit.NANOSECONDS);
+    }
+
+    private void reconnect() {
+        synchronized (streamLock) {
+            reconnectScheduled = false;
+            if (closed || stream != null) {
+                return;
+            }
+            reconnects.incrementAndGet();
+            // The channel waits out its own backoff after a failed connect; try now instead.
+            channel.resetConnectBackoff();
+            openStream();
+        }
+    }
+
+    /** Receives one stream's answers; {@code opened} tells a stale stream from the current. */
+    private final class Answers implements StreamObserver<ModelStreamInferResponse> {
+        private final long opened;
+
+        Answers(long opened) {
+            this.opened = opened;
+        }
+
+        @Override
+        public void onNext(ModelStreamInferResponse answer) {
+            reconnectAttempt.set(0);
+            ModelInferResponse response = answer.getInferResponse();
+            Pending request = pending.get(response.getId());
+            if (request == null) {
+                return; // it timed out, or an earlier stream answered it
+            }
+            String error = answer.getErrorMessage();
+            if (error.isEmpty()) {
+                Map<String, Tensor> outputs;
+                try {
+                    outputs = decode(response);
+                } catch (RuntimeException e) {
+                    fail(request, new SidecarException(
+                            "INTERNAL", describe() + ": unreadable answer: " + e.getMessage(), e));
+                    return;
+                }
+                if (pending.remove(request.id, request)) {
+                    request.deadline.cancel(false);
+                    request.future.complete(outputs);
+                }
+                return;
+            }
+            String code = codeOf(error);
+            if (code.equals("RESOURCE_EXHAUSTED") || code.equals("UNAVAILABLE")) {
+                retryLater(request, error);
+            } else {
+                fail(request, new SidecarException(code, describe() + " refused the request: " + error));
+            }
+        }
+
+        @Override
+        public void onError(Throwable error) {
+            ended(Status.fromThrowable(error));
+        }
+
+        @Override
+        public void onCompleted() {
+            ended(Status.OK.withDescription("the sidecar ended the stream (draining)"));
+        }
+
+        private void ended(Status status) {
+            synchronized (streamLock) {
+                if (opened != generation || stream == null) {
+                    return;
+                }
+                stream = null;
+                streamStatus = describe(status);
+                if (!closed) {
+                    LOG.info("{}: stream ended ({}); reconnecting", describe(), streamStatus);
+                }
+                scheduleReconnect();
+            }
+        }
+    }
+
+    private void retryLater(Pending request, String status) {
+        request.lastStatus = status;
+        retries.incrementAndGet();
+        long delay = backoffNanos(request.retries.incrementAndGet());
+        synchronized (streamLock) {
+            request.backingOff = true;
+        }
+        timer.schedule(
+                () -> {
+                    if (pending.get(request.id) == request) {
+                        transmit(request);
+                    }
+                },
+                delay,
+                TimeUnit.NANOSECONDS);
+    }
+
+    private void expire(Pending request) {
+        String why;
+        if (request.lastStatus != null) {
+            why = "retried " + request.retries.get() + " times; last answer: " + request.lastStatus;
+        } else {
+            synchronized (streamLock) {
+                why = stream == null ? "the sidecar is unreachable: " + streamStatus
+                        : "sent, no answer yet";
+            }
+        }
+        fail(request, new SidecarException(
+                "DEADLINE_EXCEEDED",
+                describe() + ": no answer within " + options.requestTimeout().toMillis() + " ms ("
+                        + why + ")"));
+    }
+
+    private void fail(Pending request, SidecarException error) {
+        if (pending.remove(request.id, request)) {
+            ScheduledFuture<?> deadline = request.deadline;
+            if (deadline != null) {
+                deadline.cancel(false);
+            }
+            request.future.completeExceptionally(error);
+        }
+    }
+
+    /** Exponential backoff with jitter: half the step fixed, half random. */
+    private long backoffNanos(int attempt) {
+        long initial = options.initialBackoff.toNanos();
+        long step = Math.min(options.maxBackoff.toNanos(), initial << Math.min(attempt - 1, 30));
+        return step / 2 + ThreadLocalRandom.current().nextLong(step / 2 + 1);
+    }
+
+    /** Asks for the model's metadata until it answers or the connect timeout passes. */
+    private ModelInfo fetchMetadata() {
+        long deadline = System.nanoTime() + options.connectTimeout().toNanos();
+        ModelMetadataRequest request = ModelMetadataRequest.newBuilder().setName(modelName).build();
+        int attempt = 0;
+        while (true) {
+            long left = deadline - System.nanoTime();
+            try {
+                ModelMetadataResponse metadata =
+                        GRPCInferenceServiceGrpc.newBlockingStub(channel)
+                                .withDeadlineAfter(Math.max(left, 1), TimeUnit.NANOSECONDS)
+                                .modelMetadata(request);
+                return toModelInfo(metadata);
+            } catch (StatusRuntimeException e) {
+                Status status = e.getStatus();
+                boolean transient_ =
+                        status.getCode() == Status.Code.UNAVAILABLE
+                                || status.getCode() == Status.Code.DEADLINE_EXCEEDED;
+                if (!transient_) {
+                    throw new SidecarException(
+                            status.getCode().name(),
+                            describe() + ": ModelMetadata failed: " + describe(status), e);
+                }
+                long wait = backoffNanos(++attempt);
+                if (System.nanoTime() + wait >= deadline) {
+                    throw new SidecarException(
+                            status.getCode().name(),
+                            "cannot reach gpu-sidecar at " + endpoint + " within "
+                                    + options.connectTimeout().toMillis() + " ms (model '"
+                                    + modelName + "'): " + describe(status),
+                            e);
+                }
+                try {
+                    TimeUnit.NANOSECONDS.sleep(wait);
+                } catch (InterruptedException interrupted) {
+                    Thread.currentThread().interrupt();
+                    throw new SidecarException(
+                            "CANCELLED", describe() + ": interrupted while connecting", interrupted);
+                }
+            }
+        }
+    }
+
+    private static ModelInfo toModelInfo(ModelMetadataResponse metadata) {
+        List<ModelInfo.TensorInfo> inputs = new ArrayList<>();
+        for (ModelMetadataResponse.TensorMetadata tensor : metadata.getInputsList()) {
+            inputs.add(toTensorInfo(tensor));
+        }
+        List<ModelInfo.TensorInfo> outputs = new ArrayList<>();
+        for (ModelMetadataResponse.TensorMetadata tensor : metadata.getOutputsList()) {
+            outputs.add(toTensorInfo(tensor));
+        }
+        return new ModelInfo(metadata.getName(), inputs, outputs);
+    }
+
+    private static ModelInfo.TensorInfo toTensorInfo(ModelMetadataResponse.TensorMetadata tensor) {
+        long[] shape = tensor.getShapeList().stream().mapToLong(Long::longValue).toArray();
+        return new ModelInfo.TensorInfo(tensor.getName(), tensor.getDatatype(), shape);
+    }
+
+    /** The output tensors of an answer, from its raw contents or its typed contents. */
+    static Map<String, Tensor> decode(ModelInferResponse response) {
+        Map<String, Tensor> outputs = new LinkedHashMap<>();
+        boolean raw = response.getRawOutputContentsCount() > 0;
+        if (raw && response.getRawOutputContentsCount() != response.getOutputsCount()) {
+            throw new IllegalArgumentException(
+                    response.getOutputsCount() + " outputs but "
+                            + response.getRawOutputContentsCount() + " raw contents");
+        }
+        for (int i = 0; i < response.getOutputsCount(); i++) {
+            ModelInferResponse.InferOutputTensor output = response.getOutputs(i);
+            DataType type = DataType.fromProtocol(output.getDatatype());
+            long[] shape = output.getShapeList().stream().mapToLong(Long::longValue).toArray();
+            Tensor tensor =
+                    raw
+                            ? Tensor.fromRawBytes(
+                                    type, shape, response.getRawOutputContents(i).asReadOnlyByteBuffer())
+                            : fromContents(type, shape, output.getContents());
+            outputs.put(output.getName(), tensor);
+        }
+        return outputs;
+    }
+
+    private static Tensor fromContents(DataType type, long[] shape, InferTensorContents contents) {
+        switch (type) {
+            case FP32: {
+                float[] values = new float[contents.getFp32ContentsCount()];
+                for (int i = 0; i < values.length; i++) {
+                    values[i] = contents.getFp32Contents(i);
+                }
+                return Tensor.of(values, shape);
+            }
+            case FP64:
+                return Tensor.of(
+                        contents.getFp64ContentsList().stream().mapToDouble(Double::doubleValue).toArray(),
+                        shape);
+            case INT64:
+                return Tensor.of(
+                        contents.getInt64ContentsList().stream().mapToLong(Long::longValue).toArray(),
+                        shape);
+            case INT32:
+                return Tensor.of(
+                        contents.getIntContentsList().stream().mapToInt(Integer::intValue).toArray(),
+                        shape);
+            case BOOL: {
+                boolean[] values = new boolean[contents.getBoolContentsCount()];
+                for (int i = 0; i < values.length; i++) {
+                    values[i] = contents.getBoolContents(i);
+                }
+                return Tensor.of(values, shape);
+            }
+            default: {
+                List<Integer> ints =
+                        type == DataType.UINT8 ? contents.getUintContentsList() : contents.getIntContentsList();
+                byte[] values = new byte[ints.size()];
+                for (int i = 0; i < values.length; i++) {
+                    values[i] = (byte) (int) ints.get(i);
+                }
+                return Tensor.ofBytes(type, values, shape);
+            }
+        }
+    }
+
+    private static String codeOf(String errorMessage) {
+        int colon = errorMessage.indexOf(':');
+        String code = colon > 0 ? errorMessage.substring(0, colon) : "";
+        return code.matches("[A-Z_]+") ? code : "UNKNOWN";
+    }
+
+    private static String describe(Status status) {
+        StringBuilder text = new StringBuilder(status.getCode().name());
+        if (status.getDescription() != null) {
+            text.append(": ").append(status.getDescription());
+        }
+        for (Throwable cause = status.getCause(); cause != null; cause = cause.getCause()) {
+            if (cause.getMessage() != null) {
+                text.append(" (").append(cause.getMessage()).append(')');
+            }
+        }
+        return text.toString();
+    }
+
+    private String describe() {
+        return "gpu-sidecar at " + endpoint + ", model '" + modelName + "'";
+    }
+
+    /** Ends the stream, fails every unanswered request and releases the channel. */
+    @Override
+    public void close() {
+        closed = true;
+        synchronized (streamLock) {
+            if (stream != null) {
+                try {
+                    stream.onCompleted();
+                } catch (RuntimeException e) {
+                    LOG.debug("{}: ending the stream: {}", describe(), e.toString());
+                }
+                stream = null;
+            }
+        }
+        for (Pending request : pending.values()) {
+            fail(request, new SidecarException("CANCELLED", describe() + ": the client closed"));
+        }
+        timer.shutdownNow();
+        channel.shutdownNow();
+        try {
+            channel.awaitTermination(5, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        if (eventLoops != null) {
+            eventLoops.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        }
+    }
+
+    private static java.util.concurrent.ThreadFactory daemonThreads(String name) {
+        AtomicInteger count = new AtomicInteger();
+        return runnable -> {
+            Thread thread = new Thread(runnable, name + "-" + count.incrementAndGet());
+            thread.setDaemon(true);
+            return thread;
+        };
+    }
+}

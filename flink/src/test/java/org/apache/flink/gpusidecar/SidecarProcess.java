@@ -1,0 +1,241 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+import grpc.health.v1.HealthGrpc;
+import grpc.health.v1.HealthOuterClass.HealthCheckRequest;
+import grpc.health.v1.HealthOuterClass.HealthCheckResponse;
+import io.grpc.ManagedChannel;
+import io.grpc.StatusRuntimeException;
+import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
+import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import java.io.IOException;
+import java.io.InputStream;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The real gpu-sidecar binary (cargo's build, {@code -Dsidecar.binary}) serving a fixture model
+ * on a Unix socket in a test's temp folder, with ONNX Runtime's CPU library
+ * ({@code -Dsidecar.runtime}). Started by a test, stopped by the test by pid.
+ */
+final class SidecarProcess implements AutoCloseable {
+    static final Duration START_TIMEOUT = Duration.ofSeconds(60);
+
+    private final Path folder;
+    private final Path config;
+    private final Path socket;
+    private final int healthPort;
+    private Process process;
+    private int starts;
+
+    private SidecarProcess(Path folder, Path config, Path socket, int healthPort) {
+        this.folder = folder;
+        this.config = config;
+        this.socket = socket;
+        this.healthPort = healthPort;
+    }
+
+    /** Starts the sidecar on {@code model} with {@code batching} lines, and waits for SERVING. */
+    static SidecarProcess start(Path folder, String model, String... batching) throws Exception {
+        Path socket = folder.resolve("sidecar.sock");
+        int healthPort = freePort();
+        StringBuilder toml = new StringBuilder();
+        toml.append("[sidecar.rpc]\nendpoint = \"unix:").append(socket).append("\"\n");
+        toml.append("[sidecar.model]\nuri = \"").append(fixture(model + ".onnx")).append("\"\n");
+        toml.append("name = \"").append(model).append("\"\n");
+        toml.append("runtime-library = \"").append(existing("sidecar.runtime", "bin/dev.sh runtime")).append("\"\n");
+        toml.append("[sidecar.batching]\n");
+        for (String line : batching) {
+            toml.append(line).append('\n');
+        }
+        toml.append("[sidecar.health]\nhost = \"127.0.0.1\"\nport = ").append(healthPort).append('\n');
+        toml.append("[sidecar.shutdown]\ngrace-period = \"10 s\"\n");
+        toml.append("[sidecar.gpu]\nmode = \"off\"\n");
+        Path config = folder.resolve("sidecar.toml");
+        Files.writeString(config, toml.toString());
+        SidecarProcess sidecar = new SidecarProcess(folder, config, socket, healthPort);
+        sidecar.launch();
+        return sidecar;
+    }
+
+    /** Starts the binary again on the same config and socket, and waits for SERVING. */
+    void launch() throws Exception {
+        starts++;
+        Path log = folder.resolve("sidecar-" + starts + ".log");
+        process =
+                new ProcessBuilder(existing("sidecar.binary", "cargo build").toString(), "-c", config.toString())
+                        .redirectErrorStream(true)
+                        .redirectOutput(log.toFile())
+                        .start();
+        awaitServing();
+    }
+
+    String endpoint() {
+        return "unix:" + socket;
+    }
+
+    Path socket() {
+        return socket;
+    }
+
+    long pid() {
+        return process.pid();
+    }
+
+    /** SIGKILL: the sidecar dies at once, answering nothing more. */
+    void kill() throws InterruptedException {
+        process.destroyForcibly();
+        if (!process.waitFor(30, TimeUnit.SECONDS)) {
+            throw new AssertionError("gpu-sidecar pid " + pid() + " outlived SIGKILL by 30 s");
+        }
+    }
+
+    /** SIGTERM and wait for the drain; SIGKILL if it takes longer than 30 s. Returns the exit code. */
+    int stop() throws InterruptedException {
+        if (process == null) {
+            return 0;
+        }
+        process.destroy();
+        if (!process.waitFor(30, TimeUnit.SECONDS)) {
+            process.destroyForcibly().waitFor(30, TimeUnit.SECONDS);
+            throw new AssertionError("gpu-sidecar pid " + pid() + " did not stop within 30 s of SIGTERM\n" + logs());
+        }
+        return process.exitValue();
+    }
+
+    @Override
+    public void close() throws InterruptedException {
+        if (process != null && process.isAlive()) {
+            stop();
+        }
+    }
+
+    /** The value of a Prometheus sample of the health endpoint's /metrics, 0 if absent. */
+    double metric(String name, String labels) throws IOException, InterruptedException {
+        HttpResponse<String> response =
+                HttpClient.newHttpClient()
+                        .send(
+                                HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + healthPort + "/metrics"))
+                                        .timeout(Duration.ofSeconds(10))
+                                        .build(),
+                                HttpResponse.BodyHandlers.ofString());
+        Pattern sample =
+                Pattern.compile("^" + Pattern.quote(name) + "\\{[^}]*" + Pattern.quote(labels) + "[^}]*\\} (\\S+)$",
+                        Pattern.MULTILINE);
+        Matcher match = sample.matcher(response.body());
+        return match.find() ? Double.parseDouble(match.group(1)) : 0;
+    }
+
+    /** Everything every run of the binary logged, for failure messages. */
+    String logs() {
+        StringBuilder text = new StringBuilder();
+        for (int run = 1; run <= starts; run++) {
+            Path log = folder.resolve("sidecar-" + run + ".log");
+            try {
+                text.append("--- gpu-sidecar run ").append(run).append(" log:\n").append(Files.readString(log));
+            } catch (IOException e) {
+                text.append("--- gpu-sidecar run ").append(run).append(": no log (").append(e).append(")\n");
+            }
+        }
+        return text.toString();
+    }
+
+    /** Polls gRPC health until SERVING, failing early if the process exits. */
+    private void awaitServing() throws Exception {
+        long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
+        EpollEventLoopGroup loop = new EpollEventLoopGroup(1);
+        ManagedChannel channel =
+                NettyChannelBuilder.forAddress(new DomainSocketAddress(socket.toString()))
+                        .eventLoopGroup(loop)
+                        .channelType(EpollDomainSocketChannel.class)
+                        .usePlaintext()
+                        .build();
+        String last = "no answer yet";
+        try {
+            while (System.nanoTime() < deadline) {
+                if (!process.isAlive()) {
+                    throw new AssertionError(
+                            "gpu-sidecar exited with " + process.exitValue() + " before serving\n" + logs());
+                }
+                try {
+                    HealthCheckResponse health =
+                            HealthGrpc.newBlockingStub(channel)
+                                    .withDeadlineAfter(1, TimeUnit.SECONDS)
+                                    .check(HealthCheckRequest.getDefaultInstance());
+                    if (health.getStatus() == HealthCheckResponse.ServingStatus.SERVING) {
+                        return;
+                    }
+                    last = health.getStatus().name();
+                } catch (StatusRuntimeException e) {
+                    last = e.getStatus().toString();
+                    channel.resetConnectBackoff();
+                }
+                TimeUnit.MILLISECONDS.sleep(20);
+            }
+            process.destroyForcibly();
+            throw new AssertionError(
+                    "gpu-sidecar was not SERVING within " + START_TIMEOUT + " (last: " + last + ")\n" + logs());
+        } finally {
+            channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+            loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        }
+    }
+
+    /** A fixture file of tests/fixtures/models ({@code -Dsidecar.fixtures}). */
+    static Path fixture(String name) {
+        Path path = Paths.get(System.getProperty("sidecar.fixtures", "../tests/fixtures/models")).resolve(name);
+        if (!Files.exists(path)) {
+            throw new AssertionError("fixture " + path + " is missing");
+        }
+        return path.toAbsolutePath();
+    }
+
+    static InputStream openFixture(String name) throws IOException {
+        return Files.newInputStream(fixture(name));
+    }
+
+    private static Path existing(String property, String howToMake) {
+        String value = System.getProperty(property);
+        if (value == null) {
+            throw new AssertionError("-D" + property + " is not set (the pom sets it)");
+        }
+        Path path = Paths.get(value).toAbsolutePath();
+        if (!Files.exists(path)) {
+            throw new AssertionError(property + " " + path + " does not exist: run `" + howToMake + "` first");
+        }
+        return path;
+    }
+
+    private static int freePort() throws IOException {
+        try (ServerSocket probe = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            return probe.getLocalPort();
+        }
+    }
+}
