@@ -36,7 +36,7 @@ import org.apache.flink.table.functions.FunctionContext;
  * (one batch row per tensor), the answer's tensors the output columns. One {@link
  * SidecarClient} per subtask, opened in {@code open}.
  */
-final class GpuSidecarPredictFunction extends AsyncPredictFunction {
+public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
     private static final long serialVersionUID = 1L;
 
     private final String endpoint;

@@ -1,0 +1,35 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+/** Reading what a failed job said. */
+final class Failures {
+    /** What the sidecar says of an input of the wrong shape (src/rpc/tensors.rs). */
+    static final String SIDECAR_SHAPE_MESSAGE =
+            "input \"features\": shape [1, 3] does not match the model's [-1, 4]";
+
+    private Failures() {}
+
+    /** Every message of a throwable's cause chain, one per line. */
+    static String messages(Throwable failure) {
+        StringBuilder text = new StringBuilder();
+        for (Throwable cause = failure; cause != null; cause = cause.getCause()) {
+            text.append(cause.getClass().getSimpleName()).append(": ").append(cause.getMessage()).append('\n');
+        }
+        return text.toString();
+    }
+}

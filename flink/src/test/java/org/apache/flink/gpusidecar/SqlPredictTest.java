@@ -1,0 +1,189 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.java.typeutils.RowTypeInfo;
+import org.apache.flink.gpusidecar.AffineRecords.Answer;
+import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.table.api.DataTypes;
+import org.apache.flink.table.api.Schema;
+import org.apache.flink.table.api.TableResult;
+import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
+import org.apache.flink.test.junit5.MiniClusterExtension;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.CloseableIterator;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Flink SQL's ML_PREDICT on a {@code 'provider' = 'gpu-sidecar'} model, into a real sidecar. */
+@Timeout(300)
+class SqlPredictTest {
+    private static final int ROWS = 3000;
+
+    @RegisterExtension static final MiniClusterExtension MINI_CLUSTER = Jobs.miniCluster();
+
+    @TempDir static Path folder;
+
+    private static AffineRecords fixture;
+    private static SidecarProcess sidecar;
+
+    @BeforeAll
+    static void startSidecar() throws Exception {
+        fixture = AffineRecords.load();
+        sidecar = SidecarProcess.start(folder, "affine");
+    }
+
+    @AfterAll
+    static void stopSidecar() throws Exception {
+        if (sidecar != null) {
+            sidecar.close();
+        }
+    }
+
+    /** A table environment with the view {@code records (id BIGINT, features ARRAY<FLOAT>)}. */
+    private static StreamTableEnvironment tables(int rows, int badRow) {
+        StreamExecutionEnvironment env = Jobs.environment();
+        StreamTableEnvironment tables = StreamTableEnvironment.create(env);
+        List<Row> data = new ArrayList<>();
+        for (int id = 0; id < rows; id++) {
+            float[] features = fixture.features[id % AffineRecords.ROWS];
+            int length = id == badRow ? features.length - 1 : features.length;
+            Float[] boxed = new Float[length];
+            for (int i = 0; i < length; i++) {
+                boxed[i] = features[i];
+            }
+            data.add(Row.of((long) id, boxed));
+        }
+        DataStream<Row> stream =
+                env.fromData(data, new RowTypeInfo(Types.LONG, Types.OBJECT_ARRAY(Types.FLOAT)));
+        tables.createTemporaryView(
+                "records",
+                tables.fromDataStream(
+                        stream,
+                        Schema.newBuilder()
+                                .column("f0", DataTypes.BIGINT())
+                                .column("f1", DataTypes.ARRAY(DataTypes.FLOAT()))
+                                .build())
+                        .as("id", "features"));
+        return tables;
+    }
+
+    private static void createModel(StreamTableEnvironment tables, String endpoint, String outputs) {
+        tables.executeSql(
+                "CREATE MODEL affine INPUT (features ARRAY<FLOAT>) OUTPUT (" + outputs + ")"
+                        + " WITH ('provider' = 'gpu-sidecar', 'endpoint' = '" + endpoint + "',"
+                        + " 'model' = 'affine', 'timeout' = '60 s', 'max-in-flight' = '64')");
+    }
+
+    private static List<Row> collect(TableResult result) throws Exception {
+        List<Row> rows = new ArrayList<>();
+        try (CloseableIterator<Row> iterator = result.collect()) {
+            iterator.forEachRemaining(rows::add);
+        }
+        return rows;
+    }
+
+    @Test
+    void mlPredictAnswersEveryRowWithTheModelsOutputs() throws Exception {
+        StreamTableEnvironment tables = tables(ROWS, -1);
+        createModel(tables, sidecar.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
+        List<Row> rows =
+                collect(
+                        tables.executeSql(
+                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records, MODEL affine,"
+                                        + " DESCRIPTOR(features))"));
+        List<Answer> answers = new ArrayList<>();
+        for (Row row : rows) {
+            Float[] boxed = (Float[]) row.getField(1);
+            float[] scores = new float[boxed.length];
+            for (int i = 0; i < boxed.length; i++) {
+                scores[i] = boxed[i];
+            }
+            answers.add(new Answer((Long) row.getField(0), scores, (Long) row.getField(2), -1));
+        }
+        fixture.assertAnsweredOnce(ROWS, answers);
+    }
+
+    @Test
+    void mlPredictConvertsColumnTypesToTheModelsDatatypes() throws Exception {
+        StreamTableEnvironment tables = tables(10, -1);
+        // DOUBLE scores from an FP32 output, an INT from the INT64 one.
+        createModel(tables, sidecar.endpoint(), "scores ARRAY<DOUBLE>, best INT");
+        List<Row> rows =
+                collect(
+                        tables.executeSql(
+                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records, MODEL affine,"
+                                        + " DESCRIPTOR(features))"));
+        assertEquals(10, rows.size());
+        for (Row row : rows) {
+            long id = (Long) row.getField(0);
+            Double[] boxed = (Double[]) row.getField(1);
+            float[] scores = new float[boxed.length];
+            for (int i = 0; i < boxed.length; i++) {
+                scores[i] = boxed[i].floatValue();
+            }
+            fixture.assertMatches(id, scores, (Integer) row.getField(2));
+        }
+    }
+
+    @Test
+    void aRowOfTheWrongShapeFailsWithTheSidecarsMessageAndTheColumn() {
+        StreamTableEnvironment tables = tables(50, 17);
+        createModel(tables, sidecar.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
+        Exception failure =
+                assertThrows(
+                        Exception.class,
+                        () ->
+                                collect(
+                                        tables.executeSql(
+                                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records,"
+                                                        + " MODEL affine, DESCRIPTOR(features))")));
+        String messages = Failures.messages(failure);
+        assertTrue(messages.contains("INVALID_ARGUMENT"), messages);
+        assertTrue(messages.contains("input columns features ARRAY<FLOAT>"), messages);
+        assertTrue(messages.contains(Failures.SIDECAR_SHAPE_MESSAGE), messages);
+    }
+
+    @Test
+    void aColumnTypeTheSidecarCannotCarryIsRefusedNamingIt() {
+        StreamTableEnvironment tables = tables(1, -1);
+        createModel(tables, sidecar.endpoint(), "scores ARRAY<FLOAT>, best STRING");
+        Exception failure =
+                assertThrows(
+                        Exception.class,
+                        () ->
+                                collect(
+                                        tables.executeSql(
+                                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records,"
+                                                        + " MODEL affine, DESCRIPTOR(features))")));
+        String messages = Failures.messages(failure);
+        assertTrue(messages.contains("output column 'best' has type STRING"), messages);
+    }
+}
