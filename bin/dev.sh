@@ -24,6 +24,10 @@
 #                               from PyPI) into .onnxruntime/ and print its path
 #   bin/dev.sh clients          make .clients/, a Python virtual environment holding
 #                               Triton's own client (tritonclient[grpc]), which a test runs
+#   bin/dev.sh flink [GOALS...] build the Flink client module (flink/) with Maven and run its
+#                               tests against the debug binary; GOALS default to `verify`
+#   bin/dev.sh flink-bench [ARGS...]  the Flink bench (FlinkBench) against the release
+#                               binaries, next to gpu-sidecar-bench's figures
 #
 # `run` and `test` fetch the runtime first when .onnxruntime/ lacks it; ORT_DYLIB_PATH, when
 # set, names another library instead (e.g. the `onnxruntime-gpu` wheel's, for CUDA).
@@ -118,8 +122,21 @@ ensure_clients() {
     "$CLIENTS_DIR/bin/python" -m pip install -q "tritonclient[grpc]==$TRITONCLIENT_VERSION"
 }
 
+# Maven's local repository, inside the project's folder (git ignores it): a fresh clone
+# resolves everything once, and nothing is cached outside the project.
+MAVEN_REPOSITORY=.maven
+
+# Runs Maven on flink/ in batch mode with the project's own local repository.
+maven() {
+    command -v mvn >/dev/null 2>&1 || {
+        echo "the Flink module needs Maven and a JDK 17 (apt-get install maven openjdk-17-jdk-headless)" >&2
+        exit 1
+    }
+    mvn -B -f flink/pom.xml -Dmaven.repo.local="$(pwd)/$MAVEN_REPOSITORY" "$@"
+}
+
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | bin/dev.sh test [ARGS...] | bin/dev.sh runtime | bin/dev.sh clients" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...]" >&2
     exit 2
 }
 
@@ -146,6 +163,22 @@ case "$command" in
         ;;
     clients)
         ensure_clients
+        ;;
+    flink)
+        ensure_packages
+        ensure_runtime
+        # The tests start the debug binary, which this builds if it is not there yet.
+        cargo build --bin gpu-sidecar
+        [ $# -gt 0 ] || set -- verify
+        maven -Dsidecar.runtime="$ORT_DYLIB_PATH" "$@"
+        ;;
+    flink-bench)
+        ensure_packages
+        ensure_runtime
+        cargo build --release --bins
+        maven -q test-compile
+        maven -q exec:exec -Dexec.executable=java -Dexec.classpathScope=test \
+            -Dexec.args="-Dsidecar.binary=$(pwd)/target/release/gpu-sidecar -Dsidecar.runtime=$ORT_DYLIB_PATH -Dsidecar.fixtures=$(pwd)/tests/fixtures/models -classpath %classpath org.apache.flink.gpusidecar.FlinkBench $*"
         ;;
     *)
         usage

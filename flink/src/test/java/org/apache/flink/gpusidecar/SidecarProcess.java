@@ -64,11 +64,17 @@ final class SidecarProcess implements AutoCloseable {
 
     /** Starts the sidecar on {@code model} with {@code batching} lines, and waits for SERVING. */
     static SidecarProcess start(Path folder, String model, String... batching) throws Exception {
+        return start(folder, fixture(model + ".onnx"), model, batching);
+    }
+
+    /** Starts the sidecar on the model file {@code modelFile}, named {@code model}. */
+    static SidecarProcess start(Path folder, Path modelFile, String model, String... batching)
+            throws Exception {
         Path socket = folder.resolve("sidecar.sock");
         int healthPort = freePort();
         StringBuilder toml = new StringBuilder();
         toml.append("[sidecar.rpc]\nendpoint = \"unix:").append(socket).append("\"\n");
-        toml.append("[sidecar.model]\nuri = \"").append(fixture(model + ".onnx")).append("\"\n");
+        toml.append("[sidecar.model]\nuri = \"").append(modelFile.toAbsolutePath()).append("\"\n");
         toml.append("name = \"").append(model).append("\"\n");
         toml.append("runtime-library = \"").append(existing("sidecar.runtime", "bin/dev.sh runtime")).append("\"\n");
         toml.append("[sidecar.batching]\n");
@@ -221,7 +227,7 @@ final class SidecarProcess implements AutoCloseable {
         return Files.newInputStream(fixture(name));
     }
 
-    private static Path existing(String property, String howToMake) {
+    static Path existing(String property, String howToMake) {
         String value = System.getProperty(property);
         if (value == null) {
             throw new AssertionError("-D" + property + " is not set (the pom sets it)");

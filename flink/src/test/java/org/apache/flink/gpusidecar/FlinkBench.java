@@ -1,0 +1,249 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.connector.source.util.ratelimit.RateLimiterStrategy;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.connector.datagen.source.DataGeneratorSource;
+import org.apache.flink.connector.datagen.source.GeneratorFunction;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.streaming.api.datastream.AsyncDataStream;
+import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.util.CloseableIterator;
+
+/**
+ * The Flink side of the bench: streams records through {@link GpuSidecarAsyncFunction} (one
+ * subtask, so that its capacity is the concurrency) into a sidecar it spawns, at each
+ * capacity, then runs {@code gpu-sidecar-bench --mode stream} at the same concurrency against
+ * the same sidecar, and prints both. Run it with {@code bin/dev.sh flink-bench [ARGS]}.
+ *
+ * <pre>
+ * --records N          records per Flink run (default 100000), after --warmup N (default 10000)
+ * --capacity 1,16,64   the async operator's capacities, = gpu-sidecar-bench's --concurrency
+ * --model PATH         an ONNX model (default: the fixture affine.onnx); its name is the stem
+ * --max-batch-size N   the sidecar's max-batch-size (default 64)
+ * --duration S         seconds of each gpu-sidecar-bench run (default 5)
+ * </pre>
+ *
+ * Each record carries one row of zeros shaped after the model's metadata, as the Rust bench's
+ * requests do. Latency is timed from the function's {@code asyncInvoke} to its answer.
+ */
+public final class FlinkBench {
+    private FlinkBench() {}
+
+    /** A bench record: an id, its input values, and when it was sent. */
+    public static final class Item {
+        public long id;
+        public float[] values;
+        public long sentNanos;
+
+        public Item() {}
+
+        Item(long id, float[] values) {
+            this.id = id;
+            this.values = values;
+        }
+    }
+
+    /** Sends the record's values as the model's only input; answers {sent, answered} nanos. */
+    static final class TimingCodec implements TensorCodec<Item, long[]> {
+        private static final long serialVersionUID = 1L;
+        private final String input;
+
+        TimingCodec(String input) {
+            this.input = input;
+        }
+
+        @Override
+        public Map<String, Tensor> encode(Item item, ModelInfo model) {
+            item.sentNanos = System.nanoTime();
+            return Map.of(input, model.input(input).recordTensor(Tensor.of(item.values, item.values.length)));
+        }
+
+        @Override
+        public long[] decode(Item item, Map<String, Tensor> outputs) {
+            return new long[] {item.id, item.sentNanos, System.nanoTime()};
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        int records = 100_000;
+        int warmup = 10_000;
+        List<Integer> capacities = List.of(1, 16, 64);
+        Path model = SidecarProcess.fixture("affine.onnx");
+        int maxBatchSize = 64;
+        int duration = 5;
+        for (int i = 0; i + 1 < args.length; i += 2) {
+            String value = args[i + 1];
+            switch (args[i]) {
+                case "--records":
+                    records = Integer.parseInt(value);
+                    break;
+                case "--warmup":
+                    warmup = Integer.parseInt(value);
+                    break;
+                case "--capacity":
+                    capacities = Arrays.stream(value.split(",")).map(Integer::valueOf).toList();
+                    break;
+                case "--model":
+                    model = Paths.get(value);
+                    break;
+                case "--max-batch-size":
+                    maxBatchSize = Integer.parseInt(value);
+                    break;
+                case "--duration":
+                    duration = Integer.parseInt(value);
+                    break;
+                default:
+                    throw new IllegalArgumentException("unknown argument " + args[i]);
+            }
+        }
+        if (args.length % 2 != 0) {
+            throw new IllegalArgumentException("arguments come in pairs: --name value");
+        }
+        String name = model.getFileName().toString().replaceFirst("\\.onnx$", "");
+        Path folder = Files.createTempDirectory("flink-bench");
+        Path benchBinary = SidecarProcess.existing("sidecar.binary", "cargo build --release").resolveSibling("gpu-sidecar-bench");
+        System.out.printf(
+                "model %s, max-batch-size %d, %d records per Flink run after %d of warm-up, parallelism 1%n",
+                name, maxBatchSize, records, warmup);
+        System.out.println("| capacity | Flink rows/s | p50 | p90 | p99 | gpu-sidecar-bench rows/s | p50 | p90 | p99 | Flink / bench |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|");
+        try (SidecarProcess sidecar =
+                SidecarProcess.start(folder, model, name, "max-batch-size = " + maxBatchSize)) {
+            ModelInfo info;
+            try (SidecarClient client = SidecarClient.connect(sidecar.endpoint(), name, SidecarClient.Options.defaults())) {
+                info = client.model();
+            }
+            if (info.inputs().size() != 1) {
+                throw new IllegalArgumentException("the bench feeds models of one input; " + info + " has more");
+            }
+            ModelInfo.TensorInfo input = info.inputs().values().iterator().next();
+            int width = 1;
+            long[] shape = input.shape();
+            for (int i = 1; i < shape.length; i++) {
+                width *= (int) Math.max(shape[i], 1);
+            }
+            for (int capacity : capacities) {
+                double[] flink = runFlink(sidecar.endpoint(), name, input.name(), width, capacity, records, warmup);
+                double[] bench = runBench(benchBinary, sidecar.endpoint(), capacity, duration);
+                System.out.printf(
+                        "| %d | %,.0f | %s | %s | %s | %,.0f | %s | %s | %s | %.0f%% |%n",
+                        capacity, flink[0], micros(flink[1]), micros(flink[2]), micros(flink[3]),
+                        bench[0], micros(bench[1]), micros(bench[2]), micros(bench[3]),
+                        100 * flink[0] / bench[0]);
+            }
+        }
+    }
+
+    /** One Flink run: {rows/s, p50 µs, p90 µs, p99 µs} over the records after the warm-up. */
+    private static double[] runFlink(
+            String endpoint, String model, String input, int width, int capacity, int records, int warmup)
+            throws Exception {
+        StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(1);
+        GeneratorFunction<Long, Item> generator = id -> new Item(id, new float[width]);
+        DataStream<Item> items =
+                env.fromSource(
+                        new DataGeneratorSource<>(generator, records + warmup, RateLimiterStrategy.noOp(),
+                                TypeInformation.of(Item.class)),
+                        WatermarkStrategy.noWatermarks(),
+                        "items");
+        GpuSidecarAsyncFunction<Item, long[]> function =
+                new GpuSidecarAsyncFunction<>(endpoint, model, new TimingCodec(input));
+        DataStream<long[]> timings =
+                AsyncDataStream.unorderedWait(items, function, function.flinkTimeoutMillis(), TimeUnit.MILLISECONDS, capacity)
+                        .returns(long[].class);
+        List<long[]> measured = new ArrayList<>(records);
+        try (CloseableIterator<long[]> results = timings.executeAndCollect()) {
+            while (results.hasNext()) {
+                long[] timing = results.next();
+                if (timing[0] >= warmup) {
+                    measured.add(timing);
+                }
+            }
+        }
+        long first = Long.MAX_VALUE;
+        long last = Long.MIN_VALUE;
+        long[] latencies = new long[measured.size()];
+        for (int i = 0; i < latencies.length; i++) {
+            long[] timing = measured.get(i);
+            first = Math.min(first, timing[1]);
+            last = Math.max(last, timing[2]);
+            latencies[i] = timing[2] - timing[1];
+        }
+        Arrays.sort(latencies);
+        return new double[] {
+            latencies.length / ((last - first) / 1e9),
+            percentile(latencies, 50) / 1e3,
+            percentile(latencies, 90) / 1e3,
+            percentile(latencies, 99) / 1e3
+        };
+    }
+
+    /** One gpu-sidecar-bench stream run at {@code concurrency}: {rows/s, p50, p90, p99 µs}. */
+    private static double[] runBench(Path binary, String endpoint, int concurrency, int seconds) throws Exception {
+        Process bench =
+                new ProcessBuilder(
+                                binary.toString(), "--target", endpoint, "--mode", "stream",
+                                "--concurrency", Integer.toString(concurrency), "--rows", "1",
+                                "--duration", seconds + "s", "--json")
+                        .redirectError(ProcessBuilder.Redirect.INHERIT)
+                        .start();
+        JsonNode run = null;
+        try (BufferedReader lines =
+                new BufferedReader(new InputStreamReader(bench.getInputStream(), StandardCharsets.UTF_8))) {
+            for (String line = lines.readLine(); line != null; line = lines.readLine()) {
+                if (line.startsWith("{")) {
+                    run = new ObjectMapper().readTree(line);
+                }
+            }
+        }
+        if (bench.waitFor() != 0 || run == null) {
+            throw new IllegalStateException("gpu-sidecar-bench failed (exit " + bench.exitValue() + ")");
+        }
+        JsonNode latency = run.path("latency_us");
+        return new double[] {
+            run.path("rows_per_second").asDouble(),
+            latency.path("p50").asDouble(),
+            latency.path("p90").asDouble(),
+            latency.path("p99").asDouble()
+        };
+    }
+
+    private static long percentile(long[] sorted, double p) {
+        int rank = (int) Math.ceil(p / 100 * sorted.length);
+        return sorted[Math.max(1, Math.min(rank, sorted.length)) - 1];
+    }
+
+    private static String micros(double us) {
+        return us >= 1000 ? String.format("%.2f ms", us / 1000) : String.format("%.0f µs", us);
+    }
+}

@@ -1,0 +1,327 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.protobuf.ByteString;
+import inference.GRPCInferenceServiceGrpc;
+import inference.GrpcService.ModelInferRequest;
+import inference.GrpcService.ModelInferResponse;
+import inference.GrpcService.ModelMetadataRequest;
+import inference.GrpcService.ModelMetadataResponse;
+import inference.GrpcService.ModelStreamInferResponse;
+import io.grpc.Server;
+import io.grpc.Status;
+import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
+import io.grpc.stub.StreamObserver;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * {@link SidecarClient} against a scripted inference server on loopback: id matching, which
+ * codes are retried, streams that break, timeouts. (The real sidecar is in the other tests.)
+ */
+@Timeout(60)
+class SidecarClientTest {
+    private static final long WAIT_SECONDS = 20;
+
+    /** What the server does with one request that came on stream number {@code stream}. */
+    interface Script {
+        void on(ModelInferRequest request, int stream, StreamObserver<ModelStreamInferResponse> out);
+    }
+
+    /** Model "m": input x FP32 [-1, 2], output y = 2x. Streams follow the script. */
+    static final class ScriptedServer extends GRPCInferenceServiceGrpc.GRPCInferenceServiceImplBase {
+        final AtomicInteger streams = new AtomicInteger();
+        final Map<String, AtomicInteger> attempts = new ConcurrentHashMap<>();
+        volatile Script script = (request, stream, out) -> out.onNext(answer(request));
+
+        @Override
+        public void modelMetadata(ModelMetadataRequest request, StreamObserver<ModelMetadataResponse> out) {
+            if (!request.getName().equals("m")) {
+                out.onError(Status.NOT_FOUND.withDescription("no model named \"" + request.getName() + "\"").asException());
+                return;
+            }
+            out.onNext(
+                    ModelMetadataResponse.newBuilder()
+                            .setName("m")
+                            .addInputs(tensor("x"))
+                            .addOutputs(tensor("y"))
+                            .build());
+            out.onCompleted();
+        }
+
+        private static ModelMetadataResponse.TensorMetadata tensor(String name) {
+            return ModelMetadataResponse.TensorMetadata.newBuilder()
+                    .setName(name)
+                    .setDatatype("FP32")
+                    .addShape(-1)
+                    .addShape(2)
+                    .build();
+        }
+
+        @Override
+        public StreamObserver<ModelInferRequest> modelStreamInfer(StreamObserver<ModelStreamInferResponse> out) {
+            int stream = streams.incrementAndGet();
+            return new StreamObserver<>() {
+                @Override
+                public void onNext(ModelInferRequest request) {
+                    attempts.computeIfAbsent(request.getId(), id -> new AtomicInteger()).incrementAndGet();
+                    synchronized (out) {
+                        script.on(request, stream, out);
+                    }
+                }
+
+                @Override
+                public void onError(Throwable t) {}
+
+                @Override
+                public void onCompleted() {
+                    synchronized (out) {
+                        out.onCompleted();
+                    }
+                }
+            };
+        }
+    }
+
+    /** The answer y = 2x to a request. */
+    static ModelStreamInferResponse answer(ModelInferRequest request) {
+        ByteBuffer in = request.getRawInputContents(0).asReadOnlyByteBuffer().order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer out = ByteBuffer.allocate(in.remaining()).order(ByteOrder.LITTLE_ENDIAN);
+        while (in.hasRemaining()) {
+            out.putFloat(2 * in.getFloat());
+        }
+        out.flip();
+        ModelInferResponse.Builder response = ModelInferResponse.newBuilder().setModelName("m").setId(request.getId());
+        response.addOutputsBuilder().setName("y").setDatatype("FP32").addAllShape(request.getInputs(0).getShapeList());
+        response.addRawOutputContents(ByteString.copyFrom(out));
+        return ModelStreamInferResponse.newBuilder().setInferResponse(response).build();
+    }
+
+    static ModelStreamInferResponse refusal(ModelInferRequest request, String error) {
+        return ModelStreamInferResponse.newBuilder()
+                .setErrorMessage(error)
+                .setInferResponse(ModelInferResponse.newBuilder().setModelName("m").setId(request.getId()))
+                .build();
+    }
+
+    private final ScriptedServer service = new ScriptedServer();
+    private final List<AutoCloseable> closing = new ArrayList<>();
+    private Server server;
+
+    private SidecarClient connect(SidecarClient.Options options) throws Exception {
+        if (server == null) {
+            server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0)).addService(service).build().start();
+        }
+        SidecarClient client = SidecarClient.connect("127.0.0.1:" + server.getPort(), "m", options);
+        closing.add(client);
+        return client;
+    }
+
+    private static SidecarClient.Options quick() {
+        return SidecarClient.Options.defaults()
+                .withConnectTimeout(Duration.ofSeconds(5))
+                .withRequestTimeout(Duration.ofSeconds(WAIT_SECONDS))
+                .withBackoff(Duration.ofMillis(1), Duration.ofMillis(20));
+    }
+
+    private static CompletableFuture<Map<String, Tensor>> send(SidecarClient client, float value) {
+        return client.infer(Map.of("x", Tensor.of(new float[] {value, value}, 1, 2)));
+    }
+
+    private static float[] y(CompletableFuture<Map<String, Tensor>> future) throws Exception {
+        return future.get(WAIT_SECONDS, TimeUnit.SECONDS).get("y").floats();
+    }
+
+    private static SidecarException failure(CompletableFuture<Map<String, Tensor>> future) {
+        ExecutionException e = assertThrows(ExecutionException.class, () -> future.get(WAIT_SECONDS, TimeUnit.SECONDS));
+        assertTrue(e.getCause() instanceof SidecarException, String.valueOf(e.getCause()));
+        return (SidecarException) e.getCause();
+    }
+
+    @AfterEach
+    void stop() throws Exception {
+        for (AutoCloseable c : closing) {
+            c.close();
+        }
+        if (server != null) {
+            server.shutdownNow().awaitTermination(10, TimeUnit.SECONDS);
+        }
+    }
+
+    @Test
+    void answersInAnyOrderReachTheirOwnRequests() throws Exception {
+        List<ModelInferRequest> held = new ArrayList<>();
+        service.script =
+                (request, stream, out) -> {
+                    held.add(request);
+                    if (held.size() == 8) {
+                        for (int i = held.size() - 1; i >= 0; i--) {
+                            out.onNext(answer(held.get(i)));
+                        }
+                    }
+                };
+        SidecarClient client = connect(quick());
+        List<CompletableFuture<Map<String, Tensor>>> futures = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            futures.add(send(client, i));
+        }
+        for (int i = 0; i < 8; i++) {
+            assertArrayEquals(new float[] {2f * i, 2f * i}, y(futures.get(i)));
+        }
+    }
+
+    @Test
+    void resourceExhaustedIsRetriedUntilAnswered() throws Exception {
+        service.script =
+                (request, stream, out) -> {
+                    int attempt = service.attempts.get(request.getId()).get();
+                    out.onNext(attempt <= 2 ? refusal(request, "RESOURCE_EXHAUSTED: the queue is full (2 requests)") : answer(request));
+                };
+        SidecarClient client = connect(quick());
+        List<CompletableFuture<Map<String, Tensor>>> futures = new ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            futures.add(send(client, i));
+        }
+        for (int i = 0; i < 20; i++) {
+            assertArrayEquals(new float[] {2f * i, 2f * i}, y(futures.get(i)));
+        }
+        assertEquals(40, client.retries());
+        service.attempts.forEach((id, n) -> assertEquals(3, n.get(), "attempts of request " + id));
+    }
+
+    @Test
+    void invalidArgumentFailsTheRequestWithTheSidecarsMessageAndIsNotRetried() throws Exception {
+        service.script = (request, stream, out) -> out.onNext(refusal(request, "INVALID_ARGUMENT: input \"x\": shape [1, 2] is wrong"));
+        SidecarClient client = connect(quick());
+        SidecarException e = failure(send(client, 1));
+        assertEquals("INVALID_ARGUMENT", e.code());
+        assertTrue(e.getMessage().contains("INVALID_ARGUMENT: input \"x\": shape [1, 2] is wrong"), e.getMessage());
+        assertTrue(e.getMessage().contains("model 'm'"), e.getMessage());
+        assertEquals(0, client.retries());
+        assertEquals(1, service.attempts.values().iterator().next().get());
+    }
+
+    @Test
+    void aBrokenStreamIsReopenedAndItsUnansweredRequestsSentAgainOnce() throws Exception {
+        // Stream 1 answers the first two requests, then fails like a killed sidecar.
+        AtomicInteger seen = new AtomicInteger();
+        service.script =
+                (request, stream, out) -> {
+                    if (stream > 1) {
+                        out.onNext(answer(request));
+                        return;
+                    }
+                    int n = seen.incrementAndGet();
+                    if (n <= 2) {
+                        out.onNext(answer(request));
+                    } else if (n == 6) {
+                        out.onError(Status.UNAVAILABLE.withDescription("gone").asException());
+                    }
+                };
+        SidecarClient client = connect(quick());
+        List<CompletableFuture<Map<String, Tensor>>> futures = new ArrayList<>();
+        for (int i = 0; i < 6; i++) {
+            futures.add(send(client, i));
+        }
+        for (int i = 0; i < 6; i++) {
+            assertArrayEquals(new float[] {2f * i, 2f * i}, y(futures.get(i)));
+        }
+        assertTrue(client.reconnects() >= 1, "reconnects: " + client.reconnects());
+        assertEquals(2, service.streams.get());
+        // Answered on stream 1: sent once; the four it dropped: sent twice.
+        for (int i = 1; i <= 6; i++) {
+            assertEquals(i <= 2 ? 1 : 2, service.attempts.get(Integer.toString(i)).get(), "attempts of request " + i);
+        }
+    }
+
+    @Test
+    void aStreamTheSidecarEndsCleanlyIsReopenedToo() throws Exception {
+        // A draining sidecar ends the stream with OK once it answered what it took.
+        service.script =
+                (request, stream, out) -> {
+                    if (stream == 1) {
+                        out.onCompleted();
+                    } else {
+                        out.onNext(answer(request));
+                    }
+                };
+        SidecarClient client = connect(quick());
+        assertArrayEquals(new float[] {6f, 6f}, y(send(client, 3)));
+        assertEquals(2, service.streams.get());
+    }
+
+    @Test
+    void aRequestWithoutAnAnswerFailsAtItsTimeoutSayingWhy() throws Exception {
+        service.script = (request, stream, out) -> {};
+        SidecarClient client = connect(quick().withRequestTimeout(Duration.ofMillis(300)));
+        SidecarException silent = failure(send(client, 1));
+        assertEquals("DEADLINE_EXCEEDED", silent.code());
+        assertTrue(silent.getMessage().contains("no answer within 300 ms (sent, no answer yet)"), silent.getMessage());
+
+        service.script = (request, stream, out) -> out.onNext(refusal(request, "RESOURCE_EXHAUSTED: the queue is full"));
+        SidecarException full = failure(send(client, 1));
+        assertEquals("DEADLINE_EXCEEDED", full.code());
+        assertTrue(full.getMessage().contains("last answer: RESOURCE_EXHAUSTED: the queue is full"), full.getMessage());
+        assertEquals(0, client.inFlight());
+    }
+
+    @Test
+    void connectNamesAModelTheSidecarDoesNotServe() throws Exception {
+        connect(quick()).close();
+        SidecarException e =
+                assertThrows(
+                        SidecarException.class,
+                        () -> SidecarClient.connect("127.0.0.1:" + server.getPort(), "other", quick()));
+        assertEquals("NOT_FOUND", e.code());
+        assertTrue(e.getMessage().contains("model 'other'"), e.getMessage());
+        assertTrue(e.getMessage().contains("no model named \"other\""), e.getMessage());
+    }
+
+    @Test
+    void connectToAPortNobodyListensOnFailsNamingIt() throws Exception {
+        int port;
+        try (java.net.ServerSocket probe = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            port = probe.getLocalPort();
+        }
+        String endpoint = "127.0.0.1:" + port;
+        SidecarException e =
+                assertThrows(
+                        SidecarException.class,
+                        () -> SidecarClient.connect(endpoint, "m", quick().withConnectTimeout(Duration.ofMillis(500))));
+        assertEquals("UNAVAILABLE", e.code());
+        assertTrue(e.getMessage().startsWith("cannot reach gpu-sidecar at " + endpoint + " within 500 ms"), e.getMessage());
+    }
+}
