@@ -43,7 +43,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
@@ -151,16 +150,17 @@ public final class SidecarClient implements AutoCloseable {
         final ModelInferRequest request;
         final CompletableFuture<Map<String, Tensor>> future = new CompletableFuture<>();
         final AtomicInteger retries = new AtomicInteger();
-        volatile ScheduledFuture<?> deadline;
+        final long deadlineNanos;
         volatile String lastStatus;
         // Guarded by streamLock: the stream generation it was last sent on, and whether it
         // waits out a backoff before it is sent again.
         long sentOn = -1;
         boolean backingOff;
 
-        Pending(String id, ModelInferRequest request) {
+        Pending(String id, ModelInferRequest request, long deadlineNanos) {
             this.id = id;
             this.request = request;
+            this.deadlineNanos = deadlineNanos;
         }
     }
 
@@ -202,12 +202,26 @@ public final class SidecarClient implements AutoCloseable {
             eventLoops = null;
             builder = NettyChannelBuilder.forAddress(endpoint.host(), endpoint.port());
         }
-        channel = builder.usePlaintext().maxInboundMessageSize(Integer.MAX_VALUE).build();
+        // Answers are handled on the I/O thread that read them (direct executor): handling
+        // one is a map lookup, a decode and a future's completion, and never blocks.
+        channel =
+                builder.usePlaintext()
+                        .directExecutor()
+                        .maxInboundMessageSize(Integer.MAX_VALUE)
+                        .build();
         stub = GRPCInferenceServiceGrpc.newStub(channel);
         timer =
                 Executors.newSingleThreadScheduledExecutor(
                         daemonThreads("gpu-sidecar-client-timer"));
         inFlight = new Semaphore(options.maxInFlight());
+        // One sweep for every request's timeout, rather than a timer task per request.
+        long sweep =
+                Math.max(
+                        TimeUnit.MILLISECONDS.toNanos(5),
+                        Math.min(
+                                options.requestTimeout().toNanos() / 20,
+                                TimeUnit.MILLISECONDS.toNanos(100)));
+        timer.scheduleWithFixedDelay(this::expireOverdue, sweep, sweep, TimeUnit.NANOSECONDS);
     }
 
     /**
@@ -280,6 +294,8 @@ public final class SidecarClient implements AutoCloseable {
             return CompletableFuture.failedFuture(
                     new SidecarException("CANCELLED", describe() + ": the client is closed"));
         }
+        String id = Long.toString(nextId.incrementAndGet());
+        ModelInferRequest message = buildRequest(id, inputs);
         try {
             inFlight.acquire();
         } catch (InterruptedException e) {
@@ -287,15 +303,10 @@ public final class SidecarClient implements AutoCloseable {
             return CompletableFuture.failedFuture(
                     new SidecarException("CANCELLED", describe() + ": interrupted", e));
         }
-        String id = Long.toString(nextId.incrementAndGet());
-        Pending request = new Pending(id, buildRequest(id, inputs));
+        Pending request =
+                new Pending(id, message, System.nanoTime() + options.requestTimeout().toNanos());
         request.future.whenComplete((outputs, error) -> inFlight.release());
         pending.put(id, request);
-        request.deadline =
-                timer.schedule(
-                        () -> expire(request),
-                        options.requestTimeout().toNanos(),
-                        TimeUnit.NANOSECONDS);
         transmit(request);
         return request.future;
     }
@@ -335,7 +346,12 @@ public final class SidecarClient implements AutoCloseable {
         // Caller holds streamLock.
         generation++;
         long opened = generation;
-        stream = stub.modelStreamInfer(new Answers(opened));
+        Answers answers = new Answers(opened);
+        StreamObserver<ModelInferRequest> call = stub.modelStreamInfer(answers);
+        if (answers.finished) {
+            return; // it failed at once, on this thread; ended() scheduled the next attempt
+        }
+        stream = call;
         for (Pending request : pending.values()) {
             if (!request.backingOff && request.sentOn < opened) {
                 stream.onNext(request.request);
@@ -371,6 +387,7 @@ public final class SidecarClient implements AutoCloseable {
     /** Receives one stream's answers; {@code opened} tells a stale stream from the current. */
     private final class Answers implements StreamObserver<ModelStreamInferResponse> {
         private final long opened;
+        private boolean finished; // guarded by streamLock
 
         Answers(long opened) {
             this.opened = opened;
@@ -395,7 +412,6 @@ public final class SidecarClient implements AutoCloseable {
                     return;
                 }
                 if (pending.remove(request.id, request)) {
-                    request.deadline.cancel(false);
                     request.future.complete(outputs);
                 }
                 return;
@@ -420,8 +436,9 @@ public final class SidecarClient implements AutoCloseable {
 
         private void ended(Status status) {
             synchronized (streamLock) {
-                if (opened != generation || stream == null) {
-                    return;
+                finished = true;
+                if (opened != generation) {
+                    return; // an earlier stream
                 }
                 stream = null;
                 streamStatus = describe(status);
@@ -450,6 +467,15 @@ public final class SidecarClient implements AutoCloseable {
                 TimeUnit.NANOSECONDS);
     }
 
+    private void expireOverdue() {
+        long now = System.nanoTime();
+        for (Pending request : pending.values()) {
+            if (now - request.deadlineNanos >= 0) {
+                expire(request);
+            }
+        }
+    }
+
     private void expire(Pending request) {
         String why;
         if (request.lastStatus != null) {
@@ -468,10 +494,6 @@ public final class SidecarClient implements AutoCloseable {
 
     private void fail(Pending request, SidecarException error) {
         if (pending.remove(request.id, request)) {
-            ScheduledFuture<?> deadline = request.deadline;
-            if (deadline != null) {
-                deadline.cancel(false);
-            }
             request.future.completeExceptionally(error);
         }
     }

@@ -22,7 +22,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
@@ -36,8 +35,8 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.streaming.api.datastream.AsyncDataStream;
 import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
-import org.apache.flink.util.CloseableIterator;
 
 /**
  * The Flink side of the bench: streams records through {@link GpuSidecarAsyncFunction} (one
@@ -73,8 +72,15 @@ public final class FlinkBench {
         }
     }
 
-    /** Sends the record's values as the model's only input; answers {sent, answered} nanos. */
-    static final class TimingCodec implements TensorCodec<Item, long[]> {
+    /**
+     * Each measured record's {sent, answered} nanos, by id. The local MiniCluster runs in this
+     * JVM, so the codec writes here and the job ends in a discarding sink: collecting results
+     * through the job's own sink would cost the two cores more than the inference path does.
+     */
+    static volatile long[][] timings;
+
+    /** Sends the record's values as the model's only input; notes when it went and came back. */
+    static final class TimingCodec implements TensorCodec<Item, Long> {
         private static final long serialVersionUID = 1L;
         private final String input;
 
@@ -89,8 +95,12 @@ public final class FlinkBench {
         }
 
         @Override
-        public long[] decode(Item item, Map<String, Tensor> outputs) {
-            return new long[] {item.id, item.sentNanos, System.nanoTime()};
+        public Long decode(Item item, Map<String, Tensor> outputs) {
+            long answered = System.nanoTime();
+            long[][] all = timings;
+            all[0][(int) item.id] = item.sentNanos;
+            all[1][(int) item.id] = answered;
+            return item.id;
         }
     }
 
@@ -176,28 +186,25 @@ public final class FlinkBench {
                                 TypeInformation.of(Item.class)),
                         WatermarkStrategy.noWatermarks(),
                         "items");
-        GpuSidecarAsyncFunction<Item, long[]> function =
+        GpuSidecarAsyncFunction<Item, Long> function =
                 new GpuSidecarAsyncFunction<>(endpoint, model, new TimingCodec(input));
-        DataStream<long[]> timings =
-                AsyncDataStream.unorderedWait(items, function, function.flinkTimeoutMillis(), TimeUnit.MILLISECONDS, capacity)
-                        .returns(long[].class);
-        List<long[]> measured = new ArrayList<>(records);
-        try (CloseableIterator<long[]> results = timings.executeAndCollect()) {
-            while (results.hasNext()) {
-                long[] timing = results.next();
-                if (timing[0] >= warmup) {
-                    measured.add(timing);
-                }
-            }
-        }
+        timings = new long[2][records + warmup];
+        AsyncDataStream.unorderedWait(items, function, function.flinkTimeoutMillis(), TimeUnit.MILLISECONDS, capacity)
+                .returns(Long.class)
+                .sinkTo(new DiscardingSink<>());
+        env.execute("flink-bench capacity " + capacity);
         long first = Long.MAX_VALUE;
         long last = Long.MIN_VALUE;
-        long[] latencies = new long[measured.size()];
-        for (int i = 0; i < latencies.length; i++) {
-            long[] timing = measured.get(i);
-            first = Math.min(first, timing[1]);
-            last = Math.max(last, timing[2]);
-            latencies[i] = timing[2] - timing[1];
+        long[] latencies = new long[records];
+        for (int i = 0; i < records; i++) {
+            long sent = timings[0][warmup + i];
+            long answered = timings[1][warmup + i];
+            if (answered == 0) {
+                throw new IllegalStateException("record " + (warmup + i) + " has no answer");
+            }
+            first = Math.min(first, sent);
+            last = Math.max(last, answered);
+            latencies[i] = answered - sent;
         }
         Arrays.sort(latencies);
         return new double[] {
