@@ -26,6 +26,7 @@
 #                               Triton's own client (tritonclient[grpc]), which a test runs
 #   bin/dev.sh flink [GOALS...] build the Flink client module (flink/) with Maven and run its
 #                               tests against the debug binary; GOALS default to `verify`
+#                               (options alone, e.g. -q, add to it)
 #   bin/dev.sh flink-bench [ARGS...]  the Flink bench (FlinkBench) against the release
 #                               binaries, next to gpu-sidecar-bench's figures
 #
@@ -167,10 +168,15 @@ case "$command" in
     flink)
         ensure_packages
         ensure_runtime
-        # The tests start the debug binary, which this builds if it is not there yet.
-        cargo build --bin gpu-sidecar
-        [ $# -gt 0 ] || set -- verify
-        maven -Dsidecar.runtime="$ORT_DYLIB_PATH" "$@"
+        # The tests start the debug binary; built with the features `test` uses, this is a
+        # no-op right after it.
+        cargo build --features failpoints --bin gpu-sidecar
+        # Options alone (e.g. -q) still run the default goal.
+        goal=verify
+        for arg in "$@"; do
+            case "$arg" in -*) ;; *) goal= ;; esac
+        done
+        maven -Dsidecar.runtime="$ORT_DYLIB_PATH" "$@" $goal
         ;;
     flink-bench)
         ensure_packages

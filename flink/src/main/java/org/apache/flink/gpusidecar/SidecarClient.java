@@ -21,6 +21,7 @@ import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.grpc.netty.shaded.io.netty.bootstrap.Bootstrap;
 import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
@@ -34,6 +35,9 @@ import inference.GrpcService.ModelMetadataRequest;
 import inference.GrpcService.ModelMetadataResponse;
 import inference.GrpcService.ModelStreamInferResponse;
 import java.io.Serializable;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -66,6 +70,18 @@ import org.slf4j.LoggerFactory;
  */
 public final class SidecarClient implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SidecarClient.class);
+
+    /**
+     * gRPC asks every connection for SO_KEEPALIVE, which Netty's Unix-socket channel does not
+     * have; Netty then warns through java.util.logging on each connect. Held here, as the
+     * logging framework keeps loggers only weakly.
+     */
+    private static final java.util.logging.Logger BOOTSTRAP_LOG =
+            java.util.logging.Logger.getLogger(Bootstrap.class.getName());
+
+    static {
+        BOOTSTRAP_LOG.setLevel(java.util.logging.Level.SEVERE);
+    }
 
     /** How the client waits, retries and limits itself; immutable, serializable. */
     public static final class Options implements Serializable {
@@ -534,7 +550,8 @@ public final class SidecarClient implements AutoCloseable {
                             status.getCode().name(),
                             "cannot reach gpu-sidecar at " + endpoint + " within "
                                     + options.connectTimeout().toMillis() + " ms (model '"
-                                    + modelName + "'): " + describe(status),
+                                    + modelName + "'): " + describe(status) + "; "
+                                    + whereItListens(),
                             e);
                 }
                 try {
@@ -645,6 +662,23 @@ public final class SidecarClient implements AutoCloseable {
             }
         }
         return text.toString();
+    }
+
+    /** What the endpoint looks like from here, since gRPC's "io exception" does not say. */
+    private String whereItListens() {
+        if (!endpoint.isUnix()) {
+            return "is the sidecar listening on " + endpoint + " (sidecar.rpc.endpoint)?";
+        }
+        Path socket = Paths.get(endpoint.socketPath());
+        if (!Files.exists(socket)) {
+            return "there is no socket file " + socket + ": is the sidecar running, with"
+                    + " sidecar.rpc.endpoint = \"" + endpoint + "\"?";
+        }
+        if (Files.isDirectory(socket) || Files.isRegularFile(socket)) {
+            return socket + " is not a socket";
+        }
+        return "the socket file " + socket + " is there, but nothing answered on it"
+                + " (a sidecar still starting, or one that died and left it)";
     }
 
     private String describe() {

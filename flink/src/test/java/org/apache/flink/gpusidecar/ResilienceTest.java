@@ -141,5 +141,6 @@ class ResilienceTest {
         String messages = Failures.messages(failure);
         assertTrue(messages.contains("cannot reach gpu-sidecar at " + endpoint), messages);
         assertTrue(messages.contains("UNAVAILABLE"), messages);
+        assertTrue(messages.contains("there is no socket file " + folder.resolve("nobody.sock")), messages);
     }
 }
