@@ -18,19 +18,15 @@ package org.apache.flink.gpusidecar;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.flink.gpusidecar.AffineRecords.Answer;
-import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.test.junit5.MiniClusterExtension;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
-import org.junit.jupiter.api.io.TempDir;
 
 /** DataStream jobs through {@link GpuSidecarAsyncFunction} into a real sidecar. */
 @Timeout(300)
@@ -39,47 +35,24 @@ class DataStreamInferenceTest {
 
     @RegisterExtension static final MiniClusterExtension MINI_CLUSTER = Jobs.miniCluster();
 
-    @TempDir static Path folder;
+    @RegisterExtension static final SidecarExtension SIDECAR = new SidecarExtension("affine");
 
     private static AffineRecords fixture;
-    private static SidecarProcess sidecar;
 
     @BeforeAll
-    static void startSidecar() throws Exception {
+    static void loadFixture() throws Exception {
         fixture = AffineRecords.load();
-        sidecar = SidecarProcess.start(folder, "affine");
-    }
-
-    @AfterAll
-    static void stopSidecar() throws Exception {
-        if (sidecar != null) {
-            sidecar.close();
-        }
     }
 
     @Test
     void unorderedWaitAnswersEveryRecordWithTheModelsOutputs() throws Exception {
-        StreamExecutionEnvironment env = Jobs.environment();
-        List<Answer> answers =
-                Jobs.collect(
-                        Jobs.infer(
-                                Jobs.records(env, fixture, RECORDS, 0),
-                                Jobs.inference(sidecar.endpoint()),
-                                false,
-                                64));
+        List<Answer> answers = Jobs.inferAll(fixture, RECORDS, SIDECAR.endpoint(), false, 64);
         fixture.assertAnsweredOnce(RECORDS, answers);
     }
 
     @Test
     void orderedWaitAnswersEveryRecordInEachSubtasksOrder() throws Exception {
-        StreamExecutionEnvironment env = Jobs.environment();
-        List<Answer> answers =
-                Jobs.collect(
-                        Jobs.infer(
-                                Jobs.records(env, fixture, RECORDS, 0),
-                                Jobs.inference(sidecar.endpoint()),
-                                true,
-                                64));
+        List<Answer> answers = Jobs.inferAll(fixture, RECORDS, SIDECAR.endpoint(), true, 64);
         fixture.assertAnsweredOnce(RECORDS, answers);
         // Each source subtask reads one ascending range of ids into the async subtask beside
         // it; ordered waiting must hand them on in that order.

@@ -110,6 +110,14 @@ final class Jobs {
         }
     }
 
+    /** Records 0..count-1 through the async function as fast as they go; every answer. */
+    static List<Answer> inferAll(
+            AffineRecords fixture, int count, String endpoint, boolean ordered, int capacity)
+            throws Exception {
+        StreamExecutionEnvironment env = environment();
+        return collect(infer(records(env, fixture, count, 0), inference(endpoint), ordered, capacity));
+    }
+
     /** Runs the job and returns everything it emitted, in the order it arrived. */
     static <T> List<T> collect(DataStream<T> stream) throws Exception {
         List<T> all = new ArrayList<>();

@@ -94,14 +94,7 @@ class ResilienceTest {
                         "affine",
                         "max-queue-size = 2",
                         "max-batch-size = 0")) {
-            StreamExecutionEnvironment env = Jobs.environment();
-            List<Answer> answers =
-                    Jobs.collect(
-                            Jobs.infer(
-                                    Jobs.records(env, fixture, records, 0),
-                                    Jobs.inference(sidecar.endpoint()),
-                                    false,
-                                    64));
+            List<Answer> answers = Jobs.inferAll(fixture, records, sidecar.endpoint(), false, 64);
             fixture.assertAnsweredOnce(records, answers);
             double refused =
                     sidecar.metric("gpu_sidecar_inference_requests_total", "outcome=\"resource_exhausted\"");

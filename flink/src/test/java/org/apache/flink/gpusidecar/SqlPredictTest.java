@@ -20,7 +20,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.flink.api.common.typeinfo.Types;
@@ -35,12 +34,10 @@ import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
 import org.apache.flink.test.junit5.MiniClusterExtension;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.CloseableIterator;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
-import org.junit.jupiter.api.io.TempDir;
 
 /** Flink SQL's ML_PREDICT on a {@code 'provider' = 'gpu-sidecar'} model, into a real sidecar. */
 @Timeout(300)
@@ -49,22 +46,13 @@ class SqlPredictTest {
 
     @RegisterExtension static final MiniClusterExtension MINI_CLUSTER = Jobs.miniCluster();
 
-    @TempDir static Path folder;
+    @RegisterExtension static final SidecarExtension SIDECAR = new SidecarExtension("affine");
 
     private static AffineRecords fixture;
-    private static SidecarProcess sidecar;
 
     @BeforeAll
-    static void startSidecar() throws Exception {
+    static void loadFixture() throws Exception {
         fixture = AffineRecords.load();
-        sidecar = SidecarProcess.start(folder, "affine");
-    }
-
-    @AfterAll
-    static void stopSidecar() throws Exception {
-        if (sidecar != null) {
-            sidecar.close();
-        }
     }
 
     /** A table environment with the view {@code records (id BIGINT, features ARRAY<FLOAT>)}. */
@@ -110,15 +98,20 @@ class SqlPredictTest {
         return rows;
     }
 
+    private static final String PREDICT =
+            "SELECT id, scores, best FROM ML_PREDICT(TABLE records, MODEL affine, DESCRIPTOR(features))";
+
+    /** Every message of the failure that running {@code query} ends with. */
+    private static String failureOf(StreamTableEnvironment tables, String query) {
+        Exception failure = assertThrows(Exception.class, () -> collect(tables.executeSql(query)));
+        return Failures.messages(failure);
+    }
+
     @Test
     void mlPredictAnswersEveryRowWithTheModelsOutputs() throws Exception {
         StreamTableEnvironment tables = tables(ROWS, -1);
-        createModel(tables, sidecar.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
-        List<Row> rows =
-                collect(
-                        tables.executeSql(
-                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records, MODEL affine,"
-                                        + " DESCRIPTOR(features))"));
+        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
+        List<Row> rows = collect(tables.executeSql(PREDICT));
         List<Answer> answers = new ArrayList<>();
         for (Row row : rows) {
             Float[] boxed = (Float[]) row.getField(1);
@@ -135,12 +128,8 @@ class SqlPredictTest {
     void mlPredictConvertsColumnTypesToTheModelsDatatypes() throws Exception {
         StreamTableEnvironment tables = tables(10, -1);
         // DOUBLE scores from an FP32 output, an INT from the INT64 one.
-        createModel(tables, sidecar.endpoint(), "scores ARRAY<DOUBLE>, best INT");
-        List<Row> rows =
-                collect(
-                        tables.executeSql(
-                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records, MODEL affine,"
-                                        + " DESCRIPTOR(features))"));
+        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<DOUBLE>, best INT");
+        List<Row> rows = collect(tables.executeSql(PREDICT));
         assertEquals(10, rows.size());
         for (Row row : rows) {
             long id = (Long) row.getField(0);
@@ -156,16 +145,8 @@ class SqlPredictTest {
     @Test
     void aRowOfTheWrongShapeFailsWithTheSidecarsMessageAndTheColumn() {
         StreamTableEnvironment tables = tables(50, 17);
-        createModel(tables, sidecar.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
-        Exception failure =
-                assertThrows(
-                        Exception.class,
-                        () ->
-                                collect(
-                                        tables.executeSql(
-                                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records,"
-                                                        + " MODEL affine, DESCRIPTOR(features))")));
-        String messages = Failures.messages(failure);
+        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
+        String messages = failureOf(tables, PREDICT);
         assertTrue(messages.contains("INVALID_ARGUMENT"), messages);
         assertTrue(messages.contains("input columns features ARRAY<FLOAT>"), messages);
         assertTrue(messages.contains(Failures.SIDECAR_SHAPE_MESSAGE), messages);
@@ -174,16 +155,17 @@ class SqlPredictTest {
     @Test
     void aColumnTypeTheSidecarCannotCarryIsRefusedNamingIt() {
         StreamTableEnvironment tables = tables(1, -1);
-        createModel(tables, sidecar.endpoint(), "scores ARRAY<FLOAT>, best STRING");
-        Exception failure =
-                assertThrows(
-                        Exception.class,
-                        () ->
-                                collect(
-                                        tables.executeSql(
-                                                "SELECT id, scores, best FROM ML_PREDICT(TABLE records,"
-                                                        + " MODEL affine, DESCRIPTOR(features))")));
-        String messages = Failures.messages(failure);
+        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, best STRING");
+        String messages = failureOf(tables, PREDICT);
         assertTrue(messages.contains("output column 'best' has type STRING"), messages);
+    }
+
+    @Test
+    void aColumnThatNamesNoTensorOfTheModelFailsOpenNamingIt() {
+        StreamTableEnvironment tables = tables(1, -1);
+        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, winner BIGINT");
+        String messages =
+                failureOf(tables, PREDICT.replace("best", "winner"));
+        assertTrue(messages.contains("must be named after its tensors: model 'affine' has no output 'winner'"), messages);
     }
 }

@@ -19,7 +19,6 @@ package org.apache.flink.gpusidecar;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -28,12 +27,9 @@ import org.apache.flink.streaming.api.datastream.AsyncDataStream;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.test.junit5.MiniClusterExtension;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
-import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Records the sidecar answers too late, on the fixture model {@code slow} (an execution takes
@@ -47,21 +43,7 @@ class TimeoutTest {
 
     @RegisterExtension static final MiniClusterExtension MINI_CLUSTER = Jobs.miniCluster();
 
-    @TempDir static Path folder;
-
-    private static SidecarProcess sidecar;
-
-    @BeforeAll
-    static void startSidecar() throws Exception {
-        sidecar = SidecarProcess.start(folder, "slow");
-    }
-
-    @AfterAll
-    static void stopSidecar() throws Exception {
-        if (sidecar != null) {
-            sidecar.close();
-        }
-    }
+    @RegisterExtension static final SidecarExtension SIDECAR = new SidecarExtension("slow");
 
     private static String failureOf(GpuSidecarAsyncFunction<Long, Prediction<Long>> function, long flinkTimeoutMillis) {
         StreamExecutionEnvironment env = Jobs.environment();
@@ -76,7 +58,7 @@ class TimeoutTest {
 
     private static GpuSidecarAsyncFunction<Long, Prediction<Long>> slowModel() {
         return new GpuSidecarAsyncFunction<>(
-                sidecar.endpoint(),
+                SIDECAR.endpoint(),
                 "slow",
                 ArrayTensorCodec.<Long>create().longs("index", index -> new long[] {index}));
     }
@@ -86,7 +68,7 @@ class TimeoutTest {
         GpuSidecarAsyncFunction<Long, Prediction<Long>> function =
                 slowModel().withRequestTimeout(Duration.ofMillis(500));
         String messages = failureOf(function, function.flinkTimeoutMillis());
-        assertTrue(messages.contains("SidecarException: gpu-sidecar at " + sidecar.endpoint()), messages);
+        assertTrue(messages.contains("SidecarException: gpu-sidecar at " + SIDECAR.endpoint()), messages);
         assertTrue(messages.contains("model 'slow': no answer within 500 ms (sent, no answer yet)"), messages);
     }
 
@@ -99,7 +81,7 @@ class TimeoutTest {
                 messages.contains("SidecarException: Flink's async timeout passed before the sidecar answered record " + SLOW_INDEX),
                 messages);
         assertTrue(
-                messages.contains("gpu-sidecar at " + sidecar.endpoint() + ", model 'slow': stream open; 1 requests in flight"),
+                messages.contains("gpu-sidecar at " + SIDECAR.endpoint() + ", model 'slow': stream open; 1 requests in flight"),
                 messages);
     }
 }

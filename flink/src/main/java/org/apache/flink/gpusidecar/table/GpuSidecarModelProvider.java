@@ -16,40 +16,25 @@
 
 package org.apache.flink.gpusidecar.table;
 
-import java.util.List;
-import org.apache.flink.gpusidecar.SidecarClient;
 import org.apache.flink.table.functions.AsyncPredictFunction;
 import org.apache.flink.table.ml.AsyncPredictRuntimeProvider;
 import org.apache.flink.table.ml.ModelProvider;
 
 /** A gpu-sidecar model as the planner sees it: it predicts asynchronously. */
 public final class GpuSidecarModelProvider implements AsyncPredictRuntimeProvider {
-    private final String endpoint;
-    private final String model;
-    private final SidecarClient.Options options;
-    private final List<TensorColumn> inputs;
-    private final List<TensorColumn> outputs;
+    private final ModelBinding binding;
 
-    GpuSidecarModelProvider(
-            String endpoint,
-            String model,
-            SidecarClient.Options options,
-            List<TensorColumn> inputs,
-            List<TensorColumn> outputs) {
-        this.endpoint = endpoint;
-        this.model = model;
-        this.options = options;
-        this.inputs = List.copyOf(inputs);
-        this.outputs = List.copyOf(outputs);
+    GpuSidecarModelProvider(ModelBinding binding) {
+        this.binding = binding;
     }
 
     @Override
     public AsyncPredictFunction createAsyncPredictFunction(ModelProvider.Context context) {
-        return new GpuSidecarPredictFunction(endpoint, model, options, inputs, outputs);
+        return new GpuSidecarPredictFunction(binding);
     }
 
     @Override
     public ModelProvider copy() {
-        return new GpuSidecarModelProvider(endpoint, model, options, inputs, outputs);
+        return new GpuSidecarModelProvider(binding);
     }
 }

@@ -84,7 +84,8 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
         List<TensorColumn> outputs =
                 columns(model, "output", context.getCatalogModel().getResolvedOutputSchema());
         return new GpuSidecarModelProvider(
-                endpoint, config.get(GpuSidecarModelOptions.MODEL), options, inputs, outputs);
+                new ModelBinding(
+                        endpoint, config.get(GpuSidecarModelOptions.MODEL), options, inputs, outputs));
     }
 
     private static List<TensorColumn> columns(String model, String side, ResolvedSchema schema) {

@@ -39,30 +39,23 @@ import org.apache.flink.table.functions.FunctionContext;
 public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
     private static final long serialVersionUID = 1L;
 
-    private final String endpoint;
+    private final ModelBinding binding;
     private final String model;
-    private final SidecarClient.Options options;
     private final List<TensorColumn> inputs;
     private final List<TensorColumn> outputs;
 
     private transient SidecarClient client;
 
-    GpuSidecarPredictFunction(
-            String endpoint,
-            String model,
-            SidecarClient.Options options,
-            List<TensorColumn> inputs,
-            List<TensorColumn> outputs) {
-        this.endpoint = endpoint;
-        this.model = model;
-        this.options = options;
-        this.inputs = inputs;
-        this.outputs = outputs;
+    GpuSidecarPredictFunction(ModelBinding binding) {
+        this.binding = binding;
+        this.model = binding.model();
+        this.inputs = binding.inputs();
+        this.outputs = binding.outputs();
     }
 
     @Override
     public void open(FunctionContext context) throws Exception {
-        client = SidecarClient.connect(endpoint, model, options);
+        client = SidecarClient.connect(binding.endpoint(), model, binding.options());
         ModelInfo info = client.model();
         try {
             for (TensorColumn column : inputs) {
@@ -76,7 +69,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
             client = null;
             throw new SidecarException(
                     "INVALID_ARGUMENT",
-                    "the columns of model '" + model + "' at " + endpoint
+                    "the columns of model '" + model + "' at " + binding.endpoint()
                             + " must be named after its tensors: " + e.getMessage(),
                     e);
         }
