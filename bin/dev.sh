@@ -133,7 +133,7 @@ maven() {
         echo "the Flink module needs Maven and a JDK 17 (apt-get install maven openjdk-17-jdk-headless)" >&2
         exit 1
     }
-    mvn -B -f flink/pom.xml -Dmaven.repo.local="$(pwd)/$MAVEN_REPOSITORY" "$@"
+    mvn -B --no-transfer-progress -f flink/pom.xml -Dmaven.repo.local="$(pwd)/$MAVEN_REPOSITORY" "$@"
 }
 
 usage() {

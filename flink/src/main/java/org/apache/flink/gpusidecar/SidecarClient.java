@@ -323,6 +323,11 @@ public final class SidecarClient implements AutoCloseable {
                 new Pending(id, message, System.nanoTime() + options.requestTimeout().toNanos());
         request.future.whenComplete((outputs, error) -> inFlight.release());
         pending.put(id, request);
+        if (closed) {
+            // close() may have swept the pending requests before this one was added.
+            fail(request, new SidecarException("CANCELLED", describe() + ": the client closed"));
+            return request.future;
+        }
         transmit(request);
         return request.future;
     }

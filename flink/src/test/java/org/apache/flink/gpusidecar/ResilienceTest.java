@@ -16,6 +16,7 @@
 
 package org.apache.flink.gpusidecar;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -51,8 +52,22 @@ class ResilienceTest {
 
     @Test
     void aSidecarKilledAndRestartedMidJobLosesAndRepeatsNoRecord() throws Exception {
+        restartMidJob(true);
+    }
+
+    @Test
+    void aSidecarStoppedAndRestartedMidJobLosesAndRepeatsNoRecord() throws Exception {
+        restartMidJob(false);
+    }
+
+    /**
+     * Runs a paced job and, once 600 of its 3000 records are answered, kills the sidecar
+     * (SIGKILL: what it held is lost) or stops it (SIGTERM: it drains, answering what it took,
+     * ends the streams and exits), then starts it again on the same socket.
+     */
+    private void restartMidJob(boolean kill) throws Exception {
         int records = 3000;
-        int answeredBeforeKill = 600;
+        int answeredBeforeRestart = 600;
         try (SidecarProcess sidecar = SidecarProcess.start(folder, "affine")) {
             StreamExecutionEnvironment env = Jobs.environment();
             // 1000 records a second: the job lasts three seconds whatever the machine.
@@ -63,19 +78,23 @@ class ResilienceTest {
                             false,
                             64);
             List<Answer> collected = new ArrayList<>();
-            long killedPid = -1;
+            long firstPid = -1;
             try (CloseableIterator<Answer> results = answers.executeAndCollect()) {
                 while (results.hasNext()) {
                     collected.add(results.next());
-                    if (collected.size() == answeredBeforeKill) {
-                        killedPid = sidecar.pid();
-                        sidecar.kill();
+                    if (collected.size() == answeredBeforeRestart) {
+                        firstPid = sidecar.pid();
+                        if (kill) {
+                            sidecar.kill();
+                        } else {
+                            assertEquals(0, sidecar.stop(), "exit code after SIGTERM\n" + sidecar.logs());
+                        }
                         sidecar.launch(); // the same socket, a new process
                     }
                 }
             }
-            assertTrue(killedPid > 0, "the job ended before the sidecar was killed");
-            assertTrue(sidecar.pid() != killedPid, "the sidecar was restarted");
+            assertTrue(firstPid > 0, "the job ended before the sidecar was restarted");
+            assertTrue(sidecar.pid() != firstPid, "the sidecar was restarted");
             fixture.assertAnsweredOnce(records, collected);
             double answeredAfterRestart = sidecar.metric("gpu_sidecar_inference_requests_total", "outcome=\"ok\"");
             assertTrue(
