@@ -530,6 +530,9 @@ public final class SidecarClient implements AutoCloseable {
     private ModelInfo fetchMetadata() {
         long deadline = System.nanoTime() + options.connectTimeout().toNanos();
         ModelMetadataRequest request = ModelMetadataRequest.newBuilder().setName(modelName).build();
+        // What to report if it never answers: an attempt's UNAVAILABLE says more than the
+        // DEADLINE_EXCEEDED of one the connect timeout cut short.
+        StatusRuntimeException telling = null;
         int attempt = 0;
         while (true) {
             long left = deadline - System.nanoTime();
@@ -540,33 +543,36 @@ public final class SidecarClient implements AutoCloseable {
                                 .modelMetadata(request);
                 return toModelInfo(metadata);
             } catch (StatusRuntimeException e) {
-                Status status = e.getStatus();
-                boolean transient_ =
-                        status.getCode() == Status.Code.UNAVAILABLE
-                                || status.getCode() == Status.Code.DEADLINE_EXCEEDED;
-                if (!transient_) {
+                Status.Code code = e.getStatus().getCode();
+                if (code != Status.Code.UNAVAILABLE && code != Status.Code.DEADLINE_EXCEEDED) {
                     throw new SidecarException(
-                            status.getCode().name(),
-                            describe() + ": ModelMetadata failed: " + describe(status), e);
-                }
-                long wait = backoffNanos(++attempt);
-                if (System.nanoTime() + wait >= deadline) {
-                    throw new SidecarException(
-                            status.getCode().name(),
-                            "cannot reach gpu-sidecar at " + endpoint + " within "
-                                    + options.connectTimeout().toMillis() + " ms (model '"
-                                    + modelName + "'): " + describe(status) + "; "
-                                    + whereItListens(),
+                            code.name(),
+                            describe() + ": ModelMetadata failed: " + describe(e.getStatus()),
                             e);
                 }
-                try {
-                    TimeUnit.NANOSECONDS.sleep(wait);
-                } catch (InterruptedException interrupted) {
-                    Thread.currentThread().interrupt();
-                    throw new SidecarException(
-                            "CANCELLED", describe() + ": interrupted while connecting", interrupted);
+                if (telling == null || code == Status.Code.UNAVAILABLE) {
+                    telling = e;
                 }
             }
+            long wait = backoffNanos(++attempt);
+            if (System.nanoTime() + wait >= deadline) {
+                Status status = telling.getStatus();
+                throw new SidecarException(
+                        status.getCode().name(),
+                        "cannot reach gpu-sidecar at " + endpoint + " within "
+                                + options.connectTimeout().toMillis() + " ms (model '" + modelName
+                                + "'): " + describe(status) + "; " + whereItListens(),
+                        telling);
+            }
+            try {
+                TimeUnit.NANOSECONDS.sleep(wait);
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+                throw new SidecarException(
+                        "CANCELLED", describe() + ": interrupted while connecting", interrupted);
+            }
+            // Connect again now, not after the channel's own (longer) backoff.
+            channel.resetConnectBackoff();
         }
     }
 

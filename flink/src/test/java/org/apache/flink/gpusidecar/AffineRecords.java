@@ -85,7 +85,21 @@ final class AffineRecords {
     final float[][] scores = new float[ROWS][SCORES];
     final long[] best = new long[ROWS];
 
-    static AffineRecords load() throws IOException {
+    private static AffineRecords shared;
+
+    /** The fixture, read once per JVM. */
+    static synchronized AffineRecords shared() {
+        if (shared == null) {
+            try {
+                shared = load();
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException("reading affine.records.json", e);
+            }
+        }
+        return shared;
+    }
+
+    private static AffineRecords load() throws IOException {
         AffineRecords records = new AffineRecords();
         JsonNode root;
         try (InputStream in = SidecarProcess.openFixture("affine.records.json")) {

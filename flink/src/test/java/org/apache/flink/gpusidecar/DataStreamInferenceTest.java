@@ -23,7 +23,6 @@ import java.util.List;
 import java.util.Map;
 import org.apache.flink.gpusidecar.AffineRecords.Answer;
 import org.apache.flink.test.junit5.MiniClusterExtension;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
@@ -37,12 +36,7 @@ class DataStreamInferenceTest {
 
     @RegisterExtension static final SidecarExtension SIDECAR = new SidecarExtension("affine");
 
-    private static AffineRecords fixture;
-
-    @BeforeAll
-    static void loadFixture() throws Exception {
-        fixture = AffineRecords.load();
-    }
+    private static final AffineRecords fixture = AffineRecords.shared();
 
     @Test
     void unorderedWaitAnswersEveryRecordWithTheModelsOutputs() throws Exception {

@@ -30,7 +30,6 @@ import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.test.junit5.MiniClusterExtension;
 import org.apache.flink.util.CloseableIterator;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
@@ -41,14 +40,9 @@ import org.junit.jupiter.api.io.TempDir;
 class ResilienceTest {
     @RegisterExtension static final MiniClusterExtension MINI_CLUSTER = Jobs.miniCluster();
 
-    private static AffineRecords fixture;
+    private static final AffineRecords fixture = AffineRecords.shared();
 
     @TempDir Path folder;
-
-    @BeforeAll
-    static void loadFixture() throws Exception {
-        fixture = AffineRecords.load();
-    }
 
     @Test
     void aSidecarKilledAndRestartedMidJobLosesAndRepeatsNoRecord() throws Exception {

@@ -324,4 +324,33 @@ class SidecarClientTest {
         assertEquals("UNAVAILABLE", e.code());
         assertTrue(e.getMessage().startsWith("cannot reach gpu-sidecar at " + endpoint + " within 500 ms"), e.getMessage());
     }
+
+    @Test
+    void connectWaitsForASidecarThatIsStillStarting() throws Exception {
+        // Something that accepts and hangs up stands in for the sidecar until the client has
+        // tried it; then the real server comes up on the same port.
+        java.net.ServerSocket notYet = new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress());
+        int port = notYet.getLocalPort();
+        java.util.concurrent.CountDownLatch tried = new java.util.concurrent.CountDownLatch(1);
+        Thread refuser =
+                new Thread(
+                        () -> {
+                            try (java.net.Socket socket = notYet.accept()) {
+                                tried.countDown();
+                            } catch (java.io.IOException e) {
+                                // closed below
+                            }
+                        });
+        refuser.start();
+        CompletableFuture<SidecarClient> connecting =
+                CompletableFuture.supplyAsync(
+                        () -> SidecarClient.connect("127.0.0.1:" + port, "m", quick().withConnectTimeout(Duration.ofSeconds(WAIT_SECONDS))));
+        assertTrue(tried.await(WAIT_SECONDS, TimeUnit.SECONDS), "the client never tried the port");
+        notYet.close();
+        refuser.join();
+        server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", port)).addService(service).build().start();
+        SidecarClient client = connecting.get(WAIT_SECONDS, TimeUnit.SECONDS);
+        closing.add(client);
+        assertArrayEquals(new float[] {4f, 4f}, y(send(client, 2)));
+    }
 }

@@ -34,7 +34,6 @@ import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
 import org.apache.flink.test.junit5.MiniClusterExtension;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.CloseableIterator;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
@@ -48,12 +47,7 @@ class SqlPredictTest {
 
     @RegisterExtension static final SidecarExtension SIDECAR = new SidecarExtension("affine");
 
-    private static AffineRecords fixture;
-
-    @BeforeAll
-    static void loadFixture() throws Exception {
-        fixture = AffineRecords.load();
-    }
+    private static final AffineRecords fixture = AffineRecords.shared();
 
     /** A table environment with the view {@code records (id BIGINT, features ARRAY<FLOAT>)}. */
     private static StreamTableEnvironment tables(int rows, int badRow) {
