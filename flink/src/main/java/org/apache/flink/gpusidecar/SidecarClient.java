@@ -416,7 +416,9 @@ public final class SidecarClient implements AutoCloseable {
 
         @Override
         public void onNext(ModelStreamInferResponse answer) {
-            reconnectAttempt.set(0);
+            if (reconnectAttempt.get() != 0 && reconnectAttempt.getAndSet(0) != 0) {
+                LOG.info("{}: answering again after {} reconnects in all", describe(), reconnects.get());
+            }
             ModelInferResponse response = answer.getInferResponse();
             Pending request = pending.get(response.getId());
             if (request == null) {
@@ -463,8 +465,10 @@ public final class SidecarClient implements AutoCloseable {
                 }
                 stream = null;
                 streamStatus = describe(status);
-                if (!closed) {
+                if (!closed && reconnectAttempt.get() == 0) {
                     LOG.info("{}: stream ended ({}); reconnecting", describe(), streamStatus);
+                } else {
+                    LOG.debug("{}: stream ended ({})", describe(), streamStatus);
                 }
                 scheduleReconnect();
             }
