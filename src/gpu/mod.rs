@@ -432,9 +432,6 @@ impl Serving<'_> {
 
     /// Runs one execution for `batch` and answers each job with its rows.
     fn execute(&mut self, batch: Vec<Job>) {
-        // Test builds only: holds the execution, so that tests can fill the queue.
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("gpu::execute");
         let started = Instant::now();
         let requests = batch.len() as u64;
         let rows: usize = batch.iter().map(|job| job.rows).sum();
@@ -443,6 +440,11 @@ impl Serving<'_> {
             self.stats.queue.record(1, waited);
             self.metrics.observe_queue_time(waited);
         }
+        // Test builds only: holds the execution, so that tests can fill the queue. It holds
+        // after the queue times are counted: `inference_queue_seconds_count` tells a test
+        // that its requests left the queue and are held here.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("gpu::execute");
         let inputs = batcher::concatenate(&batch);
         let inputs_ready = Instant::now();
         let outcome = self.resident.session.run(inputs);

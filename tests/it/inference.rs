@@ -841,6 +841,11 @@ mod held {
         }
     }
 
+    /// Waits until the first request has left the queue and its execution is held.
+    fn wait_held(sidecar: &Sidecar) {
+        wait_metric(sidecar, "gpu_sidecar_inference_queue_seconds_count", 1.0);
+    }
+
     #[test]
     fn a_full_queue_answers_resource_exhausted_at_once() {
         let (_dir, sidecar) = slow(
@@ -849,9 +854,8 @@ mod held {
         );
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
-        wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 0.0);
         // The first is running (held); two wait; the fourth is refused.
-        thread::sleep(Duration::from_millis(100));
+        wait_held(&sidecar);
         let queued: Vec<_> = (0..2)
             .map(|i| send_async(&client, &lookup_request(&format!("q{i}"), &[1]), patient()))
             .collect();
@@ -879,7 +883,7 @@ mod held {
         let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
-        thread::sleep(Duration::from_millis(100));
+        wait_held(&sidecar);
         // A gRPC deadline, and a `timeout` parameter (µs), both shorter than the hold.
         let late = send_async(
             &client,
@@ -933,7 +937,7 @@ mod held {
         let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
-        thread::sleep(Duration::from_millis(100));
+        wait_held(&sidecar);
         let mut cancelled = send_async(&client, &lookup_request("gone", &[1]), patient());
         wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 1.0);
         cancelled.cancel();
@@ -953,7 +957,7 @@ mod held {
         let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
-        thread::sleep(Duration::from_millis(100));
+        wait_held(&sidecar);
         let (mut sink, receiver) = client.model_stream_infer_opt(patient()).unwrap();
         block_on(async {
             for i in 0..2 {
