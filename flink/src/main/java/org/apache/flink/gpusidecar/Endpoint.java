@@ -17,7 +17,6 @@
 package org.apache.flink.gpusidecar;
 
 import java.io.Serializable;
-import java.net.URI;
 import java.util.Objects;
 
 /**
@@ -27,6 +26,9 @@ import java.util.Objects;
  */
 public final class Endpoint implements Serializable {
     private static final long serialVersionUID = 1L;
+
+    /** The longest path a Unix socket address holds (108 bytes with the NUL). */
+    private static final int MAX_SOCKET_PATH_BYTES = 107;
 
     private final String text;
     private final String socketPath;
@@ -57,6 +59,19 @@ public final class Endpoint implements Serializable {
             if (!path.startsWith("/")) {
                 throw invalid(text, "the socket path must be absolute");
             }
+            if (path.endsWith("/")) {
+                throw invalid(text, "the socket path names a folder, not a file");
+            }
+            int bytes = path.getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
+            if (bytes > MAX_SOCKET_PATH_BYTES) {
+                throw invalid(
+                        text,
+                        "the socket path is " + bytes + " bytes, more than the "
+                                + MAX_SOCKET_PATH_BYTES + " a Unix socket address holds");
+            }
+            if (path.indexOf('\0') >= 0) {
+                throw invalid(text, "the socket path contains a NUL byte");
+            }
             return new Endpoint(text, path, null, 0);
         }
         if (text.contains("://")) {
@@ -81,12 +96,30 @@ public final class Endpoint implements Serializable {
         if (port < 1 || port > 65535) {
             throw invalid(text, "the port must be 1 to 65535");
         }
-        try {
-            URI.create("dns://x/" + host);
-        } catch (IllegalArgumentException e) {
-            throw invalid(text, "the host is not a host name or address");
+        if (!isHost(host)) {
+            throw invalid(text, "\"" + host + "\" is not a host name or IP address");
         }
         return new Endpoint(text, null, host, port);
+    }
+
+    /** A host name (letters, digits, '-' in dot-separated labels) or an IP address. */
+    private static boolean isHost(String host) {
+        if (host.contains(":")) {
+            return host.matches("[0-9A-Fa-f:.]+"); // an IPv6 address, from inside brackets
+        }
+        if (host.isEmpty() || host.length() > 253) {
+            return false;
+        }
+        for (String label : host.split("\\.", -1)) {
+            if (label.isEmpty()
+                    || label.length() > 63
+                    || label.startsWith("-")
+                    || label.endsWith("-")
+                    || !label.matches("[A-Za-z0-9-]+")) {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static IllegalArgumentException invalid(String text, String why) {

@@ -660,10 +660,19 @@ public final class SidecarClient implements AutoCloseable {
         }
     }
 
+    /** The status code an answer's "CODE: message" starts with, or UNKNOWN. */
     private static String codeOf(String errorMessage) {
         int colon = errorMessage.indexOf(':');
-        String code = colon > 0 ? errorMessage.substring(0, colon) : "";
-        return code.matches("[A-Z_]+") ? code : "UNKNOWN";
+        if (colon <= 0) {
+            return "UNKNOWN";
+        }
+        for (int i = 0; i < colon; i++) {
+            char c = errorMessage.charAt(i);
+            if (!(c >= 'A' && c <= 'Z') && c != '_') {
+                return "UNKNOWN";
+            }
+        }
+        return errorMessage.substring(0, colon);
     }
 
     private static String describe(Status status) {

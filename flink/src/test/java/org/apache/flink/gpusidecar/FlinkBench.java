@@ -172,6 +172,8 @@ public final class FlinkBench {
                         100 * flink[0] / bench[0]);
             }
         }
+        // The sidecar's config, socket and logs: kept only when a run failed above.
+        SidecarProcess.deleteTree(folder);
     }
 
     /** One Flink run: {rows/s, p50 µs, p90 µs, p99 µs} over the records after the warm-up. */

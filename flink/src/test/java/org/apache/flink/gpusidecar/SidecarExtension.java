@@ -16,11 +16,8 @@
 
 package org.apache.flink.gpusidecar;
 
-import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Comparator;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.extension.AfterAllCallback;
 import org.junit.jupiter.api.extension.BeforeAllCallback;
 import org.junit.jupiter.api.extension.ExtensionContext;
@@ -55,17 +52,7 @@ final class SidecarExtension implements BeforeAllCallback, AfterAllCallback {
                 sidecar.close();
             }
         } finally {
-            try (Stream<Path> files = Files.walk(folder)) {
-                files.sorted(Comparator.reverseOrder()).forEach(SidecarExtension::delete);
-            }
-        }
-    }
-
-    private static void delete(Path path) {
-        try {
-            Files.deleteIfExists(path);
-        } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e);
+            SidecarProcess.deleteTree(folder);
         }
     }
 }

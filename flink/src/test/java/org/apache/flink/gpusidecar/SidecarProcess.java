@@ -214,6 +214,15 @@ final class SidecarProcess implements AutoCloseable {
         }
     }
 
+    /** Removes a folder the sidecar ran in, with everything in it. */
+    static void deleteTree(Path folder) throws IOException {
+        try (java.util.stream.Stream<Path> files = Files.walk(folder)) {
+            for (Path path : files.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.delete(path);
+            }
+        }
+    }
+
     /** A fixture file of tests/fixtures/models ({@code -Dsidecar.fixtures}). */
     static Path fixture(String name) {
         Path path = Paths.get(System.getProperty("sidecar.fixtures", "../tests/fixtures/models")).resolve(name);

@@ -36,6 +36,7 @@ class TensorsAndEndpointsTest {
         assertEquals("127.0.0.1", tcp.host());
         assertEquals(50051, tcp.port());
         assertEquals("::1", Endpoint.parse("[::1]:8001").host());
+        assertEquals("sidecar-0.local", Endpoint.parse("sidecar-0.local:8001").host());
         for (String[] bad :
                 List.of(
                         new String[] {"unix:relative.sock", "must be absolute"},
@@ -45,7 +46,11 @@ class TensorsAndEndpointsTest {
                         new String[] {"localhost", "expected unix:/abs/path.sock or host:port"},
                         new String[] {"localhost:http", "the port is not a number"},
                         new String[] {"localhost:70000", "the port must be 1 to 65535"},
-                        new String[] {"::1:80", "write an IPv6 address in brackets"})) {
+                        new String[] {"::1:80", "write an IPv6 address in brackets"},
+                        new String[] {"unix:/run/gpu-sidecar/", "names a folder, not a file"},
+                        new String[] {"unix:/" + "x".repeat(107), "is 108 bytes, more than the 107"},
+                        new String[] {"bad host:80", "\"bad host\" is not a host name or IP address"},
+                        new String[] {"-host:80", "\"-host\" is not a host name"})) {
             IllegalArgumentException e =
                     assertThrows(IllegalArgumentException.class, () -> Endpoint.parse(bad[0]), bad[0]);
             assertTrue(e.getMessage().contains("\"" + bad[0] + "\""), e.getMessage());
