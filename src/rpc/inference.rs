@@ -98,129 +98,122 @@ macro_rules! method {
     };
 }
 
+/// Adds a unary method to `$builder` whose reply (a `Result<$resp, Refusal>`) is `$reply`,
+/// computed from a clone of the service, `$s`, and the request, `$req`.
+macro_rules! unary {
+    ($builder:ident, $service:ident, $name:literal, $req_ty:ty, $resp_ty:ty,
+     |$s:ident, $req:ident| $reply:expr) => {
+        let $s = $service.clone();
+        $builder = $builder.add_unary_handler(
+            &method!(MethodType::Unary, $name, $req_ty, $resp_ty),
+            move |ctx, $req: $req_ty, sink| {
+                let reply = $reply;
+                $s.answer(ctx, sink, reply);
+            },
+        );
+    };
+}
+
 /// Registers the served methods of `inference.GRPCInferenceService`.
 pub fn create_service(service: InferenceService) -> Service {
     use pb::*;
-    let unary = MethodType::Unary;
     let mut builder = ServiceBuilder::new();
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(unary, "ServerLive", ServerLiveRequest, ServerLiveResponse),
-        move |ctx, _req, sink| {
-            let live = s.lifecycle.is_live();
-            s.answer(
-                ctx,
-                sink,
-                Ok(ServerLiveResponse {
-                    live,
-                    ..Default::default()
-                }),
-            );
-        },
+    unary!(
+        builder,
+        service,
+        "ServerLive",
+        ServerLiveRequest,
+        ServerLiveResponse,
+        |s, _req| {
+            Ok(ServerLiveResponse {
+                live: s.lifecycle.is_live(),
+                ..Default::default()
+            })
+        }
     );
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(
-            unary,
-            "ServerReady",
-            ServerReadyRequest,
-            ServerReadyResponse
-        ),
-        move |ctx, _req, sink| {
-            let ready = s.lifecycle.state() == State::Ready;
-            s.answer(
-                ctx,
-                sink,
-                Ok(ServerReadyResponse {
-                    ready,
-                    ..Default::default()
-                }),
-            );
-        },
+    unary!(
+        builder,
+        service,
+        "ServerReady",
+        ServerReadyRequest,
+        ServerReadyResponse,
+        |s, _req| {
+            Ok(ServerReadyResponse {
+                ready: s.lifecycle.state() == State::Ready,
+                ..Default::default()
+            })
+        }
     );
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(unary, "ModelReady", ModelReadyRequest, ModelReadyResponse),
-        move |ctx, req: ModelReadyRequest, sink| {
-            let reply = s
-                .model(&req.name, &req.version, false)
+    unary!(
+        builder,
+        service,
+        "ModelReady",
+        ModelReadyRequest,
+        ModelReadyResponse,
+        |s, req| {
+            s.model(&req.name, &req.version, false)
                 .map(|_| ModelReadyResponse {
                     ready: s.lifecycle.state() == State::Ready,
                     ..Default::default()
-                });
-            s.answer(ctx, sink, reply);
-        },
+                })
+        }
     );
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(
-            unary,
-            "ServerMetadata",
-            ServerMetadataRequest,
-            ServerMetadataResponse
-        ),
-        move |ctx, _req, sink| {
-            let reply = ServerMetadataResponse {
+    unary!(
+        builder,
+        service,
+        "ServerMetadata",
+        ServerMetadataRequest,
+        ServerMetadataResponse,
+        |s, _req| {
+            Ok(ServerMetadataResponse {
                 name: "gpu-sidecar".to_string(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
                 ..Default::default()
-            };
-            s.answer(ctx, sink, Ok(reply));
-        },
+            })
+        }
     );
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(
-            unary,
-            "ModelMetadata",
-            ModelMetadataRequest,
-            ModelMetadataResponse
-        ),
-        move |ctx, req: ModelMetadataRequest, sink| {
-            let reply = s.model(&req.name, &req.version, true).map(model_metadata);
-            s.answer(ctx, sink, reply);
-        },
+    unary!(
+        builder,
+        service,
+        "ModelMetadata",
+        ModelMetadataRequest,
+        ModelMetadataResponse,
+        |s, req| { s.model(&req.name, &req.version, true).map(model_metadata) }
     );
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(
-            unary,
-            "ModelConfig",
-            ModelConfigRequest,
-            ModelConfigResponse
-        ),
-        move |ctx, req: ModelConfigRequest, sink| {
-            let reply = s
-                .serving(&req.name, &req.version)
+    unary!(
+        builder,
+        service,
+        "ModelConfig",
+        ModelConfigRequest,
+        ModelConfigResponse,
+        |s, req| {
+            s.serving(&req.name, &req.version)
                 .map(|serving| ModelConfigResponse {
                     config: Some(model_config(serving, &s.batching)).into(),
                     ..Default::default()
-                });
-            s.answer(ctx, sink, reply);
-        },
+                })
+        }
     );
-    let s = service.clone();
-    builder = builder.add_unary_handler(
-        &method!(
-            unary,
-            "ModelStatistics",
-            ModelStatisticsRequest,
-            ModelStatisticsResponse
-        ),
-        move |ctx, req: ModelStatisticsRequest, sink| {
+    unary!(
+        builder,
+        service,
+        "ModelStatistics",
+        ModelStatisticsRequest,
+        ModelStatisticsResponse,
+        |s, req| {
             // An empty name asks for every model: here, the one.
-            let reply = if req.name.is_empty() {
-                s.model(&s.served_name(), &req.version, true)
+            let name = if req.name.is_empty() {
+                s.served_name()
             } else {
-                s.model(&req.name, &req.version, true)
-            }
-            .map(|model| ModelStatisticsResponse {
-                model_stats: vec![model_statistics(model, &s.stats)],
-                ..Default::default()
-            });
-            s.answer(ctx, sink, reply);
-        },
+                req.name.clone()
+            };
+            s.model(&name, &req.version, true)
+                .map(|model| ModelStatisticsResponse {
+                    model_stats: vec![model_statistics(model, &s.stats)],
+                    ..Default::default()
+                })
+        }
     );
     let mut s = service.clone();
     builder = builder.add_server_streaming_handler(
