@@ -143,25 +143,10 @@ fn driver_calls(log: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// With a GPU but an ONNX Runtime without CUDA (the CPU wheel, as in CI), `required` refuses
-/// to start and names the CUDA execution provider; the context is still released on the
-/// GPU-owner thread.
-#[test]
-fn required_mode_with_a_runtime_without_cuda_exits_1_and_releases_the_context() {
-    let dir = TestDir::new();
-    dir.write_model("model.bin", 4096);
-    let config = ConfigText {
-        gpu_mode: "required".to_string(),
-        ..ConfigText::new(&dir)
-    };
-    let (mut sidecar, log) = spawn_on_fake_driver(&dir, &config, &[]);
-    assert_eq!(sidecar.exit_code(PATIENCE), 1, "{}", sidecar.log());
-    let message = sidecar.log();
-    assert!(
-        message.contains("sidecar.gpu.mode is \"required\" but no GPU can be used: the CUDA execution provider of ONNX Runtime is not usable on GPU 0"),
-        "{message}"
-    );
-    let calls = driver_calls(&log);
+/// Asserts that the fake driver saw the context taken and released, in order, and nothing
+/// else, all from one thread that is not `main`.
+fn assert_context_only_on_one_thread(log: &std::path::Path, pid: i32) {
+    let calls = driver_calls(log);
     let seen: Vec<&str> = calls.iter().map(|(_, call)| call.as_str()).collect();
     assert_eq!(
         seen,
@@ -180,9 +165,30 @@ fn required_mode_with_a_runtime_without_cuda_exits_1_and_releases_the_context() 
     );
     assert_ne!(
         gpu_thread,
-        &format!("tid={}", sidecar.pid()),
+        &format!("tid={pid}"),
         "CUDA used from the main thread"
     );
+}
+
+/// With a GPU but an ONNX Runtime without CUDA (the CPU wheel, as in CI), `required` refuses
+/// to start and names the CUDA execution provider; the context is still released on the
+/// GPU-owner thread.
+#[test]
+fn required_mode_with_a_runtime_without_cuda_exits_1_and_releases_the_context() {
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 4096);
+    let config = ConfigText {
+        gpu_mode: "required".to_string(),
+        ..ConfigText::new(&dir)
+    };
+    let (mut sidecar, log) = spawn_on_fake_driver(&dir, &config, &[]);
+    assert_eq!(sidecar.exit_code(PATIENCE), 1, "{}", sidecar.log());
+    let message = sidecar.log();
+    assert!(
+        message.contains("sidecar.gpu.mode is \"required\" but no GPU can be used: the CUDA execution provider of ONNX Runtime is not usable on GPU 0"),
+        "{message}"
+    );
+    assert_context_only_on_one_thread(&log, sidecar.pid());
 }
 
 /// `auto` with a GPU but no CUDA provider: a warning, the context released at once, and the
@@ -222,17 +228,7 @@ fn auto_mode_with_a_runtime_without_cuda_serves_on_the_cpu_and_says_so() {
     assert!(!scrape.has_family("gpu_sidecar_gpu_info"));
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
-    let calls = driver_calls(&log);
-    let seen: Vec<&str> = calls.iter().map(|(_, call)| call.as_str()).collect();
-    assert_eq!(
-        seen,
-        [
-            "cuInit -> 0",
-            "retain device=0",
-            "set-current",
-            "release device=0"
-        ]
-    );
+    assert_context_only_on_one_thread(&log, sidecar.pid());
 }
 
 #[test]
