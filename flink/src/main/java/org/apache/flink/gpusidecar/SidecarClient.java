@@ -154,7 +154,9 @@ public final class SidecarClient implements AutoCloseable {
 
         private static Duration positive(String what, Duration value) {
             if (value == null || value.isNegative() || value.isZero()) {
-                throw new IllegalArgumentException(what + " must be positive, not " + value);
+                throw new IllegalArgumentException(
+                        what + " must be positive, not "
+                                + (value == null ? "unset" : value.toMillis() + " ms"));
             }
             return value;
         }

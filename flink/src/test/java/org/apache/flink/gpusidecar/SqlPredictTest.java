@@ -78,10 +78,13 @@ class SqlPredictTest {
     }
 
     private static void createModel(StreamTableEnvironment tables, String endpoint, String outputs) {
+        createModelWith(tables, outputs, "'endpoint' = '" + endpoint + "', 'model' = 'affine', 'timeout' = '60 s', 'max-in-flight' = '64'");
+    }
+
+    private static void createModelWith(StreamTableEnvironment tables, String outputs, String options) {
         tables.executeSql(
                 "CREATE MODEL affine INPUT (features ARRAY<FLOAT>) OUTPUT (" + outputs + ")"
-                        + " WITH ('provider' = 'gpu-sidecar', 'endpoint' = '" + endpoint + "',"
-                        + " 'model' = 'affine', 'timeout' = '60 s', 'max-in-flight' = '64')");
+                        + " WITH ('provider' = 'gpu-sidecar', " + options + ")");
     }
 
     private static List<Row> collect(TableResult result) throws Exception {
@@ -161,5 +164,24 @@ class SqlPredictTest {
         String messages =
                 failureOf(tables, PREDICT.replace("best", "winner"));
         assertTrue(messages.contains("must be named after its tensors: model 'affine' has no output 'winner'"), messages);
+    }
+
+    @Test
+    void badModelOptionsAreRefusedNamingThem() {
+        String endpoint = "'endpoint' = '" + SIDECAR.endpoint() + "', ";
+        String[][] cases = {
+            {endpoint + "'model' = 'affine', 'max-in-flight' = '0'", "max in-flight requests must be at least 1, not 0"},
+            {endpoint + "'model' = 'affine', 'timeout' = '0 s'", "request timeout must be positive, not 0 ms"},
+            {endpoint + "'model' = 'affine', 'batch' = '8'", "Unsupported options found for 'gpu-sidecar'"},
+            {"'endpoint' = 'unix:relative.sock', 'model' = 'affine'", "invalid gpu-sidecar endpoint \"unix:relative.sock\": the socket path must be absolute"},
+            {endpoint.trim(), "One or more required options are missing"},
+        };
+        for (String[] bad : cases) {
+            StreamTableEnvironment tables = tables(1, -1);
+            createModelWith(tables, "scores ARRAY<FLOAT>, best BIGINT", bad[0].replaceAll(",\\s*$", ""));
+            String messages = failureOf(tables, PREDICT);
+            assertTrue(messages.contains(bad[1]), bad[0] + ":\n" + messages);
+            assertTrue(messages.contains("ValidationException"), bad[0] + ":\n" + messages);
+        }
     }
 }
