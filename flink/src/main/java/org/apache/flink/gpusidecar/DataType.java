@@ -16,13 +16,21 @@
 
 package org.apache.flink.gpusidecar;
 
-/** The tensor element types of the inference protocol that this client reads and writes. */
+/**
+ * The tensor element types of the inference protocol that this client reads and writes: every
+ * numeric type the protocol has (BF16 and BYTES aside).
+ */
 public enum DataType {
     BOOL(1),
     INT8(1),
     UINT8(1),
+    INT16(2),
+    UINT16(2),
+    FP16(2),
     INT32(4),
+    UINT32(4),
     INT64(8),
+    UINT64(8),
     FP32(4),
     FP64(8);
 
@@ -45,7 +53,7 @@ public enum DataType {
             }
         }
         throw new IllegalArgumentException(
-                "datatype " + name + " is not one this client handles (BOOL, INT8, UINT8, INT32,"
-                        + " INT64, FP32, FP64)");
+                "datatype " + name + " is not one this client handles ("
+                        + java.util.Arrays.toString(values()).replaceAll("[\\[\\]]", "") + ")");
     }
 }

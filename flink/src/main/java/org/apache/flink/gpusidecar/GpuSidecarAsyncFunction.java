@@ -51,7 +51,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
     private final String endpoint;
     private final String model;
     private final TensorCodec<IN, OUT> codec;
-    private SidecarClient.Options options = SidecarClient.Options.defaults();
+    private SidecarOptions options = SidecarOptions.defaults();
 
     private transient SidecarClient client;
 
@@ -86,7 +86,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
     }
 
     /** Every client option at once. */
-    public GpuSidecarAsyncFunction<IN, OUT> withOptions(SidecarClient.Options options) {
+    public GpuSidecarAsyncFunction<IN, OUT> withOptions(SidecarOptions options) {
         this.options = Objects.requireNonNull(options, "options");
         return this;
     }

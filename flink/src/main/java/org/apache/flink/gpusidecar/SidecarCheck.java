@@ -38,8 +38,8 @@ public final class SidecarCheck {
             System.err.println("usage: SidecarCheck ENDPOINT MODEL   (ENDPOINT: unix:/path.sock or host:port)");
             System.exit(2);
         }
-        SidecarClient.Options options =
-                SidecarClient.Options.defaults()
+        SidecarOptions options =
+                SidecarOptions.defaults()
                         .withConnectTimeout(Duration.ofSeconds(10))
                         .withRequestTimeout(Duration.ofSeconds(10));
         try (SidecarClient client = SidecarClient.connect(args[0], args[1], options)) {

@@ -16,7 +16,6 @@
 
 package org.apache.flink.gpusidecar;
 
-import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -28,20 +27,14 @@ import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
 import io.grpc.stub.StreamObserver;
 import inference.GRPCInferenceServiceGrpc;
-import inference.GrpcService.InferTensorContents;
 import inference.GrpcService.ModelInferRequest;
 import inference.GrpcService.ModelInferResponse;
 import inference.GrpcService.ModelMetadataRequest;
 import inference.GrpcService.ModelMetadataResponse;
 import inference.GrpcService.ModelStreamInferResponse;
-import java.io.Serializable;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
-import java.time.Duration;
-import java.util.ArrayList;
-import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -83,85 +76,6 @@ public final class SidecarClient implements AutoCloseable {
         BOOTSTRAP_LOG.setLevel(java.util.logging.Level.SEVERE);
     }
 
-    /** How the client waits, retries and limits itself; immutable, serializable. */
-    public static final class Options implements Serializable {
-        private static final long serialVersionUID = 1L;
-
-        private final Duration requestTimeout;
-        private final Duration connectTimeout;
-        private final int maxInFlight;
-        private final Duration initialBackoff;
-        private final Duration maxBackoff;
-
-        private Options(
-                Duration requestTimeout,
-                Duration connectTimeout,
-                int maxInFlight,
-                Duration initialBackoff,
-                Duration maxBackoff) {
-            this.requestTimeout = positive("request timeout", requestTimeout);
-            this.connectTimeout = positive("connect timeout", connectTimeout);
-            if (maxInFlight < 1) {
-                throw new IllegalArgumentException(
-                        "max in-flight requests must be at least 1, not " + maxInFlight);
-            }
-            this.maxInFlight = maxInFlight;
-            this.initialBackoff = positive("initial backoff", initialBackoff);
-            this.maxBackoff = positive("max backoff", maxBackoff);
-        }
-
-        /** 30 s per request, 30 s to connect, 256 requests in flight, backoff 5 ms to 1 s. */
-        public static Options defaults() {
-            return new Options(
-                    Duration.ofSeconds(30),
-                    Duration.ofSeconds(30),
-                    256,
-                    Duration.ofMillis(5),
-                    Duration.ofSeconds(1));
-        }
-
-        /** How long a request may take, retries included, before it fails. */
-        public Options withRequestTimeout(Duration timeout) {
-            return new Options(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff);
-        }
-
-        /** How long {@link #connect} waits for the sidecar to answer before it fails. */
-        public Options withConnectTimeout(Duration timeout) {
-            return new Options(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff);
-        }
-
-        /** How many requests may be unanswered at once; {@link #infer} waits beyond that. */
-        public Options withMaxInFlight(int requests) {
-            return new Options(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff);
-        }
-
-        /** The first and the longest wait between retries and reconnects. */
-        public Options withBackoff(Duration initial, Duration max) {
-            return new Options(requestTimeout, connectTimeout, maxInFlight, initial, max);
-        }
-
-        public Duration requestTimeout() {
-            return requestTimeout;
-        }
-
-        public Duration connectTimeout() {
-            return connectTimeout;
-        }
-
-        public int maxInFlight() {
-            return maxInFlight;
-        }
-
-        private static Duration positive(String what, Duration value) {
-            if (value == null || value.isNegative() || value.isZero()) {
-                throw new IllegalArgumentException(
-                        what + " must be positive, not "
-                                + (value == null ? "unset" : value.toMillis() + " ms"));
-            }
-            return value;
-        }
-    }
-
     /** One request awaiting its answer. */
     private static final class Pending {
         final String id;
@@ -184,7 +98,7 @@ public final class SidecarClient implements AutoCloseable {
 
     private final Endpoint endpoint;
     private final String modelName;
-    private final Options options;
+    private final SidecarOptions options;
     private final EventLoopGroup eventLoops;
     private final ManagedChannel channel;
     private final GRPCInferenceServiceGrpc.GRPCInferenceServiceStub stub;
@@ -204,7 +118,7 @@ public final class SidecarClient implements AutoCloseable {
     private long generation; // guarded by streamLock
     private boolean reconnectScheduled; // guarded by streamLock
 
-    private SidecarClient(Endpoint endpoint, String modelName, Options options) {
+    private SidecarClient(Endpoint endpoint, String modelName, SidecarOptions options) {
         this.endpoint = endpoint;
         this.modelName = modelName;
         this.options = options;
@@ -247,7 +161,7 @@ public final class SidecarClient implements AutoCloseable {
      * host:port}) and checks that it serves {@code model}, retrying while it is starting, for
      * up to the connect timeout. Fails with a {@link SidecarException} that names the endpoint.
      */
-    public static SidecarClient connect(String endpoint, String model, Options options) {
+    public static SidecarClient connect(String endpoint, String model, SidecarOptions options) {
         if (model == null || model.isEmpty()) {
             throw new IllegalArgumentException("the model name is empty");
         }
@@ -273,7 +187,7 @@ public final class SidecarClient implements AutoCloseable {
         return endpoint;
     }
 
-    public Options options() {
+    public SidecarOptions options() {
         return options;
     }
 
@@ -313,7 +227,7 @@ public final class SidecarClient implements AutoCloseable {
                     new SidecarException("CANCELLED", describe() + ": the client is closed"));
         }
         String id = Long.toString(nextId.incrementAndGet());
-        ModelInferRequest message = buildRequest(id, inputs);
+        ModelInferRequest message = KServeCodec.request(modelName, id, inputs);
         try {
             inFlight.acquire();
         } catch (InterruptedException e) {
@@ -332,23 +246,6 @@ public final class SidecarClient implements AutoCloseable {
         }
         transmit(request);
         return request.future;
-    }
-
-    private ModelInferRequest buildRequest(String id, Map<String, Tensor> inputs) {
-        ModelInferRequest.Builder request =
-                ModelInferRequest.newBuilder().setModelName(modelName).setId(id);
-        for (Map.Entry<String, Tensor> input : inputs.entrySet()) {
-            Tensor tensor = input.getValue();
-            ModelInferRequest.InferInputTensor.Builder spec =
-                    request.addInputsBuilder()
-                            .setName(input.getKey())
-                            .setDatatype(tensor.dataType().name());
-            for (long dimension : tensor.shape()) {
-                spec.addShape(dimension);
-            }
-            request.addRawInputContents(UnsafeByteOperations.unsafeWrap(tensor.toRawBytes()));
-        }
-        return request.build();
     }
 
     /** Sends a request on the open stream, or leaves it for the reconnect to send. */
@@ -430,7 +327,7 @@ public final class SidecarClient implements AutoCloseable {
             if (error.isEmpty()) {
                 Map<String, Tensor> outputs;
                 try {
-                    outputs = decode(response);
+                    outputs = KServeCodec.decode(response);
                 } catch (RuntimeException e) {
                     fail(request, new SidecarException(
                             "INTERNAL", describe() + ": unreadable answer: " + e.getMessage(), e));
@@ -441,7 +338,7 @@ public final class SidecarClient implements AutoCloseable {
                 }
                 return;
             }
-            String code = codeOf(error);
+            String code = KServeCodec.codeOf(error);
             if (code.equals("RESOURCE_EXHAUSTED") || code.equals("UNAVAILABLE")) {
                 retryLater(request, error);
             } else {
@@ -527,8 +424,8 @@ public final class SidecarClient implements AutoCloseable {
 
     /** Exponential backoff with jitter: half the step fixed, half random. */
     private long backoffNanos(int attempt) {
-        long initial = options.initialBackoff.toNanos();
-        long step = Math.min(options.maxBackoff.toNanos(), initial << Math.min(attempt - 1, 30));
+        long initial = options.initialBackoff().toNanos();
+        long step = Math.min(options.maxBackoff().toNanos(), initial << Math.min(attempt - 1, 30));
         return step / 2 + ThreadLocalRandom.current().nextLong(step / 2 + 1);
     }
 
@@ -547,7 +444,7 @@ public final class SidecarClient implements AutoCloseable {
                         GRPCInferenceServiceGrpc.newBlockingStub(channel)
                                 .withDeadlineAfter(Math.max(left, 1), TimeUnit.NANOSECONDS)
                                 .modelMetadata(request);
-                return toModelInfo(metadata);
+                return KServeCodec.modelInfo(metadata);
             } catch (StatusRuntimeException e) {
                 Status.Code code = e.getStatus().getCode();
                 if (code != Status.Code.UNAVAILABLE && code != Status.Code.DEADLINE_EXCEEDED) {
@@ -580,101 +477,6 @@ public final class SidecarClient implements AutoCloseable {
             // Connect again now, not after the channel's own (longer) backoff.
             channel.resetConnectBackoff();
         }
-    }
-
-    private static ModelInfo toModelInfo(ModelMetadataResponse metadata) {
-        List<ModelInfo.TensorInfo> inputs = new ArrayList<>();
-        for (ModelMetadataResponse.TensorMetadata tensor : metadata.getInputsList()) {
-            inputs.add(toTensorInfo(tensor));
-        }
-        List<ModelInfo.TensorInfo> outputs = new ArrayList<>();
-        for (ModelMetadataResponse.TensorMetadata tensor : metadata.getOutputsList()) {
-            outputs.add(toTensorInfo(tensor));
-        }
-        return new ModelInfo(metadata.getName(), inputs, outputs);
-    }
-
-    private static ModelInfo.TensorInfo toTensorInfo(ModelMetadataResponse.TensorMetadata tensor) {
-        long[] shape = tensor.getShapeList().stream().mapToLong(Long::longValue).toArray();
-        return new ModelInfo.TensorInfo(tensor.getName(), tensor.getDatatype(), shape);
-    }
-
-    /** The output tensors of an answer, from its raw contents or its typed contents. */
-    static Map<String, Tensor> decode(ModelInferResponse response) {
-        Map<String, Tensor> outputs = new LinkedHashMap<>();
-        boolean raw = response.getRawOutputContentsCount() > 0;
-        if (raw && response.getRawOutputContentsCount() != response.getOutputsCount()) {
-            throw new IllegalArgumentException(
-                    response.getOutputsCount() + " outputs but "
-                            + response.getRawOutputContentsCount() + " raw contents");
-        }
-        for (int i = 0; i < response.getOutputsCount(); i++) {
-            ModelInferResponse.InferOutputTensor output = response.getOutputs(i);
-            DataType type = DataType.fromProtocol(output.getDatatype());
-            long[] shape = output.getShapeList().stream().mapToLong(Long::longValue).toArray();
-            Tensor tensor =
-                    raw
-                            ? Tensor.fromRawBytes(
-                                    type, shape, response.getRawOutputContents(i).asReadOnlyByteBuffer())
-                            : fromContents(type, shape, output.getContents());
-            outputs.put(output.getName(), tensor);
-        }
-        return outputs;
-    }
-
-    private static Tensor fromContents(DataType type, long[] shape, InferTensorContents contents) {
-        switch (type) {
-            case FP32: {
-                float[] values = new float[contents.getFp32ContentsCount()];
-                for (int i = 0; i < values.length; i++) {
-                    values[i] = contents.getFp32Contents(i);
-                }
-                return Tensor.of(values, shape);
-            }
-            case FP64:
-                return Tensor.of(
-                        contents.getFp64ContentsList().stream().mapToDouble(Double::doubleValue).toArray(),
-                        shape);
-            case INT64:
-                return Tensor.of(
-                        contents.getInt64ContentsList().stream().mapToLong(Long::longValue).toArray(),
-                        shape);
-            case INT32:
-                return Tensor.of(
-                        contents.getIntContentsList().stream().mapToInt(Integer::intValue).toArray(),
-                        shape);
-            case BOOL: {
-                boolean[] values = new boolean[contents.getBoolContentsCount()];
-                for (int i = 0; i < values.length; i++) {
-                    values[i] = contents.getBoolContents(i);
-                }
-                return Tensor.of(values, shape);
-            }
-            default: {
-                List<Integer> ints =
-                        type == DataType.UINT8 ? contents.getUintContentsList() : contents.getIntContentsList();
-                byte[] values = new byte[ints.size()];
-                for (int i = 0; i < values.length; i++) {
-                    values[i] = (byte) (int) ints.get(i);
-                }
-                return Tensor.ofBytes(type, values, shape);
-            }
-        }
-    }
-
-    /** The status code an answer's "CODE: message" starts with, or UNKNOWN. */
-    private static String codeOf(String errorMessage) {
-        int colon = errorMessage.indexOf(':');
-        if (colon <= 0) {
-            return "UNKNOWN";
-        }
-        for (int i = 0; i < colon; i++) {
-            char c = errorMessage.charAt(i);
-            if (!(c >= 'A' && c <= 'Z') && c != '_') {
-                return "UNKNOWN";
-            }
-        }
-        return errorMessage.substring(0, colon);
     }
 
     private static String describe(Status status) {

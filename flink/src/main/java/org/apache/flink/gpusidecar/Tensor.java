@@ -24,8 +24,10 @@ import java.util.Objects;
 
 /**
  * One tensor: its datatype, shape and row-major values, held in the Java array that matches
- * the datatype ({@code float[]} for FP32, {@code double[]} for FP64, {@code long[]} for INT64,
- * {@code int[]} for INT32, {@code byte[]} for INT8 and UINT8, {@code boolean[]} for BOOL).
+ * the datatype's width ({@code float[]} for FP32, {@code double[]} for FP64, {@code long[]} for
+ * INT64 and UINT64, {@code int[]} for INT32 and UINT32, {@code short[]} for INT16, UINT16 and
+ * FP16 (its IEEE bits), {@code byte[]} for INT8 and UINT8, {@code boolean[]} for BOOL; unsigned
+ * values in their two's-complement bits).
  */
 public final class Tensor implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -121,36 +123,53 @@ public final class Tensor implements Serializable {
                 return ((float[]) values)[i];
             case FP64:
                 return ((double[]) values)[i];
-            case INT64:
-                return ((long[]) values)[i];
-            case INT32:
-                return ((int[]) values)[i];
-            case BOOL:
-                return ((boolean[]) values)[i] ? 1 : 0;
-            case UINT8:
-                return Byte.toUnsignedInt(((byte[]) values)[i]);
+            case FP16:
+                return Half.toFloat(((short[]) values)[i]);
+            case UINT64: {
+                long value = ((long[]) values)[i];
+                return value >= 0 ? value : (double) (value >>> 1) * 2.0 + (value & 1);
+            }
             default:
-                return ((byte[]) values)[i];
+                return longAt(i);
         }
     }
 
-    /** Value {@code i} (row-major) as a long; fractional values are refused. */
+    /** Value {@code i} (row-major) as a long; fractional values and UINT64 values past
+     * {@code Long.MAX_VALUE} are refused. */
     public long longAt(int i) {
         switch (dataType) {
-            case INT64:
-                return ((long[]) values)[i];
+            case BOOL:
+                return ((boolean[]) values)[i] ? 1 : 0;
+            case INT8:
+                return ((byte[]) values)[i];
+            case UINT8:
+                return Byte.toUnsignedInt(((byte[]) values)[i]);
+            case INT16:
+                return ((short[]) values)[i];
+            case UINT16:
+                return Short.toUnsignedInt(((short[]) values)[i]);
             case INT32:
                 return ((int[]) values)[i];
-            case FP32:
-            case FP64:
+            case UINT32:
+                return Integer.toUnsignedLong(((int[]) values)[i]);
+            case INT64:
+                return ((long[]) values)[i];
+            case UINT64: {
+                long value = ((long[]) values)[i];
+                if (value < 0) {
+                    throw new IllegalStateException(
+                            "value " + Long.toUnsignedString(value) + " of a UINT64 tensor does not fit a long");
+                }
+                return value;
+            }
+            default: {
                 double value = doubleAt(i);
                 if (value != Math.rint(value)) {
                     throw new IllegalStateException(
                             "value " + value + " of a " + dataType + " tensor is not an integer");
                 }
                 return (long) value;
-            default:
-                return (long) doubleAt(i);
+            }
         }
     }
 
@@ -175,17 +194,10 @@ public final class Tensor implements Serializable {
                 }
                 return new Tensor(target, shape, values);
             }
-            case INT64: {
-                long[] values = new long[n];
+            case FP16: {
+                short[] values = new short[n];
                 for (int i = 0; i < n; i++) {
-                    values[i] = longAt(i);
-                }
-                return new Tensor(target, shape, values);
-            }
-            case INT32: {
-                int[] values = new int[n];
-                for (int i = 0; i < n; i++) {
-                    values[i] = Math.toIntExact(longAt(i));
+                    values[i] = Half.fromFloat((float) doubleAt(i));
                 }
                 return new Tensor(target, shape, values);
             }
@@ -197,19 +209,54 @@ public final class Tensor implements Serializable {
                 return new Tensor(target, shape, values);
             }
             default: {
-                byte[] values = new byte[n];
-                long low = target == DataType.UINT8 ? 0 : Byte.MIN_VALUE;
-                long high = target == DataType.UINT8 ? 255 : Byte.MAX_VALUE;
+                long[] integers = new long[n];
                 for (int i = 0; i < n; i++) {
-                    long value = longAt(i);
-                    if (value < low || value > high) {
-                        throw new IllegalArgumentException(
-                                "value " + value + " does not fit " + target);
-                    }
-                    values[i] = (byte) value;
+                    integers[i] = checkedInteger(longAt(i), target);
+                }
+                return fromLongs(target, shape, integers);
+            }
+        }
+    }
+
+    /** {@code value}, if {@code target} (an integer type) holds it. */
+    private static long checkedInteger(long value, DataType target) {
+        int bits = target.bytesPerElement() * 8;
+        boolean unsigned = target.name().startsWith("UINT");
+        long low = unsigned ? 0 : bits == 64 ? Long.MIN_VALUE : -(1L << (bits - 1));
+        long high = bits == 64 ? Long.MAX_VALUE : unsigned ? (1L << bits) - 1 : (1L << (bits - 1)) - 1;
+        if (value < low || value > high) {
+            throw new IllegalArgumentException("value " + value + " does not fit " + target);
+        }
+        return value;
+    }
+
+    /** An integer tensor of {@code target} from values known to fit it. */
+    private static Tensor fromLongs(DataType target, long[] shape, long[] integers) {
+        int n = integers.length;
+        switch (target.bytesPerElement()) {
+            case 1: {
+                byte[] values = new byte[n];
+                for (int i = 0; i < n; i++) {
+                    values[i] = (byte) integers[i];
                 }
                 return new Tensor(target, shape, values);
             }
+            case 2: {
+                short[] values = new short[n];
+                for (int i = 0; i < n; i++) {
+                    values[i] = (short) integers[i];
+                }
+                return new Tensor(target, shape, values);
+            }
+            case 4: {
+                int[] values = new int[n];
+                for (int i = 0; i < n; i++) {
+                    values[i] = (int) integers[i];
+                }
+                return new Tensor(target, shape, values);
+            }
+            default:
+                return new Tensor(target, shape, integers);
         }
     }
 
@@ -217,26 +264,22 @@ public final class Tensor implements Serializable {
     public byte[] toRawBytes() {
         ByteBuffer buffer =
                 ByteBuffer.allocate(size() * dataType.bytesPerElement()).order(ByteOrder.LITTLE_ENDIAN);
-        switch (dataType) {
-            case FP32:
-                buffer.asFloatBuffer().put((float[]) values);
-                break;
-            case FP64:
-                buffer.asDoubleBuffer().put((double[]) values);
-                break;
-            case INT64:
-                buffer.asLongBuffer().put((long[]) values);
-                break;
-            case INT32:
-                buffer.asIntBuffer().put((int[]) values);
-                break;
-            case BOOL:
-                for (boolean value : (boolean[]) values) {
-                    buffer.put((byte) (value ? 1 : 0));
-                }
-                break;
-            default:
-                buffer.put((byte[]) values);
+        if (values instanceof float[]) {
+            buffer.asFloatBuffer().put((float[]) values);
+        } else if (values instanceof double[]) {
+            buffer.asDoubleBuffer().put((double[]) values);
+        } else if (values instanceof long[]) {
+            buffer.asLongBuffer().put((long[]) values);
+        } else if (values instanceof int[]) {
+            buffer.asIntBuffer().put((int[]) values);
+        } else if (values instanceof short[]) {
+            buffer.asShortBuffer().put((short[]) values);
+        } else if (values instanceof boolean[]) {
+            for (boolean value : (boolean[]) values) {
+                buffer.put((byte) (value ? 1 : 0));
+            }
+        } else {
+            buffer.put((byte[]) values);
         }
         return buffer.array();
     }
@@ -263,16 +306,6 @@ public final class Tensor implements Serializable {
                 buffer.asDoubleBuffer().get(values);
                 return new Tensor(dataType, shape, values);
             }
-            case INT64: {
-                long[] values = new long[n];
-                buffer.asLongBuffer().get(values);
-                return new Tensor(dataType, shape, values);
-            }
-            case INT32: {
-                int[] values = new int[n];
-                buffer.asIntBuffer().get(values);
-                return new Tensor(dataType, shape, values);
-            }
             case BOOL: {
                 boolean[] values = new boolean[n];
                 for (int i = 0; i < n; i++) {
@@ -280,11 +313,29 @@ public final class Tensor implements Serializable {
                 }
                 return new Tensor(dataType, shape, values);
             }
-            default: {
-                byte[] values = new byte[n];
-                buffer.get(values);
-                return new Tensor(dataType, shape, values);
-            }
+            default:
+                switch (dataType.bytesPerElement()) {
+                    case 1: {
+                        byte[] values = new byte[n];
+                        buffer.get(values);
+                        return new Tensor(dataType, shape, values);
+                    }
+                    case 2: {
+                        short[] values = new short[n];
+                        buffer.asShortBuffer().get(values);
+                        return new Tensor(dataType, shape, values);
+                    }
+                    case 4: {
+                        int[] values = new int[n];
+                        buffer.asIntBuffer().get(values);
+                        return new Tensor(dataType, shape, values);
+                    }
+                    default: {
+                        long[] values = new long[n];
+                        buffer.asLongBuffer().get(values);
+                        return new Tensor(dataType, shape, values);
+                    }
+                }
         }
     }
 

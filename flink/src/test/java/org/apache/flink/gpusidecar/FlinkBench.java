@@ -150,7 +150,7 @@ public final class FlinkBench {
         try (SidecarProcess sidecar =
                 SidecarProcess.start(folder, model, name, "max-batch-size = " + maxBatchSize)) {
             ModelInfo info;
-            try (SidecarClient client = SidecarClient.connect(sidecar.endpoint(), name, SidecarClient.Options.defaults())) {
+            try (SidecarClient client = SidecarClient.connect(sidecar.endpoint(), name, SidecarOptions.defaults())) {
                 info = client.model();
             }
             if (info.inputs().size() != 1) {

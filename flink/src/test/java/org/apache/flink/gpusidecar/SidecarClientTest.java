@@ -141,7 +141,7 @@ class SidecarClientTest {
     private final List<AutoCloseable> closing = new ArrayList<>();
     private Server server;
 
-    private SidecarClient connect(SidecarClient.Options options) throws Exception {
+    private SidecarClient connect(SidecarOptions options) throws Exception {
         if (server == null) {
             server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0)).addService(service).build().start();
         }
@@ -150,8 +150,8 @@ class SidecarClientTest {
         return client;
     }
 
-    private static SidecarClient.Options quick() {
-        return SidecarClient.Options.defaults()
+    private static SidecarOptions quick() {
+        return SidecarOptions.defaults()
                 .withConnectTimeout(Duration.ofSeconds(5))
                 .withRequestTimeout(Duration.ofSeconds(WAIT_SECONDS))
                 .withBackoff(Duration.ofMillis(1), Duration.ofMillis(20));

@@ -22,7 +22,7 @@ import java.util.Set;
 import org.apache.flink.configuration.ConfigOption;
 import org.apache.flink.configuration.ReadableConfig;
 import org.apache.flink.gpusidecar.Endpoint;
-import org.apache.flink.gpusidecar.SidecarClient;
+import org.apache.flink.gpusidecar.SidecarOptions;
 import org.apache.flink.table.api.ValidationException;
 import org.apache.flink.table.catalog.Column;
 import org.apache.flink.table.catalog.ResolvedSchema;
@@ -69,10 +69,10 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
         } catch (IllegalArgumentException e) {
             throw new ValidationException("model " + model + ": " + e.getMessage(), e);
         }
-        SidecarClient.Options options;
+        SidecarOptions options;
         try {
             options =
-                    SidecarClient.Options.defaults()
+                    SidecarOptions.defaults()
                             .withRequestTimeout(config.get(GpuSidecarModelOptions.TIMEOUT))
                             .withMaxInFlight(config.get(GpuSidecarModelOptions.MAX_IN_FLIGHT))
                             .withConnectTimeout(config.get(GpuSidecarModelOptions.CONNECT_TIMEOUT));

@@ -18,7 +18,7 @@ package org.apache.flink.gpusidecar.table;
 
 import java.io.Serializable;
 import java.util.List;
-import org.apache.flink.gpusidecar.SidecarClient;
+import org.apache.flink.gpusidecar.SidecarOptions;
 
 /**
  * A {@code CREATE MODEL} bound to a sidecar: where it listens, the model's name there, the
@@ -27,7 +27,7 @@ import org.apache.flink.gpusidecar.SidecarClient;
 record ModelBinding(
         String endpoint,
         String model,
-        SidecarClient.Options options,
+        SidecarOptions options,
         List<TensorColumn> inputs,
         List<TensorColumn> outputs)
         implements Serializable {

@@ -1,0 +1,109 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+import java.io.Serializable;
+import java.time.Duration;
+
+/** How the client waits, retries and limits itself; immutable, serializable. */
+public final class SidecarOptions implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    private final Duration requestTimeout;
+    private final Duration connectTimeout;
+    private final int maxInFlight;
+    private final Duration initialBackoff;
+    private final Duration maxBackoff;
+
+    private SidecarOptions(
+            Duration requestTimeout,
+            Duration connectTimeout,
+            int maxInFlight,
+            Duration initialBackoff,
+            Duration maxBackoff) {
+        this.requestTimeout = positive("request timeout", requestTimeout);
+        this.connectTimeout = positive("connect timeout", connectTimeout);
+        if (maxInFlight < 1) {
+            throw new IllegalArgumentException(
+                    "max in-flight requests must be at least 1, not " + maxInFlight);
+        }
+        this.maxInFlight = maxInFlight;
+        this.initialBackoff = positive("initial backoff", initialBackoff);
+        this.maxBackoff = positive("max backoff", maxBackoff);
+    }
+
+    /** 30 s per request, 30 s to connect, 256 requests in flight, backoff 5 ms to 1 s. */
+    public static SidecarOptions defaults() {
+        return new SidecarOptions(
+                Duration.ofSeconds(30),
+                Duration.ofSeconds(30),
+                256,
+                Duration.ofMillis(5),
+                Duration.ofSeconds(1));
+    }
+
+    /** How long a request may take, retries included, before it fails. */
+    public SidecarOptions withRequestTimeout(Duration timeout) {
+        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff);
+    }
+
+    /** How long {@link SidecarClient#connect} waits for the sidecar to answer before it fails. */
+    public SidecarOptions withConnectTimeout(Duration timeout) {
+        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff);
+    }
+
+    /** How many requests may be unanswered at once; {@link SidecarClient#infer} waits beyond that. */
+    public SidecarOptions withMaxInFlight(int requests) {
+        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff);
+    }
+
+    /** The first and the longest wait between retries and reconnects. */
+    public SidecarOptions withBackoff(Duration initial, Duration max) {
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max);
+    }
+
+    public Duration requestTimeout() {
+        return requestTimeout;
+    }
+
+    public Duration connectTimeout() {
+        return connectTimeout;
+    }
+
+    public int maxInFlight() {
+        return maxInFlight;
+    }
+
+    /** The first wait between retries and reconnects. */
+    public Duration initialBackoff() {
+        return initialBackoff;
+    }
+
+    /** The longest wait between retries and reconnects. */
+    public Duration maxBackoff() {
+        return maxBackoff;
+    }
+
+    private static Duration positive(String what, Duration value) {
+        if (value == null || value.isNegative() || value.isZero()) {
+            throw new IllegalArgumentException(
+                    what + " must be positive, not "
+                            + (value == null ? "unset" : value.toMillis() + " ms"));
+        }
+        return value;
+    }
+}
