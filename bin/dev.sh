@@ -18,7 +18,8 @@
 # through sudo), or says which to install and exits 1.
 #
 #   bin/dev.sh run  [ARGS...]   build and run the sidecar; ARGS default to -c sidecar.toml
-#   bin/dev.sh test [ARGS...]   run the README's test command; ARGS go to `cargo test`
+#   bin/dev.sh test [ARGS...]   run the README's whole test command (Rust, then flink/); ARGS
+#                               go to `cargo test`
 #                               (e.g. `bin/dev.sh test -- --ignored` on a GPU machine)
 #   bin/dev.sh runtime          fetch ONNX Runtime's CPU library (the `onnxruntime` wheel
 #                               from PyPI) into .onnxruntime/ and print its path
@@ -155,8 +156,10 @@ case "$command" in
         ensure_packages
         ensure_runtime
         ensure_clients
-        # `failpoints` compiles in the fault injection that tests/it/faults.rs uses.
-        exec cargo test --features failpoints "$@"
+        # The README's test command: the workspace's Rust tests (`failpoints` compiles in the
+        # fault injection that tests/it/faults.rs uses), then the Flink module's.
+        cargo test --workspace --features failpoints "$@"
+        exec "$0" flink
         ;;
     runtime)
         ensure_runtime
@@ -181,7 +184,7 @@ case "$command" in
     flink-bench)
         ensure_packages
         ensure_runtime
-        cargo build --release --bins
+        cargo build --release --workspace --bins
         maven -q test-compile
         maven -q exec:exec -Dexec.executable=java -Dexec.classpathScope=test \
             -Dexec.args="-Dsidecar.binary=$(pwd)/target/release/gpu-sidecar -Dsidecar.runtime=$ORT_DYLIB_PATH -Dsidecar.fixtures=$(pwd)/tests/fixtures/models -classpath %classpath org.apache.flink.gpusidecar.FlinkBench $*"

@@ -159,11 +159,6 @@ impl HealthServer {
         })
     }
 
-    /// The address actually bound (the real port when 0 was asked for).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// How long since the serving loop last came round; more than a second means it is stuck
     /// (in answering a request).
     pub fn silent_for(&self) -> Duration {
@@ -259,8 +254,8 @@ fn header(name: &str, value: &str) -> Header {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::ServingInfo;
     use crate::metrics::Transport;
+    use crate::serving::ServingInfo;
 
     fn status_and_body(method: &Method, url: &str, lifecycle: &Lifecycle) -> (u16, String) {
         let metrics = Metrics::new(Transport::Unix).unwrap();

@@ -23,11 +23,13 @@
 //! - `health` answers HTTP probes and serves the Prometheus metrics ([`health`],
 //!   [`metrics`]); `health-accept` and a short-lived `health-conn` per connection guard it.
 //! - `grpc-cq-N`, grpcio's completion-queue threads, run the gRPC handlers ([`rpc`]): they
-//!   check inference requests and hand them to the [`batcher`]'s queue without blocking.
-//! - `gpu-owner` alone touches CUDA and the ONNX Runtime session ([`gpu`]): it gathers queued
-//!   requests into batches, runs them, and answers each request with its rows.
+//!   decode inference requests and submit them through the [`model`]'s handle without
+//!   blocking.
+//! - `gpu-owner` alone touches CUDA and the [`backend`]'s session ([`gpu`]): it gathers
+//!   queued requests into batches, runs them, and answers each request with its rows.
 //!
-//! They share the [`lifecycle::Lifecycle`] and talk over crossbeam channels.
+//! They share the [`lifecycle::Lifecycle`] and talk over crossbeam channels. Plain data that
+//! several of them speak lives in leaf modules: [`tensor`], [`serving`], [`proto`].
 //!
 //! # Start-up and shutdown
 //! Signal handlers → health endpoint (answers NOT_READY) → gRPC endpoint bound and serving
@@ -39,22 +41,19 @@
 //! → the GPU thread answers what is still queued, frees the session and releases the context
 //! on itself → health and signal threads stop → exit code.
 
-pub mod batcher;
+pub mod backend;
 pub mod config;
 pub mod gpu;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod proto;
 pub mod rpc;
+pub mod serving;
 pub mod shutdown;
 pub mod supervision;
-
-/// The generated protobuf messages and gRPC stubs (`proto/*.proto`).
-#[allow(missing_debug_implementations)] // grpcio-compiler's client stubs do not derive Debug
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
-}
+pub mod tensor;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -62,14 +61,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 
-use crate::batcher::stats::ModelStats;
 use crate::config::{Config, ConfigError};
-use crate::gpu::{ByteSize, GpuError, GpuOwner, ServingInfo, ServingPlan};
+use crate::gpu::{GpuError, GpuOwner, ServingPlan};
 use crate::health::{HealthError, HealthServer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsError, Transport};
+use crate::model::ModelHandle;
 use crate::rpc::inference::InferenceService;
 use crate::rpc::{RpcError, RpcServer};
+use crate::serving::{ByteSize, ServingInfo};
 use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
 use crate::supervision::{load_status, Liveness, Notifier, Verdict, LOAD_PROGRESS_ALLOWANCE};
 
@@ -78,8 +78,6 @@ const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often start-up progress is reported to systemd while the model loads.
 const STARTUP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Exit code for a clean run.
-pub const EXIT_OK: u8 = 0;
 /// Exit code for a runtime failure.
 pub const EXIT_RUNTIME_FAILURE: u8 = 1;
 /// Exit code for a bad configuration or command line.
@@ -145,7 +143,7 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {
     Ok(())
 }
 
-/// The components started so far, stopped in reverse order by [`Sidecar::shut_down`].
+/// The components started so far, stopped in reverse order by [`Supervisor::shut_down`].
 #[derive(Debug, Default)]
 struct Components {
     signals: Option<SignalThread>,
@@ -167,7 +165,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         log::info!("config: {line}");
     }
     let (events, event_receiver) = unbounded();
-    let mut sidecar = Sidecar {
+    let mut supervisor = Supervisor {
         config,
         started,
         lifecycle: Arc::new(Lifecycle::new()),
@@ -177,28 +175,29 @@ pub fn run(config: &Config) -> Result<(), Error> {
         event_receiver,
         components: Components::default(),
     };
-    sidecar.notifier.status("starting");
-    let outcome = sidecar.start_up().and_then(|stopped_early| {
+    supervisor.notifier.status("starting");
+    let outcome = supervisor.start_up().and_then(|stopped_early| {
         if stopped_early {
             return Ok(());
         }
-        sidecar.serve()
+        supervisor.serve()
     });
     if let Err(e) = &outcome {
         log::error!("{e}");
     }
-    let stopped = sidecar.shut_down();
+    let stopped = supervisor.shut_down();
     let outcome = outcome.and(stopped);
     match &outcome {
-        Ok(()) => sidecar.notifier.status("stopped"),
-        Err(e) => sidecar.notifier.status(&format!("failed: {e}")),
+        Ok(()) => supervisor.notifier.status("stopped"),
+        Err(e) => supervisor.notifier.status(&format!("failed: {e}")),
     }
     outcome
 }
 
-/// The main thread's view of the running sidecar.
+/// The main thread's view of the running process: it starts the components, watches them
+/// while serving, and stops them.
 #[derive(Debug)]
-struct Sidecar<'a> {
+struct Supervisor<'a> {
     config: &'a Config,
     started: Instant,
     lifecycle: Arc<Lifecycle>,
@@ -209,7 +208,7 @@ struct Sidecar<'a> {
     components: Components,
 }
 
-impl Sidecar<'_> {
+impl Supervisor<'_> {
     /// Starts every component and waits for the GPU thread to report the model resident,
     /// telling systemd how the load goes. Returns `true` if a signal asked to stop before
     /// READY.
@@ -222,14 +221,17 @@ impl Sidecar<'_> {
             Arc::clone(&self.metrics),
             self.events.clone(),
         )?);
-        let (submitter, queue) = batcher::queue(config.batching.max_queue_size as usize);
-        let stats = Arc::new(ModelStats::default());
+        let (model, queue) = ModelHandle::new(
+            Arc::clone(&self.lifecycle),
+            Arc::clone(&self.metrics),
+            config.batching.clone(),
+        );
+        let model = Arc::new(model);
+        let stats = Arc::clone(model.stats());
         let inference = InferenceService::new(
             Arc::clone(&self.lifecycle),
             Arc::clone(&self.metrics),
-            Arc::clone(&stats),
-            submitter,
-            config.batching.clone(),
+            model,
         );
         let rpc = RpcServer::start(
             &config.rpc,

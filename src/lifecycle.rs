@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 
-use crate::gpu::ServingInfo;
+use crate::serving::ServingInfo;
 
 /// Where the sidecar is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,8 +28,8 @@ use prometheus::{
 };
 
 use crate::config::Endpoint;
-use crate::gpu::{DeviceInfo, ModelLocation, ServingInfo};
 use crate::lifecycle::{Lifecycle, State};
+use crate::serving::{DeviceInfo, ModelLocation, ServingInfo};
 
 const NAMESPACE: &str = "gpu_sidecar";
 
@@ -475,6 +475,24 @@ impl Metrics {
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Counts something (a call, a stream) on a gauge while it lasts: up when begun, down
+/// when dropped.
+#[derive(Debug)]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn begin(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -112,10 +112,6 @@ impl ComponentThread {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Waits up to `timeout` for the thread to end and joins it. Fails if it is still running
     /// then (it is left detached) or if it panicked.
     pub fn join_within(&mut self, timeout: Duration) -> Result<(), ShutdownError> {

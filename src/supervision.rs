@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::gpu::ByteSize;
+use crate::serving::ByteSize;
 
 /// How often the main loop checks on the components (more often when the watchdog asks).
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -12,9 +12,10 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! What a model takes and gives: tensor datatypes (by their Open Inference Protocol names),
-//! the model's signature, and tensors as row-major little-endian bytes. Built by the GPU-owner
-//! thread from the runtime session; read by the gRPC handlers to check requests.
+//! The tensor vocabulary every layer speaks: element types (by their Open Inference Protocol
+//! names), a model's signature, and tensors as row-major little-endian bytes. A leaf: the
+//! backend builds signatures, the gRPC codec checks requests against them, the batcher
+//! concatenates and splits tensors.
 
 use std::fmt;
 
@@ -136,12 +137,6 @@ impl Signature {
         self.max_batch_size > 0
     }
 
-    /// The shape a client sees: with batching, the first dimension is -1 (the batch); the
-    /// model's dimensions otherwise.
-    pub fn protocol_dims(&self, spec: &TensorSpec) -> Vec<i64> {
-        spec.dims.clone()
-    }
-
     /// The dimensions of one row (the model's shape without the batch dimension), as Triton's
     /// model configuration gives them when batching.
     pub fn config_dims(&self, spec: &TensorSpec) -> Vec<i64> {
@@ -150,6 +145,31 @@ impl Signature {
         } else {
             spec.dims.clone()
         }
+    }
+
+    /// Inputs of zeros with `rows` rows (or the model's own first dimension when it is
+    /// fixed); other dynamic dimensions are 1. For warm-up and the bench.
+    pub fn zero_inputs(&self, rows: usize) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<i64> = spec
+                    .dims
+                    .iter()
+                    .enumerate()
+                    .map(|(axis, &dim)| match (axis, dim) {
+                        (0, -1) => rows as i64,
+                        (_, -1) => 1,
+                        (_, dim) => dim,
+                    })
+                    .collect();
+                let bytes = element_count(&shape).unwrap_or(0) * spec.datatype.size().unwrap_or(1);
+                Tensor {
+                    shape,
+                    data: vec![0; bytes],
+                }
+            })
+            .collect()
     }
 }
 
@@ -203,7 +223,6 @@ mod tests {
             max_batch_size: 8,
         };
         assert_eq!(signature.config_dims(&spec), vec![4]);
-        assert_eq!(signature.protocol_dims(&spec), vec![-1, 4]);
         signature.max_batch_size = 0;
         assert_eq!(signature.config_dims(&spec), vec![-1, 4]);
     }

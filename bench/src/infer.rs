@@ -19,8 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,15 +27,16 @@ use futures_executor::block_on;
 use futures_util::{SinkExt, StreamExt};
 use grpcio::{CallOption, ChannelBuilder, Environment, WriteFlags};
 
-use gpu_sidecar::batcher::tensor::{element_count, DataType};
-use gpu_sidecar::gpu::runtime::{self, ModelSession, Provider, SessionOptions};
+use gpu_sidecar::backend::onnx::{self, OnnxSession};
+use gpu_sidecar::backend::{Provider, Session, SessionOptions};
 use gpu_sidecar::proto::grpc_service::model_infer_request::InferInputTensor;
 use gpu_sidecar::proto::grpc_service::{
     ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest,
 };
 use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
+use gpu_sidecar::tensor::{DataType, Signature, TensorSpec};
 
-use super::Limit;
+use crate::load::{self, Limit, Tally};
 
 /// How requests are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,33 +108,38 @@ pub fn template(
         model_name: name,
         ..Default::default()
     };
-    for input in &metadata.inputs {
-        let shape: Vec<i64> = input
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(axis, &d)| match (axis, d) {
-                (0, -1) => rows as i64,
-                (_, -1) => 1,
-                (_, d) => d,
+    let specs = metadata
+        .inputs
+        .iter()
+        .map(|input| {
+            let datatype = DataType::parse(&input.datatype)
+                .filter(|datatype| datatype.size().is_some())
+                .ok_or_else(|| {
+                    format!(
+                        "input {:?} is {}: not benchmarked",
+                        input.name, input.datatype
+                    )
+                })?;
+            Ok(TensorSpec {
+                name: input.name.clone(),
+                datatype,
+                dims: input.shape.clone(),
             })
-            .collect();
-        let size = DataType::parse(&input.datatype)
-            .and_then(DataType::size)
-            .ok_or_else(|| {
-                format!(
-                    "input {:?} is {}: not benchmarked",
-                    input.name, input.datatype
-                )
-            })?;
-        let bytes = element_count(&shape).unwrap_or(0) * size;
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let signature = Signature {
+        inputs: specs,
+        outputs: Vec::new(),
+        max_batch_size: 0,
+    };
+    for (spec, zeros) in signature.inputs.iter().zip(signature.zero_inputs(rows)) {
         request.inputs.push(InferInputTensor {
-            name: input.name.clone(),
-            datatype: input.datatype.clone(),
-            shape,
+            name: spec.name.clone(),
+            datatype: spec.datatype.name().to_string(),
+            shape: zeros.shape,
             ..Default::default()
         });
-        request.raw_input_contents.push(vec![0; bytes]);
+        request.raw_input_contents.push(zeros.data);
     }
     Ok(request)
 }
@@ -151,7 +156,7 @@ fn counts(client: &GrpcInferenceServiceClient) -> Option<(u64, u64)> {
     Some((model.inference_count, model.execution_count))
 }
 
-/// Runs one closed loop per client, each on its own thread, until `limit`.
+/// Runs one closed loop per client until `limit`, unary or streaming per `mode`.
 pub fn closed_loop(
     clients: &[GrpcInferenceServiceClient],
     request: &ModelInferRequest,
@@ -160,62 +165,25 @@ pub fn closed_loop(
     deadline: Duration,
 ) -> Measured {
     let before = clients.first().and_then(counts);
-    let started = Instant::now();
-    let issued = Arc::new(AtomicU64::new(0));
-    let (results, collected) = mpsc::channel();
-    thread::scope(|scope| {
-        for client in clients {
-            let results = results.clone();
-            let issued = Arc::clone(&issued);
-            scope.spawn(move || {
-                let go_on = || match limit {
-                    Limit::Time(d) => started.elapsed() < d,
-                    Limit::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
-                };
-                let mut latencies = Vec::new();
-                let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-                match mode {
-                    Mode::Unary | Mode::Ping => {
-                        while go_on() {
-                            let began = Instant::now();
-                            match client
-                                .model_infer_opt(request, CallOption::default().timeout(deadline))
-                            {
-                                Ok(_) => latencies.push(began.elapsed().as_nanos() as u64),
-                                Err(grpcio::Error::RpcFailure(status)) => {
-                                    *errors.entry(format!("{:?}", status.code())).or_default() += 1;
-                                }
-                                Err(e) => *errors.entry(e.to_string()).or_default() += 1,
-                            }
-                        }
-                    }
-                    Mode::Stream => stream_loop(
-                        client,
-                        request,
-                        deadline,
-                        go_on,
-                        &mut latencies,
-                        &mut errors,
-                    ),
+    let tally = load::closed_loop(clients, limit, |client, go_on, tally| match mode {
+        Mode::Unary | Mode::Ping => {
+            while go_on() {
+                let began = Instant::now();
+                match client.model_infer_opt(request, CallOption::default().timeout(deadline)) {
+                    Ok(_) => tally.answered(began),
+                    Err(e) => tally.rpc_failed(&e),
                 }
-                let _ = results.send((latencies, errors));
-            });
+            }
         }
+        Mode::Stream => stream_loop(client, request, deadline, go_on, tally),
     });
-    drop(results);
-    let seconds = started.elapsed().as_secs_f64();
     let mut measured = Measured {
-        seconds,
-        ..Measured::default()
+        requests: tally.requests(),
+        errors: tally.errors,
+        seconds: tally.seconds,
+        latencies: tally.latencies,
+        rows_per_execution: None,
     };
-    for (latencies, errors) in collected {
-        measured.latencies.extend(latencies);
-        for (code, count) in errors {
-            *measured.errors.entry(code).or_default() += count;
-        }
-    }
-    measured.latencies.sort_unstable();
-    measured.requests = measured.latencies.len() as u64 + measured.errors.values().sum::<u64>();
     if let (Some((rows0, runs0)), Some((rows1, runs1))) = (before, clients.first().and_then(counts))
     {
         if runs1 > runs0 {
@@ -230,37 +198,33 @@ fn stream_loop(
     client: &GrpcInferenceServiceClient,
     request: &ModelInferRequest,
     deadline: Duration,
-    mut go_on: impl FnMut() -> bool,
-    latencies: &mut Vec<u64>,
-    errors: &mut BTreeMap<String, u64>,
+    go_on: &mut dyn FnMut() -> bool,
+    tally: &mut Tally,
 ) {
     let Ok((mut sink, mut receiver)) = client.model_stream_infer_opt(
         CallOption::default().timeout(deadline.max(Duration::from_secs(3600))),
     ) else {
-        *errors.entry("STREAM_NOT_OPENED".to_string()).or_default() += 1;
+        tally.failed("STREAM_NOT_OPENED");
         return;
     };
     block_on(async {
         while go_on() {
             let began = Instant::now();
             if let Err(e) = sink.send((request.clone(), WriteFlags::default())).await {
-                *errors.entry(e.to_string()).or_default() += 1;
+                tally.failed(e.to_string());
                 return;
             }
             match receiver.next().await {
-                Some(Ok(answer)) if answer.error_message.is_empty() => {
-                    latencies.push(began.elapsed().as_nanos() as u64)
-                }
+                Some(Ok(answer)) if answer.error_message.is_empty() => tally.answered(began),
                 Some(Ok(answer)) => {
-                    let code = answer.error_message.split(':').next().unwrap_or("ERROR");
-                    *errors.entry(code.to_string()).or_default() += 1;
+                    tally.failed(answer.error_message.split(':').next().unwrap_or("ERROR"))
                 }
                 Some(Err(e)) => {
-                    *errors.entry(e.to_string()).or_default() += 1;
+                    tally.failed(e.to_string());
                     return;
                 }
                 None => {
-                    *errors.entry("STREAM_ENDED".to_string()).or_default() += 1;
+                    tally.failed("STREAM_ENDED");
                     return;
                 }
             }
@@ -272,23 +236,23 @@ fn stream_loop(
 /// Times the model's session in this process at `batch` rows per execution for `duration`
 /// (after a warm-up): rows per second. Loads ONNX Runtime as the sidecar does.
 pub fn runtime_only(model: &Path, batch: usize, duration: Duration) -> Result<f64, String> {
-    runtime::load_library(None).map_err(|e| e.to_string())?;
+    onnx::load_library(None).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
     let options = SessionOptions {
         provider: Provider::Cpu,
         intra_op_threads: thread::available_parallelism().map_or(1, |n| n.get()),
         max_batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
     };
-    let mut session = ModelSession::create(model, &bytes, &options).map_err(|e| e.to_string())?;
-    session.warm_up().map_err(|e| e.to_string())?;
-    let inputs = session.zero_inputs(batch);
-    for _ in 0..3 {
-        session.run(inputs.clone())?;
+    let mut session = OnnxSession::create(model, &bytes, &options).map_err(|e| e.to_string())?;
+    let inputs = session.signature().zero_inputs(batch);
+    // Warm-up, uncounted.
+    for _ in 0..4 {
+        session.run(inputs.clone()).map_err(|e| e.to_string())?;
     }
     let started = Instant::now();
     let mut executions = 0u64;
     while started.elapsed() < duration {
-        session.run(inputs.clone())?;
+        session.run(inputs.clone()).map_err(|e| e.to_string())?;
         executions += 1;
     }
     Ok((executions * batch as u64) as f64 / started.elapsed().as_secs_f64())

@@ -28,7 +28,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,11 +39,13 @@ use gpu_sidecar::config::parse_duration;
 use gpu_sidecar::proto::sidecar::PingRequest;
 
 mod infer;
+mod load;
 
 use infer::Mode;
+use load::Limit;
 
 /// The sample model spawned sidecars serve unless --model names another.
-const SAMPLE_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/models/affine.onnx");
+const SAMPLE_MODEL: &[u8] = include_bytes!("../../tests/fixtures/models/affine.onnx");
 use gpu_sidecar::proto::sidecar_grpc::SidecarClient;
 
 /// How long a spawned sidecar may take to say where it listens, and to become READY.
@@ -600,77 +601,37 @@ fn connect(environment: &Arc<Environment>, target: &str) -> SidecarClient {
     SidecarClient::new(channel)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Limit {
-    Time(Duration),
-    Requests(u64),
-}
-
-/// Runs one closed loop per client, each on its own thread, until `limit`.
+/// Runs one closed loop of Pings per client until `limit`.
 fn closed_loop(
     clients: &[SidecarClient],
     payload: &[u8],
     limit: Limit,
     deadline: Duration,
 ) -> RunReport {
-    let started = Instant::now();
-    let issued = Arc::new(AtomicU64::new(0));
-    let (results, collected) = mpsc::channel();
-    thread::scope(|scope| {
-        for client in clients {
-            let results = results.clone();
-            let issued = Arc::clone(&issued);
-            scope.spawn(move || {
-                let request = PingRequest {
-                    payload: payload.to_vec(),
-                    ..PingRequest::default()
-                };
-                let mut latencies = Vec::new();
-                let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-                loop {
-                    let go_on = match limit {
-                        Limit::Time(d) => started.elapsed() < d,
-                        Limit::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
-                    };
-                    if !go_on {
-                        break;
-                    }
-                    let began = Instant::now();
-                    match client.ping_opt(&request, CallOption::default().timeout(deadline)) {
-                        Ok(response) if response.payload.len() == request.payload.len() => {
-                            latencies.push(began.elapsed().as_nanos() as u64);
-                        }
-                        Ok(_) => *errors.entry("WRONG_PAYLOAD".to_string()).or_default() += 1,
-                        Err(grpcio::Error::RpcFailure(status)) => {
-                            *errors.entry(format!("{:?}", status.code())).or_default() += 1;
-                        }
-                        Err(e) => *errors.entry(e.to_string()).or_default() += 1,
-                    }
+    let request = PingRequest {
+        payload: payload.to_vec(),
+        ..PingRequest::default()
+    };
+    let tally = load::closed_loop(clients, limit, |client, go_on, tally| {
+        while go_on() {
+            let began = Instant::now();
+            match client.ping_opt(&request, CallOption::default().timeout(deadline)) {
+                Ok(response) if response.payload.len() == request.payload.len() => {
+                    tally.answered(began)
                 }
-                let _ = results.send((latencies, errors));
-            });
+                Ok(_) => tally.failed("WRONG_PAYLOAD"),
+                Err(e) => tally.rpc_failed(&e),
+            }
         }
     });
-    drop(results);
-    let seconds = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for (thread_latencies, thread_errors) in collected {
-        latencies.extend(thread_latencies);
-        for (code, count) in thread_errors {
-            *errors.entry(code).or_default() += count;
-        }
-    }
-    latencies.sort_unstable();
-    let requests = latencies.len() as u64 + errors.values().sum::<u64>();
     RunReport {
         transport: String::new(),
         concurrency: clients.len(),
         payload_bytes: payload.len() as u64,
-        requests,
-        errors,
-        seconds,
-        latencies,
+        requests: tally.requests(),
+        errors: tally.errors,
+        seconds: tally.seconds,
+        latencies: tally.latencies,
         rss_bytes: None,
     }
 }

@@ -18,7 +18,12 @@
 
 use std::process::Command;
 
-use crate::util::{ready_sidecar, PATIENCE};
+// The daemon's test helpers, shared rather than copied: they start and stop sidecars.
+#[allow(dead_code)]
+#[path = "../../tests/it/util.rs"]
+mod util;
+
+use util::{ready_sidecar, PATIENCE};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_gpu-sidecar-bench");
 
@@ -35,7 +40,7 @@ fn run_bench(args: &[&str]) -> Vec<serde_json::Value> {
         .args(args)
         .args(["--warmup", "0 ms", "--json"])
         .env("CUDA_VISIBLE_DEVICES", "")
-        .env("ORT_DYLIB_PATH", crate::util::runtime_library())
+        .env("ORT_DYLIB_PATH", util::runtime_library())
         .output()
         .unwrap();
     assert!(

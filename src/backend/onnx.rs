@@ -12,10 +12,10 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The ONNX Runtime session, on the GPU-owner thread: loading the runtime's shared library at
-//! run time (nothing is linked or downloaded at build time), creating the session with the
-//! CUDA execution provider on the device whose primary context this thread holds (or on the
-//! CPU), reading the model's signature, and running one execution on tensors of raw bytes.
+//! ONNX Runtime as a [`Backend`], on the GPU-owner thread: loading the runtime's shared
+//! library at run time (nothing is linked or downloaded at build time), creating sessions with
+//! the CUDA execution provider on the device whose primary context this thread holds (or on
+//! the CPU), reading the model's signature, and running one execution on tensors of raw bytes.
 //! `gpu-sidecar-bench --runtime-only` uses the same session in process.
 
 use std::fmt;
@@ -24,69 +24,25 @@ use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::logging::LogLevel;
-use ort::session::{RunOptions, Session};
+use ort::session::{RunOptions, Session as OrtSession};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
-use crate::batcher::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
+use super::{Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions};
+use crate::tensor::{DataType, Signature, Tensor, TensorSpec};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!(
     "tensors are exchanged as little-endian bytes: only little-endian targets are supported"
 );
 
-/// How to get ONNX Runtime when none is configured: the `onnxruntime` wheel's library.
-const INSTALL_HINT: &str = "install ONNX Runtime and point sidecar.model.runtime-library (or ORT_DYLIB_PATH) at its libonnxruntime.so: the `onnxruntime` PyPI wheel carries the CPU library and `onnxruntime-gpu` the CUDA one, in onnxruntime/capi/ (`bin/dev.sh runtime` fetches the CPU one)";
-
-/// The runtime could not be loaded, or the model not served by it; exit code 1.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// No ONNX Runtime library could be loaded.
-    #[error("cannot load ONNX Runtime: {tried}; {INSTALL_HINT}")]
-    Library { tried: String },
-    /// The runtime refused the model or its options.
-    #[error("ONNX Runtime cannot load model {}: {message}", path.display())]
-    Session { path: PathBuf, message: String },
-    /// The CUDA execution provider could not be set up.
-    #[error(
-        "the CUDA execution provider of ONNX Runtime is not usable on GPU {ordinal}: {message}"
-    )]
-    CudaProvider { ordinal: i32, message: String },
-    /// The runtime's process-wide environment could not be created.
-    #[error("cannot set up ONNX Runtime: {0}")]
-    Environment(String),
-    /// An input or output of the model is not a tensor.
-    #[error("model {}: {what} {name:?} is a {kind}, not a tensor; only tensors can be served", path.display())]
-    NotATensor {
-        path: PathBuf,
-        what: &'static str,
-        name: String,
-        kind: String,
-    },
-    /// An input's element type is not one the sidecar serves.
-    #[error("model {}: input {name:?} is {datatype}, which is not served yet (served: {served})", path.display())]
-    UnservedInput {
-        path: PathBuf,
-        name: String,
-        datatype: DataType,
-        served: String,
-    },
-    /// The warm-up execution failed.
-    #[error("the warm-up execution of model {} failed: {message}", path.display())]
-    WarmUp { path: PathBuf, message: String },
-}
-
-/// Where the session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    /// The CUDA execution provider on this device ordinal.
-    Cuda(i32),
-    Cpu,
-}
+/// ONNX Runtime, once its library is loaded: creates [`OnnxSession`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct OnnxRuntime(());
 
 /// Loads ONNX Runtime's library: `configured` if set, else `ORT_DYLIB_PATH`, else
-/// `libonnxruntime.so` through the loader's search path. Returns where it came from and the
-/// runtime's version. Fails naming every place tried and how to install the runtime.
-pub fn load_library(configured: Option<&Path>) -> Result<(String, String), RuntimeError> {
+/// `libonnxruntime.so` through the loader's search path. Returns the runtime, where it came
+/// from and its version. Fails naming every place tried and how to install the runtime.
+pub fn load_library(configured: Option<&Path>) -> Result<(OnnxRuntime, String, String), LoadError> {
     let mut candidates: Vec<(String, PathBuf)> = Vec::new();
     if let Some(path) = configured {
         candidates.push((
@@ -104,6 +60,7 @@ pub fn load_library(configured: Option<&Path>) -> Result<(String, String), Runti
     ));
     if ENVIRONMENT.get().is_some() {
         return Ok((
+            OnnxRuntime(()),
             "the library loaded earlier".to_string(),
             runtime_version(None),
         ));
@@ -116,17 +73,17 @@ pub fn load_library(configured: Option<&Path>) -> Result<(String, String), Runti
                     .with_name("gpu-sidecar")
                     .with_logger(Arc::new(forward_runtime_log))
                     .build()
-                    .map_err(|e| RuntimeError::Environment(e.to_string()))?;
+                    .map_err(|e| LoadError::Environment(e.to_string()))?;
                 let _ = ENVIRONMENT.set(environment);
                 if !tried.is_empty() {
                     log::warn!("ONNX Runtime: {}", tried.join("; "));
                 }
-                return Ok((source, version_of(&path)));
+                return Ok((OnnxRuntime(()), source, version_of(&path)));
             }
             Err(e) => tried.push(format!("{source}: {e}")),
         }
     }
-    Err(RuntimeError::Library {
+    Err(LoadError::Library {
         tried: tried.join("; "),
     })
 }
@@ -167,43 +124,41 @@ fn runtime_version(from_name: Option<String>) -> String {
     })
 }
 
-/// What a session is created with.
-#[derive(Debug, Clone)]
-pub struct SessionOptions {
-    pub provider: Provider,
-    pub intra_op_threads: usize,
-    /// The configured `max-batch-size`; 0 turns batching off.
-    pub max_batch_size: u32,
-}
-
 /// A model loaded into ONNX Runtime, ready to run.
-pub struct ModelSession {
-    session: Session,
-    /// Shared with [`Terminator`]s: lets another thread end the execution in progress.
+pub struct OnnxSession {
+    session: OrtSession,
+    /// Shared with [`Interrupter`]s: lets another thread end the execution in progress.
     run_options: Arc<RunOptions>,
     signature: Arc<Signature>,
     provider: Provider,
     path: PathBuf,
 }
 
-impl ModelSession {
-    /// Creates the session from the model's bytes; `path` is for messages. With the CUDA
-    /// provider, failure to set it up is a [`RuntimeError::CudaProvider`].
-    pub fn create(
+impl Backend for OnnxRuntime {
+    fn load(
+        &self,
         path: &Path,
         model: &[u8],
         options: &SessionOptions,
-    ) -> Result<Self, RuntimeError> {
-        let session_error = |message: String| RuntimeError::Session {
+    ) -> Result<Box<dyn Session>, LoadError> {
+        Ok(Box::new(OnnxSession::create(path, model, options)?))
+    }
+}
+
+impl OnnxSession {
+    /// Creates the session from the model's bytes; `path` is for messages. With the CUDA
+    /// provider, failure to set it up is a [`LoadError::CudaProvider`].
+    pub fn create(path: &Path, model: &[u8], options: &SessionOptions) -> Result<Self, LoadError> {
+        let session_error = |message: String| LoadError::Session {
             path: path.to_path_buf(),
             message,
         };
         let environment = ENVIRONMENT.get().ok_or_else(|| {
-            RuntimeError::Environment("the runtime library is not loaded".to_string())
+            LoadError::Environment("the runtime library is not loaded".to_string())
         })?;
         let builder_error =
             |e: ort::Error<ort::session::builder::SessionBuilder>| session_error(e.to_string());
-        let mut builder = Session::builder(environment)
+        let mut builder = OrtSession::builder(environment)
             .map_err(|e| session_error(e.to_string()))?
             .with_intra_threads(options.intra_op_threads)
             .map_err(builder_error)?
@@ -217,19 +172,20 @@ impl ModelSession {
                 .with_device_id(ordinal)
                 .build()
                 .error_on_failure();
-            builder = builder.with_execution_providers([cuda]).map_err(|e| {
-                RuntimeError::CudaProvider {
-                    ordinal,
-                    message: e.to_string(),
-                }
-            })?;
+            builder =
+                builder
+                    .with_execution_providers([cuda])
+                    .map_err(|e| LoadError::CudaProvider {
+                        ordinal,
+                        message: e.to_string(),
+                    })?;
         }
         let session = builder
             .commit_from_memory(model)
             .map_err(|e| session_error(e.to_string()))?;
         let inputs = tensor_specs(path, "input", session.inputs())?;
         if let Some(spec) = inputs.iter().find(|spec| spec.datatype.size().is_none()) {
-            return Err(RuntimeError::UnservedInput {
+            return Err(LoadError::UnservedInput {
                 path: path.to_path_buf(),
                 name: spec.name.clone(),
                 datatype: spec.datatype,
@@ -250,7 +206,7 @@ impl ModelSession {
             max_batch_size: if batchable { options.max_batch_size } else { 0 },
         };
         let run_options = RunOptions::new().map_err(|e| session_error(e.to_string()))?;
-        Ok(ModelSession {
+        Ok(OnnxSession {
             session,
             run_options: Arc::new(run_options),
             signature: Arc::new(signature),
@@ -258,59 +214,27 @@ impl ModelSession {
             path: path.to_path_buf(),
         })
     }
+}
 
-    pub fn signature(&self) -> &Arc<Signature> {
+impl Session for OnnxSession {
+    fn signature(&self) -> &Arc<Signature> {
         &self.signature
     }
 
-    pub fn provider(&self) -> Provider {
+    fn provider(&self) -> Provider {
         self.provider
     }
 
-    /// A handle that ends this session's executions from another thread.
-    pub fn terminator(&self) -> Terminator {
-        Terminator(Arc::clone(&self.run_options))
+    fn interrupter(&self) -> Interrupter {
+        let run_options = Arc::clone(&self.run_options);
+        Interrupter::new(move || {
+            if let Err(e) = run_options.terminate() {
+                log::warn!("cannot stop the execution in progress: {e}");
+            }
+        })
     }
 
-    /// Runs one execution on `rows` rows of zeros (dynamic dimensions past the first: 1).
-    pub fn warm_up(&mut self) -> Result<(), RuntimeError> {
-        let inputs = self.zero_inputs(1);
-        self.run(inputs)
-            .map(|_| ())
-            .map_err(|message| RuntimeError::WarmUp {
-                path: self.path.clone(),
-                message,
-            })
-    }
-
-    /// Inputs of zeros with `rows` rows (or the model's own first dimension when it is fixed).
-    pub fn zero_inputs(&self, rows: usize) -> Vec<Tensor> {
-        self.signature
-            .inputs
-            .iter()
-            .map(|spec| {
-                let shape: Vec<i64> = spec
-                    .dims
-                    .iter()
-                    .enumerate()
-                    .map(|(axis, &dim)| match (axis, dim) {
-                        (0, -1) => rows as i64,
-                        (_, -1) => 1,
-                        (_, dim) => dim,
-                    })
-                    .collect();
-                let bytes = element_count(&shape).unwrap_or(0) * spec.datatype.size().unwrap_or(1);
-                Tensor {
-                    shape,
-                    data: vec![0; bytes],
-                }
-            })
-            .collect()
-    }
-
-    /// Runs the model once on `inputs` (one per model input, in order) and returns every
-    /// output in the model's order. Fails with the runtime's message.
-    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for (spec, tensor) in self.signature.inputs.iter().zip(inputs) {
             values.push((spec.name.clone(), to_value(spec, tensor)?));
@@ -318,7 +242,9 @@ impl ModelSession {
         let outputs = self
             .session
             .run_with_options(values, &*self.run_options)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RunError::Runtime {
+                message: e.to_string(),
+            })?;
         self.signature
             .outputs
             .iter()
@@ -327,41 +253,25 @@ impl ModelSession {
                     // Never asked for (requests for it are refused): nothing to convert.
                     return Ok(Tensor::default());
                 }
-                let value = outputs
-                    .get(spec.name.as_str())
-                    .ok_or_else(|| format!("the runtime returned no output {:?}", spec.name))?;
+                let value =
+                    outputs
+                        .get(spec.name.as_str())
+                        .ok_or_else(|| RunError::MissingOutput {
+                            name: spec.name.clone(),
+                        })?;
                 from_value(spec, value)
             })
             .collect()
     }
 }
 
-/// Ends the execution in progress, and every later one, of a [`ModelSession`]; used by the
-/// main thread when the grace period is over.
-#[derive(Clone)]
-pub struct Terminator(Arc<RunOptions>);
-
-impl fmt::Debug for Terminator {
+impl fmt::Debug for OnnxSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Terminator")
-    }
-}
-
-impl fmt::Debug for ModelSession {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModelSession")
+        f.debug_struct("OnnxSession")
             .field("path", &self.path)
             .field("provider", &self.provider)
             .field("signature", &self.signature)
             .finish_non_exhaustive()
-    }
-}
-
-impl Terminator {
-    pub fn terminate(&self) {
-        if let Err(e) = self.0.terminate() {
-            log::warn!("cannot stop the execution in progress: {e}");
-        }
     }
 }
 
@@ -370,7 +280,7 @@ fn tensor_specs(
     path: &Path,
     what: &'static str,
     outlets: &[ort::value::Outlet],
-) -> Result<Vec<TensorSpec>, RuntimeError> {
+) -> Result<Vec<TensorSpec>, LoadError> {
     outlets
         .iter()
         .map(|outlet| match outlet.dtype() {
@@ -379,7 +289,7 @@ fn tensor_specs(
                 datatype: datatype_of(*ty),
                 dims: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
             }),
-            other => Err(RuntimeError::NotATensor {
+            other => Err(LoadError::NotATensor {
                 path: path.to_path_buf(),
                 what,
                 name: outlet.name().to_string(),
@@ -411,7 +321,7 @@ fn datatype_of(ty: TensorElementType) -> DataType {
 }
 
 /// A runtime tensor holding `tensor`'s bytes as `spec`'s element type.
-fn to_value(spec: &TensorSpec, tensor: Tensor) -> Result<DynValue, String> {
+fn to_value(spec: &TensorSpec, tensor: Tensor) -> Result<DynValue, RunError> {
     let shape = tensor.shape;
     let bytes = tensor.data;
     macro_rules! typed {
@@ -438,22 +348,30 @@ fn to_value(spec: &TensorSpec, tensor: Tensor) -> Result<DynValue, String> {
         DataType::Fp32 => typed!(f32),
         DataType::Fp64 => typed!(f64),
         DataType::Bytes | DataType::Unsupported(_) => {
-            return Err(format!(
-                "input {:?} has datatype {}, which is not served",
-                spec.name, spec.datatype
-            ))
+            return Err(RunError::Input {
+                message: format!(
+                    "input {:?} has datatype {}, which is not served",
+                    spec.name, spec.datatype
+                ),
+            })
         }
     };
-    value.map_err(|e| e.to_string())
+    value.map_err(|e| RunError::Input {
+        message: e.to_string(),
+    })
 }
 
 /// The bytes of a runtime output tensor of `spec`'s element type.
-fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
+fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, RunError> {
+    let output_error = |message: String| RunError::Output {
+        name: spec.name.clone(),
+        message,
+    };
     macro_rules! typed {
         ($t:ty) => {{
             let (shape, data) = value
                 .try_extract_tensor::<$t>()
-                .map_err(|e| format!("output {:?}: {e}", spec.name))?;
+                .map_err(|e| output_error(e.to_string()))?;
             (
                 shape.to_vec(),
                 bytemuck::cast_slice::<$t, u8>(data).to_vec(),
@@ -464,7 +382,7 @@ fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
         DataType::Bool => {
             let (shape, data) = value
                 .try_extract_tensor::<bool>()
-                .map_err(|e| format!("output {:?}: {e}", spec.name))?;
+                .map_err(|e| output_error(e.to_string()))?;
             (shape.to_vec(), data.iter().map(|&b| u8::from(b)).collect())
         }
         DataType::Uint8 => typed!(u8),
@@ -479,10 +397,10 @@ fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
         DataType::Fp32 => typed!(f32),
         DataType::Fp64 => typed!(f64),
         DataType::Bytes | DataType::Unsupported(_) => {
-            return Err(format!(
-                "output {:?} has datatype {}, which is not served",
-                spec.name, spec.datatype
-            ))
+            return Err(output_error(format!(
+                "datatype {} is not served",
+                spec.datatype
+            )))
         }
     };
     Ok(Tensor { shape, data })

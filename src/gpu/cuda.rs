@@ -25,8 +25,9 @@ use std::marker::PhantomData;
 use cudarc::driver::result::{self as cuda, DriverError};
 use cudarc::driver::sys::{self as cuda_sys, CUdevice, CUdevice_attribute};
 
-use super::{ByteSize, DeviceInfo, GpuError, MemorySample};
+use super::GpuError;
 use crate::config::{GpuConfig, GpuMode};
+use crate::serving::{ByteSize, DeviceInfo, MemorySample};
 
 /// Attaches the name of the failed call to a driver error.
 pub(super) trait DriverCall<T> {

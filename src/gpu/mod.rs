@@ -14,17 +14,16 @@
 
 //! The GPU-owner thread: the only thread that touches CUDA and the ONNX Runtime session.
 //!
-//! At start-up it brings up the device ([`cuda`]: driver, primary context), loads ONNX
-//! Runtime and creates the model's session on that device, or on the CPU without a GPU
-//! ([`runtime`]), and runs one warm-up execution: then the model is resident. While serving,
-//! it drains the [`crate::batcher`] queue, running one execution per gathered batch, and
-//! answers the main thread's heartbeats between executions. At shutdown it answers what is
-//! still queued, then frees the session and releases the context on itself.
+//! At start-up it brings up the device ([`cuda`]: driver, primary context), loads the
+//! backend (ONNX Runtime, [`crate::backend`]) and creates the model's session on that device,
+//! or on the CPU without a GPU, and runs one warm-up execution: then the model is resident.
+//! While serving, it drains the model's queue with the [`crate::model::batcher`], running one
+//! execution per gathered batch, and answers the main thread's heartbeats between executions.
+//! At shutdown it answers what is still queued, then frees the session and releases the
+//! context on itself.
 
 mod cuda;
-pub mod runtime;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,14 +33,17 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TryRecvErr
 use cudarc::driver::result::DriverError;
 
 use self::cuda::PrimaryContext;
-use self::runtime::{ModelSession, Provider, RuntimeError, SessionOptions, Terminator};
-use crate::batcher::stats::ModelStats;
-use crate::batcher::tensor::Signature;
-use crate::batcher::{self, BatchPolicy, Job, JobFailure};
+use crate::backend::onnx;
+use crate::backend::{Backend, Interrupter, LoadError, Provider, Session, SessionOptions};
 use crate::config::{BatchingConfig, GpuConfig, GpuMode, ModelConfig};
 use crate::metrics::Metrics;
-use crate::model::{self, LoadControl, ModelError};
+use crate::model::batcher::{self, BatchPolicy};
+use crate::model::file::{self, LoadControl, ModelError};
+use crate::model::job::{Job, JobFailure};
+use crate::model::stats::ModelStats;
+use crate::serving::{ByteSize, LoadedModel, MemorySample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
+use crate::tensor::Signature;
 
 /// Why the GPU or the model could not be brought up; exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -71,84 +73,7 @@ pub enum GpuError {
     Model(#[from] ModelError),
     /// ONNX Runtime could not be loaded or refused the model.
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-}
-
-/// The GPU in use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub ordinal: i32,
-    pub name: String,
-    pub total_memory_bytes: u64,
-    /// (major, minor).
-    pub compute_capability: (i32, i32),
-    /// The CUDA version the driver supports, (major, minor).
-    pub driver_cuda_version: (i32, i32),
-}
-
-/// Where the model's weights live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelLocation {
-    /// In GPU memory: the session runs on ONNX Runtime's CUDA execution provider.
-    DeviceMemory,
-    /// In host memory: the session runs on the CPU.
-    HostMemory,
-}
-
-/// The model being served: its ONNX Runtime session exists, holds the weights where
-/// `location` says, and has run one warm-up execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// The model's name in the inference protocol.
-    pub name: String,
-    pub path: PathBuf,
-    pub size_bytes: u64,
-    pub sha256: String,
-    pub location: ModelLocation,
-    pub load_time: Duration,
-    /// The ONNX Runtime version serving it.
-    pub runtime_version: String,
-    /// Its inputs and outputs, and how requests are batched.
-    pub signature: Arc<Signature>,
-}
-
-/// What the sidecar serves once READY.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServingInfo {
-    /// `None` when running without a GPU.
-    pub gpu: Option<DeviceInfo>,
-    pub model: ModelInfo,
-}
-
-impl ServingInfo {
-    #[cfg(test)]
-    pub fn for_tests() -> Self {
-        ServingInfo {
-            gpu: None,
-            model: ModelInfo {
-                name: "m".to_string(),
-                path: PathBuf::from("/m.onnx"),
-                size_bytes: 1,
-                sha256: String::new(),
-                location: ModelLocation::HostMemory,
-                load_time: Duration::ZERO,
-                runtime_version: "test".to_string(),
-                signature: Arc::new(Signature {
-                    inputs: Vec::new(),
-                    outputs: Vec::new(),
-                    max_batch_size: 0,
-                }),
-            },
-        }
-    }
-}
-
-/// The device's memory as the driver reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemorySample {
-    pub ordinal: i32,
-    pub free_bytes: u64,
-    pub total_bytes: u64,
+    Runtime(#[from] LoadError),
 }
 
 /// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
@@ -178,7 +103,7 @@ pub struct GpuOwner {
     commands: Sender<GpuCommand>,
     load: Arc<LoadControl>,
     /// Ends the session's execution in progress, once the session exists.
-    terminator: Arc<Mutex<Option<Terminator>>>,
+    interrupter: Arc<Mutex<Option<Interrupter>>>,
     /// Set when stopping: a failed execution then means it was ended on purpose.
     stopping: Arc<AtomicBool>,
     /// The reply to the last heartbeat, while it is awaited, and when it was sent.
@@ -201,8 +126,8 @@ impl GpuOwner {
         let (ready_sender, ready) = bounded(1);
         let load_control = Arc::new(LoadControl::default());
         let control = Arc::clone(&load_control);
-        let terminator = Arc::new(Mutex::new(None));
-        let terminator_slot = Arc::clone(&terminator);
+        let interrupter = Arc::new(Mutex::new(None));
+        let interrupter_slot = Arc::clone(&interrupter);
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping_flag = Arc::clone(&stopping);
         let thread = ComponentThread::spawn("gpu-owner", events, move || {
@@ -213,8 +138,8 @@ impl GpuOwner {
                     return Ok(());
                 }
             };
-            *terminator_slot.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(resident.session.terminator());
+            *interrupter_slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(resident.session.interrupter());
             let _ = ready_sender.send(Ok(resident.info.clone()));
             #[cfg(feature = "failpoints")]
             fail::fail_point!("gpu::after_ready");
@@ -237,7 +162,7 @@ impl GpuOwner {
             thread,
             commands,
             load: load_control,
-            terminator,
+            interrupter,
             stopping,
             heartbeat: None,
             ready,
@@ -279,13 +204,13 @@ impl GpuOwner {
         self.stopping.store(true, Ordering::Relaxed);
         self.load.request_stop();
         let _ = self.commands.send(GpuCommand::Stop);
-        if let Some(terminator) = self
-            .terminator
+        if let Some(interrupter) = self
+            .interrupter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            terminator.terminate();
+            interrupter.interrupt();
         }
         self.thread.join_within(timeout)
     }
@@ -293,7 +218,7 @@ impl GpuOwner {
 
 /// The session and what it runs on.
 struct Resident {
-    session: ModelSession,
+    session: Box<dyn Session>,
     // Declared after `session`: fields drop in order, so the session (and its device memory)
     // is freed before the context is released.
     context: Option<PrimaryContext>,
@@ -419,9 +344,7 @@ impl Serving<'_> {
     fn refuse_remaining(self, held: Option<Job>, queue: &Receiver<Job>) {
         let mut refused = 0;
         for job in held.into_iter().chain(queue.try_iter()) {
-            job.answer(Err(JobFailure::Unavailable(
-                "the sidecar is shutting down; the request was not run".to_string(),
-            )));
+            job.answer(Err(JobFailure::NotRun));
             refused += 1;
         }
         if refused > 0 {
@@ -455,18 +378,16 @@ impl Serving<'_> {
         self.metrics.record_execution(rows, ran - inputs_ready);
         match outcome {
             Ok(outputs) => batcher::split_and_answer(batch, outputs),
-            Err(message) if self.stopping.load(Ordering::Relaxed) => {
-                log::warn!("an execution of {rows} row(s) was ended by the shutdown: {message}");
+            Err(error) if self.stopping.load(Ordering::Relaxed) => {
+                log::warn!("an execution of {rows} row(s) was ended by the shutdown: {error}");
                 for job in batch {
-                    job.answer(Err(JobFailure::Unavailable(
-                        "the sidecar is shutting down; the execution was stopped".to_string(),
-                    )));
+                    job.answer(Err(JobFailure::Stopped));
                 }
             }
-            Err(message) => {
-                log::warn!("an execution of {rows} row(s) failed: {message}");
+            Err(error) => {
+                log::warn!("an execution of {rows} row(s) failed: {error}");
                 for job in batch {
-                    job.answer(Err(JobFailure::Internal(message.clone())));
+                    job.answer(Err(JobFailure::Execution(error.clone())));
                 }
             }
         }
@@ -493,7 +414,8 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
     let started = Instant::now();
     let model_path = plan.model.uri.path.clone();
     let mut context = cuda::open_device(&plan.gpu)?;
-    let (source, runtime_version) = runtime::load_library(plan.model.runtime_library.as_deref())?;
+    let (runtime, source, runtime_version) =
+        onnx::load_library(plan.model.runtime_library.as_deref())?;
     log::info!("ONNX Runtime {runtime_version} loaded from {source}");
     if let Some(context) = &context {
         // A regular file tells its size: refuse a model that cannot fit before reading it.
@@ -504,7 +426,7 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
         }
     }
     log::info!("loading model {}", model_path.display());
-    let bytes = model::read_model(&model_path, control)?;
+    let bytes = file::read_model(&model_path, control)?;
     let size_bytes = bytes.bytes.len() as u64;
     let options = |provider| SessionOptions {
         provider,
@@ -520,8 +442,8 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
     let provider = context
         .as_ref()
         .map_or(Provider::Cpu, |c| Provider::Cuda(c.ordinal));
-    let mut session = match ModelSession::create(&model_path, &bytes.bytes, &options(provider)) {
-        Err(e @ RuntimeError::CudaProvider { .. }) => {
+    let mut session = match runtime.load(&model_path, &bytes.bytes, &options(provider)) {
+        Err(e @ LoadError::CudaProvider { .. }) => {
             if plan.gpu.mode == GpuMode::Required {
                 return Err(GpuError::Required {
                     reason: e.to_string(),
@@ -532,23 +454,23 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
             );
             // The context is of no use without the provider: release it now.
             context = None;
-            ModelSession::create(&model_path, &bytes.bytes, &options(Provider::Cpu))?
+            runtime.load(&model_path, &bytes.bytes, &options(Provider::Cpu))?
         }
         other => other?,
     };
-    session.warm_up()?;
-    let location = match session.provider() {
-        Provider::Cuda(_) => ModelLocation::DeviceMemory,
-        Provider::Cpu => ModelLocation::HostMemory,
-    };
+    let warm_up = session.signature().zero_inputs(1);
+    session.run(warm_up).map_err(|source| LoadError::WarmUp {
+        path: model_path.clone(),
+        source,
+    })?;
     let info = ServingInfo {
         gpu: context.as_ref().map(|c| c.info.clone()),
-        model: ModelInfo {
+        model: LoadedModel {
             name: plan.model.name(),
             path: bytes.path.clone(),
             size_bytes,
             sha256: bytes.sha256.clone(),
-            location,
+            location: session.provider().location(),
             load_time: started.elapsed(),
             runtime_version,
             signature: Arc::clone(session.signature()),
@@ -611,53 +533,4 @@ fn check_fits(
         });
     }
     Ok(())
-}
-
-impl fmt::Display for DeviceInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "GPU {}: {}, {} total, compute capability {}.{}, driver supports CUDA {}.{}",
-            self.ordinal,
-            self.name,
-            ByteSize(self.total_memory_bytes),
-            self.compute_capability.0,
-            self.compute_capability.1,
-            self.driver_cuda_version.0,
-            self.driver_cuda_version.1
-        )
-    }
-}
-
-/// A byte count shown with a binary unit: "512 B", "1.50 MiB".
-#[derive(Debug, Clone, Copy)]
-pub struct ByteSize(pub u64);
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-        if self.0 < 1024 {
-            return write!(f, "{} B", self.0);
-        }
-        let mut value = self.0 as f64 / 1024.0;
-        let mut unit = 0;
-        while value >= 1024.0 && unit + 1 < UNITS.len() {
-            value /= 1024.0;
-            unit += 1;
-        }
-        write!(f, "{value:.2} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_sizes_read_well() {
-        assert_eq!(ByteSize(0).to_string(), "0 B");
-        assert_eq!(ByteSize(1023).to_string(), "1023 B");
-        assert_eq!(ByteSize(1536).to_string(), "1.50 KiB");
-        assert_eq!(ByteSize(80 << 30).to_string(), "80.00 GiB");
-    }
 }

@@ -13,145 +13,22 @@
 // limitations under the License.
 
 //! The dynamic batcher: one bounded queue of inference jobs that the gRPC handlers (on the
-//! completion-queue threads) fill without blocking, and that the GPU-owner thread drains. The
-//! GPU-owner thread takes the oldest job, gathers more until it has `max-batch-size` rows or
-//! the oldest has waited `max-queue-delay`, runs them as one execution and answers each job
-//! with its own rows. Jobs whose caller gave up (cancelled, vanished, deadline passed) are
-//! answered without running. Every job is answered exactly once, even if it is dropped.
+//! completion-queue threads) fill without blocking, through the model's handle, and that the
+//! GPU-owner thread drains. The GPU-owner thread takes the oldest job, gathers more until it
+//! has `max-batch-size` rows or the oldest has waited `max-queue-delay`, runs them as one
+//! execution and answers each job with its own rows. Jobs whose caller gave up (cancelled,
+//! vanished, deadline passed) are answered without running.
 
-pub mod stats;
-pub mod tensor;
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
-use self::tensor::Tensor;
+use super::job::{Job, JobFailure};
+use crate::backend::RunError;
+use crate::tensor::Tensor;
 
 /// How often a batch that is not full looks for more jobs while its oldest job may wait.
 const GATHER_POLL: Duration = Duration::from_micros(100);
-
-/// Why a job got no outputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobFailure {
-    /// Its deadline passed before it ran; it was not run.
-    DeadlineExceeded,
-    /// Its caller cancelled or went away before it ran; it was not run.
-    Cancelled,
-    /// The sidecar is shutting down and did not run it.
-    Unavailable(String),
-    /// The runtime failed on its batch: the runtime's message.
-    Internal(String),
-}
-
-/// What a job is answered with: its outputs (in the order it asked for them) with their
-/// indices among the model's outputs, or why not.
-pub type JobResult = Result<(Vec<Tensor>, Vec<usize>), JobFailure>;
-
-/// How a job's answer is delivered; called exactly once, on the GPU-owner thread (or where a
-/// queued job is dropped).
-pub type Reply = Box<dyn FnOnce(JobResult) + Send>;
-
-/// One request, checked against the model, waiting to run.
-pub struct Job {
-    /// One tensor per model input, in the model's input order.
-    pub inputs: Vec<Tensor>,
-    /// Rows along dimension 0 (1 when the model is not batched).
-    pub rows: usize,
-    /// Indices into the model's outputs, in the order the caller wants them.
-    pub outputs: Vec<usize>,
-    /// When it joined the queue.
-    pub enqueued: Instant,
-    /// It must not start after this.
-    pub deadline: Option<Instant>,
-    /// Set when the caller has gone (cancelled, disconnected, its gRPC deadline passed).
-    pub abandoned: Arc<AtomicBool>,
-    reply: Option<Reply>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("rows", &self.rows)
-            .field("outputs", &self.outputs)
-            .field("enqueued", &self.enqueued)
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Job {
-    pub fn new(
-        inputs: Vec<Tensor>,
-        rows: usize,
-        outputs: Vec<usize>,
-        deadline: Option<Instant>,
-        abandoned: Arc<AtomicBool>,
-        reply: Reply,
-    ) -> Self {
-        Job {
-            inputs,
-            rows,
-            outputs,
-            enqueued: Instant::now(),
-            deadline,
-            abandoned,
-            reply: Some(reply),
-        }
-    }
-
-    /// Answers the job.
-    pub fn answer(mut self, result: JobResult) {
-        if let Some(reply) = self.reply.take() {
-            reply(result);
-        }
-    }
-
-    /// Drops a job that never joined the queue, without answering it: its caller is told
-    /// another way.
-    pub fn withdraw(mut self) {
-        self.reply = None;
-    }
-
-    /// Answers the job with `tensors`, the outputs it asked for.
-    fn answer_outputs(mut self, tensors: Vec<Tensor>) {
-        let indices = std::mem::take(&mut self.outputs);
-        self.answer(Ok((tensors, indices)));
-    }
-
-    /// Why the job must not run now, if its caller has gone or its deadline has passed.
-    pub fn refusal(&self, now: Instant) -> Option<JobFailure> {
-        if self.abandoned.load(Ordering::Relaxed) {
-            Some(JobFailure::Cancelled)
-        } else if self.deadline.is_some_and(|deadline| now >= deadline) {
-            Some(JobFailure::DeadlineExceeded)
-        } else {
-            None
-        }
-    }
-
-    /// Whether `other` can run in one execution with this job: same shape past dimension 0.
-    fn fits_with(&self, other: &Job) -> bool {
-        self.inputs
-            .iter()
-            .zip(&other.inputs)
-            .all(|(a, b)| a.shape.get(1..) == b.shape.get(1..))
-    }
-}
-
-impl Drop for Job {
-    /// A job dropped unanswered (its queue closed, a thread unwinding) is answered
-    /// UNAVAILABLE: no caller waits forever.
-    fn drop(&mut self) {
-        if let Some(reply) = self.reply.take() {
-            reply(Err(JobFailure::Unavailable(
-                "the sidecar is shutting down; the request was not run".to_string(),
-            )));
-        }
-    }
-}
 
 /// Why a job could not join the queue.
 #[derive(Debug)]
@@ -298,12 +175,13 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>) {
     }
     for (tensor, index) in outputs.iter().zip(0..) {
         if tensor.shape.first() != Some(&(rows as i64)) || tensor.data.len() % rows != 0 {
-            let message = format!(
-                "model output {index} has shape {:?}, not the {rows} rows of the batch",
-                tensor.shape
-            );
+            let error = RunError::OutputRows {
+                index,
+                shape: tensor.shape.clone(),
+                rows,
+            };
             for job in batch {
-                job.answer(Err(JobFailure::Internal(message.clone())));
+                job.answer(Err(JobFailure::Execution(error.clone())));
             }
             return;
         }
@@ -333,7 +211,9 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
+    use crate::model::job::JobResult;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
 
     fn job(rows: usize, width: i64, tag: u8) -> (Job, mpsc::Receiver<JobResult>) {
         let (tx, rx) = mpsc::channel();
@@ -501,18 +381,11 @@ mod tests {
         };
         split_and_answer(vec![a, b], vec![wrong]);
         for r in [ra, rb] {
-            assert!(matches!(r.recv().unwrap(), Err(JobFailure::Internal(_))));
+            assert!(matches!(
+                r.recv().unwrap(),
+                Err(JobFailure::Execution(RunError::OutputRows { index: 0, .. }))
+            ));
         }
-    }
-
-    #[test]
-    fn a_dropped_job_is_answered_unavailable() {
-        let (a, ra) = job(1, 2, 1);
-        drop(a);
-        assert!(matches!(
-            ra.recv().unwrap(),
-            Err(JobFailure::Unavailable(_))
-        ));
     }
 
     #[test]

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use futures_util::{future, FutureExt, SinkExt, StreamExt};
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
 
-use super::{InFlightCall, INFERENCE_SERVICE_NAME, SIDECAR_SERVICE_NAME};
+use super::{INFERENCE_SERVICE_NAME, SIDECAR_SERVICE_NAME};
 use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::proto::health::health_check_response::ServingStatus;
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::health_grpc::Health;
@@ -60,7 +60,7 @@ impl Health for HealthService {
         request: HealthCheckRequest,
         sink: UnarySink<HealthCheckResponse>,
     ) {
-        let call = InFlightCall::begin(&self.metrics);
+        let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         self.metrics.health_check_received("Check");
         let reply = if is_known_service(&request.service) {
             sink.success(health_response(health_status(self.lifecycle.state())))
@@ -84,7 +84,7 @@ impl Health for HealthService {
         request: HealthCheckRequest,
         mut sink: ServerStreamingSink<HealthCheckResponse>,
     ) {
-        let call = InFlightCall::begin(&self.metrics);
+        let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         self.metrics.health_check_received("Watch");
         let known = is_known_service(&request.service);
         let mut last_sent = None;

@@ -12,8 +12,9 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! Checking an inference request against the model, on the completion-queue thread, before
-//! anything is queued: model and version, every input's name, datatype, shape and bytes
+//! The Open Inference Protocol's tensor codec (KServe v2, as Triton speaks it), on the
+//! completion-queue threads. Decodes and checks a request against the model before anything
+//! is queued: model and version, every input's name, datatype, shape and bytes
 //! (`raw_input_contents` or typed `contents`, never both), requested outputs and parameters.
 //! A bad request never reaches the runtime; its message names the tensor and what is wrong.
 //! Also builds the answer: outputs as `raw_output_contents`.
@@ -21,14 +22,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::batcher::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
-use crate::gpu::ModelInfo;
+use crate::model::job::Request;
 use crate::proto::grpc_service::infer_parameter::Parameter_choice;
 use crate::proto::grpc_service::model_infer_request::InferInputTensor;
 use crate::proto::grpc_service::model_infer_response::InferOutputTensor;
 use crate::proto::grpc_service::{
     InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
+use crate::serving::LoadedModel;
+use crate::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
 
 /// The only model version served.
 pub const MODEL_VERSION: &str = "1";
@@ -44,21 +46,8 @@ pub enum RequestError {
     Invalid(String),
 }
 
-/// A request that fits the model, ready to become a job.
-#[derive(Debug, PartialEq, Eq)]
-pub struct CheckedRequest {
-    /// One tensor per model input, in the model's order.
-    pub inputs: Vec<Tensor>,
-    /// Rows along dimension 0 (1 without batching).
-    pub rows: usize,
-    /// Model output indices, in the order asked for (all outputs when none are named).
-    pub outputs: Vec<usize>,
-    /// The `timeout` parameter, when given (microseconds on the wire).
-    pub timeout: Option<Duration>,
-}
-
 /// Checks that `model_name` and `model_version` name the served model.
-pub fn check_model(model: &ModelInfo, name: &str, version: &str) -> Result<(), RequestError> {
+pub fn check_model(model: &LoadedModel, name: &str, version: &str) -> Result<(), RequestError> {
     if name != model.name {
         return Err(RequestError::NotFound(format!(
             "unknown model {name:?}: this sidecar serves {:?}",
@@ -75,9 +64,9 @@ pub fn check_model(model: &ModelInfo, name: &str, version: &str) -> Result<(), R
 
 /// Checks `request` against `model` and takes its tensors' bytes out of it.
 pub fn check_request(
-    model: &ModelInfo,
+    model: &LoadedModel,
     request: &mut ModelInferRequest,
-) -> Result<CheckedRequest, RequestError> {
+) -> Result<Request, RequestError> {
     check_model(model, &request.model_name, &request.model_version)?;
     let signature = &*model.signature;
     let timeout = parameters(request)?;
@@ -138,7 +127,7 @@ pub fn check_request(
         .map(|(slot, spec)| slot.ok_or_else(|| invalid(format!("missing input {:?}", spec.name))))
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = requested_outputs(signature, request)?;
-    Ok(CheckedRequest {
+    Ok(Request {
         inputs,
         rows: rows.map_or(1, |(rows, _)| rows),
         outputs,
@@ -455,7 +444,7 @@ fn timeout_micros(parameter: &InferParameter) -> Result<u64, RequestError> {
 /// The answer to a request: its `id`, the outputs it asked for (`indices` into the model's
 /// outputs) with their shapes, and their bytes in `raw_output_contents`.
 pub fn response(
-    model: &ModelInfo,
+    model: &LoadedModel,
     id: String,
     indices: &[usize],
     tensors: Vec<Tensor>,
@@ -482,10 +471,10 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::ServingInfo;
+    use crate::serving::ServingInfo;
     use std::sync::Arc;
 
-    fn model(max_batch_size: u32) -> ModelInfo {
+    fn model(max_batch_size: u32) -> LoadedModel {
         let mut model = ServingInfo::for_tests().model;
         model.name = "affine".to_string();
         model.signature = Arc::new(Signature {
@@ -537,7 +526,7 @@ mod tests {
         }
     }
 
-    fn message(model: &ModelInfo, mut request: ModelInferRequest) -> String {
+    fn message(model: &LoadedModel, mut request: ModelInferRequest) -> String {
         match check_request(model, &mut request) {
             Ok(_) => panic!("should be refused"),
             Err(RequestError::Invalid(m)) => m,

@@ -17,7 +17,8 @@
 //! life: checked before binding, given its mode after, removed at exit.
 //!
 //! - `inference`: `inference.GRPCInferenceService`, the Open Inference Protocol as Triton
-//!   speaks it; requests are checked (`tensors`) and handed to the batcher.
+//!   speaks it; requests are decoded (`kserve`) and submitted through the model's handle;
+//!   `metadata` describes the model in Triton's terms; `status` maps failures to gRPC codes.
 //! - `sidecar`: `flink.sidecar.v1.Sidecar` (Ping).
 //! - `health`: `grpc.health.v1.Health`.
 //!
@@ -27,8 +28,10 @@
 
 mod health;
 pub mod inference;
+pub mod kserve;
+mod metadata;
 mod sidecar;
-pub mod tensors;
+mod status;
 
 use std::fs;
 use std::future::Future;
@@ -362,23 +365,6 @@ fn wait_until<F: Future + Unpin>(future: &mut F, deadline: Instant) -> Option<F:
             return None;
         }
         thread::park_timeout(deadline - now);
-    }
-}
-
-/// Counts a call as in flight until dropped.
-struct InFlightCall(prometheus::IntGauge);
-
-impl InFlightCall {
-    fn begin(metrics: &Metrics) -> Self {
-        let gauge = metrics.calls_in_flight().clone();
-        gauge.inc();
-        InFlightCall(gauge)
-    }
-}
-
-impl Drop for InFlightCall {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

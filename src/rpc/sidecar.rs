@@ -21,12 +21,11 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
 
-use super::InFlightCall;
-use crate::gpu::{ModelLocation, ServingInfo};
 use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::proto::sidecar::{self as pb, PingRequest, PingResponse};
 use crate::proto::sidecar_grpc::Sidecar;
+use crate::serving::{ModelLocation, ServingInfo};
 
 /// `flink.sidecar.v1.Sidecar`.
 #[derive(Clone)]
@@ -38,7 +37,7 @@ pub(super) struct SidecarService {
 impl Sidecar for SidecarService {
     fn ping(&mut self, ctx: RpcContext, request: PingRequest, sink: UnarySink<PingResponse>) {
         let received = Instant::now();
-        let call = InFlightCall::begin(&self.metrics);
+        let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         self.metrics.ping_received();
         log::debug!("Ping: {} byte payload", request.payload.len());
         // Test builds only: holds the call in flight, for the shutdown tests.

@@ -24,7 +24,7 @@ use std::process::Command;
 use gpu_sidecar::rpc::SIDECAR_SERVICE_NAME;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::util::{TestDir, BINARY};
+use crate::util::{binary, TestDir};
 
 const README: &str = include_str!("../../README.md");
 const UNIT: &str = include_str!("../../bin/gpu-sidecar.service");
@@ -33,7 +33,7 @@ const STOP_MARGIN_SECONDS: i64 = 15;
 
 /// The settings of a config file as `--check-config` prints them (`key = value  # note`).
 fn effective_config(path: &Path) -> BTreeMap<String, String> {
-    let output = Command::new(BINARY)
+    let output = Command::new(binary())
         .args(["--check-config", "-c"])
         .arg(path)
         .output()

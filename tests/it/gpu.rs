@@ -26,7 +26,7 @@ use gpu_sidecar::proto::sidecar::ModelLocation;
 use grpcio::CallOption;
 
 use crate::util::{
-    expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Scrape, Sidecar, TestDir, BINARY,
+    binary, expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Scrape, Sidecar, TestDir,
     PATIENCE,
 };
 
@@ -83,7 +83,8 @@ fn off_mode_never_touches_cuda() {
 #[test]
 fn the_binary_does_not_link_libcuda() {
     let output = Command::new("readelf")
-        .args(["-d", BINARY])
+        .arg("-d")
+        .arg(binary())
         .output()
         .expect("readelf (binutils) is needed for this test");
     assert!(output.status.success());

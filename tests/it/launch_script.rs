@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 
-use crate::util::{http, padded_model, TestDir, BINARY, PATIENCE};
+use crate::util::{binary, http, padded_model, TestDir, PATIENCE};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/gpu-sidecar.sh");
 
@@ -90,7 +90,7 @@ impl Launcher {
             .env("FLINK_IDENT_STRING", "tester")
             .env("ORT_DYLIB_PATH", crate::util::runtime_library())
             .env("HOSTNAME", "testhost")
-            .env("GPU_SIDECAR_BIN", BINARY)
+            .env("GPU_SIDECAR_BIN", binary())
             .env("GPU_SIDECAR_START_TIMEOUT", PATIENCE.as_secs().to_string())
             .env("CUDA_VISIBLE_DEVICES", "")
             .env_remove("GPU_SIDECAR_ENABLED")

@@ -15,7 +15,6 @@
 //! Integration tests: each spawns the built `gpu-sidecar` binary on a temp config, free ports
 //! and a temp socket, and talks to it as a client would.
 
-mod bench;
 mod cli;
 mod deployment;
 mod faults;

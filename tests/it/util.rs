@@ -35,7 +35,31 @@ use gpu_sidecar::proto::sidecar_grpc::SidecarClient;
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder, Environment};
 use rustix::process::{kill_process, Pid, Signal};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_gpu-sidecar");
+/// The sidecar binary. Cargo names it to the daemon's own tests; the bench's tests, which
+/// share this file, find it in the same target folder as their own test binary.
+pub fn binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_gpu-sidecar") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let test = std::env::current_exe().expect("the test binary's path");
+            let profile = test
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps");
+            profile.join("gpu-sidecar")
+        }
+    }
+}
+
+/// The project's root folder (the daemon's crate), from the daemon's or the bench's tests.
+pub fn project_root() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.ends_with("bench") {
+        manifest.parent().expect("bench/ has a parent")
+    } else {
+        manifest
+    }
+}
 /// A generous bound for things that take milliseconds when healthy.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -97,9 +121,7 @@ impl TestDir {
 
 /// A file under tests/fixtures.
 pub fn fixture_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(relative)
+    project_root().join("tests/fixtures").join(relative)
 }
 
 /// The sample ONNX model, padded to `len` bytes (when larger) with a field that ONNX Runtime
@@ -141,7 +163,7 @@ pub fn runtime_library() -> PathBuf {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".onnxruntime/libonnxruntime.so");
+    let local = project_root().join(".onnxruntime/libonnxruntime.so");
     assert!(
         local.exists(),
         "the tests need ONNX Runtime's CPU library: run `bin/dev.sh runtime` (fetches the onnxruntime wheel into .onnxruntime/) or set ORT_DYLIB_PATH"
@@ -225,7 +247,7 @@ pub struct Sidecar {
 impl Sidecar {
     /// Spawns the binary with `args`; `envs` are added to the environment.
     pub fn spawn_args(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command
             .args(args)
             .stdin(Stdio::null())

@@ -1,0 +1,187 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! One inference request on its way through the model: the [`Request`] the gRPC codec
+//! checked, the queued [`Job`] built from it, and the typed answer it gets ([`JobResult`]).
+//! Jobs are made on the completion-queue threads and answered on the GPU-owner thread (or
+//! wherever one is dropped): every job is answered exactly once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::RunError;
+use crate::tensor::Tensor;
+
+/// A request that fits the model, checked by the protocol codec, ready to be admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// One tensor per model input, in the model's order.
+    pub inputs: Vec<Tensor>,
+    /// Rows along dimension 0 (1 without batching).
+    pub rows: usize,
+    /// Model output indices, in the order asked for (all outputs when none are named).
+    pub outputs: Vec<usize>,
+    /// The caller's own timeout, when given.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a job got no outputs. A stop is not a failure of the model: the shutdown variants say
+/// the request was not run, or was cut short, so that the caller may send it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobFailure {
+    /// Its deadline passed before it ran; it was not run.
+    #[error("the request's timeout passed before it ran; it was not run")]
+    DeadlineExceeded,
+    /// Its caller cancelled or went away before it ran; it was not run.
+    #[error("the request was cancelled before it ran")]
+    Cancelled,
+    /// The sidecar is shutting down and did not run it.
+    #[error("the sidecar is shutting down; the request was not run")]
+    NotRun,
+    /// The sidecar's shutdown ended the execution it was part of.
+    #[error("the sidecar is shutting down; the execution was stopped")]
+    Stopped,
+    /// The backend failed on its batch.
+    #[error("ONNX Runtime failed to run the batch: {0}")]
+    Execution(RunError),
+}
+
+/// What a job is answered with: its outputs (in the order it asked for them) with their
+/// indices among the model's outputs, or why not.
+pub type JobResult = Result<(Vec<Tensor>, Vec<usize>), JobFailure>;
+
+/// How a job's answer is delivered; called exactly once, on the GPU-owner thread (or where a
+/// queued job is dropped).
+pub type Reply = Box<dyn FnOnce(JobResult) + Send>;
+
+/// One request, checked against the model, waiting to run.
+pub struct Job {
+    /// One tensor per model input, in the model's input order.
+    pub inputs: Vec<Tensor>,
+    /// Rows along dimension 0 (1 when the model is not batched).
+    pub rows: usize,
+    /// Indices into the model's outputs, in the order the caller wants them.
+    pub outputs: Vec<usize>,
+    /// When it joined the queue.
+    pub enqueued: Instant,
+    /// It must not start after this.
+    pub deadline: Option<Instant>,
+    /// Set when the caller has gone (cancelled, disconnected, its gRPC deadline passed).
+    pub abandoned: Arc<AtomicBool>,
+    reply: Option<Reply>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("rows", &self.rows)
+            .field("outputs", &self.outputs)
+            .field("enqueued", &self.enqueued)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    pub fn new(
+        inputs: Vec<Tensor>,
+        rows: usize,
+        outputs: Vec<usize>,
+        deadline: Option<Instant>,
+        abandoned: Arc<AtomicBool>,
+        reply: Reply,
+    ) -> Self {
+        Job {
+            inputs,
+            rows,
+            outputs,
+            enqueued: Instant::now(),
+            deadline,
+            abandoned,
+            reply: Some(reply),
+        }
+    }
+
+    /// Answers the job.
+    pub fn answer(mut self, result: JobResult) {
+        if let Some(reply) = self.reply.take() {
+            reply(result);
+        }
+    }
+
+    /// Drops a job that never joined the queue, without answering it: its caller is told
+    /// another way.
+    pub fn withdraw(mut self) {
+        self.reply = None;
+    }
+
+    /// Answers the job with `tensors`, the outputs it asked for.
+    pub(super) fn answer_outputs(mut self, tensors: Vec<Tensor>) {
+        let indices = std::mem::take(&mut self.outputs);
+        self.answer(Ok((tensors, indices)));
+    }
+
+    /// Why the job must not run now, if its caller has gone or its deadline has passed.
+    pub fn refusal(&self, now: Instant) -> Option<JobFailure> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            Some(JobFailure::Cancelled)
+        } else if self.deadline.is_some_and(|deadline| now >= deadline) {
+            Some(JobFailure::DeadlineExceeded)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `other` can run in one execution with this job: same shape past dimension 0.
+    pub(super) fn fits_with(&self, other: &Job) -> bool {
+        self.inputs
+            .iter()
+            .zip(&other.inputs)
+            .all(|(a, b)| a.shape.get(1..) == b.shape.get(1..))
+    }
+}
+
+impl Drop for Job {
+    /// A job dropped unanswered (its queue closed, a thread unwinding) is answered
+    /// UNAVAILABLE: no caller waits forever.
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply(Err(JobFailure::NotRun));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_dropped_job_is_answered_unavailable() {
+        let (tx, rx) = mpsc::channel();
+        let job = Job::new(
+            vec![Tensor::default()],
+            1,
+            vec![0],
+            None,
+            Arc::new(AtomicBool::new(false)),
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        drop(job);
+        assert_eq!(rx.recv().unwrap(), Err(JobFailure::NotRun));
+    }
+}

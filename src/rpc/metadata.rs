@@ -1,0 +1,174 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The model's description in Triton's terms, for the metadata calls of the inference
+//! service: `ModelMetadata`, `ModelConfig` (a truthful minimal model configuration) and
+//! `ModelStatistics`. Pure mapping from what the GPU-owner thread reported; runs on the
+//! completion-queue threads.
+
+use std::sync::atomic::Ordering;
+
+use super::kserve::MODEL_VERSION;
+use crate::config::BatchingConfig;
+use crate::model::stats::{ModelStats, Phase};
+use crate::proto::grpc_service as pb;
+use crate::proto::model_config as config_pb;
+use crate::serving::{LoadedModel, ServingInfo};
+
+/// The platform name Triton gives ONNX models.
+const PLATFORM: &str = "onnxruntime_onnx";
+
+/// `ModelMetadata`: the inputs and outputs with datatype and shape (-1: any size; with
+/// batching, the first dimension is the batch).
+pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
+    use pb::model_metadata_response::TensorMetadata;
+    let signature = &model.signature;
+    let tensor = |spec: &crate::tensor::TensorSpec| TensorMetadata {
+        name: spec.name.clone(),
+        datatype: spec.datatype.name().to_string(),
+        shape: spec.dims.clone(),
+        ..Default::default()
+    };
+    pb::ModelMetadataResponse {
+        name: model.name.clone(),
+        versions: vec![MODEL_VERSION.to_string()],
+        platform: PLATFORM.to_string(),
+        inputs: signature.inputs.iter().map(tensor).collect(),
+        outputs: signature.outputs.iter().map(tensor).collect(),
+        ..Default::default()
+    }
+}
+
+/// `ModelConfig`: a truthful minimal Triton model configuration.
+pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_pb::ModelConfig {
+    use config_pb::model_instance_group::Kind;
+    let model = &serving.model;
+    let signature = &model.signature;
+    let data_type = |spec: &crate::tensor::TensorSpec| config_data_type(spec.datatype);
+    let mut config = config_pb::ModelConfig {
+        name: model.name.clone(),
+        platform: PLATFORM.to_string(),
+        backend: "onnxruntime".to_string(),
+        max_batch_size: i32::try_from(signature.max_batch_size).unwrap_or(i32::MAX),
+        input: signature
+            .inputs
+            .iter()
+            .map(|spec| config_pb::ModelInput {
+                name: spec.name.clone(),
+                data_type: data_type(spec).into(),
+                dims: signature.config_dims(spec),
+                ..Default::default()
+            })
+            .collect(),
+        output: signature
+            .outputs
+            .iter()
+            .map(|spec| config_pb::ModelOutput {
+                name: spec.name.clone(),
+                data_type: data_type(spec).into(),
+                dims: signature.config_dims(spec),
+                ..Default::default()
+            })
+            .collect(),
+        instance_group: vec![config_pb::ModelInstanceGroup {
+            name: format!("{}_0", model.name),
+            kind: match &serving.gpu {
+                Some(_) => Kind::KIND_GPU,
+                None => Kind::KIND_CPU,
+            }
+            .into(),
+            count: 1,
+            gpus: serving.gpu.iter().map(|g| g.ordinal).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    if signature.batching() {
+        config.scheduling_choice =
+            Some(config_pb::model_config::Scheduling_choice::DynamicBatching(
+                config_pb::ModelDynamicBatching {
+                    max_queue_delay_microseconds: u64::try_from(
+                        batching.max_queue_delay.as_micros(),
+                    )
+                    .unwrap_or(u64::MAX),
+                    default_queue_policy: Some(config_pb::ModelQueuePolicy {
+                        max_queue_size: batching.max_queue_size,
+                        default_timeout_microseconds: batching
+                            .default_timeout
+                            .map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
+                        allow_timeout_override: true,
+                        timeout_action: config_pb::model_queue_policy::TimeoutAction::REJECT.into(),
+                        ..Default::default()
+                    })
+                    .into(),
+                    ..Default::default()
+                },
+            ));
+    }
+    config
+}
+
+/// Triton's `DataType` for a tensor datatype.
+fn config_data_type(datatype: crate::tensor::DataType) -> config_pb::DataType {
+    use crate::tensor::DataType as T;
+    use config_pb::DataType as C;
+    match datatype {
+        T::Bool => C::TYPE_BOOL,
+        T::Uint8 => C::TYPE_UINT8,
+        T::Uint16 => C::TYPE_UINT16,
+        T::Uint32 => C::TYPE_UINT32,
+        T::Uint64 => C::TYPE_UINT64,
+        T::Int8 => C::TYPE_INT8,
+        T::Int16 => C::TYPE_INT16,
+        T::Int32 => C::TYPE_INT32,
+        T::Int64 => C::TYPE_INT64,
+        T::Fp16 => C::TYPE_FP16,
+        T::Fp32 => C::TYPE_FP32,
+        T::Fp64 => C::TYPE_FP64,
+        T::Bytes => C::TYPE_STRING,
+        T::Unsupported("BF16") => C::TYPE_BF16,
+        T::Unsupported(_) => C::TYPE_INVALID,
+    }
+}
+
+/// `ModelStatistics` for the served model.
+pub fn model_statistics(model: &LoadedModel, stats: &ModelStats) -> pb::ModelStatistics {
+    let duration = |phase: &Phase| {
+        let (count, ns) = phase.read();
+        Some(pb::StatisticDuration {
+            count,
+            ns,
+            ..Default::default()
+        })
+        .into()
+    };
+    pb::ModelStatistics {
+        name: model.name.clone(),
+        version: MODEL_VERSION.to_string(),
+        last_inference: stats.last_inference_ms.load(Ordering::Relaxed),
+        inference_count: stats.inferences.load(Ordering::Relaxed),
+        execution_count: stats.executions.load(Ordering::Relaxed),
+        inference_stats: Some(pb::InferStatistics {
+            success: duration(&stats.success),
+            fail: duration(&stats.fail),
+            queue: duration(&stats.queue),
+            compute_input: duration(&stats.compute_input),
+            compute_infer: duration(&stats.compute_infer),
+            compute_output: duration(&stats.compute_output),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    }
+}
