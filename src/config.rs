@@ -674,15 +674,26 @@ impl Config {
             let message = e.into_inner().to_string().trim_end().to_string();
             Problem::Key(key, message)
         };
-        // Malformed TOML is reported as such; then missing keys by name, before serde would
+        // Malformed TOML is reported as such; then an unknown key by name (a mistyped key is
+        // the likeliest cause of a missing one); then missing keys by name, before serde would
         // report only the first missing table ("missing field `sidecar`").
         let table: toml::Table =
             serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(key_problem)?;
-        if let Some(missing) = REQUIRED_KEYS.iter().find(|key| !has_key(&table, key)) {
-            return Err(Problem::Missing(missing.to_string()));
-        }
-        let file: ConfigFile =
-            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(key_problem)?;
+        let file: ConfigFile = match serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        {
+            Ok(file) => file,
+            Err(e) if e.inner().message().starts_with("unknown field") => {
+                return Err(key_problem(e))
+            }
+            Err(e) => {
+                return Err(
+                    match REQUIRED_KEYS.iter().find(|key| !has_key(&table, key)) {
+                        Some(missing) => Problem::Missing(missing.to_string()),
+                        None => key_problem(e),
+                    },
+                )
+            }
+        };
         let mut config = file.sidecar;
         config
             .validate(base)
@@ -927,6 +938,16 @@ mod tests {
         let (key, message) = parse_err(&MINIMAL.replace("port = 0", "port = 0\nprot = 1"));
         assert!(key.contains("prot"), "{key}: {message}");
         assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn a_mistyped_required_key_is_named_as_unknown_not_missing() {
+        let (key, message) = parse_err(&MINIMAL.replace("endpoint =", "endpont ="));
+        assert_eq!(key, "sidecar.rpc.endpont", "{message}");
+        assert!(
+            message.contains("unknown field `endpont`") && message.contains("`endpoint`"),
+            "{message}"
+        );
     }
 
     #[test]

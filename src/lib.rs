@@ -122,6 +122,17 @@ impl Error {
     }
 }
 
+/// What `--check-config` checks beyond the file itself, without starting anything: that the
+/// model file is there, and that ONNX Runtime's library can be found and loaded (the model is
+/// not opened). Returns where the runtime comes from and its version.
+pub fn preflight(config: &Config) -> Result<String, Error> {
+    model::file::check_model_file(&config.model.uri.path)
+        .map_err(|e| Error::Gpu(GpuError::Model(e)))?;
+    let (_, source, version) = backend::onnx::load_library(config.model.runtime_library.as_deref())
+        .map_err(|e| Error::Gpu(GpuError::Runtime(e)))?;
+    Ok(format!("ONNX Runtime {version} from {source}"))
+}
+
 /// Installs the logger: stderr, `level` and above, with the thread's name (or id, for the
 /// unnamed threads of libraries) on every line; gRPC core's own log is routed to it.
 pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use gpu_sidecar::config::Config;
-use gpu_sidecar::{init_logging, run, Error, EXIT_USAGE};
+use gpu_sidecar::{init_logging, preflight, run, Error, EXIT_USAGE};
 
 /// A GPU-owning gRPC sidecar for Apache Flink TaskManagers.
 ///
@@ -35,7 +35,8 @@ struct Args {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: PathBuf,
 
-    /// Validate the configuration, print it, and exit (0 when valid, 2 when not).
+    /// Validate the configuration, check that the model file and ONNX Runtime's library are
+    /// there (without opening the model), print it, and exit (0 when all is well, 2 when not).
     #[arg(long)]
     check_config: bool,
 }
@@ -56,9 +57,18 @@ fn main() -> ExitCode {
         Err(e) => return fail(&Error::from(e)),
     };
     if args.check_config {
-        println!("# {}: valid", args.config.display());
-        println!("{config}");
-        return ExitCode::SUCCESS;
+        // A config that names a missing model or runtime is as unusable as a malformed one.
+        return match preflight(&config) {
+            Ok(runtime) => {
+                println!("# {}: valid; {runtime}", args.config.display());
+                println!("{config}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gpu-sidecar: error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
     }
     if let Err(e) = init_logging(config.log.level.into()) {
         return fail(&e);

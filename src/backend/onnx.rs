@@ -39,9 +39,14 @@ compile_error!(
 #[derive(Debug, Clone, Copy)]
 pub struct OnnxRuntime(());
 
-/// Loads ONNX Runtime's library: `configured` if set, else `ORT_DYLIB_PATH`, else
-/// `libonnxruntime.so` through the loader's search path. Returns the runtime, where it came
-/// from and its version. Fails naming every place tried and how to install the runtime.
+/// Where a release tarball (and an install into a Flink distribution) puts the runtime,
+/// relative to the folder of the `gpu-sidecar` binary.
+const SHIPPED_LIBRARY: &str = "../lib/onnxruntime/libonnxruntime.so";
+
+/// Loads ONNX Runtime's library: `configured` if set, else `ORT_DYLIB_PATH`, else the one
+/// shipped beside the binary (`../lib/onnxruntime/`), else `libonnxruntime.so` through the
+/// loader's search path. Returns the runtime, where it came from and its version. Fails
+/// naming every place tried and how to install the runtime.
 pub fn load_library(configured: Option<&Path>) -> Result<(OnnxRuntime, String, String), LoadError> {
     let mut candidates: Vec<(String, PathBuf)> = Vec::new();
     if let Some(path) = configured {
@@ -53,6 +58,17 @@ pub fn load_library(configured: Option<&Path>) -> Result<(OnnxRuntime, String, S
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         candidates.push((format!("ORT_DYLIB_PATH = {}", path.display()), path));
+    }
+    let shipped = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(SHIPPED_LIBRARY)))
+        .filter(|path| path.exists());
+    if let Some(path) = shipped {
+        let path = path.canonicalize().unwrap_or(path);
+        candidates.push((
+            format!("the runtime beside the binary, {}", path.display()),
+            path,
+        ));
     }
     candidates.push((
         "libonnxruntime.so on the loader's path".to_string(),

@@ -85,6 +85,27 @@ impl LoadControl {
     }
 }
 
+/// Checks that `path` is a model file that can be opened, without reading it. Fails like
+/// [`read_model`] does for a missing or unreadable file, or a folder.
+pub fn check_model_file(path: &Path) -> Result<(), ModelError> {
+    let metadata = std::fs::metadata(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ModelError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => ModelError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    if metadata.is_dir() {
+        return Err(ModelError::Unreadable {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "it is a directory"),
+        });
+    }
+    Ok(())
+}
+
 /// Reads the whole file at `path`, counting progress in `control` and stopping early if it
 /// asks to. Fails if the file is missing, unreadable or empty.
 pub fn read_model(path: &Path, control: &LoadControl) -> Result<ModelBytes, ModelError> {

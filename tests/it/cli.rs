@@ -15,6 +15,7 @@
 //! The command line and configuration errors: exit code 2 naming the key, before anything
 //! binds; --help, --version, --check-config.
 
+use std::fs;
 use std::time::Duration;
 
 use crate::util::{ConfigText, Sidecar, TestDir};
@@ -45,6 +46,11 @@ fn malformed_configs_exit_2_naming_the_key_and_bind_nothing() {
             "unknown table",
             format!("{valid}\n[sidecar.cache]\nsize = 1\n"),
             "sidecar.cache",
+        ),
+        (
+            "mistyped required key",
+            valid.replace("endpoint =", "endpont ="),
+            "`sidecar.rpc.endpont`: TOML parse error",
         ),
         (
             "wrong type",
@@ -204,11 +210,15 @@ fn help_and_version_exit_0() {
 fn check_config_validates_without_starting() {
     let dir = TestDir::new();
     let path = dir.write_config(&ConfigText::new(&dir).render());
+    // The model is a FIFO nobody writes to: opening it for reading would block.
+    crate::util::mkfifo(&dir.path().join("model.bin"));
     let mut sidecar = Sidecar::spawn_args(&["--check-config", "-c", path.to_str().unwrap()], &[]);
     assert_eq!(sidecar.exit_code(QUICK), 0, "{}", sidecar.log());
-    assert!(sidecar.stdout().contains("valid"), "{}", sidecar.stdout());
-    // Nothing was started: no socket, and the (absent) model was not opened.
-    assert_eq!(dir.entries(), ["sidecar.toml"]);
+    let stdout = sidecar.stdout();
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert!(stdout.contains("ONNX Runtime 1."), "{stdout}");
+    // Nothing was started: no socket, and the model was not opened.
+    assert_eq!(dir.entries(), ["model.bin", "sidecar.toml"]);
 
     let bad = dir.write_config(
         &ConfigText::new(&dir)
@@ -221,6 +231,77 @@ fn check_config_validates_without_starting() {
         sidecar.log().contains("sidecar.health.port"),
         "{}",
         sidecar.log()
+    );
+}
+
+#[test]
+fn check_config_names_a_missing_model_or_runtime() {
+    let dir = TestDir::new();
+    let path = dir.write_config(&ConfigText::new(&dir).render());
+    let check = |envs: &[(&str, &str)]| {
+        let mut sidecar =
+            Sidecar::spawn_args(&["--check-config", "-c", path.to_str().unwrap()], envs);
+        assert_eq!(sidecar.exit_code(QUICK), 2, "{}", sidecar.log());
+        assert_eq!(sidecar.stdout(), "", "nothing printed as valid");
+        sidecar.log()
+    };
+    let log = check(&[]);
+    assert!(
+        log.contains("model file") && log.contains("model.bin does not exist (sidecar.model.uri)"),
+        "{log}"
+    );
+    dir.write_model("model.bin", 16);
+    let log = check(&[
+        ("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so"),
+        ("LD_LIBRARY_PATH", "/nonexistent"),
+    ]);
+    assert!(
+        log.contains("cannot load ONNX Runtime")
+            && log.contains("ORT_DYLIB_PATH = /nonexistent/libonnxruntime.so"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_runtime_beside_the_binary_is_found_without_any_setting() {
+    // The release layout: bin/gpu-sidecar, lib/onnxruntime/libonnxruntime.so.
+    let dir = TestDir::new();
+    let bin = dir.path().join("bin");
+    let lib = dir.path().join("lib/onnxruntime");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&lib).unwrap();
+    let binary = bin.join("gpu-sidecar");
+    if fs::hard_link(crate::util::binary(), &binary).is_err() {
+        fs::copy(crate::util::binary(), &binary).unwrap();
+    }
+    fs::copy(
+        fs::canonicalize(crate::util::runtime_library()).unwrap(),
+        lib.join("libonnxruntime.so"),
+    )
+    .unwrap();
+    dir.write_model("model.bin", 16);
+    let path = dir.write_config(&ConfigText::new(&dir).render());
+    let output = std::process::Command::new(&binary)
+        .args(["--check-config", "-c"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "from the runtime beside the binary, {}",
+            fs::canonicalize(&lib)
+                .unwrap()
+                .join("libonnxruntime.so")
+                .display()
+        )),
+        "{stdout}"
     );
 }
 
