@@ -14,7 +14,8 @@
 
 //! `bin/gpu-sidecar.sh`, the TaskManager launch script, run against the real binary: disabled
 //! by default, start waits for READY, a second start is refused, stop leaves nothing behind,
-//! a stale pid file is cleaned up, a start-up failure is reported, a stuck sidecar is killed.
+//! a stale pid file is cleaned up, a start-up failure is reported, a stuck sidecar is killed;
+//! its supervisor restarts a sidecar that dies, with backoff, and gives up when it must.
 
 use std::fs;
 use std::path::PathBuf;
@@ -37,10 +38,11 @@ struct Outcome {
 }
 
 /// A Flink-like layout in a temp dir (conf/, pid/, log/) and the script run against it. On
-/// drop, the sidecar named by the pid file, if any is still running, is killed by pid.
+/// drop, the supervisors and sidecars named by the pid files, if still running, are killed by
+/// pid (supervisors first, so that they restart nothing).
 struct Launcher {
     dir: TestDir,
-    /// Pids seen in the pid file, killed on drop if still alive.
+    /// Pids seen in the pid files, killed on drop if still alive.
     started: Vec<i32>,
 }
 
@@ -72,6 +74,62 @@ impl Launcher {
         self.dir.path().join("pid/flink-tester-gpu-sidecar.pid")
     }
 
+    fn supervisor_pid_file(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("pid/flink-tester-gpu-sidecar-supervisor.pid")
+    }
+
+    /// The pid in the supervisor's pid file, if there is one.
+    fn supervisor_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.supervisor_pid_file())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
+    /// Waits until the pid file names a live sidecar other than `old` whose health is READY,
+    /// and returns its pid.
+    fn wait_for_restart(&mut self, old: i32) -> i32 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(pid) = self.pid().filter(|&pid| pid != old && is_alive(pid)) {
+                self.remember(pid);
+                if self.run("status", true, &[]).code == 0 {
+                    return pid;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no READY sidecar replaced pid {old}: {}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the supervisor has ended.
+    fn wait_for_supervisor_end(&self, supervisor: i32) {
+        let deadline = Instant::now() + PATIENCE;
+        while is_alive(supervisor) {
+            assert!(
+                Instant::now() < deadline,
+                "the supervisor (pid {supervisor}) did not give up: {}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    fn remember(&mut self, pid: i32) {
+        if !self.started.contains(&pid) {
+            self.started.push(pid);
+        }
+    }
+
     fn log_file(&self) -> PathBuf {
         self.dir
             .path()
@@ -80,6 +138,15 @@ impl Launcher {
 
     /// Runs `gpu-sidecar.sh command` with the sidecar enabled or not, plus `envs`.
     fn run(&mut self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Outcome {
+        let outcome = run_command(self.command(command, enabled, envs));
+        for pid in [self.pid(), self.supervisor_pid()].into_iter().flatten() {
+            self.remember(pid);
+        }
+        outcome
+    }
+
+    /// The command line of `gpu-sidecar.sh command` against this layout.
+    fn command(&self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Command {
         let mut script = Command::new("bash");
         script
             .arg(SCRIPT)
@@ -102,17 +169,7 @@ impl Launcher {
         for (key, value) in envs {
             script.env(key, value);
         }
-        let output = script.output().expect("run bash");
-        if let Some(pid) = self.pid() {
-            if !self.started.contains(&pid) {
-                self.started.push(pid);
-            }
-        }
-        Outcome {
-            code: output.status.code().expect("script exited"),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        script
     }
 
     /// The pid in the pid file, if there is one.
@@ -136,11 +193,24 @@ impl Launcher {
 
 impl Drop for Launcher {
     fn drop(&mut self) {
-        for pid in &self.started {
+        // Supervisors first: a sidecar killed before its supervisor would be restarted.
+        let supervisors: Vec<i32> = self.supervisor_pid().into_iter().collect();
+        for pid in supervisors.iter().chain(&self.started) {
             if is_alive(*pid) {
                 let _ = kill_process(Pid::from_raw(*pid).unwrap(), Signal::KILL);
             }
         }
+    }
+}
+
+/// Runs the script to its end. Its output is read to the end too: a process left holding the
+/// caller's stdout or stderr (a supervisor that did not detach) would hang this.
+fn run_command(mut script: Command) -> Outcome {
+    let output = script.output().expect("run bash");
+    Outcome {
+        code: output.status.code().expect("script exited"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -259,9 +329,15 @@ fn a_stale_pid_file_is_cleaned_up_not_trusted() {
 }
 
 #[test]
-fn a_sidecar_that_dies_during_start_up_is_reported_with_its_log() {
+fn a_sidecar_that_dies_during_start_up_is_reported_with_its_log_and_not_restarted() {
     let mut launcher = Launcher::new("10 s");
-    launcher.write_config("missing-model.bin", "10 s");
+    // A file that is there (so the config checks pass) but is no model.
+    fs::write(
+        launcher.dir.path().join("conf/garbage.onnx"),
+        b"not a model",
+    )
+    .unwrap();
+    launcher.write_config("garbage.onnx", "10 s");
     let outcome = launcher.run("start", true, &[]);
     assert_code(&outcome, 1);
     assert!(
@@ -271,10 +347,201 @@ fn a_sidecar_that_dies_during_start_up_is_reported_with_its_log() {
         "{outcome:#?}"
     );
     assert!(
-        outcome.stderr.contains("missing-model.bin does not exist"),
+        outcome.stderr.contains("ONNX Runtime cannot load model")
+            && outcome
+                .stderr
+                .contains("before it was READY; not restarting"),
         "the log's tail is missing: {outcome:#?}"
     );
     assert!(!launcher.pid_file().exists());
+    assert!(!launcher.supervisor_pid_file().exists());
+    assert_code(&launcher.run("status", true, &[]), 3);
+}
+
+#[test]
+fn a_missing_model_is_refused_before_starting() {
+    let mut launcher = Launcher::new("10 s");
+    launcher.write_config("missing-model.bin", "10 s");
+    let outcome = launcher.run("start", true, &[]);
+    assert_code(&outcome, 2);
+    assert!(
+        outcome
+            .stderr
+            .contains("invalid config: gpu-sidecar: error: model file")
+            && outcome
+                .stderr
+                .contains("missing-model.bin does not exist (sidecar.model.uri)\n"),
+        "{outcome:#?}"
+    );
+    assert!(!launcher.pid_file().exists());
+    assert!(!launcher.dir.path().join("log").exists());
+}
+
+/// Restart delays short enough for tests: 100 ms, doubling to 400 ms.
+const QUICK_RESTARTS: [(&str, &str); 2] = [
+    ("GPU_SIDECAR_RESTART_DELAY_MS", "100"),
+    ("GPU_SIDECAR_RESTART_MAX_DELAY_MS", "400"),
+];
+
+#[test]
+fn the_supervisor_restarts_a_dead_sidecar_then_gives_up_after_a_crash_loop() {
+    let mut launcher = Launcher::new("10 s");
+    let started = launcher.run("start", true, &QUICK_RESTARTS);
+    assert_code(&started, 0);
+    let supervisor = launcher.supervisor_pid().expect("supervisor pid file");
+    assert!(is_alive(supervisor));
+    let status = launcher.run("status", true, &[]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("READY; supervised by pid {supervisor}")),
+        "{status:#?}"
+    );
+    let mut pid = launcher.pid().unwrap();
+    // Five crashes within five minutes are restarted, each after a longer wait.
+    for crash in 1..=5 {
+        kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
+        pid = launcher.wait_for_restart(pid);
+        let log = launcher.log();
+        assert!(
+            log.contains(&format!(
+                "ended with signal 9 (crash {crash} of at most 5 within 5 minutes); restarting in"
+            )),
+            "{log}"
+        );
+    }
+    for delay in ["0.100 s", "0.200 s", "0.400 s"] {
+        assert!(launcher.log().contains(&format!("restarting in {delay}")));
+    }
+    // The sixth is not.
+    kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
+    launcher.wait_for_supervisor_end(supervisor);
+    assert!(
+        launcher
+            .log()
+            .contains("its 6th crash within 5 minutes: giving up"),
+        "{}",
+        launcher.log()
+    );
+    assert!(!launcher.pid_file().exists());
+    assert!(!launcher.supervisor_pid_file().exists());
+    let status = launcher.run("status", true, &[]);
+    assert_code(&status, 3);
+    assert!(
+        status.stdout.contains("crashed 6 times within 5 minutes"),
+        "{status:#?}"
+    );
+    // A start afterwards is a fresh start.
+    assert_code(&launcher.run("start", true, &[]), 0);
+    assert_code(&launcher.run("stop", true, &[]), 0);
+}
+
+#[test]
+fn exit_2_is_not_restarted() {
+    let mut launcher = Launcher::new("10 s");
+    assert_code(&launcher.run("start", true, &QUICK_RESTARTS), 0);
+    let supervisor = launcher.supervisor_pid().unwrap();
+    let pid = launcher.pid().unwrap();
+    // The config goes bad while it runs; the restart then exits 2.
+    launcher.write_config("model.bin", "soon");
+    kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
+    launcher.wait_for_supervisor_end(supervisor);
+    let log = launcher.log();
+    assert!(
+        log.contains("ended with exit code 2 (a bad configuration, or a model it cannot serve): not restarting it"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("started gpu-sidecar as pid").count(),
+        2,
+        "one start and one restart: {log}"
+    );
+    let status = launcher.run("status", true, &[]);
+    assert_code(&status, 3);
+    assert!(status.stdout.contains("exit code 2"), "{status:#?}");
+    assert!(!launcher.pid_file().exists());
+}
+
+#[test]
+fn stop_during_a_backoff_wait_returns_at_once_and_leaves_nothing() {
+    let mut launcher = Launcher::new("10 s");
+    let long_wait = [("GPU_SIDECAR_RESTART_DELAY_MS", "60000")];
+    assert_code(&launcher.run("start", true, &long_wait), 0);
+    let supervisor = launcher.supervisor_pid().unwrap();
+    let pid = launcher.pid().unwrap();
+    kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !launcher.log().contains("restarting in 60.000 s") {
+        assert!(Instant::now() < deadline, "{}", launcher.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let status = launcher.run("status", true, &[]);
+    assert_code(&status, 1);
+    assert!(status.stdout.contains("restarting it"), "{status:#?}");
+    let began = Instant::now();
+    let stopped = launcher.run("stop", true, &[]);
+    assert_code(&stopped, 0);
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "stop waited out the backoff"
+    );
+    assert!(!is_alive(supervisor));
+    assert!(!launcher.pid_file().exists());
+    assert!(!launcher.supervisor_pid_file().exists());
+    assert_eq!(
+        fs::read_dir(launcher.dir.path().join("pid"))
+            .unwrap()
+            .count(),
+        0,
+        "files left in the pid folder"
+    );
+    assert_eq!(
+        launcher.log().matches("started gpu-sidecar as pid").count(),
+        1,
+        "restarted after stop: {}",
+        launcher.log()
+    );
+}
+
+#[test]
+fn two_starts_at_once_start_one_sidecar() {
+    let launcher = std::sync::Mutex::new(Launcher::new("10 s"));
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let launcher = &launcher;
+                scope.spawn(move || {
+                    // Each run holds the launcher only to build its command, not while it runs.
+                    let command = launcher.lock().unwrap().command("start", true, &[]);
+                    run_command(command)
+                })
+            })
+            .collect();
+        outcomes.extend(runs.into_iter().map(|run| run.join().unwrap()));
+    });
+    let mut launcher = launcher.into_inner().unwrap();
+    for pid in [launcher.pid(), launcher.supervisor_pid()]
+        .into_iter()
+        .flatten()
+    {
+        launcher.remember(pid);
+    }
+    let mut codes: Vec<i32> = outcomes.iter().map(|o| o.code).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [0, 1], "{outcomes:#?}");
+    let refused = outcomes.iter().find(|o| o.code == 1).unwrap();
+    assert!(
+        refused.stderr.contains("already running as pid"),
+        "{refused:#?}"
+    );
+    let log = launcher.log();
+    assert_eq!(
+        log.matches("started gpu-sidecar as pid").count(),
+        1,
+        "{log}"
+    );
+    assert_code(&launcher.run("stop", true, &[]), 0);
 }
 
 #[test]
@@ -342,7 +609,12 @@ fn the_scripts_pass_shellcheck() {
     let root = env!("CARGO_MANIFEST_DIR");
     let output = Command::new("shellcheck")
         .current_dir(root)
-        .args(["bin/gpu-sidecar.sh", "bin/dev.sh", ".ci/run"])
+        .args([
+            "bin/gpu-sidecar.sh",
+            "bin/gpu-sidecar-taskmanager.sh",
+            "bin/dev.sh",
+            ".ci/run",
+        ])
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run shellcheck ({e}); install it: apt-get install -y shellcheck")
