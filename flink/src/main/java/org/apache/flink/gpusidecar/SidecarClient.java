@@ -25,6 +25,8 @@ import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import io.grpc.netty.shaded.io.netty.util.internal.logging.InternalLoggerFactory;
+import io.grpc.netty.shaded.io.netty.util.internal.logging.JdkLoggerFactory;
 import io.grpc.stub.StreamObserver;
 import inference.GRPCInferenceServiceGrpc;
 import inference.GrpcService.ModelInferRequest;
@@ -66,14 +68,27 @@ public final class SidecarClient implements AutoCloseable {
 
     /**
      * gRPC asks every connection for SO_KEEPALIVE, which Netty's Unix-socket channel does not
-     * have; Netty then warns through java.util.logging on each connect. Held here, as the
-     * logging framework keeps loggers only weakly.
+     * have; Netty's Bootstrap then warns "Unknown channel option 'SO_KEEPALIVE'" on every
+     * connect and reconnect, through SLF4J into the TaskManager's log when SLF4J is there (as
+     * in Flink). So the (shaded, ours alone) Bootstrap class gets a java.util.logging logger,
+     * set to SEVERE; every other Netty class logs as before. Held here, as java.util.logging
+     * keeps loggers only weakly.
      */
     private static final java.util.logging.Logger BOOTSTRAP_LOG =
             java.util.logging.Logger.getLogger(Bootstrap.class.getName());
 
     static {
         BOOTSTRAP_LOG.setLevel(java.util.logging.Level.SEVERE);
+        InternalLoggerFactory previous = InternalLoggerFactory.getDefaultFactory();
+        InternalLoggerFactory.setDefaultFactory(JdkLoggerFactory.INSTANCE);
+        try {
+            // Bootstrap takes its logger from the default factory when it is initialised.
+            Class.forName(Bootstrap.class.getName(), true, SidecarClient.class.getClassLoader());
+        } catch (ClassNotFoundException e) {
+            throw new ExceptionInInitializerError(e);
+        } finally {
+            InternalLoggerFactory.setDefaultFactory(previous);
+        }
     }
 
     /** One request awaiting its answer. */

@@ -20,6 +20,11 @@ package org.apache.flink.gpusidecar;
  * A request the sidecar refused or could not answer, or a sidecar that cannot be reached. The
  * message names the endpoint and the model and carries the sidecar's own message; {@link
  * #code()} is the gRPC status code's name ({@code INVALID_ARGUMENT}, {@code UNAVAILABLE}, ...).
+ *
+ * <p>It is always the innermost cause of a failure: Flink's SQL client, web UI and {@code
+ * flink run} print the innermost cause, and a gRPC or Netty exception there (a bare {@code
+ * java.io.FileNotFoundException}, say) would hide this message. What it stems from is kept as
+ * a suppressed exception: printed with the stack trace, never in this message's place.
  */
 public class SidecarException extends RuntimeException {
     private static final long serialVersionUID = 1L;
@@ -31,9 +36,13 @@ public class SidecarException extends RuntimeException {
         this.code = code;
     }
 
-    public SidecarException(String code, String message, Throwable cause) {
-        super(message, cause);
+    /** {@code detail}, what this stems from, is kept as suppressed (see the class comment). */
+    public SidecarException(String code, String message, Throwable detail) {
+        super(message);
         this.code = code;
+        if (detail != null) {
+            addSuppressed(detail);
+        }
     }
 
     /** The gRPC status code's name, e.g. {@code INVALID_ARGUMENT}. */

@@ -24,6 +24,15 @@ final class Failures {
 
     private Failures() {}
 
+    /** The message of the innermost cause: what Flink's SQL client and web UI show. */
+    static String innermost(Throwable failure) {
+        Throwable cause = failure;
+        while (cause.getCause() != null) {
+            cause = cause.getCause();
+        }
+        return cause.getClass().getSimpleName() + ": " + cause.getMessage();
+    }
+
     /** Every message of a throwable's cause chain, one per line. */
     static String messages(Throwable failure) {
         StringBuilder text = new StringBuilder();

@@ -131,6 +131,7 @@ class ResilienceTest {
             String messages = Failures.messages(failure);
             assertTrue(messages.contains("INVALID_ARGUMENT: " + Failures.SIDECAR_SHAPE_MESSAGE), messages);
             assertTrue(messages.contains(sidecar.endpoint()), messages);
+            assertTrue(Failures.innermost(failure).contains(Failures.SIDECAR_SHAPE_MESSAGE), Failures.innermost(failure));
         }
     }
 
@@ -148,5 +149,10 @@ class ResilienceTest {
         assertTrue(messages.contains("cannot reach gpu-sidecar at " + endpoint), messages);
         assertTrue(messages.contains("UNAVAILABLE"), messages);
         assertTrue(messages.contains("there is no socket file " + folder.resolve("nobody.sock")), messages);
+        // What the SQL client and the web UI print is the whole story, not netty's
+        // FileNotFoundException.
+        String innermost = Failures.innermost(failure);
+        assertTrue(innermost.contains("SidecarException: cannot reach gpu-sidecar at " + endpoint), innermost);
+        assertTrue(innermost.contains("there is no socket file"), innermost);
     }
 }

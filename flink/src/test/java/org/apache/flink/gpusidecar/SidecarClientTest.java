@@ -18,6 +18,7 @@ package org.apache.flink.gpusidecar;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -31,6 +32,10 @@ import inference.GrpcService.ModelStreamInferResponse;
 import io.grpc.Server;
 import io.grpc.Status;
 import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
+import io.grpc.netty.shaded.io.netty.bootstrap.Bootstrap;
+import io.grpc.netty.shaded.io.netty.util.internal.logging.InternalLogger;
+import io.grpc.netty.shaded.io.netty.util.internal.logging.InternalLoggerFactory;
+import java.lang.reflect.Field;
 import io.grpc.stub.StreamObserver;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
@@ -352,5 +357,23 @@ class SidecarClientTest {
         SidecarClient client = connecting.get(WAIT_SECONDS, TimeUnit.SECONDS);
         closing.add(client);
         assertArrayEquals(new float[] {4f, 4f}, y(send(client, 2)));
+    }
+
+    /**
+     * Netty's Bootstrap warns of the SO_KEEPALIVE option that gRPC sets and Unix sockets lack,
+     * on every connect; with SLF4J present (here, as in Flink) that went to the TaskManager's
+     * log on every reconnect attempt. Only Bootstrap's logger is changed.
+     */
+    @Test
+    void nettysWarningOnEveryUnixSocketConnectIsSilencedAndOnlyThat() throws Exception {
+        Class.forName(SidecarClient.class.getName());
+        Field field = Bootstrap.class.getDeclaredField("logger");
+        field.setAccessible(true);
+        InternalLogger logger = (InternalLogger) field.get(null);
+        assertTrue(logger.getClass().getSimpleName().startsWith("Jdk"), logger.getClass().getName());
+        assertFalse(logger.isWarnEnabled());
+        assertTrue(logger.isErrorEnabled());
+        String others = InternalLoggerFactory.getDefaultFactory().getClass().getSimpleName();
+        assertTrue(others.startsWith("Slf4J"), others);
     }
 }
