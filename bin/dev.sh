@@ -30,6 +30,11 @@
 #                               (options alone, e.g. -q, add to it)
 #   bin/dev.sh flink-bench [ARGS...]  the Flink bench (FlinkBench) against the release
 #                               binaries, next to gpu-sidecar-bench's figures
+#   bin/dev.sh dist [--runtime cpu|gpu] [--debug]
+#                               the release tarball, target/dist/gpu-sidecar-VERSION-linux-x86_64.tar.gz
+#   bin/dev.sh e2e              the end-to-end test in a real Flink distribution (fetched into
+#                               .flink/): the tarball installed, a cluster started, SQL queries
+#                               through the SQL client, the sidecar killed mid-query, uninstalled
 #
 # `run` and `test` fetch the runtime first when .onnxruntime/ lacks it; ORT_DYLIB_PATH, when
 # set, names another library instead (e.g. the `onnxruntime-gpu` wheel's, for CUDA).
@@ -69,44 +74,156 @@ ensure_packages() {
 ONNXRUNTIME_VERSION=1.32.0
 RUNTIME_DIR=.onnxruntime
 
+# Puts the shared libraries of ONNX Runtime's wheel $1 (`onnxruntime`, or `onnxruntime-gpu`
+# with its CUDA provider) into folder $2, with its LICENSE and ThirdPartyNotices.txt, and
+# links libonnxruntime.so to the versioned library; nothing when $2 has it already.
+fetch_runtime() {
+    local wheel=$1 target=$2
+    [ -e "$target/libonnxruntime.so" ] && return 0
+    command -v python3 >/dev/null 2>&1 || {
+        echo "fetching ONNX Runtime needs python3 with pip (apt-get install python3-pip)" >&2
+        exit 1
+    }
+    local download
+    download="$(mktemp -d)"
+    echo "fetching ONNX Runtime $ONNXRUNTIME_VERSION (the $wheel wheel) into $target/" >&2
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$download" \
+        "$wheel==$ONNXRUNTIME_VERSION"
+    mkdir -p "$target"
+    python3 - "$download" "$target" <<'PYTHON'
+import glob, os, sys, zipfile
+download, target = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(download, "onnxruntime*.whl"))[0]
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        base = os.path.basename(name)
+        library = name.startswith("onnxruntime/capi/lib") and ".so" in base
+        if library or base in ("LICENSE", "ThirdPartyNotices.txt"):
+            with archive.open(name) as source, open(os.path.join(target, base), "wb") as sink:
+                sink.write(source.read())
+            os.chmod(os.path.join(target, base), 0o755 if library else 0o644)
+PYTHON
+    rm -rf "$download"
+    local versioned
+    versioned="$(find "$target" -maxdepth 1 -name 'libonnxruntime.so.*' -printf '%f\n' | head -n 1)"
+    ln -sf "$versioned" "$target/libonnxruntime.so"
+}
+
 # Puts libonnxruntime.so from the `onnxruntime` wheel into $RUNTIME_DIR (the project's own
 # folder, never system-wide) unless it is there, and exports ORT_DYLIB_PATH to it unless set.
 ensure_runtime() {
     if [ -n "${ORT_DYLIB_PATH:-}" ]; then
         return 0
     fi
-    local library="$RUNTIME_DIR/libonnxruntime.so"
-    if [ ! -e "$library" ]; then
-        command -v python3 >/dev/null 2>&1 || {
-            echo "fetching ONNX Runtime needs python3 with pip (apt-get install python3-pip)" >&2
-            exit 1
-        }
-        local download
-        download="$(mktemp -d)"
-        echo "fetching ONNX Runtime $ONNXRUNTIME_VERSION (the onnxruntime wheel) into $RUNTIME_DIR/" >&2
-        python3 -m pip download -q --no-deps --only-binary=:all: -d "$download" \
-            "onnxruntime==$ONNXRUNTIME_VERSION"
-        mkdir -p "$RUNTIME_DIR"
-        python3 - "$download" "$RUNTIME_DIR" <<'PYTHON'
-import glob, os, sys, zipfile
-download, target = sys.argv[1], sys.argv[2]
-wheel = glob.glob(os.path.join(download, "onnxruntime-*.whl"))[0]
-with zipfile.ZipFile(wheel) as archive:
-    for name in archive.namelist():
-        base = os.path.basename(name)
-        if name.startswith("onnxruntime/capi/libonnxruntime.so") or base == "LICENSE" or base == "ThirdPartyNotices.txt":
-            with archive.open(name) as source, open(os.path.join(target, base), "wb") as sink:
-                sink.write(source.read())
-            if base.startswith("libonnxruntime.so"):
-                os.chmod(os.path.join(target, base), 0o755)
-PYTHON
-        rm -rf "$download"
-        local versioned
-        versioned="$(find "$RUNTIME_DIR" -maxdepth 1 -name 'libonnxruntime.so.*' -printf '%f\n' | head -n 1)"
-        ln -sf "$versioned" "$library"
-    fi
-    ORT_DYLIB_PATH="$(pwd)/$library"
+    fetch_runtime onnxruntime "$RUNTIME_DIR"
+    ORT_DYLIB_PATH="$(pwd)/$RUNTIME_DIR/libonnxruntime.so"
     export ORT_DYLIB_PATH
+}
+
+# Builds the release tarball target/dist/gpu-sidecar-VERSION-linux-x86_64.tar.gz: the binary,
+# the scripts, the sample config and model, the client jar and ONNX Runtime's library (the CPU
+# one, or with `--runtime gpu` the onnxruntime-gpu one), LICENSE, NOTICE and INSTALL, in one
+# folder gpu-sidecar-VERSION/ that runs wherever it is unpacked. `--debug` packs the debug
+# binary (for the tests: no second, optimised build of the gRPC core).
+dist() {
+    local runtime=cpu profile=release
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --runtime) runtime=${2:-}; shift 2 ;;
+            --debug) profile=debug; shift ;;
+            *) echo "usage: bin/dev.sh dist [--runtime cpu|gpu] [--debug]" >&2; exit 2 ;;
+        esac
+    done
+    local runtime_dir
+    case $runtime in
+        cpu) runtime_dir=$RUNTIME_DIR; fetch_runtime onnxruntime "$runtime_dir" ;;
+        gpu) runtime_dir=$RUNTIME_DIR-gpu; fetch_runtime onnxruntime-gpu "$runtime_dir" ;;
+        *) echo "--runtime is cpu or gpu, not '$runtime'" >&2; exit 2 ;;
+    esac
+    local version
+    version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+    if [ "$profile" = release ]; then
+        cargo build --release --bin gpu-sidecar >&2
+    else
+        cargo build --bin gpu-sidecar >&2
+    fi
+    # Maven's output goes to stderr: this function's stdout is the tarball's path alone.
+    maven -q -DskipTests package >&2
+    local jar
+    jar=$(find flink/target -maxdepth 1 -name 'flink-gpu-sidecar-client-*.jar' ! -name '*-original*' | head -n 1)
+    [ -n "$jar" ] || { echo "the Maven build made no flink-gpu-sidecar-client jar" >&2; exit 1; }
+
+    local name=gpu-sidecar-$version
+    local stage=target/dist/$name
+    rm -rf "$stage" "target/dist/$name-linux-x86_64.tar.gz"
+    mkdir -p "$stage/bin" "$stage/conf" "$stage/models" "$stage/lib/onnxruntime"
+    cp "target/$profile/gpu-sidecar" bin/gpu-sidecar.sh bin/gpu-sidecar-taskmanager.sh "$stage/bin/"
+    cp -P "$runtime_dir"/lib*.so* "$runtime_dir/LICENSE" "$runtime_dir/ThirdPartyNotices.txt" "$stage/lib/onnxruntime/"
+    cp "$jar" "$stage/lib/"
+    cp tests/fixtures/models/affine.onnx "$stage/models/"
+    # The sample config, with the sample model where the release keeps it.
+    sed 's|^uri = "tests/fixtures/models/affine.onnx"$|uri = "../models/affine.onnx"|' sidecar.toml >"$stage/conf/sidecar.toml"
+    grep -q '^uri = "../models/affine.onnx"$' "$stage/conf/sidecar.toml" || {
+        echo "sidecar.toml no longer names tests/fixtures/models/affine.onnx; update bin/dev.sh dist" >&2
+        exit 1
+    }
+    cp LICENSE NOTICE "$stage/"
+    install_text "$version" "$runtime" "$(basename "$jar")" >"$stage/INSTALL"
+    tar -C target/dist -czf "target/dist/$name-linux-x86_64.tar.gz" "$name"
+    echo "target/dist/$name-linux-x86_64.tar.gz"
+}
+
+# The release's INSTALL: $1 version, $2 runtime (cpu or gpu), $3 the client jar's name.
+install_text() {
+    cat <<TEXT
+gpu-sidecar $1 (linux-x86_64, ONNX Runtime $ONNXRUNTIME_VERSION, $2 build)
+===========================================================================
+
+Unpacked anywhere, this folder runs as it is:
+
+  bin/gpu-sidecar -c conf/sidecar.toml        serves the sample model (models/affine.onnx)
+                                              on unix:/tmp/gpu-sidecar.sock, health on
+                                              http://127.0.0.1:8558/health
+  bin/gpu-sidecar --check-config -c conf/sidecar.toml
+                                              checks the config, the model file and the runtime
+
+The binary finds ONNX Runtime in lib/onnxruntime/ beside it, unless
+sidecar.model.runtime-library in the config, or ORT_DYLIB_PATH, names another library.
+TEXT
+    if [ "$2" = gpu ]; then
+        cat <<TEXT
+This build carries onnxruntime-gpu's library and its CUDA execution provider; the CUDA 12
+and cuDNN 9 libraries it loads come from the machine (the NVIDIA driver, and the CUDA and
+cuDNN runtime libraries on the loader's path).
+TEXT
+    fi
+    cat <<TEXT
+
+Into a Flink distribution (one sidecar per host, beside its TaskManagers):
+
+  bin/gpu-sidecar.sh install-flink \$FLINK_HOME
+      puts lib/$3 into \$FLINK_HOME/lib/, bin/gpu-sidecar, bin/gpu-sidecar.sh and
+      lib/onnxruntime/ into \$FLINK_HOME, the sample model into \$FLINK_HOME/models/ and
+      conf/sidecar.toml into \$FLINK_HOME/conf/ (unless one is there), and hooks
+      bin/taskmanager.sh; a second install says it is installed already.
+  echo 'gpu-sidecar.enabled: true' >>\$FLINK_HOME/conf/config.yaml
+      turns it on: start-cluster.sh and taskmanager.sh start|start-foreground|stop|stop-all
+      then start the sidecar (under a supervisor that restarts it) before the first
+      TaskManager of the host, and stop it after the last. A sidecar that cannot start keeps
+      the TaskManager from starting, unless 'gpu-sidecar.required: false'.
+  \$FLINK_HOME/bin/gpu-sidecar.sh status
+      says whether it runs and is READY; its log is beside the TaskManager's
+      (flink-\$USER-gpu-sidecar-\$HOSTNAME.log in Flink's log folder).
+  bin/gpu-sidecar.sh uninstall-flink \$FLINK_HOME
+      restores the distribution as it was (conf/sidecar.toml stays if you changed it).
+
+Flink jobs reach it at 'unix:/tmp/gpu-sidecar.sock' (the 'endpoint' option of the
+gpu-sidecar model provider, or GpuSidecarAsyncFunction's first argument). README.md in the
+source repository documents everything else.
+
+LICENSE and NOTICE cover gpu-sidecar and what it bundles; lib/onnxruntime/LICENSE (MIT) and
+lib/onnxruntime/ThirdPartyNotices.txt cover ONNX Runtime.
+TEXT
 }
 
 # The Triton client release the compatibility test runs.
@@ -134,11 +251,59 @@ maven() {
         echo "the Flink module needs Maven and a JDK 17 (apt-get install maven openjdk-17-jdk-headless)" >&2
         exit 1
     }
-    mvn -B --no-transfer-progress -f flink/pom.xml -Dmaven.repo.local="$(pwd)/$MAVEN_REPOSITORY" "$@"
+    mvn -B --no-transfer-progress -Dstyle.color=never -f flink/pom.xml -Dmaven.repo.local="$(pwd)/$MAVEN_REPOSITORY" "$@"
+}
+
+# The Flink release the end-to-end test installs into, and where it is kept (git ignores it).
+FLINK_VERSION=2.3.0
+FLINK_CACHE=.flink
+
+# Assembles a Flink $FLINK_VERSION distribution in $FLINK_CACHE/flink-$FLINK_VERSION/ unless it
+# is there: bin/*.sh and conf/ from PyPI's apache-flink wheel; lib/, opt/, plugins/ and
+# bin/bash-java-utils.jar from its apache-flink-libraries wheel (what `pip install
+# apache-flink` unpacks as pyflink/); opt/flink-sql-gateway-$FLINK_VERSION.jar, which the
+# SQL client needs and the wheels lack, from Maven Central. Prints its path.
+ensure_flink() {
+    local home=$FLINK_CACHE/flink-$FLINK_VERSION
+    if [ ! -f "$home/opt/flink-sql-gateway-$FLINK_VERSION.jar" ]; then
+        local download
+        download="$(mktemp -d)"
+        echo "fetching Flink $FLINK_VERSION (PyPI's apache-flink and apache-flink-libraries wheels) into $home/" >&2
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+            --platform manylinux2014_x86_64 -d "$download" \
+            "apache-flink==$FLINK_VERSION" "apache-flink-libraries==$FLINK_VERSION" >&2
+        rm -rf "$home"
+        mkdir -p "$home"
+        python3 - "$download" "$home" <<'PYTHON'
+import glob, os, stat, sys, zipfile
+download, home = sys.argv[1], sys.argv[2]
+for wheel in glob.glob(os.path.join(download, "apache_flink*.whl")):
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            if not name.startswith("pyflink/") or name.endswith("/"):
+                continue
+            part = name[len("pyflink/"):]
+            if part.split("/")[0] not in ("bin", "conf", "lib", "opt", "plugins", "licenses"):
+                continue
+            target = os.path.join(home, part)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.open(info) as source, open(target, "wb") as sink:
+                sink.write(source.read())
+            if part.startswith("bin/") and not part.endswith((".jar", ".bat")):
+                os.chmod(target, 0o755)
+PYTHON
+        rm -rf "$download"
+        # The empty log folder of Flink's own distribution tarball, which the wheels lack.
+        mkdir -p "$home/log"
+        maven -q dependency:copy "-Dartifact=org.apache.flink:flink-sql-gateway:$FLINK_VERSION" \
+            "-DoutputDirectory=$(pwd)/$home/opt" >&2
+    fi
+    echo "$home"
 }
 
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...]" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e" >&2
     exit 2
 }
 
@@ -159,7 +324,8 @@ case "$command" in
         # The README's test command: the workspace's Rust tests (`failpoints` compiles in the
         # fault injection that tests/it/faults.rs uses), then the Flink module's.
         cargo test --workspace --features failpoints "$@"
-        exec "$0" flink
+        "$0" flink
+        exec "$0" e2e
         ;;
     runtime)
         ensure_runtime
@@ -180,6 +346,18 @@ case "$command" in
             case "$arg" in -*) ;; *) goal= ;; esac
         done
         maven -Dsidecar.runtime="$ORT_DYLIB_PATH" "$@" $goal
+        ;;
+    dist)
+        ensure_packages
+        dist "$@"
+        ;;
+    e2e)
+        ensure_packages
+        ensure_runtime
+        ensure_clients
+        flink_home=$(ensure_flink)
+        tarball=$(dist --debug | tail -n 1)
+        exec tests/e2e/flink_cluster.sh "$flink_home" "$tarball"
         ;;
     flink-bench)
         ensure_packages

@@ -36,6 +36,7 @@ fn effective_config(path: &Path) -> BTreeMap<String, String> {
     let output = Command::new(binary())
         .args(["--check-config", "-c"])
         .arg(path)
+        .env("ORT_DYLIB_PATH", crate::util::runtime_library())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -132,10 +133,32 @@ fn the_readme_kubernetes_manifests_are_valid_and_consistent() {
         .find(|doc| doc["kind"].as_str() == Some("Pod"))
         .expect("a Pod");
 
-    // The config in the ConfigMap is one this binary accepts.
+    // The config in the ConfigMap is one this binary accepts. The model and the runtime it
+    // names are the pod's: --check-config, which also checks that both are there, reads this
+    // machine's in their place.
     let dir = TestDir::new();
     let config_path = dir.path().join("sidecar.toml");
-    fs::write(&config_path, text(config_map, &["data", "sidecar.toml"])).unwrap();
+    let model = dir.write_model("model.onnx", 16);
+    let pod_config = text(config_map, &["data", "sidecar.toml"]);
+    for pod_path in [
+        "\"/models/model.onnx\"",
+        "\"/opt/onnxruntime/lib/libonnxruntime.so\"",
+    ] {
+        assert!(
+            pod_config.contains(pod_path),
+            "{pod_path} not in {pod_config}"
+        );
+    }
+    let local_config = pod_config
+        .replace(
+            "\"/models/model.onnx\"",
+            &format!("{:?}", model.display().to_string()),
+        )
+        .replace(
+            "\"/opt/onnxruntime/lib/libonnxruntime.so\"",
+            &format!("{:?}", crate::util::runtime_library().display().to_string()),
+        );
+    fs::write(&config_path, local_config).unwrap();
     let settings = effective_config(&config_path);
     let endpoint = unquoted(&settings["sidecar.rpc.endpoint"]);
     let socket = endpoint.strip_prefix("unix:").expect("a unix endpoint");

@@ -614,6 +614,7 @@ fn the_scripts_pass_shellcheck() {
             "bin/gpu-sidecar-taskmanager.sh",
             "bin/dev.sh",
             ".ci/run",
+            "tests/e2e/flink_cluster.sh",
         ])
         .output()
         .unwrap_or_else(|e| {

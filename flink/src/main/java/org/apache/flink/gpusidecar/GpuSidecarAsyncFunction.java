@@ -35,7 +35,7 @@ import org.apache.flink.streaming.api.functions.async.RichAsyncFunction;
  *
  * <pre>{@code
  * GpuSidecarAsyncFunction<Event, Prediction<Event>> infer = new GpuSidecarAsyncFunction<>(
- *         "unix:/run/gpu-sidecar/sidecar.sock", "mlp",
+ *         "unix:/tmp/gpu-sidecar.sock", "mlp",
  *         ArrayTensorCodec.<Event>create().floats("features", e -> e.features))
  *     .withRequestTimeout(Duration.ofSeconds(10));
  * AsyncDataStream.unorderedWait(events, infer, infer.flinkTimeoutMillis(), MILLISECONDS, 64);

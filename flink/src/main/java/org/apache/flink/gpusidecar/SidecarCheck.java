@@ -27,7 +27,7 @@ import java.util.Map;
  *
  * <pre>
  * java -cp flink-gpu-sidecar-client.jar:$FLINK_HOME/lib/'*' \
- *     org.apache.flink.gpusidecar.SidecarCheck unix:/run/gpu-sidecar/sidecar.sock mlp
+ *     org.apache.flink.gpusidecar.SidecarCheck unix:/tmp/gpu-sidecar.sock mlp
  * </pre>
  */
 public final class SidecarCheck {
@@ -69,10 +69,17 @@ public final class SidecarCheck {
         }
     }
 
+    /** The values, integers as integers; a UINT64 past Long.MAX_VALUE as its double. */
     private static String describe(Tensor tensor) {
+        boolean fractional = tensor.dataType().name().startsWith("FP");
         StringBuilder values = new StringBuilder("[");
         for (int i = 0; i < tensor.size(); i++) {
-            values.append(i == 0 ? "" : ", ").append(tensor.doubleAt(i));
+            values.append(i == 0 ? "" : ", ");
+            if (fractional || (tensor.dataType() == DataType.UINT64 && tensor.doubleAt(i) > Long.MAX_VALUE)) {
+                values.append(tensor.doubleAt(i));
+            } else {
+                values.append(tensor.longAt(i));
+            }
         }
         return values.append(']').toString();
     }

@@ -46,7 +46,7 @@ import org.junit.jupiter.api.extension.RegisterExtension;
 @Timeout(300)
 class ReadmeExamplesTest {
     private static final int EVENTS = 200;
-    private static final String README_ENDPOINT = "unix:/run/gpu-sidecar/sidecar.sock";
+    private static final String README_ENDPOINT = "unix:/tmp/gpu-sidecar.sock";
 
     @RegisterExtension static final MiniClusterExtension MINI_CLUSTER = Jobs.miniCluster();
 
@@ -75,7 +75,7 @@ class ReadmeExamplesTest {
     void theDataStreamExampleRuns() throws Exception {
         StreamExecutionEnvironment env = Jobs.environment();
         DataStream<Event> events = env.fromData(events());
-        String endpoint = SIDECAR.endpoint(); // the README's "unix:/run/gpu-sidecar/sidecar.sock"
+        String endpoint = SIDECAR.endpoint(); // the README's "unix:/tmp/gpu-sidecar.sock"
         // From here as in the README.
         GpuSidecarAsyncFunction<Event, Prediction<Event>> infer =
                 new GpuSidecarAsyncFunction<>(

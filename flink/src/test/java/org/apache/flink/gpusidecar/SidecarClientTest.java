@@ -35,13 +35,19 @@ import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import io.grpc.netty.shaded.io.netty.bootstrap.Bootstrap;
 import io.grpc.netty.shaded.io.netty.util.internal.logging.InternalLogger;
 import io.grpc.netty.shaded.io.netty.util.internal.logging.InternalLoggerFactory;
+import java.io.File;
 import java.lang.reflect.Field;
+import java.net.MalformedURLException;
+import java.net.URL;
+import java.net.URLClassLoader;
+import java.nio.file.Paths;
 import io.grpc.stub.StreamObserver;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -366,14 +372,32 @@ class SidecarClientTest {
      */
     @Test
     void nettysWarningOnEveryUnixSocketConnectIsSilencedAndOnlyThat() throws Exception {
-        Class.forName(SidecarClient.class.getName());
-        Field field = Bootstrap.class.getDeclaredField("logger");
-        field.setAccessible(true);
-        InternalLogger logger = (InternalLogger) field.get(null);
-        assertTrue(logger.getClass().getSimpleName().startsWith("Jdk"), logger.getClass().getName());
-        assertFalse(logger.isWarnEnabled());
-        assertTrue(logger.isErrorEnabled());
-        String others = InternalLoggerFactory.getDefaultFactory().getClass().getSimpleName();
-        assertTrue(others.startsWith("Slf4J"), others);
+        // A class loader of its own, as in a TaskManager where SidecarClient is the first to
+        // touch the (shaded) Netty; in this JVM the tests' own gRPC channels came first.
+        URL[] classpath =
+                Arrays.stream(System.getProperty("java.class.path").split(File.pathSeparator))
+                        .map(path -> {
+                            try {
+                                return Paths.get(path).toUri().toURL();
+                            } catch (MalformedURLException e) {
+                                throw new IllegalStateException(e);
+                            }
+                        })
+                        .toArray(URL[]::new);
+        try (URLClassLoader fresh = new URLClassLoader(classpath, ClassLoader.getPlatformClassLoader())) {
+            Class.forName(SidecarClient.class.getName(), true, fresh);
+            Field field = Class.forName(Bootstrap.class.getName(), true, fresh).getDeclaredField("logger");
+            field.setAccessible(true);
+            Object logger = field.get(null);
+            assertTrue(logger.getClass().getSimpleName().startsWith("Jdk"), logger.getClass().getName());
+            Class<?> loggerType = Class.forName(InternalLogger.class.getName(), true, fresh);
+            assertFalse((Boolean) loggerType.getMethod("isWarnEnabled").invoke(logger));
+            assertTrue((Boolean) loggerType.getMethod("isErrorEnabled").invoke(logger));
+            Object others =
+                    Class.forName(InternalLoggerFactory.class.getName(), true, fresh)
+                            .getMethod("getDefaultFactory")
+                            .invoke(null);
+            assertTrue(others.getClass().getSimpleName().startsWith("Slf4J"), others.getClass().getName());
+        }
     }
 }
