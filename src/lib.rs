@@ -113,10 +113,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error: 2 for configuration, 1 for everything else.
+    /// The process exit code for this error: 2 for a bad configuration, including a model the
+    /// sidecar cannot serve (no restart can fix either: supervisors do not retry exit 2), 1
+    /// for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => EXIT_USAGE,
+            Error::Gpu(e) if e.is_unservable_model() => EXIT_USAGE,
             _ => EXIT_RUNTIME_FAILURE,
         }
     }

@@ -67,6 +67,19 @@ pub enum LoadError {
     WarmUp { path: PathBuf, source: RunError },
 }
 
+impl LoadError {
+    /// Whether the runtime refused the model itself (not ONNX, unsupported types), rather than
+    /// failing to load or to reach the device.
+    pub fn is_model_refusal(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Session { .. }
+                | LoadError::NotATensor { .. }
+                | LoadError::UnservedInput { .. }
+        )
+    }
+}
+
 /// Why one execution produced no outputs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {

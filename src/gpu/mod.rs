@@ -76,6 +76,18 @@ pub enum GpuError {
     Runtime(#[from] LoadError),
 }
 
+impl GpuError {
+    /// Whether the model itself cannot be served (not a model, or of types the sidecar does
+    /// not serve): a matter of configuration, which no restart fixes.
+    pub fn is_unservable_model(&self) -> bool {
+        match self {
+            GpuError::Model(e) => e.is_not_a_model(),
+            GpuError::Runtime(e) => e.is_model_refusal(),
+            _ => false,
+        }
+    }
+}
+
 /// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
 pub type HeartbeatReply = Option<MemorySample>;
 

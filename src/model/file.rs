@@ -45,6 +45,14 @@ pub enum ModelError {
     Interrupted,
 }
 
+impl ModelError {
+    /// Whether the file is there but holds no model (it is empty). A missing or unreadable
+    /// file may yet appear (a mount, a copy in progress): it is not counted here.
+    pub fn is_not_a_model(&self) -> bool {
+        matches!(self, ModelError::Empty { .. })
+    }
+}
+
 /// A model's bytes in host memory.
 #[derive(Debug)]
 pub struct ModelBytes {

@@ -349,7 +349,7 @@ fn no_onnx_runtime_exits_1_naming_every_place_tried_and_how_to_install_it() {
 }
 
 #[test]
-fn a_model_with_an_input_that_cannot_be_served_exits_1_naming_it() {
+fn a_model_with_an_input_that_cannot_be_served_exits_2_naming_it() {
     let dir = TestDir::new();
     dir.copy_fixture("strings", "strings.onnx");
     let config = ConfigText {
@@ -357,9 +357,20 @@ fn a_model_with_an_input_that_cannot_be_served_exits_1_naming_it() {
         ..ConfigText::new(&dir)
     }
     .render();
-    let message = crate::util::expect_exit_1(&dir, &config, &[("CUDA_VISIBLE_DEVICES", "")]);
+    let message = crate::util::expect_exit(2, &dir, &config, &[("CUDA_VISIBLE_DEVICES", "")]);
     assert!(
         message.contains("input \"text\" is BYTES, which is not served yet (served: BOOL, UINT8"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_file_that_is_no_onnx_model_exits_2() {
+    let dir = TestDir::new();
+    fs::write(dir.path().join("model.bin"), b"this is not a model").unwrap();
+    let message = crate::util::expect_exit(2, &dir, &ConfigText::new(&dir).render(), &[]);
+    assert!(
+        message.contains("ONNX Runtime cannot load model"),
         "{message}"
     );
 }

@@ -343,7 +343,7 @@ fn a_sidecar_that_dies_during_start_up_is_reported_with_its_log_and_not_restarte
     assert!(
         outcome
             .stderr
-            .contains("died during start-up with exit code 1"),
+            .contains("died during start-up with exit code 2"),
         "{outcome:#?}"
     );
     assert!(

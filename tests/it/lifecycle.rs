@@ -243,7 +243,8 @@ fn runtime_failures_exit_1_with_a_message_and_leave_nothing_behind() {
         model: "empty.bin".to_string(),
         ..ConfigText::new(&dir)
     };
-    let log = expect_exit_1(&dir, &empty_model.render(), &[]);
+    // An empty file is no model: a configuration error, exit 2, which no restart fixes.
+    let log = crate::util::expect_exit(2, &dir, &empty_model.render(), &[]);
     assert!(log.contains("is empty"), "{log}");
     fs::remove_file(&empty).unwrap();
 

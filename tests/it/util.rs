@@ -513,10 +513,15 @@ pub fn sha256_of(path: &Path) -> String {
 /// Runs a sidecar on `config` that must fail at start-up: asserts exit code 1 and returns
 /// its log.
 pub fn expect_exit_1(dir: &TestDir, config: &str, envs: &[(&str, &str)]) -> String {
+    expect_exit(1, dir, config, envs)
+}
+
+/// Runs the sidecar on `config` and expects it to exit with `code`; returns its log.
+pub fn expect_exit(code: i32, dir: &TestDir, config: &str, envs: &[(&str, &str)]) -> String {
     let mut sidecar = Sidecar::spawn(&dir.write_config(config), envs);
-    let code = sidecar.exit_code(PATIENCE);
+    let exited = sidecar.exit_code(PATIENCE);
     let log = sidecar.log();
-    assert_eq!(code, 1, "expected exit 1; log:\n{log}");
+    assert_eq!(exited, code, "expected exit {code}; log:\n{log}");
     log
 }
 
