@@ -213,8 +213,13 @@ fn check_shape(
 ) -> Result<(), RequestError> {
     let name = &spec.name;
     let mismatch = || {
+        let hint = if spec.dims.contains(&-1) {
+            " (-1: any size)"
+        } else {
+            ""
+        };
         invalid(format!(
-            "input {name:?}: shape {shape:?} does not match the model's {:?} (-1: any size)",
+            "input {name:?}: shape {shape:?} does not match the model's {:?}{hint}",
             spec.dims
         ))
     };
@@ -742,7 +747,13 @@ mod tests {
         three.inputs[0].shape = vec![3, 1];
         three.inputs[1].shape = vec![3, 2];
         three.raw_input_contents = vec![vec![0; 3], vec![0; 24]];
-        assert!(message(&model, three).contains("does not match the model's [2, 2]"));
+        assert!(message(&model, three).ends_with("does not match the model's [2, 2]"));
+        // With a dimension of any size, the message says what -1 means.
+        let mut wide = request();
+        wide.inputs[1].shape = vec![1, 3];
+        wide.raw_input_contents[1] = vec![0; 12];
+        assert!(message(&self::model(8), wide)
+            .ends_with("does not match the model's [-1, 2] (-1: any size)"));
     }
 
     #[test]

@@ -19,12 +19,15 @@
 
 use std::sync::atomic::Ordering;
 
+use protobuf::MessageField;
+
 use super::kserve::MODEL_VERSION;
 use crate::config::BatchingConfig;
 use crate::model::stats::{ModelStats, Phase};
 use crate::proto::grpc_service as pb;
 use crate::proto::model_config as config_pb;
 use crate::serving::{LoadedModel, ServingInfo};
+use crate::tensor::{Signature, TensorSpec};
 
 /// The platform name Triton gives ONNX models.
 const PLATFORM: &str = "onnxruntime_onnx";
@@ -34,7 +37,7 @@ const PLATFORM: &str = "onnxruntime_onnx";
 pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
     use pb::model_metadata_response::TensorMetadata;
     let signature = &model.signature;
-    let tensor = |spec: &crate::tensor::TensorSpec| TensorMetadata {
+    let tensor = |spec: &TensorSpec| TensorMetadata {
         name: spec.name.clone(),
         datatype: spec.datatype.name().to_string(),
         shape: spec.dims.clone(),
@@ -55,7 +58,7 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
     use config_pb::model_instance_group::Kind;
     let model = &serving.model;
     let signature = &model.signature;
-    let data_type = |spec: &crate::tensor::TensorSpec| config_data_type(spec.datatype);
+    let data_type = |spec: &TensorSpec| config_data_type(spec.datatype);
     let mut config = config_pb::ModelConfig {
         name: model.name.clone(),
         platform: PLATFORM.to_string(),
@@ -64,21 +67,29 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
         input: signature
             .inputs
             .iter()
-            .map(|spec| config_pb::ModelInput {
-                name: spec.name.clone(),
-                data_type: data_type(spec).into(),
-                dims: signature.config_dims(spec),
-                ..Default::default()
+            .map(|spec| {
+                let (dims, reshape) = config_shape(signature, spec);
+                config_pb::ModelInput {
+                    name: spec.name.clone(),
+                    data_type: data_type(spec).into(),
+                    dims,
+                    reshape,
+                    ..Default::default()
+                }
             })
             .collect(),
         output: signature
             .outputs
             .iter()
-            .map(|spec| config_pb::ModelOutput {
-                name: spec.name.clone(),
-                data_type: data_type(spec).into(),
-                dims: signature.config_dims(spec),
-                ..Default::default()
+            .map(|spec| {
+                let (dims, reshape) = config_shape(signature, spec);
+                config_pb::ModelOutput {
+                    name: spec.name.clone(),
+                    data_type: data_type(spec).into(),
+                    dims,
+                    reshape,
+                    ..Default::default()
+                }
             })
             .collect(),
         instance_group: vec![config_pb::ModelInstanceGroup {
@@ -117,6 +128,22 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
             ));
     }
     config
+}
+
+/// A tensor's `dims` in Triton's model configuration, and its `reshape` where one is needed.
+/// With batching the batch dimension is left out; a tensor of one value per row (the model's
+/// `[-1]`) is then written as Triton's own configurations write it, `dims: [1]` with
+/// `reshape: { shape: [] }`, since Triton's tools refuse empty `dims`.
+fn config_shape(
+    signature: &Signature,
+    spec: &TensorSpec,
+) -> (Vec<i64>, MessageField<config_pb::ModelTensorReshape>) {
+    let dims = signature.config_dims(spec);
+    if signature.batching() && dims.is_empty() {
+        let reshape = config_pb::ModelTensorReshape::default();
+        return (vec![1], MessageField::some(reshape));
+    }
+    (dims, MessageField::none())
 }
 
 /// Triton's `DataType` for a tensor datatype.

@@ -56,6 +56,12 @@ def main():
     check(metadata["inputs"][0]["shape"] == ["-1", "4"], f"input shape in {metadata}")
     config = client.get_model_config(MODEL, as_json=True)["config"]
     check(int(config["max_batch_size"]) > 0 and "dynamic_batching" in config, f"config {config}")
+    # One value per row ([-1] in the metadata): dims [1] and an empty reshape, as Triton writes it.
+    outputs = {output["name"]: output for output in config["output"]}
+    check(outputs["best"]["dims"] == ["1"] and outputs["best"].get("reshape") == {},
+          f"best in {config['output']}")
+    check(outputs["scores"]["dims"] == ["3"] and "reshape" not in outputs["scores"],
+          f"scores in {config['output']}")
 
     tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
     tensor.set_data_from_numpy(features)

@@ -508,7 +508,11 @@ fn metadata_config_and_readiness_agree_with_the_model() {
     assert_eq!(config.platform, "onnxruntime_onnx");
     assert_eq!(config.max_batch_size, 16);
     assert_eq!(config.input[0].dims, [4]);
-    assert_eq!(config.output[1].dims, Vec::<i64>::new());
+    // `best`, one value per row ([-1]): as Triton's own configurations write it.
+    assert_eq!(config.output[1].dims, [1]);
+    assert_eq!(config.output[1].reshape.shape, Vec::<i64>::new());
+    assert!(config.output[1].reshape.is_some());
+    assert!(config.output[0].reshape.is_none());
     use gpu_sidecar::proto::model_config::model_config::Scheduling_choice;
     let Some(Scheduling_choice::DynamicBatching(batching)) = config.scheduling_choice else {
         panic!("no dynamic batching in {config:?}");
