@@ -106,12 +106,51 @@ pub struct RpcConfig {
     pub endpoint: Endpoint,
     /// Permissions of the socket file; only for `unix:` endpoints. Default 0660.
     socket_mode: Option<SocketMode>,
+    /// The largest message taken or sent, in bytes. Default 64 MiB.
+    max_message_size: Option<MessageSize>,
 }
 
 impl RpcConfig {
     /// The permissions to give the socket file of a `unix:` endpoint.
     pub fn socket_mode(&self) -> u32 {
         self.socket_mode.map_or(DEFAULT_SOCKET_MODE, |m| m.0)
+    }
+
+    /// The largest request or answer, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+            .map_or(DEFAULT_MAX_MESSAGE_SIZE, |m| m.0)
+    }
+}
+
+/// The default `sidecar.rpc.max-message-size`: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// A message size: a byte count with a unit ("64 MiB", "512 KiB", "100 MB") or a plain
+/// number of bytes; from 1 KiB to 2 GiB (what protobuf can carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct MessageSize(pub usize);
+
+impl TryFrom<toml::Value> for MessageSize {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, Self::Error> {
+        let bytes = match &value {
+            toml::Value::Integer(n) => u64::try_from(*n).ok(),
+            // bytesize reads "64 MiB", "64MiB", "100 MB", "4096".
+            toml::Value::String(s) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0),
+            _ => None,
+        };
+        match bytes {
+            Some(n @ 1024..=0x7fff_ffff) => Ok(MessageSize(n as usize)),
+            Some(n) => Err(format!(
+                "{n} bytes is out of range: give 1 KiB to 2 GiB, e.g. \"64 MiB\""
+            )),
+            None => Err(format!(
+                "{value} is not a size: write bytes with a unit, e.g. \"64 MiB\", or a number of bytes"
+            )),
+        }
     }
 }
 
@@ -768,6 +807,14 @@ impl fmt::Display for Config {
         }
         writeln!(
             f,
+            "sidecar.rpc.max-message-size = \"{}\"  # {} bytes",
+            bytesize::ByteSize(self.rpc.max_message_size() as u64)
+                .display()
+                .iec(),
+            self.rpc.max_message_size()
+        )?;
+        writeln!(
+            f,
             "sidecar.model.uri = {:?}  # {}",
             self.model.uri.written,
             self.model.uri.path.display()
@@ -883,6 +930,7 @@ mod tests {
         for line in [
             "sidecar.rpc.endpoint = \"unix:/tmp/s.sock\"",
             "sidecar.rpc.socket-mode = \"0660\"",
+            "sidecar.rpc.max-message-size = \"64.0 MiB\"  # 67108864 bytes",
             "sidecar.model.uri = \"model.bin\"  # /etc/flink/model.bin",
             "sidecar.health.host = \"127.0.0.1\"",
             "sidecar.shutdown.grace-period = \"30s\"  # 30000 ms",
@@ -894,6 +942,30 @@ mod tests {
                 shown.lines().any(|l| l == line),
                 "{line:?} missing from:\n{shown}"
             );
+        }
+    }
+
+    #[test]
+    fn message_sizes_read_with_units_or_as_bytes() {
+        let size = |value: &str| {
+            parse(&MINIMAL.replace(
+                "[sidecar.model]",
+                &format!("max-message-size = {value}\n[sidecar.model]"),
+            ))
+            .map(|config| config.rpc.max_message_size())
+        };
+        assert_eq!(size("\"64 MiB\""), Ok(64 << 20));
+        assert_eq!(size("\"512KiB\""), Ok(512 << 10));
+        assert_eq!(size("\"100 MB\""), Ok(100_000_000));
+        assert_eq!(size("4096"), Ok(4096));
+        for bad in ["\"lots\"", "\"3 GiB\"", "10", "-5", "true"] {
+            match size(bad) {
+                Err(Problem::Key(key, message)) => {
+                    assert_eq!(key, "sidecar.rpc.max-message-size", "{bad}: {message}");
+                    assert!(message.contains("MiB"), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
         }
     }
 

@@ -246,6 +246,7 @@ impl Supervisor<'_> {
             Arc::clone(&self.lifecycle),
             Arc::clone(&self.metrics),
             model,
+            config.rpc.max_message_size(),
         );
         let rpc = RpcServer::start(
             &config.rpc,

@@ -144,7 +144,9 @@ fn inference_runs_account_for_every_request_and_report_the_batches() {
 
 #[test]
 fn a_running_target_is_measured_and_errors_are_counted() {
-    let (_dir, mut sidecar) = ready_sidecar(|_| {});
+    let (_dir, mut sidecar) = ready_sidecar(|config| {
+        config.rpc_extra = "max-message-size = \"4 MiB\"".to_string();
+    });
     let health = sidecar.health_addr().to_string();
     // A 5 MiB payload exceeds the sidecar's 4 MiB message limit: every call fails, and says so.
     let lines = run_bench(&[
@@ -165,7 +167,7 @@ fn a_running_target_is_measured_and_errors_are_counted() {
     assert_eq!(lines[1]["requests"], 20);
     assert_eq!(
         lines[1]["errors"],
-        serde_json::json!({"8-RESOURCE_EXHAUSTED": 20}),
+        serde_json::json!({"3-INVALID_ARGUMENT": 20}),
         "{lines:#?}"
     );
     sidecar.signal(libc::SIGTERM);

@@ -57,14 +57,22 @@ pub struct InferenceService {
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
     model: Arc<ModelHandle>,
+    /// `sidecar.rpc.max-message-size`, for requests and answers alike.
+    max_message_size: usize,
 }
 
 impl InferenceService {
-    pub fn new(lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>, model: Arc<ModelHandle>) -> Self {
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+        model: Arc<ModelHandle>,
+        max_message_size: usize,
+    ) -> Self {
         InferenceService {
             lifecycle,
             metrics,
             model,
+            max_message_size,
         }
     }
 }
@@ -278,6 +286,7 @@ impl InferenceService {
         reply: Reply,
     ) -> Result<(), Failure> {
         let model = self.model.ready()?;
+        kserve::check_size("request", request, self.max_message_size)?;
         let checked = kserve::check_request(model, request)?;
         self.model.submit(checked, abandoned, reply)?;
         Ok(())
@@ -344,6 +353,13 @@ impl InferenceService {
                         unreachable!("an answer comes only after READY")
                     };
                     let response = kserve::response(model, id, &indices, outputs);
+                    if let Err(e) =
+                        kserve::check_size("answer", &response, service.max_message_size)
+                    {
+                        let failure = Failure::from(e);
+                        service.finish(failure.outcome(), received);
+                        return sink.fail(failure.status()).await;
+                    }
                     service.finish(Outcome::Ok, received);
                     sink.send((response, WriteFlags::default())).await?;
                     sink.close().await
@@ -511,10 +527,16 @@ impl InferenceService {
         let model = self.model.loaded();
         match (answer.result, model) {
             (Ok((tensors, indices)), Some(model)) => {
+                let id = answer.id.clone();
+                let response = kserve::response(model, answer.id, &indices, tensors);
+                if let Err(e) = kserve::check_size("answer", &response, self.max_message_size) {
+                    let failure = Failure::from(e);
+                    self.finish(failure.outcome(), answer.received);
+                    return error_answer(&model.name, MODEL_VERSION, id, &failure);
+                }
                 self.finish(Outcome::Ok, answer.received);
                 pb::ModelStreamInferResponse {
-                    infer_response: Some(kserve::response(model, answer.id, &indices, tensors))
-                        .into(),
+                    infer_response: Some(response).into(),
                     ..Default::default()
                 }
             }

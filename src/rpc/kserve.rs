@@ -38,12 +38,33 @@ pub const MODEL_VERSION: &str = "1";
 /// Why a request is refused before it is queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// The request, or the answer it asks for, is larger than the configured limit:
+    /// INVALID_ARGUMENT (never RESOURCE_EXHAUSTED, which tells a client to back off and retry).
+    #[error("the {what} is {size} bytes, over sidecar.rpc.max-message-size ({limit} bytes): send fewer rows per request, or raise the limit")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// The model or version is not served here: NOT_FOUND.
     #[error("{0}")]
     NotFound(String),
     /// The request does not fit the model: INVALID_ARGUMENT.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Fails if `message`, a request or an answer (`what`), is larger than `limit` bytes.
+pub fn check_size(
+    what: &'static str,
+    message: &impl protobuf::Message,
+    limit: usize,
+) -> Result<(), RequestError> {
+    let size = usize::try_from(message.compute_size()).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(RequestError::TooLarge { what, size, limit });
+    }
+    Ok(())
 }
 
 /// Checks that `model_name` and `model_version` name the served model.

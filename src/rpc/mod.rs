@@ -145,15 +145,21 @@ impl RpcServer {
                 .build(),
         );
         // gRPC core sets SO_REUSEPORT by default, which would let a second sidecar bind the
-        // same TCP port; refuse that.
+        // same TCP port; refuse that. Its own message limits are lifted: the services check
+        // sidecar.rpc.max-message-size themselves and answer INVALID_ARGUMENT naming it,
+        // where gRPC core would answer RESOURCE_EXHAUSTED ("back off and retry") and end a
+        // whole stream for one large message.
         let channel_args = ChannelBuilder::new(Arc::clone(&environment))
             .reuse_port(false)
+            .max_receive_message_len(-1)
+            .max_send_message_len(-1)
             .build_args();
         let mut server = ServerBuilder::new(Arc::clone(&environment))
             .channel_args(channel_args)
             .register_service(create_sidecar(SidecarService {
                 lifecycle: Arc::clone(&lifecycle),
                 metrics: Arc::clone(&metrics),
+                max_message_size: config.max_message_size(),
             }))
             .register_service(create_health(HealthService {
                 lifecycle,

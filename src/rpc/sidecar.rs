@@ -32,6 +32,8 @@ use crate::serving::{ModelLocation, ServingInfo};
 pub(super) struct SidecarService {
     pub(super) lifecycle: Arc<Lifecycle>,
     pub(super) metrics: Arc<Metrics>,
+    /// `sidecar.rpc.max-message-size`: a larger payload is refused, as a request would be.
+    pub(super) max_message_size: usize,
 }
 
 impl Sidecar for SidecarService {
@@ -46,10 +48,20 @@ impl Sidecar for SidecarService {
         let metrics = Arc::clone(&self.metrics);
         // A call whose deadline has passed gets no work done: the client has given up.
         let expired = ctx.deadline().exceeded();
+        let too_large = request.payload.len() > self.max_message_size;
         let reply = if expired {
             sink.fail(RpcStatus::with_message(
                 RpcStatusCode::DEADLINE_EXCEEDED,
                 "the deadline passed before the call was handled".to_string(),
+            ))
+        } else if too_large {
+            sink.fail(RpcStatus::with_message(
+                RpcStatusCode::INVALID_ARGUMENT,
+                format!(
+                    "the Ping payload is {} bytes, over sidecar.rpc.max-message-size ({} bytes)",
+                    request.payload.len(),
+                    self.max_message_size
+                ),
             ))
         } else {
             sink.success(ping_response(request, &self.lifecycle))
@@ -58,7 +70,7 @@ impl Sidecar for SidecarService {
             if let Err(e) = &result {
                 log::debug!("Ping: reply not delivered: {e}");
             }
-            metrics.ping_finished(received.elapsed(), !expired && result.is_ok());
+            metrics.ping_finished(received.elapsed(), !expired && !too_large && result.is_ok());
             drop(call);
         }));
     }

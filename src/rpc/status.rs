@@ -50,7 +50,7 @@ impl Failure {
             Failure::Request(RequestError::NotFound(_)) | Failure::NotLoaded(_) => {
                 (Code::NOT_FOUND, Outcome::Invalid)
             }
-            Failure::Request(RequestError::Invalid(_)) => {
+            Failure::Request(RequestError::Invalid(_) | RequestError::TooLarge { .. }) => {
                 (Code::INVALID_ARGUMENT, Outcome::Invalid)
             }
             Failure::Admission(AdmitError::Loading | AdmitError::ShuttingDown) => {

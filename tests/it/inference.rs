@@ -1109,3 +1109,107 @@ fn tritons_python_client_works_unmodified() {
         assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     }
 }
+
+/// A request of `rows` rows of the sample model's `features`, all zeros, as raw bytes.
+fn zero_features(id: &str, rows: usize) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "affine".to_string(),
+        id: id.to_string(),
+        inputs: vec![InferInputTensor {
+            name: "features".to_string(),
+            datatype: "FP32".to_string(),
+            shape: vec![rows as i64, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0; rows * 16]],
+        ..Default::default()
+    }
+}
+
+/// Requests and answers over `sidecar.rpc.max-message-size` are refused with
+/// INVALID_ARGUMENT naming the size, the limit and the key (never RESOURCE_EXHAUSTED, which
+/// tells a client to back off and retry), unary and streaming; a stream stays open after one;
+/// a 10 MB request under the default 64 MiB is served.
+fn message_sizes_over(tcp: bool) {
+    // Batching off: one request's rows are not bounded by max-batch-size.
+    let dir = TestDir::new();
+    dir.copy_fixture("affine", "affine.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "affine.onnx".to_string();
+    if tcp {
+        config.endpoint = "127.0.0.1:0".to_string();
+    }
+    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+    let default_limit = config.render();
+    config.rpc_extra = "max-message-size = \"8 MiB\"".to_string();
+    let eight_mib = config.render();
+    let ten_mb_rows = 10_000_000 / 16;
+
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&default_limit),
+        &[("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    let default_limited = client(&sidecar.grpc_target());
+    let response = default_limited
+        .model_infer_opt(&zero_features("big", ten_mb_rows), patient())
+        .unwrap_or_else(|e| panic!("a 10 MB request under 64 MiB: {e}"));
+    assert_eq!(response.outputs[0].shape, [ten_mb_rows as i64, 3]);
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&eight_mib),
+        &[("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    let limited = client(&sidecar.grpc_target());
+    let too_large = |message: &str, what: &str| {
+        assert!(
+            message.contains(&format!("the {what} is "))
+                && message.contains("bytes, over sidecar.rpc.max-message-size (8388608 bytes)"),
+            "{message}"
+        );
+    };
+    let (code, message) =
+        status_of(limited.model_infer_opt(&zero_features("big", ten_mb_rows), patient()));
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
+    too_large(&message, "request");
+    // 7 MB in, 5.25 MB of scores and 3.5 MB of labels out: the answer is what is too large.
+    let (code, message) =
+        status_of(limited.model_infer_opt(&zero_features("wide", 7_000_000 / 16), patient()));
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
+    too_large(&message, "answer");
+
+    let (mut sink, mut receiver) = limited.model_stream_infer_opt(patient()).unwrap();
+    block_on(async {
+        for (id, rows) in [("big", ten_mb_rows), ("wide", 7_000_000 / 16), ("small", 2)] {
+            sink.send((zero_features(id, rows), WriteFlags::default()))
+                .await
+                .unwrap();
+            let answer = receiver.next().await.unwrap().unwrap();
+            assert_eq!(answer.infer_response.id, id);
+            match id {
+                "big" => too_large(&answer.error_message, "request"),
+                "wide" => too_large(&answer.error_message, "answer"),
+                _ => assert_eq!(answer.error_message, "", "the stream still serves"),
+            }
+            if id != "small" {
+                assert!(answer.error_message.starts_with("INVALID_ARGUMENT: "));
+            }
+        }
+        sink.close().await.unwrap();
+    });
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+#[test]
+fn message_size_limits_over_the_unix_socket() {
+    message_sizes_over(false);
+}
+
+#[test]
+fn message_size_limits_over_tcp() {
+    message_sizes_over(true);
+}

@@ -178,6 +178,9 @@ pub struct ConfigText {
     pub health_port: u16,
     pub grace_period: String,
     pub gpu_mode: String,
+    /// Lines added to `[sidecar.rpc]`.
+    pub rpc_extra: String,
+    /// Tables added at the end.
     pub extra: String,
 }
 
@@ -190,6 +193,7 @@ impl ConfigText {
             health_port: 0,
             grace_period: "10 s".to_string(),
             gpu_mode: "auto".to_string(),
+            rpc_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -199,7 +203,7 @@ impl ConfigText {
             r#"
 [sidecar.rpc]
 endpoint = "{}"
-
+{}
 [sidecar.model]
 uri = "{}"
 
@@ -217,6 +221,7 @@ level = "debug"
 {}
 "#,
             self.endpoint,
+            self.rpc_extra,
             self.model,
             self.health_port,
             self.grace_period,
