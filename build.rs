@@ -35,6 +35,8 @@ const PROTOS: &[&str] = &[
     // Triton's Open Inference Protocol (KServe v2) service and the model configuration it uses.
     "grpc_service.proto",
     "model_config.proto",
+    // The part of ONNX's model format read beside ONNX Runtime (a ZipMap's class labels).
+    "onnx_graph.proto",
 ];
 
 /// A lint that grpcio-compiler allows in its output but that current Rust no longer knows.

@@ -110,6 +110,9 @@ pub struct TensorSpec {
     pub datatype: DataType,
     /// The model's full shape; -1 for a dimension of any size.
     pub dims: Vec<i64>,
+    /// What each column of the last dimension stands for, when the model says (a classifier's
+    /// class labels); empty otherwise.
+    pub labels: Vec<String>,
 }
 
 /// The model's inputs and outputs, and whether requests can be batched along dimension 0.
@@ -123,15 +126,6 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// Whether every input and output has a dynamic first dimension, so rows of several
-    /// requests can be concatenated.
-    pub fn first_dimension_is_dynamic(inputs: &[TensorSpec], outputs: &[TensorSpec]) -> bool {
-        inputs
-            .iter()
-            .chain(outputs)
-            .all(|spec| spec.dims.first() == Some(&-1))
-    }
-
     /// Whether requests are batched.
     pub fn batching(&self) -> bool {
         self.max_batch_size > 0
@@ -216,6 +210,7 @@ mod tests {
             name: "x".into(),
             datatype: DataType::Fp32,
             dims: vec![-1, 4],
+            labels: Vec::new(),
         };
         let mut signature = Signature {
             inputs: vec![spec.clone()],

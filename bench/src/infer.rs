@@ -124,6 +124,7 @@ pub fn template(
                 name: input.name.clone(),
                 datatype,
                 dims: input.shape.clone(),
+                labels: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

@@ -18,6 +18,7 @@
 //! [`onnx`] is ONNX Runtime's; a second backend (or a fake in tests) is one more file.
 
 pub mod onnx;
+mod zipmap;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,8 +47,8 @@ pub enum LoadError {
     /// The runtime's process-wide environment could not be created.
     #[error("cannot set up ONNX Runtime: {0}")]
     Environment(String),
-    /// An input or output of the model is not a tensor.
-    #[error("model {}: {what} {name:?} is a {kind}, not a tensor; only tensors can be served", path.display())]
+    /// An input or output of the model is of a value type that is not served.
+    #[error("model {}: {what} {name:?} is a {kind}, which is not served: inputs must be tensors, outputs tensors or a classifier's ZipMap (Sequence<Map<int64 or string, float>>); export a tensor instead (skl2onnx: options={{id(model): {{'zipmap': False}}}}; onnxmltools: zipmap=False)", path.display())]
     NotATensor {
         path: PathBuf,
         what: &'static str,

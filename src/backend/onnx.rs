@@ -27,6 +27,7 @@ use ort::logging::LogLevel;
 use ort::session::{RunOptions, Session as OrtSession};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
+use super::zipmap::{self, ClassKeys};
 use super::{Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions};
 use crate::tensor::{DataType, Signature, Tensor, TensorSpec};
 
@@ -111,6 +112,9 @@ static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 fn forward_runtime_log(level: LogLevel, category: &str, _id: &str, location: &str, message: &str) {
     let level = match level {
         LogLevel::Fatal | LogLevel::Error => log::Level::Error,
+        // An output whose declared first dimension is not its real one (probed at load, and
+        // said once then) would warn at every execution of a batched model.
+        LogLevel::Warning if location.contains("VerifyOutputSizes") => log::Level::Debug,
         LogLevel::Warning => log::Level::Warn,
         LogLevel::Info => log::Level::Debug,
         LogLevel::Verbose => log::Level::Trace,
@@ -146,6 +150,8 @@ pub struct OnnxSession {
     /// Shared with [`Interrupter`]s: lets another thread end the execution in progress.
     run_options: Arc<RunOptions>,
     signature: Arc<Signature>,
+    /// Per output, in order: the classes of a ZipMap output (served as a tensor), else none.
+    zipmaps: Vec<Option<ClassKeys>>,
     provider: Provider,
     path: PathBuf,
 }
@@ -208,27 +214,89 @@ impl OnnxSession {
                 served: DataType::SERVED.map(DataType::name).join(", "),
             });
         }
-        let outputs = tensor_specs(path, "output", session.outputs())?;
-        let batchable = Signature::first_dimension_is_dynamic(&inputs, &outputs);
-        if options.max_batch_size > 0 && !batchable {
-            log::info!(
-                "model {}: not every input and output has a dynamic first dimension, so requests are not batched (each runs alone)",
-                path.display()
-            );
-        }
+        let (outputs, zipmaps) = output_specs(path, model, session.outputs())?;
         let signature = Signature {
             inputs,
             outputs,
-            max_batch_size: if batchable { options.max_batch_size } else { 0 },
+            max_batch_size: options.max_batch_size,
         };
         let run_options = RunOptions::new().map_err(|e| session_error(e.to_string()))?;
-        Ok(OnnxSession {
+        let mut created = OnnxSession {
             session,
             run_options: Arc::new(run_options),
             signature: Arc::new(signature),
+            zipmaps,
             provider: options.provider,
             path: path.to_path_buf(),
-        })
+        };
+        if options.max_batch_size > 0 {
+            created.decide_batching();
+        }
+        Ok(created)
+    }
+
+    /// Decides whether requests can be batched: every input needs a dynamic first dimension.
+    /// An output that declares a fixed one (as onnxmltools' LightGBM declares its `label`
+    /// `[1]`) is probed: the model runs once on 2 rows of zeros, and if every output then
+    /// has 2 rows, the model is batched after all, those outputs' first dimension served as
+    /// dynamic. Says why at INFO, or at WARN where batching is off for an output.
+    fn decide_batching(&mut self) {
+        let path = self.path.display().to_string();
+        let mut signature = (*self.signature).clone();
+        if let Some(input) = signature
+            .inputs
+            .iter()
+            .find(|s| s.dims.first() != Some(&-1))
+        {
+            log::info!(
+                "model {path}: input {:?} has the fixed shape {:?}, so requests are not batched (each runs alone)",
+                input.name,
+                input.dims
+            );
+            signature.max_batch_size = 0;
+            self.signature = Arc::new(signature);
+            return;
+        }
+        let fixed: Vec<usize> = (0..signature.outputs.len())
+            .filter(|&i| signature.outputs[i].dims.first() != Some(&-1))
+            .collect();
+        if fixed.is_empty() {
+            return;
+        }
+        const PROBE_ROWS: i64 = 2;
+        let probe = signature.zero_inputs(PROBE_ROWS as usize);
+        let outcome = self.run(probe);
+        for &index in &fixed {
+            let spec = &signature.outputs[index];
+            let rows = outcome
+                .as_ref()
+                .ok()
+                .and_then(|outputs| outputs[index].shape.first().copied());
+            if rows == Some(PROBE_ROWS) {
+                log::info!(
+                    "model {path}: output {:?} declares the shape {:?} but gives one row per input row (probed with {PROBE_ROWS} rows): requests are batched, its first dimension served as -1",
+                    spec.name,
+                    spec.dims
+                );
+            } else {
+                let gave = match &outcome {
+                    Ok(outputs) => format!("gave the shape {:?}", outputs[index].shape),
+                    Err(e) => format!("could not run: {e}"),
+                };
+                log::warn!(
+                    "model {path}: output {:?} declares the shape {:?} and {gave} for {PROBE_ROWS} input rows, so requests are not batched (each runs alone); batching needs a dynamic first dimension on every input and output",
+                    spec.name,
+                    spec.dims
+                );
+                signature.max_batch_size = 0;
+                self.signature = Arc::new(signature);
+                return;
+            }
+        }
+        for index in fixed {
+            signature.outputs[index].dims[0] = -1;
+        }
+        self.signature = Arc::new(signature);
     }
 }
 
@@ -264,7 +332,8 @@ impl Session for OnnxSession {
         self.signature
             .outputs
             .iter()
-            .map(|spec| {
+            .zip(&self.zipmaps)
+            .map(|(spec, zipmap)| {
                 if spec.datatype.size().is_none() {
                     // Never asked for (requests for it are refused): nothing to convert.
                     return Ok(Tensor::default());
@@ -275,7 +344,15 @@ impl Session for OnnxSession {
                         .ok_or_else(|| RunError::MissingOutput {
                             name: spec.name.clone(),
                         })?;
-                from_value(spec, value)
+                match zipmap {
+                    Some(classes) => {
+                        zipmap::to_tensor(classes, value).map_err(|message| RunError::Output {
+                            name: spec.name.clone(),
+                            message,
+                        })
+                    }
+                    None => from_value(spec, value),
+                }
             })
             .collect()
     }
@@ -291,6 +368,58 @@ impl fmt::Debug for OnnxSession {
     }
 }
 
+/// The signature of the session's outputs: tensors as they are, a ZipMap (a sequence of maps
+/// from class to probability) as the FP32 tensor `[-1, classes]` it is served as, with its
+/// classes, read from `model`'s graph.
+fn output_specs(
+    path: &Path,
+    model: &[u8],
+    outlets: &[ort::value::Outlet],
+) -> Result<(Vec<TensorSpec>, Vec<Option<ClassKeys>>), LoadError> {
+    let mut graph_keys = None;
+    let mut specs = Vec::with_capacity(outlets.len());
+    let mut zipmaps = Vec::with_capacity(outlets.len());
+    for outlet in outlets {
+        let is_zipmap = match outlet.dtype() {
+            ValueType::Sequence(inner) => matches!(
+                **inner,
+                ValueType::Map {
+                    key: TensorElementType::Int64 | TensorElementType::String,
+                    value: TensorElementType::Float32,
+                }
+            ),
+            _ => false,
+        };
+        if !is_zipmap {
+            specs.extend(tensor_specs(path, "output", std::slice::from_ref(outlet))?);
+            zipmaps.push(None);
+            continue;
+        }
+        let refused = |why: String| LoadError::NotATensor {
+            path: path.to_path_buf(),
+            what: "output",
+            name: outlet.name().to_string(),
+            kind: format!("{} ({why})", outlet.dtype()),
+        };
+        if graph_keys.is_none() {
+            graph_keys = Some(zipmap::class_keys(model).map_err(&refused)?);
+        }
+        let classes = graph_keys
+            .as_ref()
+            .and_then(|keys| keys.get(outlet.name()))
+            .cloned()
+            .ok_or_else(|| refused("no ZipMap node of the graph produces it".to_string()))?;
+        specs.push(TensorSpec {
+            name: outlet.name().to_string(),
+            datatype: DataType::Fp32,
+            dims: vec![-1, classes.len() as i64],
+            labels: classes.labels(),
+        });
+        zipmaps.push(Some(classes));
+    }
+    Ok((specs, zipmaps))
+}
+
 /// The signature of the session's inputs or outputs.
 fn tensor_specs(
     path: &Path,
@@ -304,6 +433,7 @@ fn tensor_specs(
                 name: outlet.name().to_string(),
                 datatype: datatype_of(*ty),
                 dims: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+                labels: Vec::new(),
             }),
             other => Err(LoadError::NotATensor {
                 path: path.to_path_buf(),

@@ -173,7 +173,16 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>) {
         job.answer_outputs(mine);
         return;
     }
+    // Only what some job asks for: an output that cannot be served (a BYTES one, for now)
+    // comes back empty and is never split.
+    let asked: std::collections::BTreeSet<usize> = batch
+        .iter()
+        .flat_map(|job| job.outputs.iter().copied())
+        .collect();
     for (tensor, index) in outputs.iter().zip(0..) {
+        if !asked.contains(&index) {
+            continue;
+        }
         if tensor.shape.first() != Some(&(rows as i64)) || tensor.data.len() % rows != 0 {
             let error = RunError::OutputRows {
                 index,
@@ -369,6 +378,18 @@ mod tests {
         assert_eq!(a_out[0].data, [7, 7]);
         assert_eq!(b_out[0].shape, [2, 2]);
         assert_eq!(b_out[0].data, [9, 9, 9, 9]);
+    }
+
+    #[test]
+    fn an_output_no_job_asks_for_is_not_split() {
+        let (a, ra) = job(1, 2, 3);
+        let (b, rb) = job(1, 2, 4);
+        let batch = vec![a, b];
+        let inputs = concatenate(&batch);
+        // Output 1 (say, a BYTES output nobody may ask for) comes back empty.
+        split_and_answer(batch, vec![inputs[0].clone(), Tensor::default()]);
+        assert_eq!(ra.recv().unwrap().unwrap().0[0].data, [3, 3]);
+        assert_eq!(rb.recv().unwrap().unwrap().0[0].data, [4, 4]);
     }
 
     #[test]

@@ -49,7 +49,7 @@ use crate::proto::grpc_service as pb;
 use crate::serving::{LoadedModel, ServingInfo};
 
 /// The protocol extensions this server implements.
-const EXTENSIONS: [&str; 2] = ["model_configuration", "statistics"];
+const EXTENSIONS: [&str; 3] = ["classification", "model_configuration", "statistics"];
 
 /// The service's shared state; cloned into each handler.
 #[derive(Clone, Debug)]
@@ -276,19 +276,21 @@ impl InferenceService {
         }
     }
 
-    /// Decodes a request against the model and submits it through the model's handle;
-    /// `reply` gets its answer. Refuses without queueing when the model takes no requests,
-    /// the request is bad or the queue is full.
+    /// Decodes a request against the model and submits it through the model's handle; the
+    /// reply that `reply` makes, knowing how each output is to be answered (its
+    /// classification), gets its answer. Refuses without queueing when the model takes no
+    /// requests, the request is bad or the queue is full.
     fn admit(
         &self,
         request: &mut pb::ModelInferRequest,
         abandoned: Arc<AtomicBool>,
-        reply: Reply,
+        reply: impl FnOnce(Vec<Option<usize>>) -> Reply,
     ) -> Result<(), Failure> {
         let model = self.model.ready()?;
         kserve::check_size("request", request, self.max_message_size)?;
         let checked = kserve::check_request(model, request)?;
-        self.model.submit(checked, abandoned, reply)?;
+        self.model
+            .submit(checked.request, abandoned, reply(checked.classification))?;
         Ok(())
     }
 
@@ -311,14 +313,12 @@ impl InferenceService {
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         let deadline = ctx.deadline();
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (answer, answered) = oneshot::channel::<JobResult>();
-        let admitted = self.admit(
-            &mut request,
-            Arc::clone(&abandoned),
+        let (answer, answered) = oneshot::channel::<(Vec<Option<usize>>, JobResult)>();
+        let admitted = self.admit(&mut request, Arc::clone(&abandoned), |classification| {
             Box::new(move |result| {
-                let _ = answer.send(result);
-            }),
-        );
+                let _ = answer.send((classification, result));
+            })
+        });
         let service = self.clone();
         let id = std::mem::take(&mut request.id);
         let task = async move {
@@ -337,7 +337,7 @@ impl InferenceService {
                     Either::Right(((), _)) => None,
                 }
             };
-            let Some(result) = result else {
+            let Some((classification, result)) = result else {
                 abandoned.store(true, Ordering::Relaxed);
                 let outcome = if deadline.exceeded() {
                     Outcome::Deadline
@@ -352,7 +352,7 @@ impl InferenceService {
                     let Some(model) = service.model.loaded() else {
                         unreachable!("an answer comes only after READY")
                     };
-                    let response = kserve::response(model, id, &indices, outputs);
+                    let response = kserve::response(model, id, &indices, &classification, outputs);
                     if let Err(e) =
                         kserve::check_size("answer", &response, service.max_message_size)
                     {
@@ -445,13 +445,12 @@ impl InferenceService {
                         let refused = if draining {
                             Err(Failure::from(AdmitError::ShuttingDown))
                         } else {
-                            service.admit(
-                                &mut request,
-                                Arc::clone(&abandoned),
+                            service.admit(&mut request, Arc::clone(&abandoned), |classification| {
                                 Box::new(move |result| {
                                     let answer = StreamAnswer {
                                         id: reply_id,
                                         received,
+                                        classification,
                                         result,
                                     };
                                     // The stream has ended (its client went away): the
@@ -464,8 +463,8 @@ impl InferenceService {
                                         };
                                         unsent.finish(outcome, answer.received);
                                     }
-                                }),
-                            )
+                                })
+                            })
                         };
                         match refused {
                             Ok(_) => {
@@ -528,7 +527,8 @@ impl InferenceService {
         match (answer.result, model) {
             (Ok((tensors, indices)), Some(model)) => {
                 let id = answer.id.clone();
-                let response = kserve::response(model, answer.id, &indices, tensors);
+                let response =
+                    kserve::response(model, answer.id, &indices, &answer.classification, tensors);
                 if let Err(e) = kserve::check_size("answer", &response, self.max_message_size) {
                     let failure = Failure::from(e);
                     self.finish(failure.outcome(), answer.received);
@@ -563,5 +563,7 @@ enum StreamEvent {
 struct StreamAnswer {
     id: String,
     received: Instant,
+    /// How each requested output is answered (its classification count, if any).
+    classification: Vec<Option<usize>>,
     result: JobResult,
 }

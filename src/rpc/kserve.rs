@@ -22,6 +22,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::classification;
 use crate::model::job::Request;
 use crate::proto::grpc_service::infer_parameter::Parameter_choice;
 use crate::proto::grpc_service::model_infer_request::InferInputTensor;
@@ -84,10 +85,19 @@ pub fn check_model(model: &LoadedModel, name: &str, version: &str) -> Result<(),
 }
 
 /// Checks `request` against `model` and takes its tensors' bytes out of it.
+/// A request that fits the model: what the model runs, and how each requested output is to
+/// be answered (`Some(k)`: its top k classes, Triton's classification extension), in the
+/// order of the request's outputs.
+#[derive(Debug)]
+pub struct Checked {
+    pub request: Request,
+    pub classification: Vec<Option<usize>>,
+}
+
 pub fn check_request(
     model: &LoadedModel,
     request: &mut ModelInferRequest,
-) -> Result<Request, RequestError> {
+) -> Result<Checked, RequestError> {
     check_model(model, &request.model_name, &request.model_version)?;
     let signature = &*model.signature;
     let timeout = parameters(request)?;
@@ -147,12 +157,15 @@ pub fn check_request(
         .zip(&signature.inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| invalid(format!("missing input {:?}", spec.name))))
         .collect::<Result<Vec<_>, _>>()?;
-    let outputs = requested_outputs(signature, request)?;
-    Ok(Request {
-        inputs,
-        rows: rows.map_or(1, |(rows, _)| rows),
-        outputs,
-        timeout,
+    let (outputs, classification) = requested_outputs(signature, request)?.into_iter().unzip();
+    Ok(Checked {
+        request: Request {
+            inputs,
+            rows: rows.map_or(1, |(rows, _)| rows),
+            outputs,
+            timeout,
+        },
+        classification,
     })
 }
 
@@ -383,14 +396,16 @@ fn typed_bytes(
 }
 
 /// The indices of the outputs asked for, in the order asked; all outputs when none are.
+/// The outputs asked for, as indices into the model's, each with its `classification` count.
 fn requested_outputs(
     signature: &Signature,
     request: &ModelInferRequest,
-) -> Result<Vec<usize>, RequestError> {
+) -> Result<Vec<(usize, Option<usize>)>, RequestError> {
     if request.outputs.is_empty() {
         // Every output that can be served (BYTES outputs are left out until they can be).
         return Ok((0..signature.outputs.len())
             .filter(|&index| signature.outputs[index].datatype.size().is_some())
+            .map(|index| (index, None))
             .collect());
     }
     let mut seen = HashSet::new();
@@ -422,7 +437,9 @@ fn requested_outputs(
                     output.name
                 )));
             }
-            Ok(index)
+            let classes =
+                classification::requested(&signature.outputs[index], output, signature.batching())?;
+            Ok((index, classes))
         })
         .collect()
 }
@@ -473,6 +490,7 @@ pub fn response(
     model: &LoadedModel,
     id: String,
     indices: &[usize],
+    classification: &[Option<usize>],
     tensors: Vec<Tensor>,
 ) -> ModelInferResponse {
     let mut response = ModelInferResponse {
@@ -481,11 +499,18 @@ pub fn response(
         id,
         ..ModelInferResponse::default()
     };
-    for (&index, tensor) in indices.iter().zip(tensors) {
+    for (i, (&index, tensor)) in indices.iter().zip(tensors).enumerate() {
         let spec = &model.signature.outputs[index];
+        let (datatype, tensor) = match classification.get(i).copied().flatten() {
+            Some(count) => (
+                DataType::Bytes,
+                classification::top_classes(spec, &tensor, count),
+            ),
+            None => (spec.datatype, tensor),
+        };
         response.outputs.push(InferOutputTensor {
             name: spec.name.clone(),
-            datatype: spec.datatype.name().to_string(),
+            datatype: datatype.name().to_string(),
             shape: tensor.shape,
             ..InferOutputTensor::default()
         });
@@ -509,11 +534,13 @@ mod tests {
                     name: "x".into(),
                     datatype: DataType::Fp32,
                     dims: vec![-1, 2],
+                    labels: Vec::new(),
                 },
                 TensorSpec {
                     name: "k".into(),
                     datatype: DataType::Int8,
                     dims: vec![-1, 1],
+                    labels: Vec::new(),
                 },
             ],
             outputs: vec![
@@ -521,11 +548,13 @@ mod tests {
                     name: "y".into(),
                     datatype: DataType::Fp32,
                     dims: vec![-1, 2],
+                    labels: Vec::new(),
                 },
                 TensorSpec {
                     name: "z".into(),
                     datatype: DataType::Int64,
                     dims: vec![-1],
+                    labels: Vec::new(),
                 },
             ],
             max_batch_size,
@@ -564,11 +593,11 @@ mod tests {
     fn a_valid_raw_request_is_reordered_to_the_model_inputs() {
         let model = model(8);
         let checked = check_request(&model, &mut request()).unwrap();
-        assert_eq!(checked.rows, 2);
-        assert_eq!(checked.inputs[0].shape, [2, 2]);
-        assert_eq!(checked.inputs[1].data, [1, 2]);
-        assert_eq!(checked.outputs, [0, 1]);
-        assert_eq!(checked.timeout, None);
+        assert_eq!(checked.request.rows, 2);
+        assert_eq!(checked.request.inputs[0].shape, [2, 2]);
+        assert_eq!(checked.request.inputs[1].data, [1, 2]);
+        assert_eq!(checked.request.outputs, [0, 1]);
+        assert_eq!(checked.request.timeout, None);
     }
 
     #[test]
@@ -587,8 +616,8 @@ mod tests {
         })
         .into();
         let checked = check_request(&model, &mut request).unwrap();
-        assert_eq!(checked.inputs[1].data, [255, 5]);
-        assert_eq!(&checked.inputs[0].data[..4], 1.0f32.to_le_bytes());
+        assert_eq!(checked.request.inputs[1].data, [255, 5]);
+        assert_eq!(&checked.request.inputs[0].data[..4], 1.0f32.to_le_bytes());
     }
 
     #[test]
@@ -763,7 +792,7 @@ mod tests {
         signature.inputs[0].dims = vec![2, 2];
         model.signature = Arc::new(signature);
         let checked = check_request(&model, &mut request()).unwrap();
-        assert_eq!(checked.rows, 1);
+        assert_eq!(checked.request.rows, 1);
         let mut three = request();
         three.inputs[0].shape = vec![3, 1];
         three.inputs[1].shape = vec![3, 2];
@@ -783,7 +812,13 @@ mod tests {
         let mut signature = (*model.signature).clone();
         signature.outputs[1].datatype = DataType::Bytes;
         model.signature = Arc::new(signature);
-        assert_eq!(check_request(&model, &mut request()).unwrap().outputs, [0]);
+        assert_eq!(
+            check_request(&model, &mut request())
+                .unwrap()
+                .request
+                .outputs,
+            [0]
+        );
         let mut r = request();
         r.outputs.push(Default::default());
         r.outputs[0].name = "z".into();
@@ -804,12 +839,13 @@ mod tests {
         r.outputs.push(Default::default());
         r.outputs[0].name = "z".into();
         let checked = check_request(&model, &mut r).unwrap();
-        assert_eq!(checked.timeout, Some(Duration::from_micros(1500)));
-        assert_eq!(checked.outputs, [1]);
+        assert_eq!(checked.request.timeout, Some(Duration::from_micros(1500)));
+        assert_eq!(checked.request.outputs, [1]);
         let answer = response(
             &model,
             "req-7".into(),
-            &checked.outputs,
+            &checked.request.outputs,
+            &checked.classification,
             vec![Tensor {
                 shape: vec![2],
                 data: vec![0; 16],

@@ -31,6 +31,10 @@ use crate::tensor::{Signature, TensorSpec};
 
 /// The platform name Triton gives ONNX models.
 const PLATFORM: &str = "onnxruntime_onnx";
+/// ModelConfig's `parameters` key of an output's class labels is the output's name and this:
+/// `output_probability.labels` = `["setosa", "versicolor", "virginica"]` (a JSON array, in the
+/// order of the output's columns).
+pub const LABELS_SUFFIX: &str = ".labels";
 
 /// `ModelMetadata`: the inputs and outputs with datatype and shape (-1: any size; with
 /// batching, the first dimension is the batch).
@@ -105,6 +109,21 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
         }],
         ..Default::default()
     };
+    // A classifier's class labels, per output, where a client can read them: Triton's
+    // ModelMetadata has no parameters, its ModelConfig does.
+    for spec in signature
+        .outputs
+        .iter()
+        .filter(|spec| !spec.labels.is_empty())
+    {
+        config.parameters.insert(
+            format!("{}{}", spec.name, LABELS_SUFFIX),
+            config_pb::ModelParameter {
+                string_value: serde_json::to_string(&spec.labels).unwrap_or_default(),
+                ..Default::default()
+            },
+        );
+    }
     if signature.batching() {
         config.scheduling_choice =
             Some(config_pb::model_config::Scheduling_choice::DynamicBatching(

@@ -71,6 +71,12 @@ def main():
     check((result.as_numpy("best") == best).all(), "unary best")
     only_best = client.infer(MODEL, [tensor], outputs=[grpcclient.InferRequestedOutput("best")])
     check(only_best.as_numpy("scores") is None, "only the requested output")
+    # The classification extension, read by Triton's own client: "score:index", best first.
+    top = client.infer(MODEL, [tensor], outputs=[
+        grpcclient.InferRequestedOutput("scores", class_count=2)]).as_numpy("scores")
+    want = [[f"{row[i]:.6f}:{i}" for i in np.argsort(-row, kind="stable")[:2]] for row in scores]
+    got = [[element.decode() for element in row] for row in top]
+    check(got == want, f"classification {got} != {want}")
 
     answers = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))

@@ -34,7 +34,12 @@ use grpcio::{CallOption, ChannelBuilder, EnvBuilder, RpcStatusCode, WriteFlags};
 use crate::util::{ConfigText, Scrape, Sidecar, TestDir, PATIENCE};
 
 /// A sidecar serving the fixture `model`, READY, with `extra` config appended.
-fn serve(model: &str, tcp: bool, extra: &str, envs: &[(&str, &str)]) -> (TestDir, Sidecar) {
+pub(crate) fn serve(
+    model: &str,
+    tcp: bool,
+    extra: &str,
+    envs: &[(&str, &str)],
+) -> (TestDir, Sidecar) {
     let dir = TestDir::new();
     dir.copy_fixture(model, &format!("{model}.onnx"));
     let mut config = ConfigText::new(&dir);
@@ -59,7 +64,7 @@ pub(crate) fn client(target: &str) -> GrpcInferenceServiceClient {
     GrpcInferenceServiceClient::new(channel)
 }
 
-fn patient() -> CallOption {
+pub(crate) fn patient() -> CallOption {
     CallOption::default().timeout(PATIENCE)
 }
 
@@ -229,7 +234,7 @@ pub(crate) fn assert_outputs(response: &ModelInferResponse, expected: &BTreeMap<
 }
 
 /// The model's statistics: (inference_count, execution_count).
-fn counts(client: &GrpcInferenceServiceClient, model: &str) -> (u64, u64) {
+pub(crate) fn counts(client: &GrpcInferenceServiceClient, model: &str) -> (u64, u64) {
     let stats = client
         .model_statistics_opt(
             &ModelStatisticsRequest {

@@ -17,6 +17,7 @@
 
 mod cli;
 mod deployment;
+mod exported;
 mod faults;
 mod gpu;
 mod inference;
