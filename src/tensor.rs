@@ -34,7 +34,8 @@ pub enum DataType {
     Fp16,
     Fp32,
     Fp64,
-    /// Strings: the model may use them, but requests for them are refused for now.
+    /// Strings (ONNX string tensors, UTF-8), as the protocol's raw form carries them: each
+    /// element a 4-byte little-endian length, then its bytes.
     Bytes,
     /// Any other element type of the model (BF16, FP8, ...), never served.
     Unsupported(&'static str),
@@ -42,7 +43,7 @@ pub enum DataType {
 
 impl DataType {
     /// Every type the sidecar serves, for messages.
-    pub const SERVED: [DataType; 12] = [
+    pub const SERVED: [DataType; 13] = [
         DataType::Bool,
         DataType::Uint8,
         DataType::Uint16,
@@ -55,6 +56,7 @@ impl DataType {
         DataType::Fp16,
         DataType::Fp32,
         DataType::Fp64,
+        DataType::Bytes,
     ];
 
     /// The protocol's name: "FP32", "INT64", ...
@@ -79,13 +81,15 @@ impl DataType {
 
     /// Parses a protocol name; `None` for names the protocol does not have.
     pub fn parse(name: &str) -> Option<DataType> {
-        Self::SERVED
-            .into_iter()
-            .chain([DataType::Bytes])
-            .find(|t| t.name() == name)
+        Self::SERVED.into_iter().find(|t| t.name() == name)
     }
 
-    /// Bytes per element, for the types that are served.
+    /// Whether tensors of this type are served.
+    pub fn is_served(self) -> bool {
+        !matches!(self, DataType::Unsupported(_))
+    }
+
+    /// Bytes per element, for the types of a fixed size (all served types but BYTES).
     pub fn size(self) -> Option<usize> {
         match self {
             DataType::Bool | DataType::Uint8 | DataType::Int8 => Some(1),
@@ -157,7 +161,9 @@ impl Signature {
                         (_, dim) => dim,
                     })
                     .collect();
-                let bytes = element_count(&shape).unwrap_or(0) * spec.datatype.size().unwrap_or(1);
+                // Zeros, or for BYTES empty elements: a zero length each.
+                let element = spec.datatype.size().unwrap_or(BYTES_LENGTH_PREFIX);
+                let bytes = element_count(&shape).unwrap_or(0) * element;
                 Tensor {
                     shape,
                     data: vec![0; bytes],
@@ -172,6 +178,88 @@ impl Signature {
 pub struct Tensor {
     pub shape: Vec<i64>,
     pub data: Vec<u8>,
+}
+
+/// The length prefix of each element of a BYTES tensor's raw form.
+pub const BYTES_LENGTH_PREFIX: usize = 4;
+
+/// Why raw BYTES contents cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BytesError {
+    /// Fewer than 4 bytes are left where an element's length should be.
+    #[error("element {index}'s 4-byte length prefix runs past the end of the contents")]
+    TruncatedPrefix { index: usize },
+    /// An element's length runs past the end.
+    #[error("element {index} is {length} bytes long, past the end of the contents")]
+    TruncatedElement { index: usize, length: usize },
+}
+
+/// The elements of a BYTES tensor's raw form.
+pub fn bytes_elements(mut data: &[u8]) -> Result<Vec<&[u8]>, BytesError> {
+    let mut elements = Vec::new();
+    while !data.is_empty() {
+        let index = elements.len();
+        let Some(prefix) = data.get(..BYTES_LENGTH_PREFIX) else {
+            return Err(BytesError::TruncatedPrefix { index });
+        };
+        let length = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let rest = &data[BYTES_LENGTH_PREFIX..];
+        let Some(element) = rest.get(..length) else {
+            return Err(BytesError::TruncatedElement { index, length });
+        };
+        elements.push(element);
+        data = &rest[length..];
+    }
+    Ok(elements)
+}
+
+/// The raw form of BYTES elements: each a 4-byte little-endian length, then its bytes.
+pub fn encode_bytes_elements<E: AsRef<[u8]>>(elements: impl IntoIterator<Item = E>) -> Vec<u8> {
+    let mut data = Vec::new();
+    for element in elements {
+        let element = element.as_ref();
+        data.extend_from_slice(&(element.len() as u32).to_le_bytes());
+        data.extend_from_slice(element);
+    }
+    data
+}
+
+/// The byte offset at which each row starts in a tensor's data, and its end: `rows + 1`
+/// offsets. Rows of a fixed-size type are equal slices; BYTES rows are found by walking the
+/// length prefixes. `None` if the data does not hold `rows` rows of `shape` (whose first
+/// dimension is the rows).
+pub fn row_offsets(
+    datatype: DataType,
+    shape: &[i64],
+    data: &[u8],
+    rows: usize,
+) -> Option<Vec<usize>> {
+    if rows == 0 || shape.first() != Some(&(rows as i64)) {
+        return None;
+    }
+    match datatype.size() {
+        Some(_) => {
+            if !data.len().is_multiple_of(rows) {
+                return None;
+            }
+            let row = data.len() / rows;
+            Some((0..=rows).map(|r| r * row).collect())
+        }
+        None => {
+            let per_row = element_count(&shape[1..])?;
+            let mut offsets = vec![0];
+            let mut at = 0;
+            for _ in 0..rows {
+                for _ in 0..per_row {
+                    let prefix = data.get(at..at + BYTES_LENGTH_PREFIX)?;
+                    let length = u32::from_le_bytes(prefix.try_into().ok()?) as usize;
+                    at += BYTES_LENGTH_PREFIX + length;
+                }
+                offsets.push(at);
+            }
+            (at == data.len()).then_some(offsets)
+        }
+    }
 }
 
 /// The number of elements of `shape`, or `None` on a negative dimension or overflow.
@@ -189,7 +277,8 @@ mod tests {
     fn datatypes_round_trip_their_names() {
         for datatype in DataType::SERVED {
             assert_eq!(DataType::parse(datatype.name()), Some(datatype));
-            assert!(datatype.size().is_some());
+            assert!(datatype.is_served());
+            assert_eq!(datatype.size().is_none(), datatype == DataType::Bytes);
         }
         assert_eq!(DataType::parse("BYTES"), Some(DataType::Bytes));
         assert_eq!(DataType::parse("fp32"), None);
@@ -220,5 +309,33 @@ mod tests {
         assert_eq!(signature.config_dims(&spec), vec![4]);
         signature.max_batch_size = 0;
         assert_eq!(signature.config_dims(&spec), vec![-1, 4]);
+    }
+
+    #[test]
+    fn bytes_elements_round_trip_and_bad_ones_are_named() {
+        let data = encode_bytes_elements(["web", "", "pos"]);
+        assert_eq!(bytes_elements(&data).unwrap(), [&b"web"[..], b"", b"pos"]);
+        assert_eq!(
+            bytes_elements(&data[..data.len() - 1]),
+            Err(BytesError::TruncatedElement {
+                index: 2,
+                length: 3
+            })
+        );
+        assert_eq!(
+            bytes_elements(&data[..12]),
+            Err(BytesError::TruncatedPrefix { index: 2 })
+        );
+        // Rows of variable length: two rows of two elements.
+        let rows = encode_bytes_elements(["a", "bb", "ccc", ""]);
+        assert_eq!(
+            row_offsets(DataType::Bytes, &[2, 2], &rows, 2),
+            Some(vec![0, 11, 22])
+        );
+        assert_eq!(row_offsets(DataType::Bytes, &[2, 3], &rows, 2), None);
+        assert_eq!(
+            row_offsets(DataType::Fp32, &[2, 1], &[0; 8], 2),
+            Some(vec![0, 4, 8])
+        );
     }
 }

@@ -29,7 +29,9 @@ use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
 use super::zipmap::{self, ClassKeys};
 use super::{Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions};
-use crate::tensor::{DataType, Signature, Tensor, TensorSpec};
+use crate::tensor::{
+    bytes_elements, encode_bytes_elements, DataType, Signature, Tensor, TensorSpec,
+};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!(
@@ -206,7 +208,7 @@ impl OnnxSession {
             .commit_from_memory(model)
             .map_err(|e| session_error(e.to_string()))?;
         let inputs = tensor_specs(path, "input", session.inputs())?;
-        if let Some(spec) = inputs.iter().find(|spec| spec.datatype.size().is_none()) {
+        if let Some(spec) = inputs.iter().find(|spec| !spec.datatype.is_served()) {
             return Err(LoadError::UnservedInput {
                 path: path.to_path_buf(),
                 name: spec.name.clone(),
@@ -334,7 +336,7 @@ impl Session for OnnxSession {
             .iter()
             .zip(&self.zipmaps)
             .map(|(spec, zipmap)| {
-                if spec.datatype.size().is_none() {
+                if !spec.datatype.is_served() {
                     // Never asked for (requests for it are refused): nothing to convert.
                     return Ok(Tensor::default());
                 }
@@ -493,7 +495,18 @@ fn to_value(spec: &TensorSpec, tensor: Tensor) -> Result<DynValue, RunError> {
         DataType::Fp16 => typed!(half::f16),
         DataType::Fp32 => typed!(f32),
         DataType::Fp64 => typed!(f64),
-        DataType::Bytes | DataType::Unsupported(_) => {
+        DataType::Bytes => {
+            // Checked as UTF-8 when the request was decoded.
+            let strings: Vec<String> = bytes_elements(&bytes)
+                .map_err(|e| RunError::Input {
+                    message: format!("input {:?}: {e}", spec.name),
+                })?
+                .into_iter()
+                .map(|element| String::from_utf8_lossy(element).into_owned())
+                .collect();
+            OrtTensor::<String>::from_string_array((shape, &strings[..])).map(|t| t.into_dyn())
+        }
+        DataType::Unsupported(_) => {
             return Err(RunError::Input {
                 message: format!(
                     "input {:?} has datatype {}, which is not served",
@@ -542,7 +555,13 @@ fn from_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, RunError> {
         DataType::Fp16 => typed!(half::f16),
         DataType::Fp32 => typed!(f32),
         DataType::Fp64 => typed!(f64),
-        DataType::Bytes | DataType::Unsupported(_) => {
+        DataType::Bytes => {
+            let (shape, strings) = value
+                .try_extract_strings()
+                .map_err(|e| output_error(e.to_string()))?;
+            (shape.to_vec(), encode_bytes_elements(&strings))
+        }
+        DataType::Unsupported(_) => {
             return Err(output_error(format!(
                 "datatype {} is not served",
                 spec.datatype

@@ -43,7 +43,7 @@ use crate::model::job::{Job, JobFailure};
 use crate::model::stats::ModelStats;
 use crate::serving::{ByteSize, LoadedModel, MemorySample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
-use crate::tensor::Signature;
+use crate::tensor::{DataType, Signature};
 
 /// Why the GPU or the model could not be brought up; exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +235,8 @@ struct Resident {
     // is freed before the context is released.
     context: Option<PrimaryContext>,
     info: ServingInfo,
+    /// The datatype of each output, in order: how the batcher finds their rows.
+    output_datatypes: Vec<DataType>,
 }
 
 impl Resident {
@@ -389,7 +391,9 @@ impl Serving<'_> {
         self.stats.record_execution(rows as u64);
         self.metrics.record_execution(rows, ran - inputs_ready);
         match outcome {
-            Ok(outputs) => batcher::split_and_answer(batch, outputs),
+            Ok(outputs) => {
+                batcher::split_and_answer(batch, outputs, &self.resident.output_datatypes)
+            }
             Err(error) if self.stopping.load(Ordering::Relaxed) => {
                 log::warn!("an execution of {rows} row(s) was ended by the shutdown: {error}");
                 for job in batch {
@@ -500,10 +504,17 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
         info.model.load_time.as_secs_f64()
     );
     log_signature(session.signature());
+    let output_datatypes = session
+        .signature()
+        .outputs
+        .iter()
+        .map(|spec| spec.datatype)
+        .collect();
     Ok(Resident {
         session,
         context,
         info,
+        output_datatypes,
     })
 }
 

@@ -19,13 +19,14 @@
 //! execution and answers each job with its own rows. Jobs whose caller gave up (cancelled,
 //! vanished, deadline passed) are answered without running.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
 use super::job::{Job, JobFailure};
 use crate::backend::RunError;
-use crate::tensor::Tensor;
+use crate::tensor::{row_offsets, DataType, Tensor};
 
 /// How often a batch that is not full looks for more jobs while its oldest job may wait.
 const GATHER_POLL: Duration = Duration::from_micros(100);
@@ -157,10 +158,10 @@ pub fn concatenate(batch: &[Job]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Splits the execution's outputs (one per model output, `rows` rows each) back into each
-/// job's rows, and answers every job with the outputs it asked for. Fails every job if an
-/// output does not have the batch's rows.
-pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>) {
+/// Splits the execution's outputs (one per model output, of the `datatypes` the model gives,
+/// `rows` rows each) back into each job's rows, and answers every job with the outputs it
+/// asked for. Fails every job if an output it asks for does not have the batch's rows.
+pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, datatypes: &[DataType]) {
     let rows: usize = batch.iter().map(|job| job.rows).sum();
     if batch.len() == 1 {
         let job = batch.into_iter().next().expect("one job");
@@ -173,26 +174,29 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>) {
         job.answer_outputs(mine);
         return;
     }
-    // Only what some job asks for: an output that cannot be served (a BYTES one, for now)
-    // comes back empty and is never split.
-    let asked: std::collections::BTreeSet<usize> = batch
+    // Only what some job asks for: an output that is not served comes back empty and is
+    // never split. Each output's row boundaries, in bytes.
+    let asked: BTreeSet<usize> = batch
         .iter()
         .flat_map(|job| job.outputs.iter().copied())
         .collect();
-    for (tensor, index) in outputs.iter().zip(0..) {
-        if !asked.contains(&index) {
-            continue;
-        }
-        if tensor.shape.first() != Some(&(rows as i64)) || tensor.data.len() % rows != 0 {
-            let error = RunError::OutputRows {
-                index,
-                shape: tensor.shape.clone(),
-                rows,
-            };
-            for job in batch {
-                job.answer(Err(JobFailure::Execution(error.clone())));
+    let mut offsets: Vec<Vec<usize>> = vec![Vec::new(); outputs.len()];
+    for &index in &asked {
+        let tensor = &outputs[index];
+        let datatype = datatypes.get(index).copied().unwrap_or(DataType::Uint8);
+        match row_offsets(datatype, &tensor.shape, &tensor.data, rows) {
+            Some(found) => offsets[index] = found,
+            None => {
+                let error = RunError::OutputRows {
+                    index,
+                    shape: tensor.shape.clone(),
+                    rows,
+                };
+                for job in batch {
+                    job.answer(Err(JobFailure::Execution(error.clone())));
+                }
+                return;
             }
-            return;
         }
     }
     let mut start_row = 0;
@@ -202,13 +206,12 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>) {
             .iter()
             .map(|&index| {
                 let tensor = &outputs[index];
-                let row_bytes = tensor.data.len() / rows;
+                let rows = &offsets[index];
                 let mut shape = tensor.shape.clone();
                 shape[0] = job.rows as i64;
                 Tensor {
                     shape,
-                    data: tensor.data[start_row * row_bytes..(start_row + job.rows) * row_bytes]
-                        .to_vec(),
+                    data: tensor.data[rows[start_row]..rows[start_row + job.rows]].to_vec(),
                 }
             })
             .collect();
@@ -370,7 +373,7 @@ mod tests {
         assert_eq!(inputs[0].shape, [3, 2]);
         assert_eq!(inputs[0].data, [7, 7, 9, 9, 9, 9]);
         // An "identity model": the output is the input.
-        split_and_answer(batch, inputs);
+        split_and_answer(batch, inputs, &[DataType::Uint8]);
         let (a_out, a_indices) = ra.recv().unwrap().unwrap();
         let (b_out, _) = rb.recv().unwrap().unwrap();
         assert_eq!(a_indices, [0]);
@@ -387,7 +390,11 @@ mod tests {
         let batch = vec![a, b];
         let inputs = concatenate(&batch);
         // Output 1 (say, a BYTES output nobody may ask for) comes back empty.
-        split_and_answer(batch, vec![inputs[0].clone(), Tensor::default()]);
+        split_and_answer(
+            batch,
+            vec![inputs[0].clone(), Tensor::default()],
+            &[DataType::Uint8, DataType::Bytes],
+        );
         assert_eq!(ra.recv().unwrap().unwrap().0[0].data, [3, 3]);
         assert_eq!(rb.recv().unwrap().unwrap().0[0].data, [4, 4]);
     }
@@ -400,7 +407,7 @@ mod tests {
             shape: vec![1, 2],
             data: vec![0; 2],
         };
-        split_and_answer(vec![a, b], vec![wrong]);
+        split_and_answer(vec![a, b], vec![wrong], &[DataType::Uint8]);
         for r in [ra, rb] {
             assert!(matches!(
                 r.recv().unwrap(),

@@ -31,7 +31,9 @@ use crate::proto::grpc_service::{
     InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
 use crate::serving::LoadedModel;
-use crate::tensor::{element_count, DataType, Signature, Tensor, TensorSpec};
+use crate::tensor::{
+    bytes_elements, element_count, encode_bytes_elements, DataType, Signature, Tensor, TensorSpec,
+};
 
 /// The only model version served.
 pub const MODEL_VERSION: &str = "1";
@@ -198,11 +200,6 @@ fn check_input(
             spec.datatype
         )));
     }
-    let Some(element_size) = datatype.size() else {
-        return Err(invalid(format!(
-            "input {name:?}: {datatype} tensors are not served yet"
-        )));
-    };
     check_shape(signature, spec, &input.shape)?;
     let elements = element_count(&input.shape).ok_or_else(|| {
         invalid(format!(
@@ -210,6 +207,22 @@ fn check_input(
             input.shape
         ))
     })?;
+    let Some(element_size) = datatype.size() else {
+        // BYTES: elements of any length.
+        let data = match raw {
+            Some(bytes) => bytes,
+            None => {
+                let contents = input.contents.take().unwrap_or_default();
+                check_typed_field(name, datatype, &contents, "bytes_contents")?;
+                encode_bytes_elements(&contents.bytes_contents)
+            }
+        };
+        check_strings(name, &input.shape, &data, elements)?;
+        return Ok(Tensor {
+            shape: input.shape.clone(),
+            data,
+        });
+    };
     let expected = elements.checked_mul(element_size).ok_or_else(|| {
         invalid(format!(
             "input {name:?}: shape {:?} is too large",
@@ -236,6 +249,38 @@ fn check_input(
         shape: input.shape.clone(),
         data,
     })
+}
+
+/// Checks the raw form of a BYTES input: `elements` length-prefixed elements, each valid
+/// UTF-8 (ONNX string tensors are UTF-8).
+fn check_strings(
+    name: &str,
+    shape: &[i64],
+    data: &[u8],
+    elements: usize,
+) -> Result<(), RequestError> {
+    let found = bytes_elements(data).map_err(|e| {
+        invalid(format!(
+            "input {name:?}: {e} (BYTES elements are each a 4-byte little-endian length, then the bytes)"
+        ))
+    })?;
+    if found.len() != elements {
+        return Err(invalid(format!(
+            "input {name:?}: holds {} elements but shape {shape:?} has {elements}",
+            found.len()
+        )));
+    }
+    if let Some(index) = found.iter().position(|e| std::str::from_utf8(e).is_err()) {
+        return Err(invalid(format!(
+            "input {name:?}: element {index} is not valid UTF-8 (the model's strings are UTF-8 text)"
+        )));
+    }
+    if let Some(index) = found.iter().position(|e| e.contains(&0)) {
+        return Err(invalid(format!(
+            "input {name:?}: element {index} holds a NUL byte, which ONNX Runtime's strings cannot carry"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a request shape against the model's: same rank, fixed dimensions equal, and with
@@ -283,15 +328,15 @@ fn check_shape(
     Ok(())
 }
 
-/// The little-endian bytes of typed `contents`, which must hold `elements` values in the
-/// field that the protocol gives `datatype`, and nothing in the others.
-fn typed_bytes(
+/// Checks that typed `contents` fill no field but `field`, the one the protocol gives
+/// `datatype`; returns the fields filled.
+fn check_typed_field(
     name: &str,
     datatype: DataType,
     contents: &InferTensorContents,
-    elements: usize,
-) -> Result<Vec<u8>, RequestError> {
-    let filled: Vec<&str> = [
+    field: &str,
+) -> Result<Vec<&'static str>, RequestError> {
+    let filled: Vec<&'static str> = [
         ("bool_contents", contents.bool_contents.len()),
         ("int_contents", contents.int_contents.len()),
         ("int64_contents", contents.int64_contents.len()),
@@ -305,6 +350,22 @@ fn typed_bytes(
     .filter(|(_, len)| *len > 0)
     .map(|(field, _)| field)
     .collect();
+    if let Some(other) = filled.iter().find(|f| **f != field) {
+        return Err(invalid(format!(
+            "input {name:?}: {datatype} values go in contents.{field}, not contents.{other}"
+        )));
+    }
+    Ok(filled)
+}
+
+/// The little-endian bytes of typed `contents`, which must hold `elements` values in the
+/// field that the protocol gives `datatype`, and nothing in the others.
+fn typed_bytes(
+    name: &str,
+    datatype: DataType,
+    contents: &InferTensorContents,
+    elements: usize,
+) -> Result<Vec<u8>, RequestError> {
     let field = match datatype {
         DataType::Bool => "bool_contents",
         DataType::Int8 | DataType::Int16 | DataType::Int32 => "int_contents",
@@ -320,15 +381,11 @@ fn typed_bytes(
         }
         DataType::Bytes | DataType::Unsupported(_) => {
             return Err(invalid(format!(
-                "input {name:?}: {datatype} tensors are not served yet"
+                "input {name:?}: {datatype} tensors have no fixed-size typed contents"
             )))
         }
     };
-    if let Some(other) = filled.iter().find(|f| **f != field) {
-        return Err(invalid(format!(
-            "input {name:?}: {datatype} values go in contents.{field}, not contents.{other}"
-        )));
-    }
+    let filled = check_typed_field(name, datatype, contents, field)?;
     if filled.is_empty() && elements > 0 {
         return Err(invalid(format!(
             "input {name:?}: no data: give {elements} values in contents.{field} or the bytes in raw_input_contents"
@@ -404,7 +461,7 @@ fn requested_outputs(
     if request.outputs.is_empty() {
         // Every output that can be served (BYTES outputs are left out until they can be).
         return Ok((0..signature.outputs.len())
-            .filter(|&index| signature.outputs[index].datatype.size().is_some())
+            .filter(|&index| signature.outputs[index].datatype.is_served())
             .map(|index| (index, None))
             .collect());
     }
@@ -431,9 +488,9 @@ fn requested_outputs(
                 )));
             }
             let datatype = signature.outputs[index].datatype;
-            if datatype.size().is_none() {
+            if !datatype.is_served() {
                 return Err(invalid(format!(
-                    "output {:?}: {datatype} tensors are not served yet",
+                    "output {:?}: {datatype} tensors are not served",
                     output.name
                 )));
             }
@@ -810,7 +867,7 @@ mod tests {
     fn outputs_that_cannot_be_served_are_left_out_or_refused() {
         let mut model = model(8);
         let mut signature = (*model.signature).clone();
-        signature.outputs[1].datatype = DataType::Bytes;
+        signature.outputs[1].datatype = DataType::Unsupported("BF16");
         model.signature = Arc::new(signature);
         assert_eq!(
             check_request(&model, &mut request())
@@ -822,7 +879,7 @@ mod tests {
         let mut r = request();
         r.outputs.push(Default::default());
         r.outputs[0].name = "z".into();
-        assert!(message(&model, r).contains("output \"z\": BYTES tensors are not served yet"));
+        assert!(message(&model, r).contains("output \"z\": BF16 tensors are not served"));
     }
 
     #[test]

@@ -351,15 +351,15 @@ fn no_onnx_runtime_exits_1_naming_every_place_tried_and_how_to_install_it() {
 #[test]
 fn a_model_with_an_input_that_cannot_be_served_exits_2_naming_it() {
     let dir = TestDir::new();
-    dir.copy_fixture("strings", "strings.onnx");
+    dir.copy_fixture("bf16", "bf16.onnx");
     let config = ConfigText {
-        model: "strings.onnx".to_string(),
+        model: "bf16.onnx".to_string(),
         ..ConfigText::new(&dir)
     }
     .render();
     let message = crate::util::expect_exit(2, &dir, &config, &[("CUDA_VISIBLE_DEVICES", "")]);
     assert!(
-        message.contains("input \"text\" is BYTES, which is not served yet (served: BOOL, UINT8"),
+        message.contains("input \"x\" is BF16, which is not served yet (served: BOOL, UINT8"),
         "{message}"
     );
 }

@@ -35,6 +35,8 @@ struct Recorded {
     features: Vec<f32>,
     rows: usize,
     input: String,
+    /// Every input, as recorded: (datatype, shape, values).
+    inputs: BTreeMap<String, (String, Vec<i64>, Vec<serde_json::Value>)>,
     outputs: BTreeMap<String, (String, Vec<i64>, Vec<serde_json::Value>)>,
     labels: BTreeMap<String, Vec<String>>,
 }
@@ -43,25 +45,33 @@ fn recorded(model: &str) -> Recorded {
     let path = fixture_path(&format!("models/{model}.expected.json"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let (input, tensor) = json["inputs"].as_object().unwrap().iter().next().unwrap();
-    let shape: Vec<i64> = serde_json::from_value(tensor["shape"].clone()).unwrap();
-    let features: Vec<f32> = serde_json::from_value(tensor["data"].clone()).unwrap();
-    let outputs = json["outputs"]
-        .as_object()
-        .unwrap()
+    let tensors = |key: &str| -> BTreeMap<String, (String, Vec<i64>, Vec<serde_json::Value>)> {
+        json[key]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, t)| {
+                let datatype = t["datatype"].as_str().unwrap().to_string();
+                let shape = serde_json::from_value(t["shape"].clone()).unwrap();
+                let data = t["data"].as_array().unwrap().clone();
+                (name.clone(), (datatype, shape, data))
+            })
+            .collect()
+    };
+    let inputs = tensors("inputs");
+    let outputs = tensors("outputs");
+    let (input, (_, shape, data)) = inputs.iter().next().unwrap();
+    let features: Vec<f32> = data
         .iter()
-        .map(|(name, t)| {
-            let datatype = t["datatype"].as_str().unwrap().to_string();
-            let shape = serde_json::from_value(t["shape"].clone()).unwrap();
-            let data = t["data"].as_array().unwrap().clone();
-            (name.clone(), (datatype, shape, data))
-        })
+        .filter_map(|v| v.as_f64())
+        .map(|v| v as f32)
         .collect();
     let labels = serde_json::from_value(json["labels"].clone()).unwrap();
     Recorded {
         features,
         rows: shape[0] as usize,
         input: input.clone(),
+        inputs: inputs.clone(),
         outputs,
         labels,
     }
@@ -166,8 +176,8 @@ fn strings(response: &ModelInferResponse, name: &str) -> (Vec<i64>, Vec<String>)
 /// The models, their ZipMap output and their numeric label output (if served).
 const MODELS: [(&str, &str, Option<&str>); 3] = [
     ("iris_logreg", "output_probability", Some("output_label")),
-    // Its label output is BYTES (string classes), not served yet: left out.
-    ("iris_forest", "output_probability", None),
+    // Its label output is BYTES: the class names.
+    ("iris_forest", "output_probability", Some("output_label")),
     ("iris_lightgbm", "probabilities", Some("label")),
 ];
 
@@ -199,7 +209,8 @@ fn served_as_exported_over(tcp: bool) {
             .collect();
         assert_eq!(described[probabilities], ("FP32", &[-1, 3][..]), "{model}");
         if let Some(label) = label {
-            assert_eq!(described[label], ("INT64", &[-1][..]), "{model}: {label}");
+            let datatype = recorded.outputs[label].0.as_str();
+            assert_eq!(described[label], (datatype, &[-1][..]), "{model}: {label}");
         }
         // ModelConfig: batched, with the class labels in its parameters.
         let config = client
@@ -240,14 +251,18 @@ fn served_as_exported_over(tcp: bool) {
             assert!((got - want).abs() <= 1e-6, "{model}: {got} vs {want}");
         }
         if let Some(label) = label {
-            let (shape, values) = numbers(&response, label);
-            assert_eq!(shape, [recorded.rows as i64], "{model}: {label}");
-            let want: Vec<f64> = recorded.outputs[label]
-                .2
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
-            assert_eq!(values, want, "{model}: {label}");
+            let want = &recorded.outputs[label].2;
+            if recorded.outputs[label].0 == "BYTES" {
+                let (shape, values) = strings(&response, label);
+                assert_eq!(shape, [recorded.rows as i64], "{model}: {label}");
+                let want: Vec<&str> = want.iter().map(|v| v.as_str().unwrap()).collect();
+                assert_eq!(values, want, "{model}: {label}");
+            } else {
+                let (shape, values) = numbers(&response, label);
+                assert_eq!(shape, [recorded.rows as i64], "{model}: {label}");
+                let want: Vec<f64> = want.iter().map(|v| v.as_f64().unwrap()).collect();
+                assert_eq!(values, want, "{model}: {label}");
+            }
         }
 
         // Triton's classification extension: the top 2 classes of each row.
@@ -349,6 +364,223 @@ fn a_classification_the_output_cannot_give_is_refused_by_name() {
                 assert!(status.message().contains(wanted), "{}", status.message());
             }
             other => panic!("{output}: {other:?}"),
+        }
+    }
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+/// Rows `from..to` of every recorded input, BYTES ones as the protocol's raw form.
+fn all_inputs(recorded: &Recorded, model: &str, from: usize, to: usize) -> ModelInferRequest {
+    let mut request = ModelInferRequest {
+        model_name: model.to_string(),
+        ..Default::default()
+    };
+    for (name, (datatype, shape, data)) in &recorded.inputs {
+        let per_row = shape[1..].iter().product::<i64>() as usize;
+        let rows = &data[from * per_row..to * per_row];
+        let raw: Vec<u8> = match datatype.as_str() {
+            "BYTES" => rows
+                .iter()
+                .flat_map(|v| {
+                    let text = v.as_str().unwrap().as_bytes();
+                    let mut element = (text.len() as u32).to_le_bytes().to_vec();
+                    element.extend_from_slice(text);
+                    element
+                })
+                .collect(),
+            _ => rows
+                .iter()
+                .flat_map(|v| (v.as_f64().unwrap() as f32).to_le_bytes())
+                .collect(),
+        };
+        let mut row_shape = shape.clone();
+        row_shape[0] = (to - from) as i64;
+        request.inputs.push(InferInputTensor {
+            name: name.clone(),
+            datatype: datatype.clone(),
+            shape: row_shape,
+            ..Default::default()
+        });
+        request.raw_input_contents.push(raw);
+    }
+    request
+}
+
+/// A pipeline with a string column (a OneHotEncoder on the payment channel): its BYTES input is
+/// served and batched with rows of every length, an unknown category included.
+fn a_string_column_over(tcp: bool) {
+    let (_dir, mut sidecar) = serve(
+        "payments",
+        tcp,
+        "[sidecar.batching]\nmax-queue-delay = \"20 ms\"\n",
+        &[],
+    );
+    let client = client(&sidecar.grpc_target());
+    let recorded = recorded("payments");
+    let metadata = client
+        .model_metadata_opt(
+            &ModelMetadataRequest {
+                name: "payments".into(),
+                ..Default::default()
+            },
+            patient(),
+        )
+        .unwrap();
+    let channel = metadata
+        .inputs
+        .iter()
+        .find(|i| i.name == "channel")
+        .unwrap();
+    assert_eq!(
+        (channel.datatype.as_str(), &channel.shape[..]),
+        ("BYTES", &[-1, 1][..])
+    );
+    let check = |response: &ModelInferResponse, from: usize| {
+        let (_, labels) = numbers(response, "output_label");
+        let (_, probabilities) = numbers(response, "output_probability");
+        for (i, label) in labels.iter().enumerate() {
+            let want = recorded.outputs["output_label"].2[from + i]
+                .as_f64()
+                .unwrap();
+            assert_eq!(*label, want, "row {}", from + i);
+            for c in 0..2 {
+                let want = recorded.outputs["output_probability"].2[(from + i) * 2 + c]
+                    .as_f64()
+                    .unwrap();
+                assert!(
+                    (probabilities[i * 2 + c] - want).abs() <= 1e-6,
+                    "row {}",
+                    from + i
+                );
+            }
+        }
+    };
+    let response = client
+        .model_infer_opt(
+            &all_inputs(&recorded, "payments", 0, recorded.rows),
+            patient(),
+        )
+        .unwrap();
+    check(&response, 0);
+    let (_, before) = counts(&client, "payments");
+    let per_client = 8;
+    let target = sidecar.grpc_target();
+    thread::scope(|scope| {
+        for c in 0..16 {
+            let (target, recorded, check) = (&target, &recorded, &check);
+            scope.spawn(move || {
+                let client = crate::inference::client(target);
+                for r in 0..per_client {
+                    let row = (c + r) % recorded.rows;
+                    let response = client
+                        .model_infer_opt(&all_inputs(recorded, "payments", row, row + 1), patient())
+                        .unwrap();
+                    check(&response, row);
+                }
+            });
+        }
+    });
+    let (_, after) = counts(&client, "payments");
+    assert!(
+        after - before < 16 * per_client as u64,
+        "{} executions for {} single-row requests: not batched",
+        after - before,
+        16 * per_client
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+#[test]
+fn a_string_column_is_served_and_batched_over_the_unix_socket() {
+    a_string_column_over(false);
+}
+
+#[test]
+fn a_string_column_is_served_and_batched_over_tcp() {
+    a_string_column_over(true);
+}
+
+/// BYTES in and out of a model that returns its text unchanged: raw and typed contents,
+/// elements of every length, and bad contents refused naming the input.
+#[test]
+fn bytes_go_in_and_out_and_bad_bytes_are_refused_by_name() {
+    let (_dir, mut sidecar) = serve("strings", false, "", &[]);
+    let client = client(&sidecar.grpc_target());
+    let texts = ["", "pos", "mobile wallet", "Zürich 🚆", "web"];
+    let raw: Vec<u8> = texts
+        .iter()
+        .flat_map(|t| {
+            let mut element = (t.len() as u32).to_le_bytes().to_vec();
+            element.extend_from_slice(t.as_bytes());
+            element
+        })
+        .collect();
+    let request = |contents: Option<Vec<u8>>, typed: Vec<&[u8]>, count: usize| {
+        let mut request = ModelInferRequest {
+            model_name: "strings".into(),
+            inputs: vec![InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![count as i64],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        match contents {
+            Some(raw) => request.raw_input_contents.push(raw),
+            None => {
+                request.inputs[0].contents = Some(InferTensorContents {
+                    bytes_contents: typed.iter().map(|b| b.to_vec()).collect(),
+                    ..Default::default()
+                })
+                .into()
+            }
+        }
+        request
+    };
+    for sent in [
+        request(Some(raw.clone()), Vec::new(), texts.len()),
+        request(
+            None,
+            texts.iter().map(|t| t.as_bytes()).collect(),
+            texts.len(),
+        ),
+    ] {
+        let response = client.model_infer_opt(&sent, patient()).unwrap();
+        let (shape, got) = strings(&response, "same");
+        assert_eq!(shape, [texts.len() as i64]);
+        assert_eq!(got, texts);
+    }
+    for (sent, wanted) in [
+        (
+            request(Some(raw[..raw.len() - 1].to_vec()), Vec::new(), texts.len()),
+            "input \"text\": element 4 is 3 bytes long, past the end of the contents",
+        ),
+        (
+            request(Some(raw[..2].to_vec()), Vec::new(), 1),
+            "input \"text\": element 0's 4-byte length prefix runs past the end",
+        ),
+        (
+            request(Some(raw.clone()), Vec::new(), 4),
+            "input \"text\": holds 5 elements but shape [4] has 4",
+        ),
+        (
+            request(None, vec![&b"ok"[..], &[0xff, 0xfe][..]], 2),
+            "input \"text\": element 1 is not valid UTF-8",
+        ),
+        (
+            request(None, vec![&b"a\0b"[..]], 1),
+            "input \"text\": element 0 holds a NUL byte",
+        ),
+    ] {
+        match client.model_infer_opt(&sent, patient()) {
+            Err(grpcio::Error::RpcFailure(status)) => {
+                assert_eq!(status.code(), grpcio::RpcStatusCode::INVALID_ARGUMENT);
+                assert!(status.message().contains(wanted), "{}", status.message());
+            }
+            other => panic!("{wanted}: {other:?}"),
         }
     }
     sidecar.signal(libc::SIGTERM);
