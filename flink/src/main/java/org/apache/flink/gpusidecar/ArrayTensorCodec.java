@@ -74,6 +74,16 @@ public final class ArrayTensorCodec<IN> implements TensorCodec<IN, Prediction<IN
         return with(name, field);
     }
 
+    /** Adds the BYTES input {@code name}, read as one {@code String}. */
+    public ArrayTensorCodec<IN> string(String name, Field<IN, String> field) {
+        return with(name, field);
+    }
+
+    /** Adds the BYTES input {@code name}, read as a {@code String[]}. */
+    public ArrayTensorCodec<IN> strings(String name, Field<IN, String[]> field) {
+        return with(name, field);
+    }
+
     private ArrayTensorCodec<IN> with(String name, Field<IN, ?> field) {
         List<Input<IN>> more = new ArrayList<>(inputs);
         more.add(new Input<>(name, field));
@@ -96,6 +106,11 @@ public final class ArrayTensorCodec<IN> implements TensorCodec<IN, Prediction<IN
             if (values instanceof float[]) {
                 float[] floats = (float[]) values;
                 tensor = Tensor.of(floats, floats.length);
+            } else if (values instanceof String) {
+                tensor = Tensor.ofStrings(new String[] {(String) values}, 1);
+            } else if (values instanceof String[]) {
+                String[] strings = (String[]) values;
+                tensor = Tensor.ofStrings(strings, strings.length);
             } else {
                 long[] longs = (long[]) values;
                 tensor = Tensor.of(longs, longs.length);

@@ -18,7 +18,9 @@ package org.apache.flink.gpusidecar;
 
 /**
  * The tensor element types of the inference protocol that this client reads and writes: every
- * numeric type the protocol has (BF16 and BYTES aside).
+ * type the protocol has but BF16. BYTES elements (text, as UTF-8) have no fixed size: {@link
+ * #bytesPerElement()} is 0 for them, and each travels as a 4-byte little-endian length, then
+ * its bytes.
  */
 public enum DataType {
     BOOL(1),
@@ -32,7 +34,8 @@ public enum DataType {
     INT64(8),
     UINT64(8),
     FP32(4),
-    FP64(8);
+    FP64(8),
+    BYTES(0);
 
     private final int bytesPerElement;
 
@@ -40,7 +43,7 @@ public enum DataType {
         this.bytesPerElement = bytesPerElement;
     }
 
-    /** The size of one element in the little-endian raw encoding. */
+    /** The size of one element in the little-endian raw encoding; 0 for BYTES (any length). */
     public int bytesPerElement() {
         return bytesPerElement;
     }

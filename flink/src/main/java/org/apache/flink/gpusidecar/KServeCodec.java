@@ -102,6 +102,14 @@ final class KServeCodec {
      * in the protocol: a server must send it raw.
      */
     static ByteBuffer rawOf(DataType type, String name, InferTensorContents contents) {
+        if (type == DataType.BYTES) {
+            java.io.ByteArrayOutputStream raw = new java.io.ByteArrayOutputStream();
+            for (com.google.protobuf.ByteString element : contents.getBytesContentsList()) {
+                raw.writeBytes(allocate(4).putInt(element.size()).array());
+                raw.writeBytes(element.toByteArray());
+            }
+            return ByteBuffer.wrap(raw.toByteArray());
+        }
         if (type == DataType.FP16) {
             throw new IllegalArgumentException(
                     "output " + name + " is FP16 in typed contents, which the protocol does not"

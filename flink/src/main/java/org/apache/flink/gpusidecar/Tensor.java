@@ -26,8 +26,8 @@ import java.util.Objects;
  * One tensor: its datatype, shape and row-major values, held in the Java array that matches
  * the datatype's width ({@code float[]} for FP32, {@code double[]} for FP64, {@code long[]} for
  * INT64 and UINT64, {@code int[]} for INT32 and UINT32, {@code short[]} for INT16, UINT16 and
- * FP16 (its IEEE bits), {@code byte[]} for INT8 and UINT8, {@code boolean[]} for BOOL; unsigned
- * values in their two's-complement bits).
+ * FP16 (its IEEE bits), {@code byte[]} for INT8 and UINT8, {@code boolean[]} for BOOL, {@code
+ * String[]} for BYTES (text); unsigned values in their two's-complement bits).
  */
 public final class Tensor implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -66,6 +66,21 @@ public final class Tensor implements Serializable {
 
     public static Tensor of(boolean[] values, long... shape) {
         return new Tensor(DataType.BOOL, shape, values);
+    }
+
+    /** A BYTES tensor of text, each element sent as UTF-8. */
+    public static Tensor ofStrings(String[] values, long... shape) {
+        for (int i = 0; i < values.length; i++) {
+            if (values[i] == null) {
+                throw new IllegalArgumentException("text value " + i + " is null");
+            }
+        }
+        return new Tensor(DataType.BYTES, shape, values.clone());
+    }
+
+    /** The values of a BYTES tensor. */
+    public String[] strings() {
+        return as(String[].class, DataType.BYTES).clone();
     }
 
     /** An INT8 or UINT8 tensor. */
@@ -116,9 +131,11 @@ public final class Tensor implements Serializable {
         return (byte[]) values;
     }
 
-    /** Value {@code i} (row-major) widened to a double, whatever the datatype. */
+    /** Value {@code i} (row-major) widened to a double, whatever the (numeric) datatype. */
     public double doubleAt(int i) {
         switch (dataType) {
+            case BYTES:
+                throw new IllegalStateException("a BYTES tensor holds text, not numbers");
             case FP32:
                 return ((float[]) values)[i];
             case FP64:
@@ -138,6 +155,8 @@ public final class Tensor implements Serializable {
      * {@code Long.MAX_VALUE} are refused. */
     public long longAt(int i) {
         switch (dataType) {
+            case BYTES:
+                throw new IllegalStateException("a BYTES tensor holds text, not numbers");
             case BOOL:
                 return ((boolean[]) values)[i] ? 1 : 0;
             case INT8:
@@ -179,7 +198,15 @@ public final class Tensor implements Serializable {
      */
     public Tensor convertTo(DataType target, long... shape) {
         int n = size();
+        if ((target == DataType.BYTES) != (dataType == DataType.BYTES)) {
+            throw new IllegalArgumentException(
+                    dataType == DataType.BYTES
+                            ? "text cannot feed a " + target + " tensor"
+                            : "a " + target + " tensor takes text, not " + dataType + " values");
+        }
         switch (target) {
+            case BYTES:
+                return new Tensor(target, shape, values);
             case FP32: {
                 float[] values = new float[n];
                 for (int i = 0; i < n; i++) {
@@ -262,6 +289,15 @@ public final class Tensor implements Serializable {
 
     /** The values in the protocol's raw encoding: little-endian, row-major. */
     public byte[] toRawBytes() {
+        if (dataType == DataType.BYTES) {
+            java.io.ByteArrayOutputStream raw = new java.io.ByteArrayOutputStream();
+            for (String value : (String[]) values) {
+                byte[] text = value.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+                raw.writeBytes(ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN).putInt(text.length).array());
+                raw.writeBytes(text);
+            }
+            return raw.toByteArray();
+        }
         ByteBuffer buffer =
                 ByteBuffer.allocate(size() * dataType.bytesPerElement()).order(ByteOrder.LITTLE_ENDIAN);
         if (values instanceof float[]) {
@@ -287,6 +323,9 @@ public final class Tensor implements Serializable {
     /** A tensor from the protocol's raw encoding, checked against its shape. */
     public static Tensor fromRawBytes(DataType dataType, long[] shape, ByteBuffer raw) {
         long count = elementCount(shape);
+        if (dataType == DataType.BYTES) {
+            return fromRawStrings(shape, count, raw.duplicate().order(ByteOrder.LITTLE_ENDIAN));
+        }
         if (raw.remaining() != count * dataType.bytesPerElement()) {
             throw new IllegalArgumentException(
                     "a " + dataType + " tensor of shape " + Arrays.toString(shape) + " takes "
@@ -337,6 +376,33 @@ public final class Tensor implements Serializable {
                     }
                 }
         }
+    }
+
+    /** A BYTES tensor from its raw form: {@code count} elements, each a length, then UTF-8. */
+    private static Tensor fromRawStrings(long[] shape, long count, ByteBuffer buffer) {
+        String[] values = new String[(int) count];
+        for (int i = 0; i < values.length; i++) {
+            if (buffer.remaining() < 4) {
+                throw new IllegalArgumentException(
+                        "a BYTES tensor of shape " + Arrays.toString(shape) + " has " + count
+                                + " elements, but the contents end before element " + i);
+            }
+            int length = buffer.getInt();
+            if (length < 0 || length > buffer.remaining()) {
+                throw new IllegalArgumentException(
+                        "element " + i + " of a BYTES tensor is " + Integer.toUnsignedString(length)
+                                + " bytes long, past the end of the contents");
+            }
+            byte[] text = new byte[length];
+            buffer.get(text);
+            values[i] = new String(text, java.nio.charset.StandardCharsets.UTF_8);
+        }
+        if (buffer.hasRemaining()) {
+            throw new IllegalArgumentException(
+                    "a BYTES tensor of shape " + Arrays.toString(shape) + " has " + count
+                            + " elements, but the contents hold more");
+        }
+        return new Tensor(DataType.BYTES, shape, values);
     }
 
     /** The product of a shape's dimensions, or an exception naming a negative one. */

@@ -152,9 +152,9 @@ class SqlPredictTest {
     @Test
     void aColumnTypeTheSidecarCannotCarryIsRefusedNamingIt() {
         StreamTableEnvironment tables = tables(1, -1);
-        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, best STRING");
+        createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, best BOOLEAN");
         String messages = failureOf(tables, PREDICT);
-        assertTrue(messages.contains("output column 'best' has type STRING"), messages);
+        assertTrue(messages.contains("output column 'best' has type BOOLEAN"), messages);
     }
 
     @Test

@@ -87,7 +87,18 @@ class TensorsAndEndpointsTest {
                 assertThrows(
                         IllegalArgumentException.class,
                         () -> new ModelInfo.TensorInfo("s", "BYTES", new long[] {-1}).recordTensor(Tensor.of(new float[] {1}, 1)));
-        assertTrue(strings.getMessage().contains("input 's': datatype BYTES"), strings.getMessage());
+        assertTrue(
+                strings.getMessage().contains("input 's' (BYTES): a BYTES tensor takes text, not FP32 values"),
+                strings.getMessage());
+        Tensor text = new ModelInfo.TensorInfo("s", "BYTES", new long[] {-1, 1})
+                .recordTensor(Tensor.ofStrings(new String[] {"web"}, 1));
+        assertArrayEquals(new String[] {"web"}, text.strings());
+        assertArrayEquals(new long[] {1, 1}, text.shape());
+        IllegalArgumentException numbers =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> new ModelInfo.TensorInfo("x", "FP32", new long[] {-1}).recordTensor(Tensor.ofStrings(new String[] {"1"}, 1)));
+        assertTrue(numbers.getMessage().contains("text cannot feed a FP32 tensor"), numbers.getMessage());
     }
 
     @Test

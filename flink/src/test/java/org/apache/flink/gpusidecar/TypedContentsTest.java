@@ -32,7 +32,8 @@ import org.junit.jupiter.api.Test;
 
 /**
  * An answer in typed contents (as Triton sends when asked) decodes to the same tensor as the
- * same answer in raw contents, for every datatype: the extremes of each integer type included.
+ * same answer in raw contents, for every datatype: the extremes of each integer type included,
+ * and text of several lengths (BYTES).
  */
 class TypedContentsTest {
 
@@ -64,9 +65,22 @@ class TypedContentsTest {
 
     private static final double[] FLOATS = {-1.5e30, -0.0, 3.25, 1.0e-40};
 
+    private static final String[] TEXTS = {"", "pos", "Zürich 🚆", "mobile wallet"};
+
     @ParameterizedTest
     @EnumSource(DataType.class)
     void typedContentsDecodeAsTheirRawForm(DataType type) {
+        if (type == DataType.BYTES) {
+            InferTensorContents.Builder typed = InferTensorContents.newBuilder();
+            for (String text : TEXTS) {
+                typed.addBytesContents(ByteString.copyFromUtf8(text));
+            }
+            Tensor text = Tensor.ofStrings(TEXTS, 2, 2);
+            Tensor fromRaw = decode(answer(type).addRawOutputContents(ByteString.copyFrom(text.toRawBytes())));
+            assertEquals(text, fromRaw);
+            assertEquals(text, decode(typedAnswer(type, typed)));
+            return;
+        }
         ByteBuffer raw = ByteBuffer.allocate(4 * type.bytesPerElement()).order(ByteOrder.LITTLE_ENDIAN);
         InferTensorContents.Builder typed = InferTensorContents.newBuilder();
         if (type == DataType.FP32 || type == DataType.FP64 || type == DataType.FP16) {
@@ -123,7 +137,7 @@ class TypedContentsTest {
             return;
         }
         assertEquals(fromRaw, decode(typedAnswer(type, typed)), type.name());
-        if (type != DataType.BOOL && !type.name().startsWith("FP")) {
+        if (type != DataType.BOOL && type != DataType.BYTES && !type.name().startsWith("FP")) {
             long[] expected = edges(type);
             for (int i = 0; i < expected.length; i++) {
                 double wanted = type == DataType.UINT64 && expected[i] < 0

@@ -21,13 +21,15 @@ import org.apache.flink.gpusidecar.Tensor;
 import org.apache.flink.table.data.ArrayData;
 import org.apache.flink.table.data.GenericArrayData;
 import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.types.logical.ArrayType;
 import org.apache.flink.table.types.logical.LogicalType;
 import org.apache.flink.table.types.logical.LogicalTypeRoot;
 
 /**
- * One model column and the tensor of the same name: ARRAY&lt;FLOAT|DOUBLE|BIGINT|INT&gt; for a
- * tensor of a row's values, FLOAT, DOUBLE, BIGINT or INT for a single value.
+ * One model column and the tensor of the same name: ARRAY&lt;FLOAT|DOUBLE|BIGINT|INT|STRING&gt;
+ * for a tensor of a row's values, FLOAT, DOUBLE, BIGINT, INT or STRING for a single value.
+ * STRING (and CHAR, VARCHAR) columns are the model's BYTES tensors, as UTF-8 text.
  */
 final class TensorColumn implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -55,11 +57,15 @@ final class TensorColumn implements Serializable {
             case BIGINT:
             case INTEGER:
                 return new TensorColumn(name, type.asSummaryString(), array, element);
+            case CHAR:
+            case VARCHAR:
+                return new TensorColumn(name, type.asSummaryString(), array, LogicalTypeRoot.VARCHAR);
             default:
                 throw new IllegalArgumentException(
                         "'" + name + "' has type " + type.asSummaryString()
                                 + "; a gpu-sidecar model column is ARRAY<FLOAT>, ARRAY<DOUBLE>,"
-                                + " ARRAY<BIGINT>, ARRAY<INT>, FLOAT, DOUBLE, BIGINT or INT");
+                                + " ARRAY<BIGINT>, ARRAY<INT>, ARRAY<STRING>, FLOAT, DOUBLE,"
+                                + " BIGINT, INT or STRING");
         }
     }
 
@@ -80,6 +86,8 @@ final class TensorColumn implements Serializable {
                     return Tensor.of(new double[] {row.getDouble(pos)}, 1);
                 case BIGINT:
                     return Tensor.of(new long[] {row.getLong(pos)}, 1);
+                case VARCHAR:
+                    return Tensor.ofStrings(new String[] {row.getString(pos).toString()}, 1);
                 default:
                     return Tensor.of(new int[] {row.getInt(pos)}, 1);
             }
@@ -99,6 +107,13 @@ final class TensorColumn implements Serializable {
                 return Tensor.of(values.toDoubleArray(), n);
             case BIGINT:
                 return Tensor.of(values.toLongArray(), n);
+            case VARCHAR: {
+                String[] strings = new String[n];
+                for (int i = 0; i < n; i++) {
+                    strings[i] = values.getString(i).toString();
+                }
+                return Tensor.ofStrings(strings, n);
+            }
             default:
                 return Tensor.of(values.toIntArray(), n);
         }
@@ -120,6 +135,8 @@ final class TensorColumn implements Serializable {
                     return tensor.doubleAt(0);
                 case BIGINT:
                     return tensor.longAt(0);
+                case VARCHAR:
+                    return StringData.fromString(text(tensor)[0]);
                 default:
                     return Math.toIntExact(tensor.longAt(0));
             }
@@ -146,6 +163,14 @@ final class TensorColumn implements Serializable {
                 }
                 return new GenericArrayData(values);
             }
+            case VARCHAR: {
+                String[] strings = text(tensor);
+                StringData[] values = new StringData[n];
+                for (int i = 0; i < n; i++) {
+                    values[i] = StringData.fromString(strings[i]);
+                }
+                return new GenericArrayData(values);
+            }
             default: {
                 int[] values = new int[n];
                 for (int i = 0; i < n; i++) {
@@ -154,6 +179,16 @@ final class TensorColumn implements Serializable {
                 return new GenericArrayData(values);
             }
         }
+    }
+
+    /** The text of a BYTES output, or an exception naming this STRING column and what came. */
+    private String[] text(Tensor tensor) {
+        if (tensor.dataType() != org.apache.flink.gpusidecar.DataType.BYTES) {
+            throw new IllegalArgumentException(
+                    "output column '" + name + "' (" + typeText + ") takes text, but the model"
+                            + " answered " + tensor);
+        }
+        return tensor.strings();
     }
 
     @Override
