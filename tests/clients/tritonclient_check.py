@@ -17,6 +17,8 @@
 client (tritonclient[grpc], unmodified), and exits non-zero on the first disagreement:
 
     python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock   (or host:port)
+    python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock strings
+        (a sidecar serving tests/fixtures/models/strings.onnx: BYTES in, the same text out)
 """
 
 import json
@@ -37,8 +39,24 @@ def check(condition, what):
         sys.exit(f"tritonclient check failed: {what}")
 
 
+def check_strings(url):
+    """BYTES (text) in and out, through the client's own BYTES encoding, both ways."""
+    client = grpcclient.InferenceServerClient(url)
+    texts = np.array(["", "pos", "mobile wallet", "Zürich 🚆".encode(), b"web"], dtype=np.object_)
+    text = grpcclient.InferInput("text", [len(texts)], "BYTES")
+    text.set_data_from_numpy(texts)
+    same = client.infer("strings", [text]).as_numpy("same")
+    want = [t if isinstance(t, bytes) else t.encode() for t in texts]
+    check(list(same) == want, f"strings back {list(same)} != {want}")
+    metadata = client.get_model_metadata("strings", as_json=True)
+    check(metadata["inputs"][0]["datatype"] == "BYTES", f"metadata {metadata}")
+    print("tritonclient strings check passed over", url)
+
+
 def main():
     url = sys.argv[1]
+    if sys.argv[2:] == ["strings"]:
+        return check_strings(url)
     with open(os.path.join(HERE, "..", "fixtures", "models", "affine.expected.json")) as f:
         expected = json.load(f)
     features = np.array(expected["inputs"]["features"]["data"], dtype=np.float32).reshape(

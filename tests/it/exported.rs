@@ -173,12 +173,14 @@ fn strings(response: &ModelInferResponse, name: &str) -> (Vec<i64>, Vec<String>)
     (response.outputs[i].shape.clone(), out)
 }
 
-/// The models, their ZipMap output and their numeric label output (if served).
-const MODELS: [(&str, &str, Option<&str>); 3] = [
+/// The models, their probability output (a ZipMap but for XGBoost's) and their label output.
+const MODELS: [(&str, &str, Option<&str>); 4] = [
     ("iris_logreg", "output_probability", Some("output_label")),
     // Its label output is BYTES: the class names.
     ("iris_forest", "output_probability", Some("output_label")),
     ("iris_lightgbm", "probabilities", Some("label")),
+    // A plain probability tensor, no class labels.
+    ("iris_xgboost", "probabilities", Some("label")),
 ];
 
 fn served_as_exported_over(tcp: bool) {
@@ -225,11 +227,17 @@ fn served_as_exported_over(tcp: bool) {
             .config
             .unwrap();
         assert!(config.max_batch_size > 0, "{model} is not batched");
-        let labels: Vec<String> = serde_json::from_str(
-            &config.parameters[&format!("{probabilities}.labels")].string_value,
-        )
-        .unwrap();
-        assert_eq!(labels, recorded.labels[probabilities], "{model}");
+        let labels: Vec<String> = config
+            .parameters
+            .get(&format!("{probabilities}.labels"))
+            .map(|labels| serde_json::from_str(&labels.string_value).unwrap())
+            .unwrap_or_default();
+        let recorded_labels = recorded
+            .labels
+            .get(probabilities)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(labels, recorded_labels, "{model}");
 
         // All rows at once: the outputs ONNX Runtime computed in process.
         let mut asked = vec![(probabilities, None)];
@@ -283,7 +291,10 @@ fn served_as_exported_over(tcp: bool) {
                 order
                     .into_iter()
                     .take(2)
-                    .map(|c| format!("{:.6}:{c}:{}", row[c], recorded.labels[probabilities][c]))
+                    .map(|c| match recorded_labels.get(c) {
+                        Some(label) => format!("{:.6}:{c}:{label}", row[c]),
+                        None => format!("{:.6}:{c}", row[c]),
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -1113,6 +1113,22 @@ fn tritons_python_client_works_unmodified() {
         sidecar.signal(libc::SIGTERM);
         assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     }
+    // BYTES in and out, through the client's own encoding of them.
+    let (_dir, mut sidecar) = serve("strings", false, "", &[]);
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(sidecar.grpc_target())
+        .arg("strings")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "strings: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }
 
 /// A request of `rows` rows of the sample model's `features`, all zeros, as raw bytes.
