@@ -72,13 +72,17 @@ ensure_packages() {
 
 # The ONNX Runtime release whose CPU library the tests and `run` use.
 ONNXRUNTIME_VERSION=1.32.0
+# The onnxruntime-gpu release `dist --runtime gpu` ships: the newest on PyPI (it trails the CPU
+# wheel by a release at times).
+ONNXRUNTIME_GPU_VERSION=1.31.1
 RUNTIME_DIR=.onnxruntime
 
 # Puts the shared libraries of ONNX Runtime's wheel $1 (`onnxruntime`, or `onnxruntime-gpu`
-# with its CUDA provider) into folder $2, with its LICENSE and ThirdPartyNotices.txt, and
-# links libonnxruntime.so to the versioned library; nothing when $2 has it already.
+# with its CUDA provider) at version $3 into folder $2, with its LICENSE and
+# ThirdPartyNotices.txt, and links libonnxruntime.so to the versioned library; nothing when $2
+# has it already.
 fetch_runtime() {
-    local wheel=$1 target=$2
+    local wheel=$1 target=$2 version=$3
     [ -e "$target/libonnxruntime.so" ] && return 0
     command -v python3 >/dev/null 2>&1 || {
         echo "fetching ONNX Runtime needs python3 with pip (apt-get install python3-pip)" >&2
@@ -86,9 +90,8 @@ fetch_runtime() {
     }
     local download
     download="$(mktemp -d)"
-    echo "fetching ONNX Runtime $ONNXRUNTIME_VERSION (the $wheel wheel) into $target/" >&2
-    python3 -m pip download -q --no-deps --only-binary=:all: -d "$download" \
-        "$wheel==$ONNXRUNTIME_VERSION"
+    echo "fetching ONNX Runtime $version (the $wheel wheel) into $target/" >&2
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$download" "$wheel==$version"
     mkdir -p "$target"
     python3 - "$download" "$target" <<'PYTHON'
 import glob, os, sys, zipfile
@@ -115,7 +118,7 @@ ensure_runtime() {
     if [ -n "${ORT_DYLIB_PATH:-}" ]; then
         return 0
     fi
-    fetch_runtime onnxruntime "$RUNTIME_DIR"
+    fetch_runtime onnxruntime "$RUNTIME_DIR" "$ONNXRUNTIME_VERSION"
     ORT_DYLIB_PATH="$(pwd)/$RUNTIME_DIR/libonnxruntime.so"
     export ORT_DYLIB_PATH
 }
@@ -136,8 +139,8 @@ dist() {
     done
     local runtime_dir
     case $runtime in
-        cpu) runtime_dir=$RUNTIME_DIR; fetch_runtime onnxruntime "$runtime_dir" ;;
-        gpu) runtime_dir=$RUNTIME_DIR-gpu; fetch_runtime onnxruntime-gpu "$runtime_dir" ;;
+        cpu) runtime_dir=$RUNTIME_DIR; fetch_runtime onnxruntime "$runtime_dir" "$ONNXRUNTIME_VERSION" ;;
+        gpu) runtime_dir=$RUNTIME_DIR-gpu; fetch_runtime onnxruntime-gpu "$runtime_dir" "$ONNXRUNTIME_GPU_VERSION" ;;
         *) echo "--runtime is cpu or gpu, not '$runtime'" >&2; exit 2 ;;
     esac
     local version
@@ -173,10 +176,15 @@ dist() {
     echo "target/dist/$name-linux-x86_64.tar.gz"
 }
 
+# The ONNX Runtime release a `dist` of runtime $1 (cpu or gpu) ships.
+runtime_version_of() {
+    if [ "$1" = gpu ]; then echo "$ONNXRUNTIME_GPU_VERSION"; else echo "$ONNXRUNTIME_VERSION"; fi
+}
+
 # The release's INSTALL: $1 version, $2 runtime (cpu or gpu), $3 the client jar's name.
 install_text() {
     cat <<TEXT
-gpu-sidecar $1 (linux-x86_64, ONNX Runtime $ONNXRUNTIME_VERSION, $2 build)
+gpu-sidecar $1 (linux-x86_64, ONNX Runtime $(runtime_version_of "$2"), $2 build)
 ===========================================================================
 
 Unpacked anywhere, this folder runs as it is:
