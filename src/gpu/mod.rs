@@ -557,3 +557,115 @@ fn check_fits(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::backend::RunError;
+    use crate::metrics::Transport;
+    use crate::model::job::JobResult;
+    use crate::tensor::{Tensor, TensorSpec};
+
+    /// A second backend in a few lines: an identity model, whose output is its input.
+    #[derive(Debug)]
+    struct Echo(Arc<Signature>);
+
+    impl Session for Echo {
+        fn signature(&self) -> &Arc<Signature> {
+            &self.0
+        }
+
+        fn provider(&self) -> Provider {
+            Provider::Cpu
+        }
+
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
+            Ok(inputs)
+        }
+
+        fn interrupter(&self) -> Interrupter {
+            Interrupter::new(|| {})
+        }
+    }
+
+    fn spec(name: &str) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype: DataType::Fp32,
+            dims: vec![-1, 2],
+            labels: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_serving_loop_batches_runs_and_answers_through_any_backend() {
+        let signature = Arc::new(Signature {
+            inputs: vec![spec("x")],
+            outputs: vec![spec("y")],
+            max_batch_size: 8,
+        });
+        let mut resident = Resident {
+            session: Box::new(Echo(Arc::clone(&signature))),
+            context: None,
+            info: ServingInfo::for_tests(),
+            output_datatypes: vec![DataType::Fp32],
+        };
+        let (submitter, queue) = batcher::queue(16);
+        let mut answers = Vec::new();
+        // Three requests wait before the loop starts: one execution runs them all.
+        for rows in 1..=3u8 {
+            let (tx, rx) = mpsc::channel::<JobResult>();
+            let job = Job::new(
+                vec![Tensor {
+                    shape: vec![i64::from(rows), 2],
+                    data: vec![rows; usize::from(rows) * 2 * 4],
+                }],
+                usize::from(rows),
+                vec![0],
+                None,
+                Arc::new(AtomicBool::new(false)),
+                Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            );
+            submitter.submit(job).unwrap();
+            answers.push((rows, rx));
+        }
+        let (commands_in, commands) = unbounded();
+        let stats = ModelStats::default();
+        let metrics = Metrics::new(Transport::Unix).unwrap();
+        let stopping = AtomicBool::new(false);
+        // The loop runs here, as on the GPU-owner thread (the context is not Send); the answers
+        // are awaited beside it, and then it is told to stop.
+        let waiter = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for (rows, answer) in answers {
+                got.push((rows, answer.recv().unwrap()));
+            }
+            commands_in.send(GpuCommand::Stop).unwrap();
+            got
+        });
+        Serving {
+            resident: &mut resident,
+            policy: BatchPolicy {
+                max_rows: 8,
+                max_delay: Duration::from_millis(50),
+            },
+            stats: &stats,
+            metrics: &metrics,
+            stopping: &stopping,
+        }
+        .run(&commands, &queue);
+        for (rows, answer) in waiter.join().unwrap() {
+            let (outputs, indices) = answer.unwrap();
+            assert_eq!(indices, [0]);
+            assert_eq!(outputs[0].shape, [i64::from(rows), 2]);
+            assert!(outputs[0].data.iter().all(|&b| b == rows), "row {rows}");
+        }
+        assert_eq!(stats.executions.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.inferences.load(Ordering::Relaxed), 6);
+    }
+}
