@@ -42,8 +42,8 @@ if [ "$gpu_sidecar_enabled" = true ]; then
                 # flink-console.sh execs the TaskManager into this very process, which keeps
                 # the write end of this pipe for as long as it runs: when it ends, however it
                 # ends, the reader releases the sidecar.
+                # shellcheck disable=SC2034 # the descriptor is held open, never written
                 exec {gpu_sidecar_lifeline}> >(exec "$bin"/gpu-sidecar.sh taskmanager-lifeline $$)
-                export gpu_sidecar_lifeline
             else
                 # A TaskManager that did not start leaves nobody to the sidecar.
                 trap '"$bin"/gpu-sidecar.sh taskmanager-stopped' EXIT
