@@ -561,26 +561,35 @@ install_flink() {
         [ -e "$flink_home/$item" ] && fail "$flink_home/$item exists already; remove it, then install again" 2
     done
     mkdir "$flink_home/$RECORD" || fail "cannot write into $flink_home"
-    cp -p "$taskmanager" "$flink_home/$RECORD/taskmanager.sh"
+    # Whatever fails half-way leaves a record that uninstall-flink undoes: each item is listed
+    # before it is copied.
+    local broken="; run 'gpu-sidecar.sh uninstall-flink $flink_home' to undo what was done"
+    cp -p "$taskmanager" "$flink_home/$RECORD/taskmanager.sh" || fail "cannot keep a copy of $taskmanager$broken"
     "$release/bin/$DAEMON" --version | cut -d' ' -f2 >"$flink_home/$RECORD/version"
-    for item in "${INSTALLED[@]}"; do
-        cp -pR "$release/$item" "$flink_home/$item"
+    for item in "${INSTALLED[@]}" "lib/$(basename "$jar")"; do
         echo "$item" >>"$flink_home/$RECORD/files"
     done
-    cp -p "$jar" "$flink_home/lib/"
-    echo "lib/$(basename "$jar")" >>"$flink_home/$RECORD/files"
+    for item in "${INSTALLED[@]}"; do
+        cp -pR "$release/$item" "$flink_home/$item" || fail "cannot copy $item into $flink_home$broken"
+    done
+    cp -p "$jar" "$flink_home/lib/" || fail "cannot copy $(basename "$jar") into $flink_home/lib$broken"
     if [ -e "$flink_home/conf/sidecar.toml" ]; then
         say "keeping the existing $flink_home/conf/sidecar.toml"
     else
-        cp -p "$release/conf/sidecar.toml" "$flink_home/conf/sidecar.toml"
+        cp -p "$release/conf/sidecar.toml" "$flink_home/conf/sidecar.toml" ||
+            fail "cannot copy conf/sidecar.toml into $flink_home$broken"
         sha256sum "$flink_home/conf/sidecar.toml" | cut -d' ' -f1 >"$flink_home/$RECORD/sidecar.toml.sha256"
     fi
-    # The hook goes right after config.sh, which computes what it needs; the file keeps its
-    # mode and owner (written in place).
+    # The hook goes right after config.sh, which computes what it needs. Written whole to a
+    # file beside it first, then into taskmanager.sh in place, which keeps its mode and owner.
+    local hooked=$flink_home/$RECORD/taskmanager.sh.hooked
     # shellcheck disable=SC2016
-    awk -v begin="$HOOK_BEGIN" -v line="$HOOK_LINE" -v end="$HOOK_END" \
+    if ! awk -v begin="$HOOK_BEGIN" -v line="$HOOK_LINE" -v end="$HOOK_END" \
         '{ print } $0 == ". \"$bin\"/config.sh" { print begin; print line; print end }' \
-        "$flink_home/$RECORD/taskmanager.sh" >"$taskmanager"
+        "$flink_home/$RECORD/taskmanager.sh" >"$hooked" || ! cat "$hooked" >"$taskmanager"; then
+        fail "cannot write the hook into $taskmanager$broken"
+    fi
+    rm -f "$hooked"
     say "installed gpu-sidecar $(cat "$flink_home/$RECORD/version") into $flink_home: the client jar in lib/, bin/gpu-sidecar and bin/gpu-sidecar.sh, ONNX Runtime in lib/onnxruntime/, the sample model in models/, conf/sidecar.toml; bin/taskmanager.sh starts and stops the sidecar once 'gpu-sidecar.enabled: true' is in conf/config.yaml"
 }
 
