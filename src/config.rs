@@ -36,6 +36,10 @@ const DEFAULT_SOCKET_MODE: u32 = 0o660;
 const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
 const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_QUEUE_SIZE: u32 = 1024;
+/// As text-embeddings-inference's default: 64 rows of 256 tokens.
+const DEFAULT_MAX_BATCH_TOKENS: u32 = 16384;
+/// The longest `max-length` accepted, in tokens.
+const MAX_LENGTH_LIMIT: u32 = 1 << 20;
 /// Limits that catch typos: more rows or waiting requests than this is never meant.
 const MAX_BATCH_SIZE_LIMIT: u32 = 1 << 20;
 const MAX_QUEUE_SIZE_LIMIT: u32 = 1 << 20;
@@ -167,6 +171,87 @@ pub struct ModelConfig {
     pub runtime_library: Option<PathBuf>,
     /// ONNX Runtime's intra-op threads; default: 1 with a GPU, else the cores.
     pub intra_op_threads: Option<ThreadCount>,
+    /// Text in: the tokenizer and pooling in front of a model of token ids.
+    pub text: Option<TextConfig>,
+}
+
+/// `[sidecar.model.text]`: a model of token ids served text in, embeddings out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TextConfig {
+    /// A Hugging Face `tokenizer.json`; relative to the config file's folder.
+    pub tokenizer: PathBuf,
+    /// The name of the BYTES input that takes the texts.
+    #[serde(default = "default_text_input")]
+    pub input: String,
+    /// The most tokens per text; default: the model's positions where its graph says, else
+    /// 512.
+    #[serde(default, deserialize_with = "max_length")]
+    pub max_length: Option<u32>,
+    /// Whether a longer text is cut to `max-length` (else refused).
+    #[serde(default = "default_true")]
+    pub truncate: bool,
+    /// How token embeddings become one embedding per text.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// The output pooled; default: the first of shape [-1, -1, H].
+    pub pooled_from: Option<String>,
+    /// Whether the embedding is scaled to length 1 (L2); default: with pooling.
+    pub normalize: Option<bool>,
+}
+
+impl TextConfig {
+    /// Whether embeddings are L2-normalised.
+    pub fn normalized(&self) -> bool {
+        self.normalize.unwrap_or(self.pooling != Pooling::None)
+    }
+}
+
+/// How the token embeddings of a text become one vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// No pooling: the embedding output is not served.
+    None,
+    /// The mean over the text's tokens.
+    #[default]
+    Mean,
+    /// The first token's ([CLS]).
+    Cls,
+    /// The last token's.
+    Last,
+}
+
+impl fmt::Display for Pooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pooling::None => "none",
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        })
+    }
+}
+
+fn default_text_input() -> String {
+    "text".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn max_length<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_LENGTH_LIMIT).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{n} tokens is out of range (1 to {MAX_LENGTH_LIMIT})"
+            ))
+        })
 }
 
 impl ModelConfig {
@@ -240,6 +325,48 @@ pub struct BatchingConfig {
     /// How long a request may wait before it runs, unless its deadline is sooner; unset: none.
     #[serde(default, deserialize_with = "default_timeout")]
     pub default_timeout: Option<Duration>,
+    /// When a batch waits for company.
+    #[serde(default)]
+    pub delay_mode: DelayMode,
+    /// The most padded tokens (rows times the longest) in one execution of a model of token
+    /// sequences.
+    #[serde(
+        default = "default_max_batch_tokens",
+        deserialize_with = "batch_tokens"
+    )]
+    pub max_batch_tokens: u32,
+}
+
+/// When a batch that is not full waits for more requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DelayMode {
+    /// Up to `max-queue-delay`, only while company is coming: other requests waited already,
+    /// or some arrived during the previous execution. A lone caller never waits.
+    #[default]
+    Adaptive,
+    /// Always up to `max-queue-delay`.
+    Fixed,
+}
+
+impl fmt::Display for DelayMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DelayMode::Adaptive => "adaptive",
+            DelayMode::Fixed => "fixed",
+        })
+    }
+}
+
+fn default_max_batch_tokens() -> u32 {
+    DEFAULT_MAX_BATCH_TOKENS
+}
+
+fn batch_tokens<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+        serde::de::Error::custom(format!("{n} tokens is out of range (1 to {})", u32::MAX))
+    })
 }
 
 impl Default for BatchingConfig {
@@ -249,6 +376,8 @@ impl Default for BatchingConfig {
             max_queue_delay: DEFAULT_MAX_QUEUE_DELAY,
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
             default_timeout: None,
+            delay_mode: DelayMode::default(),
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
         }
     }
 }
@@ -764,6 +893,39 @@ impl Config {
         if self.model.uri.path.is_relative() {
             self.model.uri.path = base.join(&self.model.uri.path);
         }
+        if let Some(text) = &mut self.model.text {
+            if text.tokenizer.as_os_str().is_empty() {
+                return Err((
+                    "sidecar.model.text.tokenizer".to_string(),
+                    "is empty: give the model's tokenizer.json".to_string(),
+                ));
+            }
+            if text.tokenizer.is_relative() {
+                text.tokenizer = base.join(&text.tokenizer);
+            }
+            if text.input.is_empty() {
+                return Err((
+                    "sidecar.model.text.input".to_string(),
+                    "is empty: name the input that takes the texts (default \"text\")".to_string(),
+                ));
+            }
+            if text.pooling == Pooling::None && text.normalize == Some(true) {
+                return Err((
+                    "sidecar.model.text.normalize".to_string(),
+                    "normalises the pooled embedding, but sidecar.model.text.pooling is \"none\": choose a pooling or leave normalize out".to_string(),
+                ));
+            }
+            if self.batching.max_batch_size > 0 {
+                if let Some(max_length) = text.max_length {
+                    if max_length > self.batching.max_batch_tokens {
+                        return Err((
+                            "sidecar.batching.max-batch-tokens".to_string(),
+                            format!("is {}, less than one text of sidecar.model.text.max-length ({max_length}): raise it", self.batching.max_batch_tokens),
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(library) = &mut self.model.runtime_library {
             if library.as_os_str().is_empty() {
                 return Err((
@@ -834,11 +996,46 @@ impl fmt::Display for Config {
                 "# sidecar.model.intra-op-threads: unset (1 with a GPU, else the cores)"
             )?,
         }
+        if let Some(text) = &self.model.text {
+            writeln!(
+                f,
+                "sidecar.model.text.tokenizer = {:?}",
+                text.tokenizer.display()
+            )?;
+            writeln!(f, "sidecar.model.text.input = {:?}", text.input)?;
+            match text.max_length {
+                Some(length) => writeln!(f, "sidecar.model.text.max-length = {length}")?,
+                None => writeln!(
+                    f,
+                    "# sidecar.model.text.max-length: unset (the model's positions, else 512)"
+                )?,
+            }
+            writeln!(f, "sidecar.model.text.truncate = {}", text.truncate)?;
+            writeln!(f, "sidecar.model.text.pooling = \"{}\"", text.pooling)?;
+            match &text.pooled_from {
+                Some(output) => writeln!(f, "sidecar.model.text.pooled-from = {output:?}")?,
+                None => writeln!(
+                    f,
+                    "# sidecar.model.text.pooled-from: unset (the first [-1, -1, H] output)"
+                )?,
+            }
+            writeln!(f, "sidecar.model.text.normalize = {}", text.normalized())?;
+        }
         let batching = &self.batching;
         writeln!(
             f,
             "sidecar.batching.max-batch-size = {}",
             batching.max_batch_size
+        )?;
+        writeln!(
+            f,
+            "sidecar.batching.delay-mode = \"{}\"",
+            batching.delay_mode
+        )?;
+        writeln!(
+            f,
+            "sidecar.batching.max-batch-tokens = {}",
+            batching.max_batch_tokens
         )?;
         writeln!(
             f,

@@ -54,6 +54,7 @@ pub mod serving;
 pub mod shutdown;
 pub mod supervision;
 pub mod tensor;
+pub mod text;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -72,6 +73,7 @@ use crate::rpc::{RpcError, RpcServer};
 use crate::serving::{ByteSize, ServingInfo};
 use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
 use crate::supervision::{load_status, Liveness, Notifier, Verdict, LOAD_PROGRESS_ALLOWANCE};
+use crate::text::{TextError, TextStage};
 
 /// How long the health and signal threads get to stop once asked.
 const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,6 +106,9 @@ pub enum Error {
     /// The GPU or the model could not be brought up.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The tokenizer cannot be read, or does not fit the model.
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// A thread could not be started or stopped.
     #[error(transparent)]
     Thread(#[from] ShutdownError),
@@ -118,7 +123,7 @@ impl Error {
     /// for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) => EXIT_USAGE,
+            Error::Config(_) | Error::Text(_) => EXIT_USAGE,
             Error::Gpu(e) if e.is_unservable_model() => EXIT_USAGE,
             _ => EXIT_RUNTIME_FAILURE,
         }
@@ -131,6 +136,9 @@ impl Error {
 pub fn preflight(config: &Config) -> Result<String, Error> {
     model::file::check_model_file(&config.model.uri.path)
         .map_err(|e| Error::Gpu(GpuError::Model(e)))?;
+    if let Some(text) = &config.model.text {
+        TextStage::load(text)?;
+    }
     let (_, source, version) = backend::onnx::load_library(config.model.runtime_library.as_deref())
         .map_err(|e| Error::Gpu(GpuError::Runtime(e)))?;
     Ok(format!("ONNX Runtime {version} from {source}"))
@@ -235,7 +243,11 @@ impl Supervisor<'_> {
             Arc::clone(&self.metrics),
             self.events.clone(),
         )?);
-        let (model, queue) = ModelHandle::new(
+        let text = match &config.model.text {
+            Some(text) => Some(TextStage::load(text)?),
+            None => None,
+        };
+        let (model, queue, counts) = ModelHandle::new(
             Arc::clone(&self.lifecycle),
             Arc::clone(&self.metrics),
             config.batching.clone(),
@@ -245,7 +257,7 @@ impl Supervisor<'_> {
         let inference = InferenceService::new(
             Arc::clone(&self.lifecycle),
             Arc::clone(&self.metrics),
-            model,
+            Arc::clone(&model),
             config.rpc.max_message_size(),
         );
         let rpc = RpcServer::start(
@@ -259,23 +271,30 @@ impl Supervisor<'_> {
             gpu: config.gpu.clone(),
             model: config.model.clone(),
             batching: config.batching.clone(),
+            pad_id: text.as_ref().map_or(0, TextStage::pad_id),
         };
         let gpu = GpuOwner::start(
             plan,
             queue,
+            counts,
             stats,
             Arc::clone(&self.metrics),
             self.events.clone(),
         )?;
         let ready = gpu.ready.clone();
         let gpu = self.components.gpu.insert(gpu);
-        let model = config.model.uri.path.display().to_string();
+        let model_path = config.model.uri.path.display().to_string();
         let progress_checks = tick(STARTUP_CHECK_INTERVAL);
         let mut last_bytes_read = 0;
         loop {
             select! {
                 recv(ready) -> outcome => {
-                    let serving = gpu_outcome(outcome.ok())?;
+                    let mut serving = gpu_outcome(outcome.ok())?;
+                    if let Some(text) = text {
+                        let text = text.bind(&serving.model.signature)?;
+                        serving.model.text = Some(text.info().clone());
+                        model.serve_text(text);
+                    }
                     self.declare_ready(serving);
                     return Ok(false);
                 }
@@ -298,7 +317,7 @@ impl Supervisor<'_> {
                 },
                 recv(progress_checks) -> _ => {
                     let (bytes_read, size) = gpu.load_progress();
-                    self.notifier.status(&load_status(&model, bytes_read, size));
+                    self.notifier.status(&load_status(&model_path, bytes_read, size));
                     // Only a load that moves earns more time; a stuck one meets the unit's
                     // start timeout.
                     if bytes_read > last_bytes_read {

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::tensor::Signature;
+use crate::config::Pooling;
+use crate::tensor::{Signature, TensorSpec};
 
 /// The GPU in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,26 @@ pub struct LoadedModel {
     pub runtime_version: String,
     /// Its inputs and outputs, and how requests are batched.
     pub signature: Arc<Signature>,
+    /// Text in, when `[sidecar.model.text]` is set.
+    pub text: Option<TextInfo>,
+}
+
+/// What a model served text in takes and gives, beside its own inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextInfo {
+    /// The BYTES input of texts.
+    pub input: String,
+    pub tokenizer: PathBuf,
+    /// The most tokens per text.
+    pub max_length: usize,
+    /// Whether longer texts are cut to `max_length` (else refused).
+    pub truncate: bool,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// The model output pooled, and the embedding served from it (with pooling).
+    pub embedding: Option<(usize, TensorSpec)>,
+    /// The model's attention mask input, if it has one.
+    pub mask: Option<usize>,
 }
 
 /// What the sidecar serves once READY.
@@ -88,7 +109,9 @@ impl ServingInfo {
                     inputs: Vec::new(),
                     outputs: Vec::new(),
                     max_batch_size: 0,
+                    ..Default::default()
                 }),
+                text: None,
             },
         }
     }

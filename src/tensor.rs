@@ -89,6 +89,23 @@ impl DataType {
         !matches!(self, DataType::Unsupported(_))
     }
 
+    /// `value` as one little-endian element of this type (BYTES: an empty element); for
+    /// filling and padding integer inputs such as token ids.
+    pub fn encode_integer(self, value: i64) -> Vec<u8> {
+        match self {
+            DataType::Bool => vec![u8::from(value != 0)],
+            DataType::Uint8 | DataType::Int8 => vec![value as u8],
+            DataType::Uint16 | DataType::Int16 => (value as u16).to_le_bytes().to_vec(),
+            DataType::Uint32 | DataType::Int32 => (value as u32).to_le_bytes().to_vec(),
+            DataType::Uint64 | DataType::Int64 => value.to_le_bytes().to_vec(),
+            DataType::Fp16 => half::f16::from_f64(value as f64).to_le_bytes().to_vec(),
+            DataType::Fp32 => (value as f32).to_le_bytes().to_vec(),
+            DataType::Fp64 => (value as f64).to_le_bytes().to_vec(),
+            DataType::Bytes => vec![0; BYTES_LENGTH_PREFIX],
+            DataType::Unsupported(_) => Vec::new(),
+        }
+    }
+
     /// Bytes per element, for the types of a fixed size (all served types but BYTES).
     pub fn size(self) -> Option<usize> {
         match self {
@@ -120,13 +137,30 @@ pub struct TensorSpec {
 }
 
 /// The model's inputs and outputs, and whether requests can be batched along dimension 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     /// The most rows one execution takes; 0: no batching, each request runs alone with the
     /// model's own shapes.
     pub max_batch_size: u32,
+    /// How requests of different lengths share an execution, when they can.
+    pub padding: Option<Padding>,
+    /// The most positions (tokens) a row may have, when the model says (the rows of its
+    /// position embeddings).
+    pub max_positions: Option<usize>,
+}
+
+/// How requests of different sequence lengths (axis 1 of some inputs: token ids, attention
+/// mask, token types) run in one execution: those inputs are padded to the longest in the
+/// batch, and the outputs whose size follows the length are cut back to each request's own.
+/// Found at warm-up, where padding was seen to leave each row's outputs unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Padding {
+    /// Per model input: the value it is padded with along axis 1, if it has a sequence axis.
+    pub inputs: Vec<Option<i64>>,
+    /// Per model output: the axis whose size is the sequence length, if any.
+    pub outputs: Vec<Option<usize>>,
 }
 
 impl Signature {
@@ -148,6 +182,12 @@ impl Signature {
     /// Inputs of zeros with `rows` rows (or the model's own first dimension when it is
     /// fixed); other dynamic dimensions are 1. For warm-up and the bench.
     pub fn zero_inputs(&self, rows: usize) -> Vec<Tensor> {
+        self.filled_inputs(rows, 1, 0)
+    }
+
+    /// Inputs of `rows` rows whose other dynamic dimensions are `length`, every element
+    /// `value` (integer inputs), 1 (floating point) or empty (BYTES).
+    pub fn filled_inputs(&self, rows: usize, length: usize, value: i64) -> Vec<Tensor> {
         self.inputs
             .iter()
             .map(|spec| {
@@ -157,17 +197,21 @@ impl Signature {
                     .enumerate()
                     .map(|(axis, &dim)| match (axis, dim) {
                         (0, -1) => rows as i64,
-                        (_, -1) => 1,
+                        (_, -1) => length as i64,
                         (_, dim) => dim,
                     })
                     .collect();
-                // Zeros, or for BYTES empty elements: a zero length each.
-                let element = spec.datatype.size().unwrap_or(BYTES_LENGTH_PREFIX);
-                let bytes = element_count(&shape).unwrap_or(0) * element;
-                Tensor {
-                    shape,
-                    data: vec![0; bytes],
-                }
+                let count = element_count(&shape).unwrap_or(0);
+                let data = if value == 0 {
+                    // Zeros, or for BYTES empty elements: a zero length each.
+                    let element = spec.datatype.size().unwrap_or(BYTES_LENGTH_PREFIX);
+                    vec![0; count * element]
+                } else {
+                    (0..count)
+                        .flat_map(|_| spec.datatype.encode_integer(value))
+                        .collect()
+                };
+                Tensor { shape, data }
             })
             .collect()
     }
@@ -262,6 +306,25 @@ pub fn row_offsets(
     }
 }
 
+/// `data`, a tensor of `shape` of a fixed-size type, with axis `axis` cut to its first
+/// `length` positions (for outputs that follow a padded sequence length).
+pub fn cut_axis(shape: &[i64], data: &[u8], axis: usize, length: usize) -> Tensor {
+    let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    let outer: usize = dims[..axis].iter().product();
+    let elements: usize = dims.iter().product();
+    let element = data.len().checked_div(elements).unwrap_or(0);
+    let inner: usize = dims[axis + 1..].iter().product::<usize>() * element;
+    let full = dims[axis] * inner;
+    let length = length.min(dims[axis]);
+    let mut cut = Vec::with_capacity(outer * length * inner);
+    for block in data.chunks_exact(full.max(1)).take(outer) {
+        cut.extend_from_slice(&block[..length * inner]);
+    }
+    let mut shape = shape.to_vec();
+    shape[axis] = length as i64;
+    Tensor { shape, data: cut }
+}
+
 /// The number of elements of `shape`, or `None` on a negative dimension or overflow.
 pub fn element_count(shape: &[i64]) -> Option<usize> {
     shape.iter().try_fold(1usize, |count, &dim| {
@@ -305,6 +368,7 @@ mod tests {
             inputs: vec![spec.clone()],
             outputs: vec![],
             max_batch_size: 8,
+            ..Default::default()
         };
         assert_eq!(signature.config_dims(&spec), vec![4]);
         signature.max_batch_size = 0;

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,14 +88,7 @@ pub fn template(
     rows: usize,
 ) -> Result<ModelInferRequest, String> {
     let option = || CallOption::default().timeout(Duration::from_secs(10));
-    let stats = client
-        .model_statistics_opt(&ModelStatisticsRequest::default(), option())
-        .map_err(|e| format!("ModelStatistics: {e}"))?;
-    let name = stats
-        .model_stats
-        .first()
-        .map(|s| s.name.clone())
-        .ok_or("the sidecar reports no model")?;
+    let name = served_model(client)?;
     let metadata = client
         .model_metadata_opt(
             &ModelMetadataRequest {
@@ -132,6 +126,7 @@ pub fn template(
         inputs: specs,
         outputs: Vec::new(),
         max_batch_size: 0,
+        ..Default::default()
     };
     for (spec, zeros) in signature.inputs.iter().zip(signature.zero_inputs(rows)) {
         request.inputs.push(InferInputTensor {
@@ -143,6 +138,51 @@ pub fn template(
         request.raw_input_contents.push(zeros.data);
     }
     Ok(request)
+}
+
+/// One request per text, for the served model's BYTES input `text`.
+pub fn text_requests<'a>(
+    client: &GrpcInferenceServiceClient,
+    texts: impl Iterator<Item = &'a str>,
+) -> Result<Vec<ModelInferRequest>, String> {
+    let template = ModelInferRequest {
+        model_name: served_model(client)?,
+        inputs: vec![InferInputTensor {
+            name: "text".to_string(),
+            datatype: "BYTES".to_string(),
+            shape: vec![1],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let requests: Vec<_> = texts
+        .map(|text| {
+            let mut request = template.clone();
+            let mut raw = (text.len() as u32).to_le_bytes().to_vec();
+            raw.extend_from_slice(text.as_bytes());
+            request.raw_input_contents = vec![raw];
+            request
+        })
+        .collect();
+    if requests.is_empty() {
+        return Err("the texts file has no texts".to_string());
+    }
+    Ok(requests)
+}
+
+/// The name of the model the sidecar serves.
+fn served_model(client: &GrpcInferenceServiceClient) -> Result<String, String> {
+    let stats = client
+        .model_statistics_opt(
+            &ModelStatisticsRequest::default(),
+            CallOption::default().timeout(Duration::from_secs(10)),
+        )
+        .map_err(|e| format!("ModelStatistics: {e}"))?;
+    stats
+        .model_stats
+        .first()
+        .map(|s| s.name.clone())
+        .ok_or_else(|| "the sidecar reports no model".to_string())
 }
 
 /// (rows run, executions) so far, from the model's statistics.
@@ -157,26 +197,36 @@ fn counts(client: &GrpcInferenceServiceClient) -> Option<(u64, u64)> {
     Some((model.inference_count, model.execution_count))
 }
 
-/// Runs one closed loop per client until `limit`, unary or streaming per `mode`.
+/// Runs one closed loop per client until `limit`, unary or streaming per `mode`, each client
+/// sending `requests` in turn from its own place in them.
 pub fn closed_loop(
     clients: &[GrpcInferenceServiceClient],
-    request: &ModelInferRequest,
+    requests: &[ModelInferRequest],
     mode: Mode,
     limit: Limit,
     deadline: Duration,
 ) -> Measured {
     let before = clients.first().and_then(counts);
-    let tally = load::closed_loop(clients, limit, |client, go_on, tally| match mode {
-        Mode::Unary | Mode::Ping => {
-            while go_on() {
-                let began = Instant::now();
-                match client.model_infer_opt(request, CallOption::default().timeout(deadline)) {
-                    Ok(_) => tally.answered(began),
-                    Err(e) => tally.rpc_failed(&e),
+    let places = AtomicUsize::new(0);
+    let tally = load::closed_loop(clients, limit, |client, go_on, tally| {
+        // Clients start 7 requests apart: lengths mix across clients.
+        let mut turn = places.fetch_add(7, Ordering::Relaxed);
+        let mut next = || {
+            turn += 1;
+            &requests[turn % requests.len()]
+        };
+        match mode {
+            Mode::Unary | Mode::Ping => {
+                while go_on() {
+                    let began = Instant::now();
+                    match client.model_infer_opt(next(), CallOption::default().timeout(deadline)) {
+                        Ok(_) => tally.answered(began),
+                        Err(e) => tally.rpc_failed(&e),
+                    }
                 }
             }
+            Mode::Stream => stream_loop(client, &mut next, deadline, go_on, tally),
         }
-        Mode::Stream => stream_loop(client, request, deadline, go_on, tally),
     });
     let mut measured = Measured {
         requests: tally.requests(),
@@ -195,9 +245,9 @@ pub fn closed_loop(
 }
 
 /// One stream, one request in flight: send, wait for its answer, repeat.
-fn stream_loop(
+fn stream_loop<'a>(
     client: &GrpcInferenceServiceClient,
-    request: &ModelInferRequest,
+    next: &mut dyn FnMut() -> &'a ModelInferRequest,
     deadline: Duration,
     go_on: &mut dyn FnMut() -> bool,
     tally: &mut Tally,
@@ -211,7 +261,7 @@ fn stream_loop(
     block_on(async {
         while go_on() {
             let began = Instant::now();
-            if let Err(e) = sink.send((request.clone(), WriteFlags::default())).await {
+            if let Err(e) = sink.send((next().clone(), WriteFlags::default())).await {
                 tally.failed(e.to_string());
                 return;
             }

@@ -91,6 +91,16 @@ struct Args {
     /// sidecar.batching.max-queue-delay of the spawned sidecars.
     #[arg(long, default_value = "1 ms")]
     max_queue_delay: String,
+    /// sidecar.batching.delay-mode of the spawned sidecars: adaptive or fixed.
+    #[arg(long, default_value = "adaptive")]
+    delay_mode: String,
+    /// A tokenizer.json: the spawned sidecars serve --model text in ([sidecar.model.text]).
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+    /// A file of texts, one per line: inference requests send these (one text per request,
+    /// each client going through them from its own place) instead of zeros.
+    #[arg(long, value_name = "PATH")]
+    texts: Option<PathBuf>,
     /// After each inference run, time the same model in this process at the batch size the
     /// batcher formed (rows per execution, rounded), on the CPU: rows/s.
     #[arg(long)]
@@ -296,6 +306,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
                 transport,
                 max_batch_size,
                 max_queue_delay: args.max_queue_delay.clone(),
+                delay_mode: args.delay_mode.clone(),
+                tokenizer: args.tokenizer.clone(),
             };
             let mut startups = Vec::with_capacity(args.startup_runs);
             // Each spawned sidecar is stopped when dropped.
@@ -397,17 +409,28 @@ fn measure_inference(
     }
     for &concurrency in &args.concurrency {
         for &rows in &args.rows {
-            let request =
-                infer::template(&probe, rows).map_err(|reason| BenchError::Unreachable {
-                    target: target.grpc.clone(),
-                    reason,
-                })?;
+            let unreachable = |reason| BenchError::Unreachable {
+                target: target.grpc.clone(),
+                reason,
+            };
+            let requests = match &args.texts {
+                Some(path) => {
+                    let texts =
+                        std::fs::read_to_string(path).map_err(|source| BenchError::Model {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    infer::text_requests(&probe, texts.lines().filter(|l| !l.is_empty()))
+                        .map_err(unreachable)?
+                }
+                None => vec![infer::template(&probe, rows).map_err(unreachable)?],
+            };
             let clients: Vec<_> = (0..concurrency)
                 .map(|_| infer::connect(environment, &target.grpc))
                 .collect();
             infer::closed_loop(
                 &clients,
-                &request,
+                &requests,
                 mode,
                 Limit::Time(args.warmup),
                 args.deadline,
@@ -415,7 +438,7 @@ fn measure_inference(
             let limit = args
                 .requests
                 .map_or(Limit::Time(args.duration), Limit::Requests);
-            let measured = infer::closed_loop(&clients, &request, mode, limit, args.deadline);
+            let measured = infer::closed_loop(&clients, &requests, mode, limit, args.deadline);
             let runtime = match (args.runtime_only, model, measured.rows_per_execution) {
                 (true, Some(model), Some(per_execution)) => {
                     // Without batching each execution runs one request, of `rows` rows.
@@ -658,6 +681,8 @@ struct Spawner {
     transport: Transport,
     max_batch_size: u32,
     max_queue_delay: String,
+    delay_mode: String,
+    tokenizer: Option<PathBuf>,
 }
 
 /// A spawned sidecar, READY.
@@ -696,10 +721,17 @@ impl Spawner {
                 "[sidecar.rpc]\nendpoint = \"{endpoint}\"\n[sidecar.model]\nuri = \"{}\"\n\
                  [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"5 s\"\n\
                  [sidecar.batching]\nmax-batch-size = {}\nmax-queue-delay = {:?}\n\
-                 [sidecar.log]\nlevel = \"info\"\n",
+                 delay-mode = {:?}\n[sidecar.log]\nlevel = \"info\"\n{}",
                 self.model.display(),
                 self.max_batch_size,
                 self.max_queue_delay,
+                self.delay_mode,
+                self.tokenizer
+                    .as_ref()
+                    .map_or_else(String::new, |path| format!(
+                        "[sidecar.model.text]\ntokenizer = {:?}\n",
+                        path.display()
+                    )),
             ),
         )?;
         let spawned_at = Instant::now();

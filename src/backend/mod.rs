@@ -18,6 +18,7 @@
 //! [`onnx`] is ONNX Runtime's; a second backend (or a fake in tests) is one more file.
 
 pub mod onnx;
+mod positions;
 mod zipmap;
 
 use std::fmt;

@@ -27,6 +27,7 @@ use ort::logging::LogLevel;
 use ort::session::{RunOptions, Session as OrtSession};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
+use super::positions;
 use super::zipmap::{self, ClassKeys};
 use super::{Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions};
 use crate::tensor::{
@@ -190,6 +191,11 @@ impl OnnxSession {
             .with_intra_op_spinning(false)
             .map_err(builder_error)?
             .with_inter_op_spinning(false)
+            .map_err(builder_error)?
+            // Memory patterns are planned per input shape and kept for each one seen: with
+            // token sequences every batch is a new shape, and they only grow the memory held
+            // (the arena serves fixed shapes as well without them).
+            .with_memory_pattern(false)
             .map_err(builder_error)?;
         if let Provider::Cuda(ordinal) = options.provider {
             let cuda = ort::ep::CUDA::default()
@@ -217,12 +223,28 @@ impl OnnxSession {
             });
         }
         let (outputs, zipmaps) = output_specs(path, model, session.outputs())?;
+        let dynamic_shapes = inputs
+            .iter()
+            .any(|spec| spec.dims.iter().skip(1).any(|&d| d == -1));
         let signature = Signature {
             inputs,
             outputs,
             max_batch_size: options.max_batch_size,
+            padding: None,
+            max_positions: positions::position_rows(model),
         };
-        let run_options = RunOptions::new().map_err(|e| session_error(e.to_string()))?;
+        let mut run_options = RunOptions::new().map_err(|e| session_error(e.to_string()))?;
+        if dynamic_shapes {
+            // Each execution's shape is new: hand back to the system what the arena grew for
+            // it, so that the memory held stays that of the largest execution, not of all.
+            let arenas = match options.provider {
+                Provider::Cuda(ordinal) => format!("cpu:0;gpu:{ordinal}"),
+                Provider::Cpu => "cpu:0".to_string(),
+            };
+            run_options
+                .set("memory.enable_memory_arena_shrinkage", arenas)
+                .map_err(|e| session_error(e.to_string()))?;
+        }
         let mut created = OnnxSession {
             session,
             run_options: Arc::new(run_options),

@@ -23,7 +23,9 @@
 //! context on itself.
 
 mod cuda;
+mod probe;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,13 +39,13 @@ use crate::backend::onnx;
 use crate::backend::{Backend, Interrupter, LoadError, Provider, Session, SessionOptions};
 use crate::config::{BatchingConfig, GpuConfig, GpuMode, ModelConfig};
 use crate::metrics::Metrics;
-use crate::model::batcher::{self, BatchPolicy};
+use crate::model::batcher::{self, BatchPolicy, QueueCounts};
 use crate::model::file::{self, LoadControl, ModelError};
 use crate::model::job::{Job, JobFailure};
 use crate::model::stats::ModelStats;
 use crate::serving::{ByteSize, LoadedModel, MemorySample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
-use crate::tensor::{DataType, Signature};
+use crate::tensor::Signature;
 
 /// Why the GPU or the model could not be brought up; exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,8 @@ pub struct ServingPlan {
     pub gpu: GpuConfig,
     pub model: ModelConfig,
     pub batching: BatchingConfig,
+    /// The token id that pads `input_ids` (the tokenizer's, with text in; else 0).
+    pub pad_id: i64,
 }
 
 /// The main thread's handle on the GPU-owner thread.
@@ -130,6 +134,7 @@ impl GpuOwner {
     pub fn start(
         plan: ServingPlan,
         queue: Receiver<Job>,
+        counts: Arc<QueueCounts>,
         stats: Arc<ModelStats>,
         metrics: Arc<Metrics>,
         events: Sender<Event>,
@@ -156,12 +161,15 @@ impl GpuOwner {
             #[cfg(feature = "failpoints")]
             fail::fail_point!("gpu::after_ready");
             let policy = BatchPolicy {
-                max_rows: resident.info.model.signature.max_batch_size as usize,
+                max_rows: resident.signature.max_batch_size as usize,
+                max_tokens: plan.batching.max_batch_tokens as usize,
                 max_delay: plan.batching.max_queue_delay,
+                delay_mode: plan.batching.delay_mode,
             };
             let serving = Serving {
                 resident: &mut resident,
                 policy,
+                counts: &counts,
                 stats: &stats,
                 metrics: &metrics,
                 stopping: &stopping_flag,
@@ -235,8 +243,8 @@ struct Resident {
     // is freed before the context is released.
     context: Option<PrimaryContext>,
     info: ServingInfo,
-    /// The datatype of each output, in order: how the batcher finds their rows.
-    output_datatypes: Vec<DataType>,
+    /// The model's inputs and outputs and how they batch (as `info.model.signature`).
+    signature: Arc<Signature>,
 }
 
 impl Resident {
@@ -261,6 +269,7 @@ impl Resident {
 struct Serving<'a> {
     resident: &'a mut Resident,
     policy: BatchPolicy,
+    counts: &'a QueueCounts,
     stats: &'a ModelStats,
     metrics: &'a Metrics,
     stopping: &'a AtomicBool,
@@ -270,65 +279,69 @@ impl Serving<'_> {
     /// Runs batches from `queue` and answers `commands` between them, until told to stop (or
     /// the main thread is gone); then answers what is still queued without running it.
     fn run(mut self, commands: &Receiver<GpuCommand>, queue: &Receiver<Job>) {
-        let mut held: Option<Job> = None;
+        // Jobs taken off the queue that have not run yet, oldest first.
+        let mut pending: VecDeque<Job> = VecDeque::new();
         let mut queue_open = true;
+        // Whether jobs arrived while the previous execution ran: company is coming.
+        let mut company_coming = false;
         loop {
             // Commands first, so that heartbeats are answered between executions under load.
             loop {
                 match commands.try_recv() {
                     Ok(command) => {
                         if !self.obey(command) {
-                            return self.refuse_remaining(held, queue);
+                            return self.refuse_remaining(pending, queue);
                         }
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         log::warn!("the main thread is gone; releasing the GPU");
-                        return self.refuse_remaining(held, queue);
+                        return self.refuse_remaining(pending, queue);
                     }
                 }
             }
-            let first = match held.take() {
-                Some(job) => job,
-                None if queue_open => select! {
-                    recv(commands) -> command => {
-                        match command.map(|command| self.obey(command)) {
-                            Ok(true) => continue,
-                            _ => return self.refuse_remaining(None, queue),
+            if pending.is_empty() {
+                let first = if queue_open {
+                    select! {
+                        recv(commands) -> command => {
+                            match command.map(|command| self.obey(command)) {
+                                Ok(true) => continue,
+                                _ => return self.refuse_remaining(pending, queue),
+                            }
                         }
+                        recv(queue) -> job => match job {
+                            Ok(job) => job,
+                            Err(_) => {
+                                queue_open = false;
+                                continue;
+                            }
+                        },
                     }
-                    recv(queue) -> job => match job {
-                        Ok(job) => job,
-                        Err(_) => {
-                            queue_open = false;
-                            continue;
-                        }
-                    },
-                },
-                None => match commands.recv().map(|command| self.obey(command)) {
-                    Ok(true) => continue,
-                    _ => return self.refuse_remaining(None, queue),
-                },
-            };
-            self.metrics.set_queue_depth(queue.len());
-            if let Some(failure) = first.refusal(Instant::now()) {
-                refuse_job(first, failure);
-                continue;
+                } else {
+                    match commands.recv().map(|command| self.obey(command)) {
+                        Ok(true) => continue,
+                        _ => return self.refuse_remaining(pending, queue),
+                    }
+                };
+                pending.push_back(first);
             }
             let batch = batcher::gather(
-                first,
+                &mut pending,
                 queue,
                 self.policy,
-                &mut held,
-                |job, why| {
-                    self.metrics.set_queue_depth(queue.len());
-                    refuse_job(job, why);
-                },
+                self.resident.signature.padding.as_ref(),
+                company_coming,
+                refuse_job,
                 // A heartbeat or a stop does not wait for a batch to fill.
                 || !commands.is_empty(),
             );
-            self.metrics.set_queue_depth(queue.len());
+            if batch.is_empty() {
+                self.metrics.set_queue_depth(self.counts.waiting());
+                continue;
+            }
+            let arrived = self.counts.arrived();
             self.execute(batch);
+            company_coming = self.counts.arrived() != arrived;
         }
     }
 
@@ -354,10 +367,10 @@ impl Serving<'_> {
         }
     }
 
-    /// Answers every job still queued (and the held one) UNAVAILABLE, without running it.
-    fn refuse_remaining(self, held: Option<Job>, queue: &Receiver<Job>) {
+    /// Answers every job still queued (or pending) UNAVAILABLE, without running it.
+    fn refuse_remaining(self, pending: VecDeque<Job>, queue: &Receiver<Job>) {
         let mut refused = 0;
-        for job in held.into_iter().chain(queue.try_iter()) {
+        for job in pending.into_iter().chain(queue.try_iter()) {
             job.answer(Err(JobFailure::NotRun));
             refused += 1;
         }
@@ -368,11 +381,12 @@ impl Serving<'_> {
     }
 
     /// Runs one execution for `batch` and answers each job with its rows.
-    fn execute(&mut self, batch: Vec<Job>) {
+    fn execute(&mut self, mut batch: Vec<Job>) {
         let started = Instant::now();
         let requests = batch.len() as u64;
         let rows: usize = batch.iter().map(|job| job.rows).sum();
-        for job in &batch {
+        for job in &mut batch {
+            job.leave_queue();
             let waited = started.saturating_duration_since(job.enqueued);
             self.stats.queue.record(1, waited);
             self.metrics.observe_queue_time(waited);
@@ -382,7 +396,8 @@ impl Serving<'_> {
         // that its requests left the queue and are held here.
         #[cfg(feature = "failpoints")]
         fail::fail_point!("gpu::execute");
-        let inputs = batcher::concatenate(&batch);
+        self.metrics.set_queue_depth(self.counts.waiting());
+        let inputs = batcher::concatenate(&batch, &self.resident.signature);
         let inputs_ready = Instant::now();
         let outcome = self.resident.session.run(inputs);
         let ran = Instant::now();
@@ -391,9 +406,7 @@ impl Serving<'_> {
         self.stats.record_execution(rows as u64);
         self.metrics.record_execution(rows, ran - inputs_ready);
         match outcome {
-            Ok(outputs) => {
-                batcher::split_and_answer(batch, outputs, &self.resident.output_datatypes)
-            }
+            Ok(outputs) => batcher::split_and_answer(batch, outputs, &self.resident.signature),
             Err(error) if self.stopping.load(Ordering::Relaxed) => {
                 log::warn!("an execution of {rows} row(s) was ended by the shutdown: {error}");
                 for job in batch {
@@ -479,6 +492,23 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
         path: model_path.clone(),
         source,
     })?;
+    let mut signature = (**session.signature()).clone();
+    match probe::padding(&mut *session, &signature, plan.pad_id) {
+        Ok(Some(padding)) => {
+            log::info!(
+                "model {}: requests of token sequences of different lengths are batched together, padded to the longest of each batch (at most {} padded tokens per execution)",
+                model_path.display(),
+                plan.batching.max_batch_tokens
+            );
+            signature.padding = Some(padding);
+        }
+        Ok(None) => {}
+        Err(why) => log::warn!(
+            "model {}: requests of different lengths run in separate executions: {why}",
+            model_path.display()
+        ),
+    }
+    let signature = Arc::new(signature);
     let info = ServingInfo {
         gpu: context.as_ref().map(|c| c.info.clone()),
         model: LoadedModel {
@@ -489,7 +519,8 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
             location: session.provider().location(),
             load_time: started.elapsed(),
             runtime_version,
-            signature: Arc::clone(session.signature()),
+            signature: Arc::clone(&signature),
+            text: None,
         },
     };
     log::info!(
@@ -503,18 +534,12 @@ fn load(plan: &ServingPlan, control: &LoadControl) -> Result<Resident, GpuError>
         info.model.sha256,
         info.model.load_time.as_secs_f64()
     );
-    log_signature(session.signature());
-    let output_datatypes = session
-        .signature()
-        .outputs
-        .iter()
-        .map(|spec| spec.datatype)
-        .collect();
+    log_signature(&signature);
     Ok(Resident {
         session,
         context,
         info,
-        output_datatypes,
+        signature,
     })
 }
 
@@ -567,7 +592,7 @@ mod tests {
     use crate::backend::RunError;
     use crate::metrics::Transport;
     use crate::model::job::JobResult;
-    use crate::tensor::{Tensor, TensorSpec};
+    use crate::tensor::{DataType, Tensor, TensorSpec};
 
     /// A second backend in a few lines: an identity model, whose output is its input.
     #[derive(Debug)]
@@ -606,14 +631,15 @@ mod tests {
             inputs: vec![spec("x")],
             outputs: vec![spec("y")],
             max_batch_size: 8,
+            ..Default::default()
         });
         let mut resident = Resident {
             session: Box::new(Echo(Arc::clone(&signature))),
             context: None,
             info: ServingInfo::for_tests(),
-            output_datatypes: vec![DataType::Fp32],
+            signature: Arc::clone(&signature),
         };
-        let (submitter, queue) = batcher::queue(16);
+        let (submitter, queue, counts) = batcher::queue(16);
         let mut answers = Vec::new();
         // Three requests wait before the loop starts: one execution runs them all.
         for rows in 1..=3u8 {
@@ -652,8 +678,11 @@ mod tests {
             resident: &mut resident,
             policy: BatchPolicy {
                 max_rows: 8,
+                max_tokens: 0,
                 max_delay: Duration::from_millis(50),
+                delay_mode: crate::config::DelayMode::Fixed,
             },
+            counts: &counts,
             stats: &stats,
             metrics: &metrics,
             stopping: &stopping,

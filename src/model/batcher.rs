@@ -12,21 +12,36 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The dynamic batcher: one bounded queue of inference jobs that the gRPC handlers (on the
+//! The dynamic batcher: one queue of inference jobs that the gRPC handlers (on the
 //! completion-queue threads) fill without blocking, through the model's handle, and that the
-//! GPU-owner thread drains. The GPU-owner thread takes the oldest job, gathers more until it
-//! has `max-batch-size` rows or the oldest has waited `max-queue-delay`, runs them as one
-//! execution and answers each job with its own rows. Jobs whose caller gave up (cancelled,
-//! vanished, deadline passed) are answered without running.
+//! GPU-owner thread drains. The GPU-owner thread takes the oldest job and gathers others that
+//! can run with it, up to `max-batch-size` rows (and, for models of token sequences,
+//! `max-batch-tokens` padded tokens), then runs them as one execution and answers each job
+//! with its own rows. Jobs whose caller gave up (cancelled, vanished, deadline passed) are
+//! answered without running.
+//!
+//! How long a batch waits for company is the [`DelayMode`]: `fixed` waits up to
+//! `max-queue-delay` from the oldest job's arrival; `adaptive` (the default) waits only when
+//! company is coming: when other jobs waited already, or some arrived during the previous
+//! execution. A lone caller's request runs at once.
+//!
+//! Requests of token sequences of different lengths run together when the model allows
+//! ([`Padding`]): their sequence inputs are padded to the longest in the batch, and outputs
+//! whose size follows the length are cut back to each job's own. Gathering then prefers the
+//! jobs of lengths nearest the oldest's, so that padding wastes little, and looks past a job
+//! that does not fit (it waits for a later execution, in its turn).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 
 use super::job::{Job, JobFailure};
 use crate::backend::RunError;
-use crate::tensor::{row_offsets, DataType, Tensor};
+use crate::config::DelayMode;
+use crate::tensor::{cut_axis, row_offsets, DataType, Padding, Signature, Tensor};
 
 /// How often a batch that is not full looks for more jobs while its oldest job may wait.
 const GATHER_POLL: Duration = Duration::from_micros(100);
@@ -45,20 +60,49 @@ pub enum SubmitError {
 pub struct Submitter {
     sender: Sender<Job>,
     capacity: usize,
+    counts: Arc<QueueCounts>,
+}
+
+/// What the queue counts, shared by both ends.
+#[derive(Debug, Default)]
+pub struct QueueCounts {
+    /// Jobs submitted and not yet running or answered (in the channel or held by the
+    /// batcher).
+    waiting: Arc<AtomicUsize>,
+    /// Jobs ever submitted.
+    arrived: AtomicU64,
+}
+
+impl QueueCounts {
+    /// Jobs waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Jobs ever submitted.
+    pub fn arrived(&self) -> u64 {
+        self.arrived.load(Ordering::Relaxed)
+    }
 }
 
 impl Submitter {
     /// Adds a job without blocking.
-    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        self.sender.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) => SubmitError::Full(job),
-            TrySendError::Disconnected(job) => SubmitError::Closed(job),
+    pub fn submit(&self, mut job: Job) -> Result<(), SubmitError> {
+        if self.counts.waiting() >= self.capacity {
+            return Err(SubmitError::Full(job));
+        }
+        job.count_in(&self.counts.waiting);
+        self.counts.arrived.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(job).map_err(|e| {
+            let mut job = e.into_inner();
+            job.leave_queue();
+            SubmitError::Closed(job)
         })
     }
 
     /// Jobs waiting now.
     pub fn depth(&self) -> usize {
-        self.sender.len()
+        self.counts.waiting()
     }
 
     /// The most jobs that may wait.
@@ -67,10 +111,17 @@ impl Submitter {
     }
 }
 
-/// The bounded queue: the handlers' [`Submitter`] and the GPU-owner thread's receiver.
-pub fn queue(capacity: usize) -> (Submitter, Receiver<Job>) {
-    let (sender, receiver) = bounded(capacity);
-    (Submitter { sender, capacity }, receiver)
+/// The queue of at most `capacity` waiting jobs: the handlers' [`Submitter`], and the
+/// GPU-owner thread's receiver and counts.
+pub fn queue(capacity: usize) -> (Submitter, Receiver<Job>, Arc<QueueCounts>) {
+    let (sender, receiver) = unbounded();
+    let counts = Arc::new(QueueCounts::default());
+    let submitter = Submitter {
+        sender,
+        capacity,
+        counts: Arc::clone(&counts),
+    };
+    (submitter, receiver, counts)
 }
 
 /// How jobs are gathered into executions.
@@ -78,63 +129,145 @@ pub fn queue(capacity: usize) -> (Submitter, Receiver<Job>) {
 pub struct BatchPolicy {
     /// The most rows in one execution; 0: one job per execution.
     pub max_rows: usize,
+    /// The most padded tokens (rows times the longest length) in one execution of a model of
+    /// token sequences; 0: no limit.
+    pub max_tokens: usize,
     /// How long the oldest job may wait for others to join.
     pub max_delay: Duration,
+    /// When waiting for company is worth it.
+    pub delay_mode: DelayMode,
 }
 
-/// Gathers the jobs that run with `first`: from `held` (a job that did not fit last time) and
-/// then the queue, until `max_rows` rows or the first job's delay is over. A job that does not
-/// fit is left in `held` for the next execution; jobs whose callers have gone are answered
-/// through `refuse` and skipped. Waiting also ends as soon as `interrupted` says so (a command
-/// for the GPU-owner thread, such as a heartbeat, must not wait out a long delay).
+/// Gathers the jobs that run with the oldest of `pending` (jobs taken off the queue that have
+/// not run yet), taking new ones from `queue`: up to `max_rows` rows and `max_tokens` padded
+/// tokens, waiting for company per the policy's [`DelayMode`] (`company_coming`: jobs arrived
+/// during the previous execution). Jobs that do not fit stay in `pending`, in their order;
+/// jobs whose callers have gone are answered through `refuse` and skipped. Waiting also ends
+/// as soon as `interrupted` says so (a command for the GPU-owner thread, such as a heartbeat,
+/// must not wait out a long delay). Empty when every pending job was refused.
 pub fn gather(
-    first: Job,
+    pending: &mut VecDeque<Job>,
     queue: &Receiver<Job>,
     policy: BatchPolicy,
-    held: &mut Option<Job>,
+    padding: Option<&Padding>,
+    company_coming: bool,
     mut refuse: impl FnMut(Job, JobFailure),
     interrupted: impl Fn() -> bool,
 ) -> Vec<Job> {
-    let until = first.enqueued + policy.max_delay;
-    let mut rows = first.rows;
-    let mut batch = vec![first];
+    pending.extend(queue.try_iter());
+    let now = Instant::now();
+    let first = loop {
+        let Some(job) = pending.pop_front() else {
+            return Vec::new();
+        };
+        match job.refusal(now) {
+            Some(failure) => refuse(job, failure),
+            None => break job,
+        }
+    };
+    let padded: &[Option<i64>] = padding.map_or(&[], |p| &p.inputs);
+    let mut batch = Batch {
+        rows: first.rows,
+        longest: first.length(padded),
+        jobs: vec![first],
+        padded,
+        policy,
+    };
     if policy.max_rows == 0 {
-        return batch;
+        return batch.jobs;
     }
-    while rows < policy.max_rows {
-        let next = match held.take() {
-            Some(job) => job,
-            None => match queue.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if now >= until || interrupted() {
-                        break;
-                    }
-                    // Look again a little later rather than waking at every arrival: under
-                    // load that saves a wake-up (and a context switch) per request.
-                    std::thread::sleep((until - now).min(GATHER_POLL));
-                    continue;
+    // What waits already, nearest the first job's length first (a stable sort: in arrival
+    // order among equals).
+    let target = batch.longest;
+    let mut waiting: Vec<Option<Job>> = pending.drain(..).map(Some).collect();
+    let mut order: Vec<usize> = (0..waiting.len()).collect();
+    order.sort_by_key(|&i| {
+        waiting[i]
+            .as_ref()
+            .map_or(0, |job| job.length(padded).abs_diff(target))
+    });
+    for i in order {
+        if batch.full() {
+            break;
+        }
+        let Some(job) = waiting[i].take() else {
+            continue;
+        };
+        if let Some(failure) = job.refusal(now) {
+            refuse(job, failure);
+        } else if batch.fits(&job) {
+            batch.push(job);
+        } else {
+            waiting[i] = Some(job);
+        }
+    }
+    pending.extend(waiting.into_iter().flatten());
+    let wait = match policy.delay_mode {
+        DelayMode::Fixed => true,
+        DelayMode::Adaptive => company_coming || batch.jobs.len() > 1 || !pending.is_empty(),
+    };
+    let until = batch.jobs[0].enqueued + policy.max_delay;
+    while wait && !batch.full() {
+        let next = match queue.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now >= until || interrupted() {
+                    break;
                 }
-            },
+                // Look again a little later rather than waking at every arrival: under load
+                // that saves a wake-up (and a context switch) per request.
+                std::thread::sleep((until - now).min(GATHER_POLL));
+                continue;
+            }
         };
         if let Some(failure) = next.refusal(Instant::now()) {
             refuse(next, failure);
-            continue;
+        } else if batch.fits(&next) {
+            batch.push(next);
+        } else {
+            pending.push_back(next);
         }
-        if rows + next.rows > policy.max_rows || !batch[0].fits_with(&next) {
-            *held = Some(next);
-            break;
-        }
-        rows += next.rows;
-        batch.push(next);
     }
-    batch
+    batch.jobs
 }
 
-/// Concatenates the jobs' inputs along dimension 0: one tensor per model input.
-pub fn concatenate(batch: &[Job]) -> Vec<Tensor> {
+/// A batch being gathered.
+struct Batch<'a> {
+    jobs: Vec<Job>,
+    rows: usize,
+    /// The longest sequence length among the jobs (0 without padding).
+    longest: usize,
+    padded: &'a [Option<i64>],
+    policy: BatchPolicy,
+}
+
+impl Batch<'_> {
+    fn full(&self) -> bool {
+        self.rows >= self.policy.max_rows
+    }
+
+    /// Whether `job` can join: its shapes fit the first job's, and the rows and padded
+    /// tokens stay within the policy.
+    fn fits(&self, job: &Job) -> bool {
+        let rows = self.rows + job.rows;
+        let tokens = rows * self.longest.max(job.length(self.padded));
+        rows <= self.policy.max_rows
+            && (self.policy.max_tokens == 0 || tokens <= self.policy.max_tokens)
+            && self.jobs[0].fits_with(job, self.padded)
+    }
+
+    fn push(&mut self, job: Job) {
+        self.rows += job.rows;
+        self.longest = self.longest.max(job.length(self.padded));
+        self.jobs.push(job);
+    }
+}
+
+/// Concatenates the jobs' inputs along dimension 0: one tensor per model input. Inputs with
+/// a sequence axis in the signature's [`Padding`] are first padded to the batch's longest.
+pub fn concatenate(batch: &[Job], signature: &Signature) -> Vec<Tensor> {
     let Some(first) = batch.first() else {
         return Vec::new();
     };
@@ -142,11 +275,23 @@ pub fn concatenate(batch: &[Job]) -> Vec<Tensor> {
         return first.inputs.clone();
     }
     let rows: usize = batch.iter().map(|job| job.rows).sum();
+    let padded: &[Option<i64>] = signature.padding.as_ref().map_or(&[], |p| &p.inputs);
     (0..first.inputs.len())
         .map(|input| {
             let mut shape = first.inputs[input].shape.clone();
             if let Some(dim0) = shape.first_mut() {
                 *dim0 = rows as i64;
+            }
+            let pad = padded.get(input).copied().flatten();
+            let datatype = signature.inputs.get(input).map(|spec| spec.datatype);
+            if let (Some(pad), Some(datatype)) = (pad, datatype) {
+                let longest = batch
+                    .iter()
+                    .filter_map(|job| job.inputs[input].shape.get(1).copied())
+                    .max()
+                    .unwrap_or(0);
+                shape[1] = longest;
+                return pad_and_join(batch, input, &shape, &datatype.encode_integer(pad));
             }
             let bytes = batch.iter().map(|job| job.inputs[input].data.len()).sum();
             let mut data = Vec::with_capacity(bytes);
@@ -158,22 +303,57 @@ pub fn concatenate(batch: &[Job]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Splits the execution's outputs (one per model output, of the `datatypes` the model gives,
-/// `rows` rows each) back into each job's rows, and answers every job with the outputs it
-/// asked for. Fails every job if an output it asks for does not have the batch's rows.
-pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, datatypes: &[DataType]) {
+/// Joins input `input` of every job, each row's axis 1 padded with `pad` (one element's
+/// bytes) to `shape[1]`.
+fn pad_and_join(batch: &[Job], input: usize, shape: &[i64], pad: &[u8]) -> Tensor {
+    let longest = shape[1] as usize;
+    // Bytes per position: the element and any axes past the sequence axis.
+    let per_position = pad.len() * shape[2..].iter().map(|&d| d as usize).product::<usize>();
+    let mut data = Vec::with_capacity(shape[0] as usize * longest * per_position);
+    for job in batch {
+        let tensor = &job.inputs[input];
+        let length = tensor.shape.get(1).map_or(0, |&l| l as usize);
+        let row_bytes = length * per_position;
+        for row in tensor.data.chunks_exact(row_bytes.max(1)).take(job.rows) {
+            data.extend_from_slice(row);
+            for _ in 0..(longest - length) * per_position / pad.len() {
+                data.extend_from_slice(pad);
+            }
+        }
+    }
+    Tensor {
+        shape: shape.to_vec(),
+        data,
+    }
+}
+
+/// Splits the execution's outputs (one per model output, `rows` rows each) back into each
+/// job's rows, outputs whose axis follows the sequence length cut back to the job's own,
+/// and answers every job with the outputs it asked for. Fails every job if an output it asks
+/// for does not have the batch's rows.
+pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, signature: &Signature) {
     let rows: usize = batch.iter().map(|job| job.rows).sum();
     if batch.len() == 1 {
         let job = batch.into_iter().next().expect("one job");
         let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
+        // An output asked for twice (as itself and pooled, say) is copied for the first.
         let mine = job
             .outputs
             .iter()
-            .map(|&index| outputs[index].take().unwrap_or_default())
+            .enumerate()
+            .map(|(i, &index)| {
+                if job.outputs[i + 1..].contains(&index) {
+                    outputs[index].clone().unwrap_or_default()
+                } else {
+                    outputs[index].take().unwrap_or_default()
+                }
+            })
             .collect();
         job.answer_outputs(mine);
         return;
     }
+    let padding = signature.padding.as_ref();
+    let padded: &[Option<i64>] = padding.map_or(&[], |p| &p.inputs);
     // Only what some job asks for: an output that is not served comes back empty and is
     // never split. Each output's row boundaries, in bytes.
     let asked: BTreeSet<usize> = batch
@@ -183,7 +363,10 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, datatypes: &[Data
     let mut offsets: Vec<Vec<usize>> = vec![Vec::new(); outputs.len()];
     for &index in &asked {
         let tensor = &outputs[index];
-        let datatype = datatypes.get(index).copied().unwrap_or(DataType::Uint8);
+        let datatype = signature
+            .outputs
+            .get(index)
+            .map_or(DataType::Uint8, |spec| spec.datatype);
         match row_offsets(datatype, &tensor.shape, &tensor.data, rows) {
             Some(found) => offsets[index] = found,
             None => {
@@ -201,6 +384,7 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, datatypes: &[Data
     }
     let mut start_row = 0;
     for job in batch {
+        let length = job.length(padded);
         let mine = job
             .outputs
             .iter()
@@ -209,9 +393,16 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, datatypes: &[Data
                 let rows = &offsets[index];
                 let mut shape = tensor.shape.clone();
                 shape[0] = job.rows as i64;
-                Tensor {
-                    shape,
-                    data: tensor.data[rows[start_row]..rows[start_row + job.rows]].to_vec(),
+                let data = &tensor.data[rows[start_row]..rows[start_row + job.rows]];
+                let axis = padding.and_then(|p| p.outputs.get(index).copied().flatten());
+                match axis {
+                    Some(axis) if shape.get(axis).is_some_and(|&l| l as usize > length) => {
+                        cut_axis(&shape, data, axis, length)
+                    }
+                    _ => Tensor {
+                        shape,
+                        data: data.to_vec(),
+                    },
                 }
             })
             .collect();
@@ -224,17 +415,22 @@ pub fn split_and_answer(batch: Vec<Job>, outputs: Vec<Tensor>, datatypes: &[Data
 mod tests {
     use super::*;
     use crate::model::job::JobResult;
+    use crate::tensor::TensorSpec;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Arc};
 
     fn job(rows: usize, width: i64, tag: u8) -> (Job, mpsc::Receiver<JobResult>) {
-        let (tx, rx) = mpsc::channel();
         let input = Tensor {
             shape: vec![rows as i64, width],
             data: vec![tag; rows * width as usize],
         };
+        job_of(vec![input], rows)
+    }
+
+    fn job_of(inputs: Vec<Tensor>, rows: usize) -> (Job, mpsc::Receiver<JobResult>) {
+        let (tx, rx) = mpsc::channel();
         let job = Job::new(
-            vec![input],
+            inputs,
             rows,
             vec![0],
             None,
@@ -248,56 +444,115 @@ mod tests {
 
     const POLICY: BatchPolicy = BatchPolicy {
         max_rows: 4,
+        max_tokens: 0,
         max_delay: Duration::from_millis(20),
+        delay_mode: DelayMode::Fixed,
     };
 
+    /// Gathers from `pending` (the first job) and the queue, as the GPU-owner thread does.
+    fn gather_with(
+        first: Job,
+        queue: &Receiver<Job>,
+        policy: BatchPolicy,
+        padding: Option<&Padding>,
+        company_coming: bool,
+    ) -> (Vec<Job>, VecDeque<Job>) {
+        let mut pending = VecDeque::from([first]);
+        let batch = gather(
+            &mut pending,
+            queue,
+            policy,
+            padding,
+            company_coming,
+            |job, why| job.answer(Err(why)),
+            || false,
+        );
+        (batch, pending)
+    }
+
     #[test]
-    fn gathers_until_the_row_limit_and_holds_what_does_not_fit() {
-        let (submitter, queue) = queue(8);
+    fn gathers_until_the_row_limit_and_keeps_what_does_not_fit() {
+        let (submitter, queue, counts) = queue(8);
         let (first, _r0) = job(1, 2, 0);
         let (second, _r1) = job(2, 2, 1);
         let (third, _r2) = job(2, 2, 2);
         submitter.submit(second).unwrap();
         submitter.submit(third).unwrap();
-        let mut held = None;
-        let batch = gather(
-            first,
-            &queue,
-            POLICY,
-            &mut held,
-            |_, _| panic!("no refusal"),
-            || false,
-        );
+        assert_eq!(counts.waiting(), 2);
+        let (batch, pending) = gather_with(first, &queue, POLICY, None, false);
         assert_eq!(batch.iter().map(|j| j.rows).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(held.as_ref().map(|j| j.rows), Some(2));
+        assert_eq!(pending.iter().map(|j| j.rows).collect::<Vec<_>>(), [2]);
     }
 
     #[test]
-    fn waits_at_most_the_delay_for_company() {
-        let (_submitter, queue) = queue(8);
+    fn a_fixed_delay_waits_for_company() {
+        let (_submitter, queue, _) = queue(8);
         let (first, _r) = job(1, 2, 0);
         let started = Instant::now();
-        let mut held = None;
-        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {}, || false);
+        let (batch, _) = gather_with(first, &queue, POLICY, None, false);
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() >= Duration::from_millis(15));
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
+    fn the_adaptive_delay_never_holds_a_lone_request() {
+        let (_submitter, queue, _) = queue(8);
+        let adaptive = BatchPolicy {
+            max_delay: Duration::from_secs(30),
+            delay_mode: DelayMode::Adaptive,
+            ..POLICY
+        };
+        let (first, _r) = job(1, 2, 0);
+        let started = Instant::now();
+        let (batch, _) = gather_with(first, &queue, adaptive, None, false);
+        assert_eq!(batch.len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "held a lone request"
+        );
+    }
+
+    #[test]
+    fn the_adaptive_delay_waits_when_requests_arrived_during_the_last_execution() {
+        let (submitter, queue, _) = queue(8);
+        let adaptive = BatchPolicy {
+            max_delay: Duration::from_secs(30),
+            delay_mode: DelayMode::Adaptive,
+            ..POLICY
+        };
+        let (first, _r) = job(1, 2, 0);
+        // Company arrives a little later: the batch waits for it and fills up.
+        let late = std::thread::spawn(move || {
+            let mut receivers = Vec::new();
+            for tag in 1..4 {
+                std::thread::sleep(Duration::from_millis(5));
+                let (next, r) = job(1, 2, tag);
+                submitter.submit(next).unwrap();
+                receivers.push(r);
+            }
+            receivers
+        });
+        let (batch, _) = gather_with(first, &queue, adaptive, None, true);
+        let _receivers = late.join().unwrap();
+        assert_eq!(batch.len(), 4);
+    }
+
+    #[test]
     fn a_waiting_command_ends_the_wait_for_company() {
-        let (_submitter, queue) = queue(8);
+        let (_submitter, queue, _) = queue(8);
         let (first, _r) = job(1, 2, 0);
         let long = BatchPolicy {
-            max_rows: 4,
             max_delay: Duration::from_secs(30),
+            ..POLICY
         };
         let started = Instant::now();
         let batch = gather(
-            first,
+            &mut VecDeque::from([first]),
             &queue,
             long,
-            &mut None,
+            None,
+            true,
             |_, _| {},
             || started.elapsed() >= Duration::from_millis(10),
         );
@@ -310,7 +565,7 @@ mod tests {
 
     #[test]
     fn no_batching_runs_one_job() {
-        let (submitter, queue) = queue(8);
+        let (submitter, queue, _) = queue(8);
         let (first, _r0) = job(1, 2, 0);
         let (second, _r1) = job(1, 2, 1);
         submitter.submit(second).unwrap();
@@ -318,50 +573,142 @@ mod tests {
             max_rows: 0,
             ..POLICY
         };
-        let batch = gather(first, &queue, policy, &mut None, |_, _| {}, || false);
+        let (batch, pending) = gather_with(first, &queue, policy, None, false);
         assert_eq!(batch.len(), 1);
-        assert_eq!(queue.len(), 1);
+        assert_eq!(pending.len(), 1);
     }
 
     #[test]
     fn abandoned_and_expired_jobs_are_refused_not_gathered() {
-        let (submitter, queue) = queue(8);
+        let (submitter, queue, counts) = queue(8);
         let (first, _r0) = job(1, 2, 0);
-        let (gone, _r1) = job(1, 2, 1);
+        let (gone, r1) = job(1, 2, 1);
         gone.abandoned.store(true, Ordering::Relaxed);
-        let (mut late, _r2) = job(1, 2, 2);
+        let (mut late, r2) = job(1, 2, 2);
         late.deadline = Some(Instant::now());
         submitter.submit(gone).unwrap();
         submitter.submit(late).unwrap();
-        let mut refused = Vec::new();
-        let batch = gather(
-            first,
-            &queue,
-            POLICY,
-            &mut None,
-            |job, why| {
-                refused.push(why);
-                job.answer(Err(JobFailure::Cancelled));
-            },
-            || false,
-        );
+        let (batch, pending) = gather_with(first, &queue, POLICY, None, false);
         assert_eq!(batch.len(), 1);
-        assert_eq!(
-            refused,
-            [JobFailure::Cancelled, JobFailure::DeadlineExceeded]
-        );
+        assert!(pending.is_empty());
+        assert_eq!(r1.recv().unwrap(), Err(JobFailure::Cancelled));
+        assert_eq!(r2.recv().unwrap(), Err(JobFailure::DeadlineExceeded));
+        assert_eq!(counts.waiting(), 0);
     }
 
     #[test]
-    fn different_row_shapes_are_not_mixed() {
-        let (submitter, queue) = queue(8);
+    fn gathering_looks_past_a_job_of_another_shape() {
+        let (submitter, queue, _) = queue(8);
         let (first, _r0) = job(1, 2, 0);
         let (wider, _r1) = job(1, 3, 1);
+        let (same, _r2) = job(1, 2, 2);
         submitter.submit(wider).unwrap();
-        let mut held = None;
-        let batch = gather(first, &queue, POLICY, &mut held, |_, _| {}, || false);
-        assert_eq!(batch.len(), 1);
-        assert!(held.is_some());
+        submitter.submit(same).unwrap();
+        let (batch, pending) = gather_with(first, &queue, POLICY, None, false);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|j| j.inputs[0].data[0])
+                .collect::<Vec<_>>(),
+            [0, 2]
+        );
+        assert_eq!(
+            pending.len(),
+            1,
+            "the wider job waits for its own execution"
+        );
+    }
+
+    /// A model of token ids `[-1, -1]` (INT64) whose output `[-1, -1, 2]` follows the length.
+    fn sequence_model() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec {
+                name: "input_ids".into(),
+                datatype: DataType::Int64,
+                dims: vec![-1, -1],
+                labels: Vec::new(),
+            }],
+            outputs: vec![TensorSpec {
+                name: "tokens".into(),
+                datatype: DataType::Int64,
+                dims: vec![-1, -1, 2],
+                labels: Vec::new(),
+            }],
+            max_batch_size: 8,
+            padding: Some(Padding {
+                inputs: vec![Some(9)],
+                outputs: vec![Some(1)],
+            }),
+            max_positions: None,
+        }
+    }
+
+    fn ids(rows: &[&[i64]]) -> Tensor {
+        let length = rows[0].len();
+        Tensor {
+            shape: vec![rows.len() as i64, length as i64],
+            data: rows
+                .iter()
+                .flat_map(|r| r.iter().flat_map(|v| v.to_le_bytes()))
+                .collect(),
+        }
+    }
+
+    fn values(tensor: &Tensor) -> Vec<i64> {
+        bytemuck::pod_collect_to_vec(&tensor.data)
+    }
+
+    #[test]
+    fn sequences_of_different_lengths_are_padded_together_and_cut_back() {
+        let signature = sequence_model();
+        let (submitter, queue, _) = queue(8);
+        let (short, r_short) = job_of(vec![ids(&[&[1, 2]])], 1);
+        let (long, r_long) = job_of(vec![ids(&[&[3, 4, 5, 6], &[7, 8, 9, 1]])], 2);
+        submitter.submit(long).unwrap();
+        let (batch, _) = gather_with(short, &queue, POLICY, signature.padding.as_ref(), false);
+        assert_eq!(batch.len(), 2);
+        let inputs = concatenate(&batch, &signature);
+        assert_eq!(inputs[0].shape, [3, 4]);
+        assert_eq!(values(&inputs[0]), [1, 2, 9, 9, 3, 4, 5, 6, 7, 8, 9, 1]);
+        // A model that repeats each id twice: [rows, length, 2].
+        let repeated: Vec<i64> = values(&inputs[0]).iter().flat_map(|&v| [v, v]).collect();
+        let output = Tensor {
+            shape: vec![3, 4, 2],
+            data: bytemuck::cast_slice(&repeated).to_vec(),
+        };
+        split_and_answer(batch, vec![output], &signature);
+        let (short_out, _) = r_short.recv().unwrap().unwrap();
+        assert_eq!(short_out[0].shape, [1, 2, 2]);
+        assert_eq!(values(&short_out[0]), [1, 1, 2, 2]);
+        let (long_out, _) = r_long.recv().unwrap().unwrap();
+        assert_eq!(long_out[0].shape, [2, 4, 2]);
+        assert_eq!(values(&long_out[0])[..4], [3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn the_token_budget_and_nearest_lengths_shape_the_batch() {
+        let signature = sequence_model();
+        let (submitter, queue, _) = queue(8);
+        let (first, _r0) = job_of(vec![ids(&[&[1; 10]])], 1);
+        let (long, _r1) = job_of(vec![ids(&[&[1; 40]])], 1);
+        let (near, _r2) = job_of(vec![ids(&[&[1; 12]])], 1);
+        submitter.submit(long).unwrap();
+        submitter.submit(near).unwrap();
+        // 2 rows of 40 is 80 tokens, over the budget of 48; 2 rows of 12 fit.
+        let policy = BatchPolicy {
+            max_tokens: 48,
+            ..POLICY
+        };
+        let (batch, pending) =
+            gather_with(first, &queue, policy, signature.padding.as_ref(), false);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|j| j.inputs[0].shape[1])
+                .collect::<Vec<_>>(),
+            [10, 12]
+        );
+        assert_eq!(pending.len(), 1);
     }
 
     #[test]
@@ -369,11 +716,12 @@ mod tests {
         let (a, ra) = job(1, 2, 7);
         let (b, rb) = job(2, 2, 9);
         let batch = vec![a, b];
-        let inputs = concatenate(&batch);
+        let signature = Signature::default();
+        let inputs = concatenate(&batch, &signature);
         assert_eq!(inputs[0].shape, [3, 2]);
         assert_eq!(inputs[0].data, [7, 7, 9, 9, 9, 9]);
         // An "identity model": the output is the input.
-        split_and_answer(batch, inputs, &[DataType::Uint8]);
+        split_and_answer(batch, inputs, &signature);
         let (a_out, a_indices) = ra.recv().unwrap().unwrap();
         let (b_out, _) = rb.recv().unwrap().unwrap();
         assert_eq!(a_indices, [0]);
@@ -388,12 +736,29 @@ mod tests {
         let (a, ra) = job(1, 2, 3);
         let (b, rb) = job(1, 2, 4);
         let batch = vec![a, b];
-        let inputs = concatenate(&batch);
+        let signature = Signature {
+            outputs: vec![
+                TensorSpec {
+                    name: "y".into(),
+                    datatype: DataType::Uint8,
+                    dims: vec![-1, 2],
+                    labels: Vec::new(),
+                },
+                TensorSpec {
+                    name: "s".into(),
+                    datatype: DataType::Bytes,
+                    dims: vec![-1],
+                    labels: Vec::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        let inputs = concatenate(&batch, &signature);
         // Output 1 (say, a BYTES output nobody may ask for) comes back empty.
         split_and_answer(
             batch,
             vec![inputs[0].clone(), Tensor::default()],
-            &[DataType::Uint8, DataType::Bytes],
+            &signature,
         );
         assert_eq!(ra.recv().unwrap().unwrap().0[0].data, [3, 3]);
         assert_eq!(rb.recv().unwrap().unwrap().0[0].data, [4, 4]);
@@ -407,7 +772,7 @@ mod tests {
             shape: vec![1, 2],
             data: vec![0; 2],
         };
-        split_and_answer(vec![a, b], vec![wrong], &[DataType::Uint8]);
+        split_and_answer(vec![a, b], vec![wrong], &Signature::default());
         for r in [ra, rb] {
             assert!(matches!(
                 r.recv().unwrap(),
@@ -417,12 +782,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses_at_once() {
-        let (submitter, _queue) = queue(1);
+    fn a_full_queue_refuses_at_once_and_a_running_job_frees_its_place() {
+        let (submitter, queue, counts) = queue(1);
         let (a, _ra) = job(1, 2, 1);
         let (b, _rb) = job(1, 2, 2);
         submitter.submit(a).unwrap();
+        let (c, _rc) = job(1, 2, 3);
         assert!(matches!(submitter.submit(b), Err(SubmitError::Full(_))));
         assert_eq!(submitter.depth(), 1);
+        let mut running = queue.recv().unwrap();
+        running.leave_queue();
+        assert_eq!(counts.waiting(), 0);
+        submitter.submit(c).unwrap();
     }
 }

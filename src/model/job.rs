@@ -17,7 +17,7 @@
 //! Jobs are made on the completion-queue threads and answered on the GPU-owner thread (or
 //! wherever one is dropped): every job is answered exactly once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ pub struct Job {
     pub deadline: Option<Instant>,
     /// Set when the caller has gone (cancelled, disconnected, its gRPC deadline passed).
     pub abandoned: Arc<AtomicBool>,
+    /// The queue's count of waiting jobs while this one counts in it.
+    waiting: Option<Arc<AtomicUsize>>,
     reply: Option<Reply>,
 }
 
@@ -110,7 +112,21 @@ impl Job {
             enqueued: Instant::now(),
             deadline,
             abandoned,
+            waiting: None,
             reply: Some(reply),
+        }
+    }
+
+    /// Counts the job in `waiting` until it leaves the queue (runs, or is answered).
+    pub(super) fn count_in(&mut self, waiting: &Arc<AtomicUsize>) {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        self.waiting = Some(Arc::clone(waiting));
+    }
+
+    /// Takes the job out of its queue's count: it is about to run.
+    pub fn leave_queue(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -144,12 +160,29 @@ impl Job {
         }
     }
 
-    /// Whether `other` can run in one execution with this job: same shape past dimension 0.
-    pub(super) fn fits_with(&self, other: &Job) -> bool {
+    /// Whether `other` can run in one execution with this job: the same shape past dimension
+    /// 0, except along the sequence axis (1) of the inputs in `padded`, which is padded.
+    pub(super) fn fits_with(&self, other: &Job, padded: &[Option<i64>]) -> bool {
         self.inputs
             .iter()
             .zip(&other.inputs)
-            .all(|(a, b)| a.shape.get(1..) == b.shape.get(1..))
+            .enumerate()
+            .all(|(input, (a, b))| {
+                if padded.get(input).is_some_and(Option::is_some) {
+                    a.shape.len() == b.shape.len() && a.shape.get(2..) == b.shape.get(2..)
+                } else {
+                    a.shape.get(1..) == b.shape.get(1..)
+                }
+            })
+    }
+
+    /// The job's sequence length: axis 1 of its first input in `padded`; 0 without one.
+    pub(super) fn length(&self, padded: &[Option<i64>]) -> usize {
+        padded
+            .iter()
+            .position(Option::is_some)
+            .and_then(|input| self.inputs.get(input)?.shape.get(1).copied())
+            .map_or(0, |length| length.max(0) as usize)
     }
 }
 
@@ -157,6 +190,7 @@ impl Drop for Job {
     /// A job dropped unanswered (its queue closed, a thread unwinding) is answered
     /// UNAVAILABLE: no caller waits forever.
     fn drop(&mut self) {
+        self.leave_queue();
         if let Some(reply) = self.reply.take() {
             reply(Err(JobFailure::NotRun));
         }

@@ -23,18 +23,19 @@ pub mod job;
 pub mod stats;
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use self::batcher::{SubmitError, Submitter};
+use self::batcher::{QueueCounts, SubmitError, Submitter};
 use self::job::{Job, Reply, Request};
 use self::stats::ModelStats;
 use crate::config::BatchingConfig;
 use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::Metrics;
 use crate::serving::LoadedModel;
+use crate::text::TextModel;
 
 /// Why a request was not admitted to the model's queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,25 +59,38 @@ pub struct ModelHandle {
     stats: Arc<ModelStats>,
     queue: Submitter,
     batching: BatchingConfig,
+    /// The tokenizer, bound once the model is resident, when texts are served.
+    text: OnceLock<TextModel>,
 }
 
 impl ModelHandle {
     /// A handle with an empty queue of `batching.max-queue-size`, and the queue's receiving
-    /// end for the GPU-owner thread.
+    /// end and counts for the GPU-owner thread.
     pub fn new(
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
         batching: BatchingConfig,
-    ) -> (Self, Receiver<Job>) {
-        let (queue, receiver) = batcher::queue(batching.max_queue_size as usize);
+    ) -> (Self, Receiver<Job>, Arc<QueueCounts>) {
+        let (queue, receiver, counts) = batcher::queue(batching.max_queue_size as usize);
         let handle = ModelHandle {
             lifecycle,
             metrics,
             stats: Arc::new(ModelStats::default()),
             queue,
             batching,
+            text: OnceLock::new(),
         };
-        (handle, receiver)
+        (handle, receiver, counts)
+    }
+
+    /// Serves texts through `text` from now on; set once, before READY.
+    pub fn serve_text(&self, text: TextModel) {
+        let _ = self.text.set(text);
+    }
+
+    /// The tokenizer, when texts are served.
+    pub fn text(&self) -> Option<&TextModel> {
+        self.text.get()
     }
 
     /// The model's statistics, which the GPU-owner thread also records into.

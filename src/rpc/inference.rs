@@ -38,7 +38,7 @@ use grpcio::{
     ServiceBuilder, UnarySink, WriteFlags,
 };
 
-use super::kserve::{self, MODEL_VERSION};
+use super::kserve::{self, Answering, MODEL_VERSION};
 use super::metadata::{model_config, model_metadata, model_statistics};
 use super::status::{error_answer, Failure};
 use crate::lifecycle::{Lifecycle, State};
@@ -276,21 +276,27 @@ impl InferenceService {
         }
     }
 
-    /// Decodes a request against the model and submits it through the model's handle; the
-    /// reply that `reply` makes, knowing how each output is to be answered (its
-    /// classification), gets its answer. Refuses without queueing when the model takes no
-    /// requests, the request is bad or the queue is full.
+    /// Decodes a request against the model (tokenizing its texts, if it sends texts) and
+    /// submits it through the model's handle; the reply that `reply` makes, knowing how the
+    /// answer is made from the outputs, gets its answer. Refuses without queueing when the
+    /// model takes no requests, the request is bad or the queue is full.
     fn admit(
         &self,
         request: &mut pb::ModelInferRequest,
         abandoned: Arc<AtomicBool>,
-        reply: impl FnOnce(Vec<Option<usize>>) -> Reply,
+        reply: impl FnOnce(Answering) -> Reply,
     ) -> Result<(), Failure> {
         let model = self.model.ready()?;
         kserve::check_size("request", request, self.max_message_size)?;
-        let checked = kserve::check_request(model, request)?;
+        let mut checked = kserve::check_request(model, request)?;
+        if let (Some(texts), Some(text)) = (&checked.texts, self.model.text()) {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let tokens = text.tokenize(&texts)?;
+            checked.request.inputs = tokens.inputs;
+            checked.answering.mask = Some(tokens.mask);
+        }
         self.model
-            .submit(checked.request, abandoned, reply(checked.classification))?;
+            .submit(checked.request, abandoned, reply(checked.answering))?;
         Ok(())
     }
 
@@ -313,10 +319,10 @@ impl InferenceService {
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         let deadline = ctx.deadline();
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (answer, answered) = oneshot::channel::<(Vec<Option<usize>>, JobResult)>();
-        let admitted = self.admit(&mut request, Arc::clone(&abandoned), |classification| {
+        let (answer, answered) = oneshot::channel::<(Answering, JobResult)>();
+        let admitted = self.admit(&mut request, Arc::clone(&abandoned), |answering| {
             Box::new(move |result| {
-                let _ = answer.send((classification, result));
+                let _ = answer.send((answering, result));
             })
         });
         let service = self.clone();
@@ -337,7 +343,7 @@ impl InferenceService {
                     Either::Right(((), _)) => None,
                 }
             };
-            let Some((classification, result)) = result else {
+            let Some((answering, result)) = result else {
                 abandoned.store(true, Ordering::Relaxed);
                 let outcome = if deadline.exceeded() {
                     Outcome::Deadline
@@ -352,7 +358,7 @@ impl InferenceService {
                     let Some(model) = service.model.loaded() else {
                         unreachable!("an answer comes only after READY")
                     };
-                    let response = kserve::response(model, id, &indices, &classification, outputs);
+                    let response = kserve::response(model, id, &indices, &answering, outputs);
                     if let Err(e) =
                         kserve::check_size("answer", &response, service.max_message_size)
                     {
@@ -445,12 +451,12 @@ impl InferenceService {
                         let refused = if draining {
                             Err(Failure::from(AdmitError::ShuttingDown))
                         } else {
-                            service.admit(&mut request, Arc::clone(&abandoned), |classification| {
+                            service.admit(&mut request, Arc::clone(&abandoned), |answering| {
                                 Box::new(move |result| {
                                     let answer = StreamAnswer {
                                         id: reply_id,
                                         received,
-                                        classification,
+                                        answering,
                                         result,
                                     };
                                     // The stream has ended (its client went away): the
@@ -528,7 +534,7 @@ impl InferenceService {
             (Ok((tensors, indices)), Some(model)) => {
                 let id = answer.id.clone();
                 let response =
-                    kserve::response(model, answer.id, &indices, &answer.classification, tensors);
+                    kserve::response(model, answer.id, &indices, &answer.answering, tensors);
                 if let Err(e) = kserve::check_size("answer", &response, self.max_message_size) {
                     let failure = Failure::from(e);
                     self.finish(failure.outcome(), answer.received);
@@ -563,7 +569,7 @@ enum StreamEvent {
 struct StreamAnswer {
     id: String,
     received: Instant,
-    /// How each requested output is answered (its classification count, if any).
-    classification: Vec<Option<usize>>,
+    /// How the answer is made from the outputs.
+    answering: Answering,
     result: JobResult,
 }

@@ -30,10 +30,11 @@ use crate::proto::grpc_service::model_infer_response::InferOutputTensor;
 use crate::proto::grpc_service::{
     InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
-use crate::serving::LoadedModel;
+use crate::serving::{LoadedModel, TextInfo};
 use crate::tensor::{
     bytes_elements, element_count, encode_bytes_elements, DataType, Signature, Tensor, TensorSpec,
 };
+use crate::text;
 
 /// The only model version served.
 pub const MODEL_VERSION: &str = "1";
@@ -86,16 +87,38 @@ pub fn check_model(model: &LoadedModel, name: &str, version: &str) -> Result<(),
     Ok(())
 }
 
-/// Checks `request` against `model` and takes its tensors' bytes out of it.
-/// A request that fits the model: what the model runs, and how each requested output is to
-/// be answered (`Some(k)`: its top k classes, Triton's classification extension), in the
-/// order of the request's outputs.
+/// How one requested output is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputForm {
+    /// As the model gives it.
+    Tensor,
+    /// Its top k classes (Triton's classification extension).
+    Classification(usize),
+    /// Pooled into one embedding per row (text models).
+    Embedding,
+}
+
+/// How a request's answer is made from its outputs: each requested output's form, in the
+/// request's order, and for embeddings which positions of each row pooling keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answering {
+    pub forms: Vec<OutputForm>,
+    /// `[rows, length]` row-major: whether each position is one of the row's tokens; none:
+    /// all are.
+    pub mask: Option<Vec<bool>>,
+}
+
+/// A request that fits the model: what the model runs (or, for texts, what the tokenizer
+/// turns into its inputs), and how its answer is made.
 #[derive(Debug)]
 pub struct Checked {
     pub request: Request,
-    pub classification: Vec<Option<usize>>,
+    pub answering: Answering,
+    /// The texts, in order, when the request sends texts: the inputs are still to be made.
+    pub texts: Option<Vec<String>>,
 }
 
+/// Checks `request` against `model` and takes its tensors' bytes out of it.
 pub fn check_request(
     model: &LoadedModel,
     request: &mut ModelInferRequest,
@@ -103,6 +126,11 @@ pub fn check_request(
     check_model(model, &request.model_name, &request.model_version)?;
     let signature = &*model.signature;
     let timeout = parameters(request)?;
+    if let Some(text) = &model.text {
+        if request.inputs.iter().any(|input| input.name == text.input) {
+            return check_texts(model, text, request, timeout);
+        }
+    }
     let raw = std::mem::take(&mut request.raw_input_contents);
     if !raw.is_empty() {
         if raw.len() != request.inputs.len() {
@@ -159,7 +187,21 @@ pub fn check_request(
         .zip(&signature.inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| invalid(format!("missing input {:?}", spec.name))))
         .collect::<Result<Vec<_>, _>>()?;
-    let (outputs, classification) = requested_outputs(signature, request)?.into_iter().unzip();
+    let (outputs, forms): (Vec<usize>, Vec<OutputForm>) = requested_outputs(model, request, false)?
+        .into_iter()
+        .unzip();
+    let mask = match (&model.text, forms.contains(&OutputForm::Embedding)) {
+        (Some(text), true) => text.mask.map(|mask| {
+            let tensor = &inputs[mask];
+            let size = signature.inputs[mask].datatype.size().unwrap_or(1);
+            tensor
+                .data
+                .chunks(size)
+                .map(|value| value.iter().any(|&b| b != 0))
+                .collect()
+        }),
+        _ => None,
+    };
     Ok(Checked {
         request: Request {
             inputs,
@@ -167,7 +209,83 @@ pub fn check_request(
             outputs,
             timeout,
         },
-        classification,
+        answering: Answering { forms, mask },
+        texts: None,
+    })
+}
+
+/// Checks a request of texts: one BYTES input `text.input`, shape `[n]` or `[n, 1]`.
+fn check_texts(
+    model: &LoadedModel,
+    text: &TextInfo,
+    request: &mut ModelInferRequest,
+    timeout: Option<Duration>,
+) -> Result<Checked, RequestError> {
+    if let Some(other) = request.inputs.iter().find(|i| i.name != text.input) {
+        return Err(invalid(format!(
+            "input {:?}: a request of texts has the one input {:?}; send token ids in a request of their own",
+            other.name, text.input
+        )));
+    }
+    if request.inputs.len() > 1 {
+        return Err(invalid(format!("input {:?} is given twice", text.input)));
+    }
+    let raw = std::mem::take(&mut request.raw_input_contents);
+    if raw.len() > 1 {
+        return Err(invalid(format!(
+            "raw_input_contents has {} entries but the request has 1 input: give one per input, in order",
+            raw.len()
+        )));
+    }
+    let input = &mut request.inputs[0];
+    let rank = input.shape.len();
+    if rank == 0 || rank > 2 || (rank == 2 && input.shape[1] != 1) {
+        return Err(invalid(format!(
+            "input {:?}: shape {:?} is not [texts] or [texts, 1]",
+            text.input, input.shape
+        )));
+    }
+    let spec = TensorSpec {
+        name: text.input.clone(),
+        datatype: DataType::Bytes,
+        dims: vec![-1; rank],
+        labels: Vec::new(),
+    };
+    let served = Signature {
+        inputs: vec![spec.clone()],
+        max_batch_size: model.signature.max_batch_size.max(u32::from(rank > 0)),
+        ..Default::default()
+    };
+    if raw.is_empty() && input.contents.is_none() {
+        return Err(invalid(format!(
+            "input {:?}: no data: give the texts in contents.bytes_contents or raw_input_contents",
+            text.input
+        )));
+    }
+    let tensor = check_input(&served, &spec, input, raw.into_iter().next())?;
+    let texts = bytes_elements(&tensor.data)
+        .map_err(|e| invalid(format!("input {:?}: {e}", text.input)))?
+        .into_iter()
+        .map(|element| String::from_utf8_lossy(element).into_owned())
+        .collect::<Vec<_>>();
+    if model.signature.batching() && texts.len() > model.signature.max_batch_size as usize {
+        return Err(invalid(format!(
+            "input {:?}: has {} texts, more than max-batch-size {}",
+            text.input,
+            texts.len(),
+            model.signature.max_batch_size
+        )));
+    }
+    let (outputs, forms) = requested_outputs(model, request, true)?.into_iter().unzip();
+    Ok(Checked {
+        request: Request {
+            inputs: Vec::new(),
+            rows: texts.len(),
+            outputs,
+            timeout,
+        },
+        answering: Answering { forms, mask: None },
+        texts: Some(texts),
     })
 }
 
@@ -309,6 +427,13 @@ fn check_shape(
         return Err(invalid(format!(
             "input {name:?}: shape {shape:?} has a negative dimension ({dim})"
         )));
+    }
+    if let (Some(positions), Some(&length)) = (signature.max_positions, shape.get(1)) {
+        if spec.dims[1] == -1 && length as usize > positions {
+            return Err(invalid(format!(
+                "input {name:?}: has {length} positions, over the model's {positions} (the rows of its position embeddings): truncate to {positions}"
+            )));
+        }
     }
     for (axis, (&dim, &model)) in shape.iter().zip(&spec.dims).enumerate() {
         if signature.batching() && axis == 0 {
@@ -452,17 +577,24 @@ fn typed_bytes(
     Ok(bytes)
 }
 
-/// The indices of the outputs asked for, in the order asked; all outputs when none are.
-/// The outputs asked for, as indices into the model's, each with its `classification` count.
+/// The outputs asked for, in the order asked, each as an index into the model's outputs and
+/// how it is answered. When none are named: every output the model serves, or for a request
+/// of `texts`, the embedding (where one is served).
 fn requested_outputs(
-    signature: &Signature,
+    model: &LoadedModel,
     request: &ModelInferRequest,
-) -> Result<Vec<(usize, Option<usize>)>, RequestError> {
+    texts: bool,
+) -> Result<Vec<(usize, OutputForm)>, RequestError> {
+    let signature = &*model.signature;
+    let embedding = model.text.as_ref().and_then(|text| text.embedding.as_ref());
     if request.outputs.is_empty() {
+        if let (true, Some((pooled, _))) = (texts, embedding) {
+            return Ok(vec![(*pooled, OutputForm::Embedding)]);
+        }
         // Every output that can be served (BYTES outputs are left out until they can be).
         return Ok((0..signature.outputs.len())
             .filter(|&index| signature.outputs[index].datatype.is_served())
-            .map(|index| (index, None))
+            .map(|index| (index, OutputForm::Tensor))
             .collect());
     }
     let mut seen = HashSet::new();
@@ -470,23 +602,29 @@ fn requested_outputs(
         .outputs
         .iter()
         .map(|output| {
-            let index = signature
-                .outputs
-                .iter()
-                .position(|spec| spec.name == output.name)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "unknown output {:?}: the model's outputs are {}",
-                        output.name,
-                        names(&signature.outputs)
-                    ))
-                })?;
-            if !seen.insert(index) {
+            if !seen.insert(output.name.as_str()) {
                 return Err(invalid(format!(
                     "output {:?} is asked for twice",
                     output.name
                 )));
             }
+            if let Some((pooled, _)) = embedding.filter(|(_, spec)| spec.name == output.name) {
+                return Ok((*pooled, OutputForm::Embedding));
+            }
+            let index = signature
+                .outputs
+                .iter()
+                .position(|spec| spec.name == output.name)
+                .ok_or_else(|| {
+                    let mut names = names(&signature.outputs);
+                    if let Some((_, spec)) = embedding {
+                        names = format!("{:?}, {names}", spec.name);
+                    }
+                    invalid(format!(
+                        "unknown output {:?}: the model's outputs are {names}",
+                        output.name
+                    ))
+                })?;
             let datatype = signature.outputs[index].datatype;
             if !datatype.is_served() {
                 return Err(invalid(format!(
@@ -496,7 +634,10 @@ fn requested_outputs(
             }
             let classes =
                 classification::requested(&signature.outputs[index], output, signature.batching())?;
-            Ok((index, classes))
+            Ok((
+                index,
+                classes.map_or(OutputForm::Tensor, OutputForm::Classification),
+            ))
         })
         .collect()
 }
@@ -542,12 +683,13 @@ fn timeout_micros(parameter: &InferParameter) -> Result<u64, RequestError> {
 }
 
 /// The answer to a request: its `id`, the outputs it asked for (`indices` into the model's
-/// outputs) with their shapes, and their bytes in `raw_output_contents`.
+/// outputs, answered as `answering` says) with their shapes, and their bytes in
+/// `raw_output_contents`.
 pub fn response(
     model: &LoadedModel,
     id: String,
     indices: &[usize],
-    classification: &[Option<usize>],
+    answering: &Answering,
     tensors: Vec<Tensor>,
 ) -> ModelInferResponse {
     let mut response = ModelInferResponse {
@@ -558,15 +700,26 @@ pub fn response(
     };
     for (i, (&index, tensor)) in indices.iter().zip(tensors).enumerate() {
         let spec = &model.signature.outputs[index];
-        let (datatype, tensor) = match classification.get(i).copied().flatten() {
-            Some(count) => (
+        let form = answering
+            .forms
+            .get(i)
+            .copied()
+            .unwrap_or(OutputForm::Tensor);
+        let (name, datatype, tensor) = match (form, &model.text) {
+            (OutputForm::Classification(count), _) => (
+                spec.name.clone(),
                 DataType::Bytes,
                 classification::top_classes(spec, &tensor, count),
             ),
-            None => (spec.datatype, tensor),
+            (OutputForm::Embedding, Some(text)) => (
+                text::EMBEDDING.to_string(),
+                DataType::Fp32,
+                text::pool(text, &tensor, answering.mask.as_deref()),
+            ),
+            _ => (spec.name.clone(), spec.datatype, tensor),
         };
         response.outputs.push(InferOutputTensor {
-            name: spec.name.clone(),
+            name,
             datatype: datatype.name().to_string(),
             shape: tensor.shape,
             ..InferOutputTensor::default()
@@ -615,6 +768,7 @@ mod tests {
                 },
             ],
             max_batch_size,
+            ..Default::default()
         });
         model
     }
@@ -902,7 +1056,7 @@ mod tests {
             &model,
             "req-7".into(),
             &checked.request.outputs,
-            &checked.classification,
+            &checked.answering,
             vec![Tensor {
                 shape: vec![2],
                 data: vec![0; 16],

@@ -27,7 +27,7 @@ use crate::model::stats::{ModelStats, Phase};
 use crate::proto::grpc_service as pb;
 use crate::proto::model_config as config_pb;
 use crate::serving::{LoadedModel, ServingInfo};
-use crate::tensor::{Signature, TensorSpec};
+use crate::tensor::{DataType, Signature, TensorSpec};
 
 /// The platform name Triton gives ONNX models.
 const PLATFORM: &str = "onnxruntime_onnx";
@@ -36,11 +36,37 @@ const PLATFORM: &str = "onnxruntime_onnx";
 /// order of the output's columns).
 pub const LABELS_SUFFIX: &str = ".labels";
 
+/// The inputs a client sees: a text model's text input (its token inputs are still taken,
+/// from callers who tokenize themselves), else the model's own.
+fn served_inputs(model: &LoadedModel) -> Vec<TensorSpec> {
+    match &model.text {
+        Some(text) => vec![TensorSpec {
+            name: text.input.clone(),
+            datatype: DataType::Bytes,
+            dims: vec![-1],
+            labels: Vec::new(),
+        }],
+        None => model.signature.inputs.clone(),
+    }
+}
+
+/// The outputs a client sees: a text model's embedding first, then the model's own.
+fn served_outputs(model: &LoadedModel) -> Vec<TensorSpec> {
+    let embedding = model
+        .text
+        .as_ref()
+        .and_then(|text| text.embedding.as_ref())
+        .map(|(_, spec)| spec.clone());
+    embedding
+        .into_iter()
+        .chain(model.signature.outputs.iter().cloned())
+        .collect()
+}
+
 /// `ModelMetadata`: the inputs and outputs with datatype and shape (-1: any size; with
 /// batching, the first dimension is the batch).
 pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
     use pb::model_metadata_response::TensorMetadata;
-    let signature = &model.signature;
     let tensor = |spec: &TensorSpec| TensorMetadata {
         name: spec.name.clone(),
         datatype: spec.datatype.name().to_string(),
@@ -51,8 +77,8 @@ pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
         name: model.name.clone(),
         versions: vec![MODEL_VERSION.to_string()],
         platform: PLATFORM.to_string(),
-        inputs: signature.inputs.iter().map(tensor).collect(),
-        outputs: signature.outputs.iter().map(tensor).collect(),
+        inputs: served_inputs(model).iter().map(tensor).collect(),
+        outputs: served_outputs(model).iter().map(tensor).collect(),
         ..Default::default()
     }
 }
@@ -68,8 +94,7 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
         platform: PLATFORM.to_string(),
         backend: "onnxruntime".to_string(),
         max_batch_size: i32::try_from(signature.max_batch_size).unwrap_or(i32::MAX),
-        input: signature
-            .inputs
+        input: served_inputs(model)
             .iter()
             .map(|spec| {
                 let (dims, reshape) = config_shape(signature, spec);
@@ -82,8 +107,7 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
                 }
             })
             .collect(),
-        output: signature
-            .outputs
+        output: served_outputs(model)
             .iter()
             .map(|spec| {
                 let (dims, reshape) = config_shape(signature, spec);
@@ -123,6 +147,29 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
                 ..Default::default()
             },
         );
+    }
+    // What a text model expects, for clients that tokenize themselves.
+    if let Some(text) = &model.text {
+        let token_inputs: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
+        for (key, value) in [
+            ("text.tokenizer", text.tokenizer.display().to_string()),
+            ("text.max_length", text.max_length.to_string()),
+            ("text.truncate", text.truncate.to_string()),
+            ("text.pooling", text.pooling.to_string()),
+            ("text.normalize", text.normalize.to_string()),
+            (
+                "text.token_inputs",
+                serde_json::to_string(&token_inputs).unwrap_or_default(),
+            ),
+        ] {
+            config.parameters.insert(
+                key.to_string(),
+                config_pb::ModelParameter {
+                    string_value: value,
+                    ..Default::default()
+                },
+            );
+        }
     }
     if signature.batching() {
         config.scheduling_choice =

@@ -24,6 +24,7 @@ use crate::metrics::Outcome;
 use crate::model::job::JobFailure;
 use crate::model::AdmitError;
 use crate::proto::grpc_service as pb;
+use crate::text::TextError;
 
 /// Every way an inference request can fail; its message is what the caller reads.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,9 @@ pub enum Failure {
     /// It was queued but got no outputs.
     #[error(transparent)]
     Job(#[from] JobFailure),
+    /// Its texts cannot be tokenized as the model needs.
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// A call about the model came before the model was loaded.
     #[error("model {0:?} is not loaded yet")]
     NotLoaded(String),
@@ -50,9 +54,8 @@ impl Failure {
             Failure::Request(RequestError::NotFound(_)) | Failure::NotLoaded(_) => {
                 (Code::NOT_FOUND, Outcome::Invalid)
             }
-            Failure::Request(RequestError::Invalid(_) | RequestError::TooLarge { .. }) => {
-                (Code::INVALID_ARGUMENT, Outcome::Invalid)
-            }
+            Failure::Request(RequestError::Invalid(_) | RequestError::TooLarge { .. })
+            | Failure::Text(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
             Failure::Admission(AdmitError::Loading | AdmitError::ShuttingDown) => {
                 (Code::UNAVAILABLE, Outcome::Unavailable)
             }

@@ -26,4 +26,5 @@ mod lifecycle;
 mod reliability;
 mod rpc;
 mod supervision;
+mod text;
 mod util;

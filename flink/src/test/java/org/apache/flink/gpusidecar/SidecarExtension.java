@@ -28,11 +28,14 @@ import org.junit.jupiter.api.extension.ExtensionContext;
  */
 final class SidecarExtension implements BeforeAllCallback, AfterAllCallback {
     private final String model;
+    private final String[] lines;
     private Path folder;
     private SidecarProcess sidecar;
 
-    SidecarExtension(String model) {
+    /** The sidecar serving the fixture {@code model}, with {@code lines} added to its config. */
+    SidecarExtension(String model, String... lines) {
         this.model = model;
+        this.lines = lines;
     }
 
     String endpoint() {
@@ -42,7 +45,7 @@ final class SidecarExtension implements BeforeAllCallback, AfterAllCallback {
     @Override
     public void beforeAll(ExtensionContext context) throws Exception {
         folder = Files.createTempDirectory("gpu-sidecar-test");
-        sidecar = SidecarProcess.start(folder, model);
+        sidecar = SidecarProcess.start(folder, model, lines);
     }
 
     @Override
