@@ -1220,6 +1220,51 @@ mod tests {
     }
 
     #[test]
+    fn text_settings_are_read_with_their_defaults_and_checked() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[sidecar.model.text]\ntokenizer = \"tok/tokenizer.json\"\n"
+        ))
+        .unwrap();
+        let text = config.model.text.as_ref().unwrap();
+        assert_eq!(
+            text.tokenizer,
+            PathBuf::from("/etc/flink/tok/tokenizer.json")
+        );
+        assert_eq!(text.input, "text");
+        assert_eq!((text.max_length, text.truncate), (None, true));
+        assert_eq!(text.pooling, Pooling::Mean);
+        assert!(text.normalized());
+        assert_eq!(config.batching.delay_mode, DelayMode::Adaptive);
+        assert_eq!(config.batching.max_batch_tokens, 16384);
+        let shown = config.to_string();
+        assert!(
+            shown.contains("sidecar.model.text.pooling = \"mean\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("sidecar.batching.delay-mode = \"adaptive\""),
+            "{shown}"
+        );
+
+        let (key, message) = parse_err(&format!(
+            "{MINIMAL}\n[sidecar.model.text]\ntokenizer = \"t.json\"\npooling = \"max\"\n"
+        ));
+        assert_eq!(key, "sidecar.model.text.pooling", "{message}");
+        let (key, message) = parse_err(&format!(
+            "{MINIMAL}\n[sidecar.model.text]\ntokenizer = \"t.json\"\npooling = \"none\"\nnormalize = true\n"
+        ));
+        assert_eq!(key, "sidecar.model.text.normalize", "{message}");
+        let (key, message) = parse_err(&format!(
+            "{MINIMAL}\n[sidecar.model.text]\ntokenizer = \"t.json\"\nmax-length = 0\n"
+        ));
+        assert_eq!(key, "sidecar.model.text.max-length", "{message}");
+        let (key, message) = parse_err(&format!(
+            "{MINIMAL}\n[sidecar.batching]\ndelay-mode = \"sometimes\"\n"
+        ));
+        assert_eq!(key, "sidecar.batching.delay-mode", "{message}");
+    }
+
+    #[test]
     fn unknown_table_is_named() {
         let (key, message) = parse_err(&format!("{MINIMAL}\n[sidecar.cache]\nsize = 1\n"));
         assert!(key.contains("cache"), "{key}: {message}");

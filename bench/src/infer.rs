@@ -30,12 +30,14 @@ use grpcio::{CallOption, ChannelBuilder, Environment, WriteFlags};
 
 use gpu_sidecar::backend::onnx::{self, OnnxSession};
 use gpu_sidecar::backend::{Provider, Session, SessionOptions};
+use gpu_sidecar::config::{Pooling, TextConfig};
 use gpu_sidecar::proto::grpc_service::model_infer_request::InferInputTensor;
 use gpu_sidecar::proto::grpc_service::{
     ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest,
 };
 use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
 use gpu_sidecar::tensor::{DataType, Signature, TensorSpec};
+use gpu_sidecar::text::TextStage;
 
 use crate::load::{self, Limit, Tally};
 
@@ -307,4 +309,59 @@ pub fn runtime_only(model: &Path, batch: usize, duration: Duration) -> Result<f6
         executions += 1;
     }
     Ok((executions * batch as u64) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Times tokenizer and session in this process, as the sidecar runs them, on `texts` (in
+/// turn): at `batch` texts per execution, padded to the longest of each, and one text per
+/// execution, unpadded. Returns (padded, alone) texts per second.
+pub fn runtime_only_text(
+    model: &Path,
+    tokenizer: &Path,
+    texts: &[&str],
+    batch: usize,
+    duration: Duration,
+) -> Result<(f64, f64), String> {
+    onnx::load_library(None).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let options = SessionOptions {
+        provider: Provider::Cpu,
+        intra_op_threads: thread::available_parallelism().map_or(1, |n| n.get()),
+        max_batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
+    };
+    let mut session = OnnxSession::create(model, &bytes, &options).map_err(|e| e.to_string())?;
+    let config = TextConfig {
+        tokenizer: tokenizer.to_path_buf(),
+        input: "text".to_string(),
+        max_length: None,
+        truncate: true,
+        pooling: Pooling::Mean,
+        pooled_from: None,
+        normalize: None,
+    };
+    let text = TextStage::load(&config)
+        .and_then(|stage| stage.bind(session.signature()))
+        .map_err(|e| e.to_string())?;
+    let mut turn = 0;
+    let mut rate = |batch: usize| -> Result<f64, String> {
+        let mut run = || -> Result<(), String> {
+            let these: Vec<&str> = (0..batch)
+                .map(|i| texts[(turn + i) % texts.len()])
+                .collect();
+            turn += batch;
+            let tokens = text.tokenize(&these).map_err(|e| e.to_string())?;
+            session.run(tokens.inputs).map_err(|e| e.to_string())?;
+            Ok(())
+        };
+        for _ in 0..4 {
+            run()?;
+        }
+        let started = Instant::now();
+        let mut executions = 0u64;
+        while started.elapsed() < duration {
+            run()?;
+            executions += 1;
+        }
+        Ok((executions * batch as u64) as f64 / started.elapsed().as_secs_f64())
+    };
+    Ok((rate(batch)?, rate(1)?))
 }

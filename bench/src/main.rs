@@ -443,14 +443,17 @@ fn measure_inference(
                 (true, Some(model), Some(per_execution)) => {
                     // Without batching each execution runs one request, of `rows` rows.
                     let batch = (per_execution.round() as usize).max(rows);
-                    Some((
-                        batch,
-                        infer::runtime_only(
-                            model,
-                            batch,
-                            args.duration.min(Duration::from_secs(5)),
-                        ),
-                    ))
+                    let duration = args.duration.min(Duration::from_secs(5));
+                    let rate = match (&args.tokenizer, &texts) {
+                        (Some(tokenizer), Some(texts)) => {
+                            let texts: Vec<&str> =
+                                texts.lines().filter(|l| !l.is_empty()).collect();
+                            infer::runtime_only_text(model, tokenizer, &texts, batch, duration)
+                                .map(|(padded, alone)| format!("{padded:.0}|{alone:.0} alone"))
+                        }
+                        _ => infer::runtime_only(model, batch, duration).map(|r| format!("{r:.0}")),
+                    };
+                    Some((batch, rate))
                 }
                 _ => None,
             };
@@ -475,7 +478,7 @@ fn measure_inference(
                 json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
                 if let Some((batch, result)) = &runtime {
                     json["runtime_only"] = match result {
-                        Ok(rate) => serde_json::json!({"batch": batch, "rows_per_second": rate}),
+                        Ok(rate) => serde_json::json!({"batch": batch, "rate": rate}),
                         Err(e) => serde_json::json!({"batch": batch, "error": e}),
                     };
                 }
@@ -501,7 +504,7 @@ fn measure_inference(
                         .rows_per_execution
                         .map_or("-".to_string(), |r| format!("{r:.1}")),
                     match &runtime {
-                        Some((batch, Ok(rate))) => format!("{rate:.0} @{batch}"),
+                        Some((batch, Ok(rate))) => format!("{rate} @{batch}"),
                         Some((_, Err(e))) => format!("error: {e}"),
                         None => "-".to_string(),
                     }
