@@ -413,13 +413,19 @@ fn measure_inference(
                 target: target.grpc.clone(),
                 reason,
             };
-            let requests = match &args.texts {
+            let texts = match &args.texts {
                 Some(path) => {
-                    let texts =
+                    Some(
                         std::fs::read_to_string(path).map_err(|source| BenchError::Model {
                             path: path.clone(),
                             source,
-                        })?;
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let requests = match &texts {
+                Some(texts) => {
                     infer::text_requests(&probe, texts.lines().filter(|l| !l.is_empty()))
                         .map_err(unreachable)?
                 }
