@@ -450,14 +450,15 @@ fn measure_inference(
                     // Without batching each execution runs one request, of `rows` rows.
                     let batch = (per_execution.round() as usize).max(rows);
                     let duration = args.duration.min(Duration::from_secs(5));
+                    // Rows per second at the batch formed, and for texts one text alone.
                     let rate = match (&args.tokenizer, &texts) {
                         (Some(tokenizer), Some(texts)) => {
                             let texts: Vec<&str> =
                                 texts.lines().filter(|l| !l.is_empty()).collect();
                             infer::runtime_only_text(model, tokenizer, &texts, batch, duration)
-                                .map(|(padded, alone)| format!("{padded:.0}|{alone:.0} alone"))
+                                .map(|(padded, alone)| (padded, Some(alone)))
                         }
-                        _ => infer::runtime_only(model, batch, duration).map(|r| format!("{r:.0}")),
+                        _ => infer::runtime_only(model, batch, duration).map(|r| (r, None)),
                     };
                     Some((batch, rate))
                 }
@@ -484,7 +485,11 @@ fn measure_inference(
                 json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
                 if let Some((batch, result)) = &runtime {
                     json["runtime_only"] = match result {
-                        Ok(rate) => serde_json::json!({"batch": batch, "rate": rate}),
+                        Ok((rate, alone)) => serde_json::json!({
+                            "batch": batch,
+                            "rows_per_second": rate,
+                            "alone_rows_per_second": alone,
+                        }),
                         Err(e) => serde_json::json!({"batch": batch, "error": e}),
                     };
                 }
@@ -510,7 +515,10 @@ fn measure_inference(
                         .rows_per_execution
                         .map_or("-".to_string(), |r| format!("{r:.1}")),
                     match &runtime {
-                        Some((batch, Ok(rate))) => format!("{rate} @{batch}"),
+                        Some((batch, Ok((rate, None)))) => format!("{rate:.0} @{batch}"),
+                        Some((batch, Ok((rate, Some(alone))))) => {
+                            format!("{rate:.0} @{batch}, {alone:.0} @1")
+                        }
                         Some((_, Err(e))) => format!("error: {e}"),
                         None => "-".to_string(),
                     }
