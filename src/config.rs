@@ -335,6 +335,27 @@ pub struct BatchingConfig {
         deserialize_with = "batch_tokens"
     )]
     pub max_batch_tokens: u32,
+    /// For models of token sequences: the largest share of a batch's tokens that may be
+    /// padding; unset: 0.5 on a GPU, 0.2 on the CPU.
+    #[serde(default, deserialize_with = "padding_share")]
+    pub max_padding: Option<f64>,
+}
+
+impl BatchingConfig {
+    /// `max-padding`, or its default where the model runs.
+    pub fn max_padding(&self, on_gpu: bool) -> f64 {
+        self.max_padding.unwrap_or(if on_gpu { 0.5 } else { 0.2 })
+    }
+}
+
+fn padding_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let share = f64::deserialize(d)?;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(serde::de::Error::custom(format!(
+            "{share} is out of range: a share of the batch's tokens, 0.0 (no padding) to 1.0"
+        )));
+    }
+    Ok(Some(share))
 }
 
 /// When a batch that is not full waits for more requests.
@@ -342,7 +363,8 @@ pub struct BatchingConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum DelayMode {
     /// Up to `max-queue-delay`, only while company is coming: other requests waited already,
-    /// or some arrived during the previous execution. A lone caller never waits.
+    /// or more than one arrived since the previous batch began to form. A lone caller never
+    /// waits.
     #[default]
     Adaptive,
     /// Always up to `max-queue-delay`.
@@ -378,6 +400,7 @@ impl Default for BatchingConfig {
             default_timeout: None,
             delay_mode: DelayMode::default(),
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            max_padding: None,
         }
     }
 }
@@ -1037,6 +1060,13 @@ impl fmt::Display for Config {
             "sidecar.batching.max-batch-tokens = {}",
             batching.max_batch_tokens
         )?;
+        match batching.max_padding {
+            Some(share) => writeln!(f, "sidecar.batching.max-padding = {share}")?,
+            None => writeln!(
+                f,
+                "# sidecar.batching.max-padding: unset (0.5 on a GPU, 0.2 on the CPU)"
+            )?,
+        }
         writeln!(
             f,
             "sidecar.batching.max-queue-delay = \"{}\"",
@@ -1262,6 +1292,17 @@ mod tests {
             "{MINIMAL}\n[sidecar.batching]\ndelay-mode = \"sometimes\"\n"
         ));
         assert_eq!(key, "sidecar.batching.delay-mode", "{message}");
+        assert_eq!(config.batching.max_padding(true), 0.5);
+        assert_eq!(config.batching.max_padding(false), 0.2);
+        let capped = parse(&format!(
+            "{MINIMAL}\n[sidecar.batching]\nmax-padding = 0.3\n"
+        ))
+        .unwrap();
+        assert_eq!(capped.batching.max_padding(true), 0.3);
+        let (key, message) = parse_err(&format!(
+            "{MINIMAL}\n[sidecar.batching]\nmax-padding = 1.5\n"
+        ));
+        assert_eq!(key, "sidecar.batching.max-padding", "{message}");
     }
 
     #[test]

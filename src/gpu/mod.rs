@@ -163,6 +163,7 @@ impl GpuOwner {
             let policy = BatchPolicy {
                 max_rows: resident.signature.max_batch_size as usize,
                 max_tokens: plan.batching.max_batch_tokens as usize,
+                max_padding: plan.batching.max_padding(resident.context.is_some()),
                 max_delay: plan.batching.max_queue_delay,
                 delay_mode: plan.batching.delay_mode,
             };
@@ -282,8 +283,8 @@ impl Serving<'_> {
         // Jobs taken off the queue that have not run yet, oldest first.
         let mut pending: VecDeque<Job> = VecDeque::new();
         let mut queue_open = true;
-        // Whether jobs arrived while the previous execution ran: company is coming.
-        let mut company_coming = false;
+        // Requests ever submitted, as the previous batch began to form.
+        let mut arrived_before = 0;
         loop {
             // Commands first, so that heartbeats are answered between executions under load.
             loop {
@@ -325,6 +326,11 @@ impl Serving<'_> {
                 };
                 pending.push_back(first);
             }
+            // Company is coming when more than this one request arrived since the previous
+            // batch began to form: callers are concurrent.
+            let arrived = self.counts.arrived();
+            let company_coming = arrived.saturating_sub(arrived_before) >= 2;
+            arrived_before = arrived;
             let batch = batcher::gather(
                 &mut pending,
                 queue,
@@ -339,9 +345,7 @@ impl Serving<'_> {
                 self.metrics.set_queue_depth(self.counts.waiting());
                 continue;
             }
-            let arrived = self.counts.arrived();
             self.execute(batch);
-            company_coming = self.counts.arrived() != arrived;
         }
     }
 
@@ -679,6 +683,7 @@ mod tests {
             policy: BatchPolicy {
                 max_rows: 8,
                 max_tokens: 0,
+                max_padding: 0.5,
                 max_delay: Duration::from_millis(50),
                 delay_mode: crate::config::DelayMode::Fixed,
             },

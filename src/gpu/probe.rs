@@ -53,7 +53,15 @@ pub fn padding(
         .iter()
         .map(|spec| if spec.name == "input_ids" { pad_id } else { 0 })
         .collect();
-    let lone = signature.filled_inputs(1, SHORT, 1);
+    // Every position a token: 1 in the ids and the mask, 0 in token types (a model may have
+    // one type only, as RoBERTa's).
+    let token = |spec: &crate::tensor::TensorSpec| i64::from(!spec.name.contains("type"));
+    let lone: Vec<Tensor> = signature
+        .inputs
+        .iter()
+        .zip(signature.filled_inputs(1, SHORT, 0))
+        .map(|(spec, zeros)| filled(spec.datatype, zeros.shape, token(spec)))
+        .collect();
     let padded: Vec<Tensor> = signature
         .inputs
         .iter()
@@ -61,7 +69,7 @@ pub fn padding(
         .zip(signature.filled_inputs(2, LONG, 0))
         .map(|((spec, &pad), zeros)| {
             let shape = zeros.shape;
-            let one = spec.datatype.encode_integer(1);
+            let one = spec.datatype.encode_integer(token(spec));
             let pad = spec.datatype.encode_integer(pad);
             let per_position: usize = shape[2..].iter().map(|&d| d as usize).product();
             let mut data = Vec::new();
@@ -130,6 +138,16 @@ pub fn padding(
         inputs: pads.into_iter().map(Some).collect(),
         outputs: axes,
     }))
+}
+
+/// A tensor of `shape` whose every element is `value`.
+fn filled(datatype: DataType, shape: Vec<i64>, value: i64) -> Tensor {
+    let count: usize = shape.iter().map(|&d| d.max(0) as usize).product();
+    let element = datatype.encode_integer(value);
+    Tensor {
+        data: element.repeat(count),
+        shape,
+    }
 }
 
 fn is_integer(datatype: DataType) -> bool {

@@ -22,8 +22,9 @@
 //!
 //! How long a batch waits for company is the [`DelayMode`]: `fixed` waits up to
 //! `max-queue-delay` from the oldest job's arrival; `adaptive` (the default) waits only when
-//! company is coming: when other jobs waited already, or some arrived during the previous
-//! execution. A lone caller's request runs at once.
+//! company is coming (other jobs waited already, or more than one arrived since the previous
+//! batch began to form) and no job that cannot join is waiting for its turn. A lone caller's
+//! request runs at once.
 //!
 //! Requests of token sequences of different lengths run together when the model allows
 //! ([`Padding`]): their sequence inputs are padded to the longest in the batch, and outputs
@@ -132,6 +133,8 @@ pub struct BatchPolicy {
     /// The most padded tokens (rows times the longest length) in one execution of a model of
     /// token sequences; 0: no limit.
     pub max_tokens: usize,
+    /// The largest share of a batch's tokens that may be padding (0 to 1).
+    pub max_padding: f64,
     /// How long the oldest job may wait for others to join.
     pub max_delay: Duration,
     /// When waiting for company is worth it.
@@ -140,8 +143,8 @@ pub struct BatchPolicy {
 
 /// Gathers the jobs that run with the oldest of `pending` (jobs taken off the queue that have
 /// not run yet), taking new ones from `queue`: up to `max_rows` rows and `max_tokens` padded
-/// tokens, waiting for company per the policy's [`DelayMode`] (`company_coming`: jobs arrived
-/// during the previous execution). Jobs that do not fit stay in `pending`, in their order;
+/// tokens, waiting for company per the policy's [`DelayMode`] (`company_coming`: callers
+/// are concurrent, by the arrivals since the previous batch began to form). Jobs that do not fit stay in `pending`, in their order;
 /// jobs whose callers have gone are answered through `refuse` and skipped. Waiting also ends
 /// as soon as `interrupted` says so (a command for the GPU-owner thread, such as a heartbeat,
 /// must not wait out a long delay). Empty when every pending job was refused.
@@ -169,6 +172,7 @@ pub fn gather(
     let mut batch = Batch {
         rows: first.rows,
         longest: first.length(padded),
+        tokens: first.rows * first.length(padded),
         jobs: vec![first],
         padded,
         policy,
@@ -202,12 +206,12 @@ pub fn gather(
         }
     }
     pending.extend(waiting.into_iter().flatten());
-    let wait = match policy.delay_mode {
-        DelayMode::Fixed => true,
-        DelayMode::Adaptive => company_coming || batch.jobs.len() > 1 || !pending.is_empty(),
-    };
+    // Adaptive: wait while company is coming (some arrived during the last execution, or
+    // others were waiting), but never while a job that cannot join waits for its turn.
+    let adaptive = policy.delay_mode == DelayMode::Adaptive;
+    let company = company_coming || batch.jobs.len() > 1;
     let until = batch.jobs[0].enqueued + policy.max_delay;
-    while wait && !batch.full() {
+    while !batch.full() && (!adaptive || (company && pending.is_empty())) {
         let next = match queue.try_recv() {
             Ok(job) => job,
             Err(TryRecvError::Disconnected) => break,
@@ -239,6 +243,8 @@ struct Batch<'a> {
     rows: usize,
     /// The longest sequence length among the jobs (0 without padding).
     longest: usize,
+    /// The jobs' own tokens (rows times each job's length), without the batch's padding.
+    tokens: usize,
     padded: &'a [Option<i64>],
     policy: BatchPolicy,
 }
@@ -248,19 +254,25 @@ impl Batch<'_> {
         self.rows >= self.policy.max_rows
     }
 
-    /// Whether `job` can join: its shapes fit the first job's, and the rows and padded
-    /// tokens stay within the policy.
+    /// Whether `job` can join: its shapes fit the first job's, and the rows, padded tokens
+    /// and the share of padding stay within the policy (past it, padding costs more than
+    /// batching saves).
     fn fits(&self, job: &Job) -> bool {
         let rows = self.rows + job.rows;
-        let tokens = rows * self.longest.max(job.length(self.padded));
+        let length = job.length(self.padded);
+        let padded = rows * self.longest.max(length);
+        let own = self.tokens + job.rows * length;
         rows <= self.policy.max_rows
-            && (self.policy.max_tokens == 0 || tokens <= self.policy.max_tokens)
+            && (self.policy.max_tokens == 0 || padded <= self.policy.max_tokens)
+            && padded as f64 * (1.0 - self.policy.max_padding) <= own as f64
             && self.jobs[0].fits_with(job, self.padded)
     }
 
     fn push(&mut self, job: Job) {
+        let length = job.length(self.padded);
         self.rows += job.rows;
-        self.longest = self.longest.max(job.length(self.padded));
+        self.tokens += job.rows * length;
+        self.longest = self.longest.max(length);
         self.jobs.push(job);
     }
 }
@@ -445,6 +457,7 @@ mod tests {
     const POLICY: BatchPolicy = BatchPolicy {
         max_rows: 4,
         max_tokens: 0,
+        max_padding: 0.5,
         max_delay: Duration::from_millis(20),
         delay_mode: DelayMode::Fixed,
     };
@@ -707,6 +720,32 @@ mod tests {
                 .map(|j| j.inputs[0].shape[1])
                 .collect::<Vec<_>>(),
             [10, 12]
+        );
+        assert_eq!(pending.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_holds_no_more_padding_than_its_share() {
+        let signature = sequence_model();
+        let (submitter, queue, _) = queue(8);
+        let (first, _r0) = job_of(vec![ids(&[&[1; 10]])], 1);
+        let (longer, _r1) = job_of(vec![ids(&[&[1; 30]])], 1);
+        let (near, _r2) = job_of(vec![ids(&[&[1; 11]])], 1);
+        submitter.submit(longer).unwrap();
+        submitter.submit(near).unwrap();
+        // 10 and 30 together are 60 tokens of which 20 padding (33%); 10 and 11, 1 in 22.
+        let policy = BatchPolicy {
+            max_padding: 0.2,
+            ..POLICY
+        };
+        let (batch, pending) =
+            gather_with(first, &queue, policy, signature.padding.as_ref(), false);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|j| j.inputs[0].shape[1])
+                .collect::<Vec<_>>(),
+            [10, 11]
         );
         assert_eq!(pending.len(), 1);
     }

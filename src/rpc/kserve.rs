@@ -187,6 +187,7 @@ pub fn check_request(
         .zip(&signature.inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| invalid(format!("missing input {:?}", spec.name))))
         .collect::<Result<Vec<_>, _>>()?;
+    check_sequence_lengths(signature, &inputs)?;
     let (outputs, forms): (Vec<usize>, Vec<OutputForm>) = requested_outputs(model, request, false)?
         .into_iter()
         .unzip();
@@ -212,6 +213,38 @@ pub fn check_request(
         answering: Answering { forms, mask },
         texts: None,
     })
+}
+
+/// For a model that pads sequences: every padded input has the same length (axis 1), and
+/// it is not 0. Padding each to its own longest would make an execution of inputs that do
+/// not fit together, and fail every request batched with this one.
+fn check_sequence_lengths(signature: &Signature, inputs: &[Tensor]) -> Result<(), RequestError> {
+    let Some(padding) = &signature.padding else {
+        return Ok(());
+    };
+    let mut first: Option<(&str, i64)> = None;
+    for ((spec, tensor), pad) in signature.inputs.iter().zip(inputs).zip(&padding.inputs) {
+        let (Some(_), Some(&length)) = (pad, tensor.shape.get(1)) else {
+            continue;
+        };
+        if length == 0 {
+            return Err(invalid(format!(
+                "input {:?}: has 0 positions: send at least one token",
+                spec.name
+            )));
+        }
+        match first {
+            Some((name, other)) if other != length => {
+                return Err(invalid(format!(
+                    "input {:?} has {length} positions but input {name:?} has {other}: the model's sequence inputs need the same length",
+                    spec.name
+                )))
+            }
+            Some(_) => {}
+            None => first = Some((&spec.name, length)),
+        }
+    }
+    Ok(())
 }
 
 /// Checks a request of texts: one BYTES input `text.input`, shape `[n]` or `[n, 1]`.
@@ -253,7 +286,12 @@ fn check_texts(
     };
     let served = Signature {
         inputs: vec![spec.clone()],
-        max_batch_size: model.signature.max_batch_size.max(u32::from(rank > 0)),
+        // Without batching, a request's texts run as one execution of their own.
+        max_batch_size: if model.signature.batching() {
+            model.signature.max_batch_size
+        } else {
+            u32::MAX
+        },
         ..Default::default()
     };
     if raw.is_empty() && input.contents.is_none() {

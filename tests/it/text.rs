@@ -276,7 +276,13 @@ fn from_16_clients(
 
 #[test]
 fn concurrent_sentences_of_different_lengths_batch_and_each_gets_its_own_answer() {
-    let (_dir, sidecar) = serve_text("", "max-queue-delay = \"20 ms\"");
+    let (_dir, sidecar) = serve_text(
+        "",
+        // Padding not capped, as text-embeddings-inference pads: these 16 lengths batch
+        // together (the CPU default, 0.2, groups them in twos and threes); a fixed delay, so
+        // that the batches do not depend on how fast this machine answers.
+        "max-queue-delay = \"50 ms\"\ndelay-mode = \"fixed\"\nmax-padding = 1.0",
+    );
     let target = sidecar.grpc_target();
     let sentences = sentences();
     let rounds = 6;
@@ -303,7 +309,13 @@ fn concurrent_sentences_of_different_lengths_batch_and_each_gets_its_own_answer(
 
 #[test]
 fn token_ids_of_mixed_lengths_batch_and_are_cut_back() {
-    let (_dir, sidecar) = serve_text("", "max-queue-delay = \"20 ms\"");
+    let (_dir, sidecar) = serve_text(
+        "",
+        // Padding not capped, as text-embeddings-inference pads: these 16 lengths batch
+        // together (the CPU default, 0.2, groups them in twos and threes); a fixed delay, so
+        // that the batches do not depend on how fast this machine answers.
+        "max-queue-delay = \"50 ms\"\ndelay-mode = \"fixed\"\nmax-padding = 1.0",
+    );
     let target = sidecar.grpc_target();
     let sentences = sentences();
     let rounds = 4;
@@ -392,6 +404,24 @@ fn empty_and_invalid_texts_are_refused_by_name() {
     );
     let message = refused(&client, &text_request(&["ok"], &["no_such_output"]));
     assert!(message.contains("\"embedding\""), "{message}");
+    // Token ids whose inputs disagree on the length, or have none, are refused by name
+    // before they could be batched with others.
+    let sentence = &sentences()[3];
+    let mut uneven = token_request(sentence, &[]);
+    uneven.inputs[1].shape[1] += 1;
+    uneven.raw_input_contents[1].extend_from_slice(&1i64.to_le_bytes());
+    let message = refused(&client, &uneven);
+    assert!(
+        message.contains("\"attention_mask\"") && message.contains("\"input_ids\""),
+        "{message}"
+    );
+    let mut empty = token_request(sentence, &[]);
+    for (input, raw) in empty.inputs.iter_mut().zip(&mut empty.raw_input_contents) {
+        input.shape[1] = 0;
+        raw.clear();
+    }
+    let message = refused(&client, &empty);
+    assert!(message.contains("0 positions"), "{message}");
     // The sidecar still serves.
     infer(&client, &text_request(&["still here"], &[]));
 }
@@ -439,4 +469,23 @@ fn a_tokenizer_that_cannot_be_read_is_a_configuration_error() {
         log.contains("tokenizer") && log.contains("tokenizer.json"),
         "{log}"
     );
+}
+
+#[test]
+fn without_batching_a_request_of_several_texts_runs_as_one() {
+    let (_dir, sidecar) = serve_text("", "max-batch-size = 0");
+    let client = client(&sidecar.grpc_target());
+    let sentences = sentences();
+    let three = [&sentences[2], &sentences[12], &sentences[7]];
+    let texts: Vec<&str> = three.iter().map(|s| s.text.as_str()).collect();
+    let answer = infer(&client, &text_request(&texts, &[]));
+    let (shape, embeddings) = output(&answer, "embedding");
+    assert_eq!(shape, [3, 32]);
+    for (row, sentence) in three.iter().enumerate() {
+        assert_close(
+            &embeddings[row * 32..(row + 1) * 32],
+            &sentence.embedding,
+            &sentence.text,
+        );
+    }
 }
