@@ -286,9 +286,9 @@ fn stream_loop<'a>(
     });
 }
 
-/// Times the model's session in this process at `batch` rows per execution for `duration`
-/// (after a warm-up): rows per second. Loads ONNX Runtime as the sidecar does.
-pub fn runtime_only(model: &Path, batch: usize, duration: Duration) -> Result<f64, String> {
+/// The model's session in this process, on the CPU with every core, as the sidecar makes it
+/// (ONNX Runtime loaded as the sidecar loads it).
+fn cpu_session(model: &Path, batch: usize) -> Result<OnnxSession, String> {
     onnx::load_library(None).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
     let options = SessionOptions {
@@ -296,19 +296,39 @@ pub fn runtime_only(model: &Path, batch: usize, duration: Duration) -> Result<f6
         intra_op_threads: thread::available_parallelism().map_or(1, |n| n.get()),
         max_batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
     };
-    let mut session = OnnxSession::create(model, &bytes, &options).map_err(|e| e.to_string())?;
-    let inputs = session.signature().zero_inputs(batch);
-    // Warm-up, uncounted.
+    OnnxSession::create(model, &bytes, &options).map_err(|e| e.to_string())
+}
+
+/// Rows per second of `run` (one execution of `rows` rows) for `duration`, after an uncounted
+/// warm-up.
+fn rows_per_second(
+    rows: usize,
+    duration: Duration,
+    mut run: impl FnMut() -> Result<(), String>,
+) -> Result<f64, String> {
     for _ in 0..4 {
-        session.run(inputs.clone()).map_err(|e| e.to_string())?;
+        run()?;
     }
     let started = Instant::now();
     let mut executions = 0u64;
     while started.elapsed() < duration {
-        session.run(inputs.clone()).map_err(|e| e.to_string())?;
+        run()?;
         executions += 1;
     }
-    Ok((executions * batch as u64) as f64 / started.elapsed().as_secs_f64())
+    Ok((executions * rows as u64) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Times the model's session in this process at `batch` rows per execution for `duration`
+/// (after a warm-up): rows per second.
+pub fn runtime_only(model: &Path, batch: usize, duration: Duration) -> Result<f64, String> {
+    let mut session = cpu_session(model, batch)?;
+    let inputs = session.signature().zero_inputs(batch);
+    rows_per_second(batch, duration, || {
+        session
+            .run(inputs.clone())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Times tokenizer and session in this process, as the sidecar runs them, on `texts` (in
@@ -321,14 +341,7 @@ pub fn runtime_only_text(
     batch: usize,
     duration: Duration,
 ) -> Result<(f64, f64), String> {
-    onnx::load_library(None).map_err(|e| e.to_string())?;
-    let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
-    let options = SessionOptions {
-        provider: Provider::Cpu,
-        intra_op_threads: thread::available_parallelism().map_or(1, |n| n.get()),
-        max_batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
-    };
-    let mut session = OnnxSession::create(model, &bytes, &options).map_err(|e| e.to_string())?;
+    let mut session = cpu_session(model, batch)?;
     let config = TextConfig {
         tokenizer: tokenizer.to_path_buf(),
         input: "text".to_string(),
@@ -342,26 +355,18 @@ pub fn runtime_only_text(
         .and_then(|stage| stage.bind(session.signature()))
         .map_err(|e| e.to_string())?;
     let mut turn = 0;
-    let mut rate = |batch: usize| -> Result<f64, String> {
-        let mut run = || -> Result<(), String> {
+    let mut rate = |batch: usize| {
+        rows_per_second(batch, duration, || {
             let these: Vec<&str> = (0..batch)
                 .map(|i| texts[(turn + i) % texts.len()])
                 .collect();
             turn += batch;
             let tokens = text.tokenize(&these).map_err(|e| e.to_string())?;
-            session.run(tokens.inputs).map_err(|e| e.to_string())?;
-            Ok(())
-        };
-        for _ in 0..4 {
-            run()?;
-        }
-        let started = Instant::now();
-        let mut executions = 0u64;
-        while started.elapsed() < duration {
-            run()?;
-            executions += 1;
-        }
-        Ok((executions * batch as u64) as f64 / started.elapsed().as_secs_f64())
+            session
+                .run(tokens.inputs)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     };
     Ok((rate(batch)?, rate(1)?))
 }

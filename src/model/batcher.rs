@@ -698,56 +698,42 @@ mod tests {
         assert_eq!(values(&long_out[0])[..4], [3, 3, 4, 4]);
     }
 
-    #[test]
-    fn the_token_budget_and_nearest_lengths_shape_the_batch() {
+    /// Gathers a job of length `first` and queued jobs of `queued` lengths (one row each) under
+    /// `policy`: the lengths gathered, and how many stay pending.
+    fn gather_lengths(first: usize, queued: &[usize], policy: BatchPolicy) -> (Vec<i64>, usize) {
         let signature = sequence_model();
         let (submitter, queue, _) = queue(8);
-        let (first, _r0) = job_of(vec![ids(&[&[1; 10]])], 1);
-        let (long, _r1) = job_of(vec![ids(&[&[1; 40]])], 1);
-        let (near, _r2) = job_of(vec![ids(&[&[1; 12]])], 1);
-        submitter.submit(long).unwrap();
-        submitter.submit(near).unwrap();
+        let mut receivers = Vec::new();
+        for &length in queued {
+            let (job, r) = job_of(vec![ids(&[&vec![1; length]])], 1);
+            submitter.submit(job).unwrap();
+            receivers.push(r);
+        }
+        let (first, _r) = job_of(vec![ids(&[&vec![1; first]])], 1);
+        let (batch, pending) =
+            gather_with(first, &queue, policy, signature.padding.as_ref(), false);
+        let lengths = batch.iter().map(|j| j.inputs[0].shape[1]).collect();
+        (lengths, pending.len())
+    }
+
+    #[test]
+    fn the_token_budget_and_nearest_lengths_shape_the_batch() {
         // 2 rows of 40 is 80 tokens, over the budget of 48; 2 rows of 12 fit.
         let policy = BatchPolicy {
             max_tokens: 48,
             ..POLICY
         };
-        let (batch, pending) =
-            gather_with(first, &queue, policy, signature.padding.as_ref(), false);
-        assert_eq!(
-            batch
-                .iter()
-                .map(|j| j.inputs[0].shape[1])
-                .collect::<Vec<_>>(),
-            [10, 12]
-        );
-        assert_eq!(pending.len(), 1);
+        assert_eq!(gather_lengths(10, &[40, 12], policy), (vec![10, 12], 1));
     }
 
     #[test]
     fn a_batch_holds_no_more_padding_than_its_share() {
-        let signature = sequence_model();
-        let (submitter, queue, _) = queue(8);
-        let (first, _r0) = job_of(vec![ids(&[&[1; 10]])], 1);
-        let (longer, _r1) = job_of(vec![ids(&[&[1; 30]])], 1);
-        let (near, _r2) = job_of(vec![ids(&[&[1; 11]])], 1);
-        submitter.submit(longer).unwrap();
-        submitter.submit(near).unwrap();
         // 10 and 30 together are 60 tokens of which 20 padding (33%); 10 and 11, 1 in 22.
         let policy = BatchPolicy {
             max_padding: 0.2,
             ..POLICY
         };
-        let (batch, pending) =
-            gather_with(first, &queue, policy, signature.padding.as_ref(), false);
-        assert_eq!(
-            batch
-                .iter()
-                .map(|j| j.inputs[0].shape[1])
-                .collect::<Vec<_>>(),
-            [10, 11]
-        );
-        assert_eq!(pending.len(), 1);
+        assert_eq!(gather_lengths(10, &[30, 11], policy), (vec![10, 11], 1));
     }
 
     #[test]

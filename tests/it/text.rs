@@ -253,6 +253,13 @@ fn text_in_embedding_out_equal_to_the_reference() {
     }
 }
 
+/// Batching for the tests of lengths batched together: padding not capped, as
+/// text-embeddings-inference pads (the CPU default, 0.2, groups these 16 lengths in twos and
+/// threes), and batches of the 16 clients' requests, waiting for all of them (a batch runs
+/// as soon as it is full), so that the batches do not depend on how fast this machine is.
+const ALL_LENGTHS_TOGETHER: &str = "max-batch-size = 16\nmax-queue-delay = \"1 s\"\n\
+     delay-mode = \"fixed\"\nmax-padding = 1.0";
+
 /// Runs `call` `rounds` times from each of 16 clients at once, client i with sentence i
 /// (lengths 4 to 61 tokens).
 fn from_16_clients(
@@ -274,19 +281,24 @@ fn from_16_clients(
     });
 }
 
+/// Serves the text model batching all lengths together, runs `call` `rounds` times from each
+/// of 16 clients at once, and returns the executions that ran their requests.
+fn executions_for_16_clients(
+    rounds: usize,
+    call: impl Fn(&GrpcInferenceServiceClient, &Sentence) + Sync,
+) -> u64 {
+    let (_dir, sidecar) = serve_text("", ALL_LENGTHS_TOGETHER);
+    let target = sidecar.grpc_target();
+    from_16_clients(&target, &sentences(), rounds, call);
+    let (inferences, executions) = counts(&client(&target), MODEL);
+    assert_eq!(inferences, 16 * rounds as u64);
+    executions
+}
+
 #[test]
 fn concurrent_sentences_of_different_lengths_batch_and_each_gets_its_own_answer() {
-    let (_dir, sidecar) = serve_text(
-        "",
-        // Padding not capped, as text-embeddings-inference pads: these 16 lengths batch
-        // together (the CPU default, 0.2, groups them in twos and threes); a fixed delay, so
-        // that the batches do not depend on how fast this machine answers.
-        "max-queue-delay = \"50 ms\"\ndelay-mode = \"fixed\"\nmax-padding = 1.0",
-    );
-    let target = sidecar.grpc_target();
-    let sentences = sentences();
     let rounds = 6;
-    from_16_clients(&target, &sentences, rounds, |client, sentence| {
+    let executions = executions_for_16_clients(rounds, |client, sentence| {
         let answer = infer(
             client,
             &text_request(&[&sentence.text], &["embedding", "last_hidden_state"]),
@@ -298,28 +310,17 @@ fn concurrent_sentences_of_different_lengths_batch_and_each_gets_its_own_answer(
         assert_eq!(shape, [1, sentence.ids.len() as i64, 32]);
         assert_close(&tokens, &sentence.last_hidden_state, &sentence.text);
     });
-    let (inferences, executions) = counts(&client(&target), MODEL);
-    assert_eq!(inferences, 16 * rounds as u64);
-    let rows_per_execution = inferences as f64 / executions as f64;
+    let inferences = 16 * rounds as u64;
     assert!(
-        rows_per_execution > 4.0,
+        inferences as f64 / executions as f64 > 4.0,
         "{inferences} sentences of lengths 4 to 61 ran in {executions} executions"
     );
 }
 
 #[test]
 fn token_ids_of_mixed_lengths_batch_and_are_cut_back() {
-    let (_dir, sidecar) = serve_text(
-        "",
-        // Padding not capped, as text-embeddings-inference pads: these 16 lengths batch
-        // together (the CPU default, 0.2, groups them in twos and threes); a fixed delay, so
-        // that the batches do not depend on how fast this machine answers.
-        "max-queue-delay = \"50 ms\"\ndelay-mode = \"fixed\"\nmax-padding = 1.0",
-    );
-    let target = sidecar.grpc_target();
-    let sentences = sentences();
     let rounds = 4;
-    from_16_clients(&target, &sentences, rounds, |client, sentence| {
+    let executions = executions_for_16_clients(rounds, |client, sentence| {
         let answer = infer(
             client,
             &token_request(
@@ -336,8 +337,7 @@ fn token_ids_of_mixed_lengths_batch_and_are_cut_back() {
         let (_, embedding) = output(&answer, "embedding");
         assert_close(&embedding, &sentence.embedding, &sentence.text);
     });
-    let (inferences, executions) = counts(&client(&target), MODEL);
-    assert_eq!(inferences, 16 * rounds as u64);
+    let inferences = 16 * rounds as u64;
     assert!(
         executions < inferences,
         "{inferences} requests of token ids ran in {executions} executions: none batched"
