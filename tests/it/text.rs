@@ -72,6 +72,11 @@ fn sentences() -> Vec<Sentence> {
 /// The sidecar serving the text model, READY, with `text` and `batching` lines added to
 /// their tables.
 fn serve_text(text: &str, batching: &str) -> (TestDir, Sidecar) {
+    serve_text_with(text, batching, &[])
+}
+
+/// As [`serve_text`], with `envs` set for the sidecar.
+fn serve_text_with(text: &str, batching: &str, envs: &[(&str, &str)]) -> (TestDir, Sidecar) {
     let dir = TestDir::new();
     dir.copy_fixture(MODEL, "minibert.onnx");
     std::fs::copy(
@@ -85,7 +90,9 @@ fn serve_text(text: &str, batching: &str) -> (TestDir, Sidecar) {
         "[sidecar.model.text]\ntokenizer = \"tokenizer.json\"\n{text}\n[sidecar.batching]\n{batching}\n"
     );
     let path = dir.write_config(&config.render());
-    let mut sidecar = Sidecar::spawn(&path, &[("CUDA_VISIBLE_DEVICES", "")]);
+    let mut envs = envs.to_vec();
+    envs.push(("CUDA_VISIBLE_DEVICES", ""));
+    let mut sidecar = Sidecar::spawn(&path, &envs);
     sidecar.wait_ready();
     (dir, sidecar)
 }
@@ -427,13 +434,11 @@ fn empty_and_invalid_texts_are_refused_by_name() {
 }
 
 #[test]
-fn the_adaptive_delay_never_holds_a_lone_caller_and_batches_a_burst() {
+fn the_adaptive_delay_never_holds_a_lone_caller() {
     // A delay no test would wait out: a request held for company would take 5 s.
     let (_dir, sidecar) = serve_text("", "max-queue-delay = \"5 s\"");
-    let target = sidecar.grpc_target();
-    let lone = client(&target);
-    let sentences = sentences();
-    for sentence in sentences.iter().take(5) {
+    let lone = client(&sidecar.grpc_target());
+    for sentence in sentences().iter().take(5) {
         let started = Instant::now();
         infer(&lone, &text_request(&[&sentence.text], &[]));
         assert!(
@@ -442,17 +447,27 @@ fn the_adaptive_delay_never_holds_a_lone_caller_and_batches_a_burst() {
             started.elapsed()
         );
     }
-    let (before, executions_before) = counts(&lone, MODEL);
-    // A burst: 16 callers at once, 4 rounds each.
-    from_16_clients(&target, &sentences, 4, |client, sentence| {
+}
+
+/// A burst: while the first execution is held (a failpoint), 16 callers send at once; those
+/// queued behind it run together with the adaptive delay.
+#[cfg(feature = "failpoints")]
+#[test]
+fn the_adaptive_delay_batches_a_burst() {
+    let (_dir, sidecar) = serve_text_with(
+        "",
+        "max-queue-delay = \"50 ms\"\nmax-padding = 1.0",
+        &[("FAILPOINTS", "gpu::execute=1*sleep(1000)")],
+    );
+    let target = sidecar.grpc_target();
+    from_16_clients(&target, &sentences(), 1, |client, sentence| {
         infer(client, &text_request(&[&sentence.text], &[]));
     });
-    let (after, executions_after) = counts(&lone, MODEL);
-    assert_eq!(after - before, 64);
+    let (inferences, executions) = counts(&client(&target), MODEL);
+    assert_eq!(inferences, 16);
     assert!(
-        executions_after - executions_before < 64,
-        "a burst of 64 requests ran in {} executions",
-        executions_after - executions_before
+        executions <= 4,
+        "a burst of 16 requests ran in {executions} executions"
     );
 }
 
