@@ -60,6 +60,9 @@ pub enum TextError {
     /// A text is empty.
     #[error("input {input:?}: element {element} is an empty text; send at least one character")]
     Empty { input: String, element: usize },
+    /// A text makes no tokens at all (a tokenizer without special tokens, given spaces).
+    #[error("input {input:?}: element {element} makes no tokens; send some words")]
+    NoTokens { input: String, element: usize },
     /// A text is longer than `max-length` and truncation is off.
     #[error("input {input:?}: element {element} is {tokens} tokens, over the model's {max_length} (sidecar.model.text.max-length; truncate = false): shorten it")]
     TooLong {
@@ -274,6 +277,12 @@ impl TextModel {
                         element,
                         message: e.to_string(),
                     })?;
+            if encoding.is_empty() {
+                return Err(TextError::NoTokens {
+                    input: input.clone(),
+                    element,
+                });
+            }
             if encoding.len() > self.info.max_length {
                 return Err(TextError::TooLong {
                     input: input.clone(),

@@ -89,10 +89,17 @@ impl QueueCounts {
 impl Submitter {
     /// Adds a job without blocking.
     pub fn submit(&self, mut job: Job) -> Result<(), SubmitError> {
-        if self.counts.waiting() >= self.capacity {
+        // Reserve a place, exactly: handlers on several threads submit at once.
+        let reserved =
+            self.counts
+                .waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |waiting| {
+                    (waiting < self.capacity).then_some(waiting + 1)
+                });
+        if reserved.is_err() {
             return Err(SubmitError::Full(job));
         }
-        job.count_in(&self.counts.waiting);
+        job.hold_place(&self.counts.waiting);
         self.counts.arrived.fetch_add(1, Ordering::Relaxed);
         self.sender.send(job).map_err(|e| {
             let mut job = e.into_inner();
@@ -206,8 +213,8 @@ pub fn gather(
         }
     }
     pending.extend(waiting.into_iter().flatten());
-    // Adaptive: wait while company is coming (some arrived during the last execution, or
-    // others were waiting), but never while a job that cannot join waits for its turn.
+    // Adaptive: wait while company is coming (callers are concurrent, or others were
+    // waiting), but never while a job that cannot join waits for its turn.
     let adaptive = policy.delay_mode == DelayMode::Adaptive;
     let company = company_coming || batch.jobs.len() > 1;
     let until = batch.jobs[0].enqueued + policy.max_delay;
@@ -326,8 +333,8 @@ fn pad_and_join(batch: &[Job], input: usize, shape: &[i64], pad: &[u8]) -> Tenso
         let tensor = &job.inputs[input];
         let length = tensor.shape.get(1).map_or(0, |&l| l as usize);
         let row_bytes = length * per_position;
-        for row in tensor.data.chunks_exact(row_bytes.max(1)).take(job.rows) {
-            data.extend_from_slice(row);
+        for row in 0..job.rows {
+            data.extend_from_slice(&tensor.data[row * row_bytes..(row + 1) * row_bytes]);
             for _ in 0..(longest - length) * per_position / pad.len() {
                 data.extend_from_slice(pad);
             }

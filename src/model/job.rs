@@ -117,9 +117,9 @@ impl Job {
         }
     }
 
-    /// Counts the job in `waiting` until it leaves the queue (runs, or is answered).
-    pub(super) fn count_in(&mut self, waiting: &Arc<AtomicUsize>) {
-        waiting.fetch_add(1, Ordering::Relaxed);
+    /// Holds the place reserved for the job in `waiting` (already counted) until it leaves
+    /// the queue: runs, or is answered.
+    pub(super) fn hold_place(&mut self, waiting: &Arc<AtomicUsize>) {
         self.waiting = Some(Arc::clone(waiting));
     }
 

@@ -289,7 +289,9 @@ impl InferenceService {
         let model = self.model.ready()?;
         kserve::check_size("request", request, self.max_message_size)?;
         let mut checked = kserve::check_request(model, request)?;
-        if let (Some(texts), Some(text)) = (&checked.texts, self.model.text()) {
+        if let Some(texts) = &checked.texts {
+            // The codec takes texts only once the tokenizer is bound, before READY.
+            let text = self.model.text().ok_or(AdmitError::Loading)?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokens = text.tokenize(&texts)?;
             checked.request.inputs = tokens.inputs;

@@ -97,6 +97,17 @@ fn serve_text_with(text: &str, batching: &str, envs: &[(&str, &str)]) -> (TestDi
     (dir, sidecar)
 }
 
+/// The outputs `names`, asked for by name.
+fn requested(names: &[&str]) -> Vec<InferRequestedOutputTensor> {
+    names
+        .iter()
+        .map(|name| InferRequestedOutputTensor {
+            name: name.to_string(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 fn text_request(texts: &[&str], outputs: &[&str]) -> ModelInferRequest {
     let mut raw = Vec::new();
     for text in texts {
@@ -112,13 +123,7 @@ fn text_request(texts: &[&str], outputs: &[&str]) -> ModelInferRequest {
             ..Default::default()
         }],
         raw_input_contents: vec![raw],
-        outputs: outputs
-            .iter()
-            .map(|name| InferRequestedOutputTensor {
-                name: name.to_string(),
-                ..Default::default()
-            })
-            .collect(),
+        outputs: requested(outputs),
         ..Default::default()
     }
 }
@@ -142,13 +147,7 @@ fn token_request(sentence: &Sentence, outputs: &[&str]) -> ModelInferRequest {
             tensor("token_type_ids"),
         ],
         raw_input_contents: vec![bytes(&sentence.ids), bytes(&vec![1; n]), bytes(&vec![0; n])],
-        outputs: outputs
-            .iter()
-            .map(|name| InferRequestedOutputTensor {
-                name: name.to_string(),
-                ..Default::default()
-            })
-            .collect(),
+        outputs: requested(outputs),
         ..Default::default()
     }
 }
@@ -503,4 +502,30 @@ fn without_batching_a_request_of_several_texts_runs_as_one() {
             &sentence.text,
         );
     }
+}
+
+#[test]
+fn a_model_a_tokenizer_cannot_feed_is_a_configuration_error_that_leaves_nothing_behind() {
+    // The sample model takes FP32 features, not token ids: found once it is loaded, after
+    // the gRPC socket is bound.
+    let dir = TestDir::new();
+    dir.copy_fixture("affine", "affine.onnx");
+    std::fs::copy(
+        fixture_path(&format!("models/{MODEL}.tokenizer.json")),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut config = ConfigText::new(&dir);
+    config.model = "affine.onnx".to_string();
+    config.extra = "[sidecar.model.text]\ntokenizer = \"tokenizer.json\"\n".to_string();
+    let log = crate::util::expect_exit(2, &dir, &config.render(), &[("CUDA_VISIBLE_DEVICES", "")]);
+    assert!(
+        log.contains("model input \"features\" is not one a tokenizer makes"),
+        "{log}"
+    );
+    assert!(
+        !dir.socket().exists(),
+        "the socket was left behind: {:?}",
+        dir.entries()
+    );
 }
