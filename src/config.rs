@@ -88,10 +88,26 @@ struct ConfigFile {
 
 /// The validated configuration of one sidecar process.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub rpc: RpcConfig,
-    pub model: ModelConfig,
+    /// `[sidecar.model]`: the one-model shorthand.
+    pub model: Option<ModelConfig>,
+    /// `[[sidecar.models]]`: several models, one file each.
+    #[serde(default)]
+    pub models: Vec<ModelTable>,
+    /// A model repository in Triton's layout: `DIR/<name>/<version>/model.onnx`.
+    pub repository: Option<PathBuf>,
+    /// Who changes what is loaded once started.
+    #[serde(default)]
+    pub repository_control: RepositoryControl,
+    /// With `explicit`: the models loaded at start; unset: all.
+    pub startup_models: Option<Vec<ModelName>>,
+    /// With `poll`: how often the repository is rescanned.
+    #[serde(default = "default_poll_interval", deserialize_with = "poll_interval")]
+    pub repository_poll_interval: Duration,
+    /// ONNX Runtime's shared library, for every model.
+    runtime_library: Option<PathBuf>,
     pub health: HealthConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -252,6 +268,230 @@ fn max_length<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
                 "{n} tokens is out of range (1 to {MAX_LENGTH_LIMIT})"
             ))
         })
+}
+
+/// A `[[sidecar.models]]` table: one model, from one file (its version 1) or from a folder of
+/// numbered versions (`<uri>/<version>/model.onnx`, as in a repository).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelTable {
+    pub name: ModelName,
+    pub uri: ModelUri,
+    pub intra_op_threads: Option<ThreadCount>,
+    pub text: Option<TextConfig>,
+    /// This model's batcher; unset: `[sidecar.batching]`.
+    pub batching: Option<BatchingConfig>,
+    /// Which versions are served, when `uri` is a folder of versions.
+    pub version_policy: Option<VersionPolicy>,
+}
+
+/// A repository model's `model.toml`: its settings, all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelSettings {
+    pub intra_op_threads: Option<ThreadCount>,
+    pub text: Option<TextConfig>,
+    /// This model's batcher; unset: `[sidecar.batching]`.
+    pub batching: Option<BatchingConfig>,
+    /// Which of its versions are served.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+}
+
+impl ModelSettings {
+    /// Parses a `model.toml`; relative paths in it resolve against `folder`, the model's.
+    /// Fails with the key and what is wrong with it.
+    pub fn parse(text: &str, folder: &Path) -> Result<ModelSettings, (String, String)> {
+        let mut settings: ModelSettings =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+                let key = e.path().to_string();
+                (key, e.into_inner().to_string().trim_end().to_string())
+            })?;
+        let batching = settings.batching.clone().unwrap_or_default();
+        if let Some(text) = &mut settings.text {
+            validate_text(text, "text", folder, &batching)?;
+        }
+        Ok(settings)
+    }
+}
+
+/// Which versions of a model are served, as Triton's `version_policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub enum VersionPolicy {
+    /// Every version there is.
+    All,
+    /// The `n` highest-numbered versions.
+    Latest(u32),
+    /// These versions only.
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl TryFrom<toml::Value> for VersionPolicy {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, Self::Error> {
+        const USE: &str =
+            "use \"all\", { latest = N } (N at least 1) or { specific = [1, 3] } (versions at least 1)";
+        match &value {
+            toml::Value::String(s) if s == "all" => Ok(VersionPolicy::All),
+            toml::Value::Table(table) if table.len() == 1 => {
+                match (table.get("latest"), table.get("specific")) {
+                    (Some(toml::Value::Integer(n)), None) if (1..=1_000_000).contains(n) => {
+                        Ok(VersionPolicy::Latest(*n as u32))
+                    }
+                    (None, Some(toml::Value::Array(versions))) if !versions.is_empty() => versions
+                        .iter()
+                        .map(|v| match v {
+                            toml::Value::Integer(n) if *n >= 1 => Ok(*n as u64),
+                            _ => Err(format!("{value} is not a version policy: {USE}")),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(VersionPolicy::Specific),
+                    _ => Err(format!("{value} is not a version policy: {USE}")),
+                }
+            }
+            _ => Err(format!("{value} is not a version policy: {USE}")),
+        }
+    }
+}
+
+impl VersionPolicy {
+    /// The versions of `available` (ascending) that the policy serves.
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::All => available.to_vec(),
+            VersionPolicy::Latest(n) => {
+                let skip = available.len().saturating_sub(*n as usize);
+                available[skip..].to_vec()
+            }
+            VersionPolicy::Specific(versions) => available
+                .iter()
+                .copied()
+                .filter(|v| versions.contains(v))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for VersionPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionPolicy::All => f.write_str("\"all\""),
+            VersionPolicy::Latest(n) => write!(f, "{{ latest = {n} }}"),
+            VersionPolicy::Specific(versions) => write!(f, "{{ specific = {versions:?} }}"),
+        }
+    }
+}
+
+/// `sidecar.repository-control`: who changes what is loaded once the sidecar runs (Triton's
+/// `--model-control-mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryControl {
+    /// What is configured is loaded at start, and stays.
+    #[default]
+    None,
+    /// `sidecar.startup-models` at start, then `RepositoryModelLoad` and `Unload`.
+    Explicit,
+    /// The repository is rescanned every `repository-poll-interval` and on SIGHUP.
+    Poll,
+}
+
+impl fmt::Display for RepositoryControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RepositoryControl::None => "none",
+            RepositoryControl::Explicit => "explicit",
+            RepositoryControl::Poll => "poll",
+        })
+    }
+}
+
+/// One model as the sidecar serves it, whichever way it was configured.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    /// Its one file (served as version 1), or its folder of numbered versions.
+    pub source: ModelSource,
+    pub intra_op_threads: Option<ThreadCount>,
+    pub text: Option<TextConfig>,
+    pub batching: BatchingConfig,
+    pub version_policy: VersionPolicy,
+}
+
+/// Where a model's versions are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// One `.onnx` file, version 1.
+    File(PathBuf),
+    /// `<folder>/<version>/model.onnx`.
+    Folder(PathBuf),
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn poll_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let interval = parse_duration(&text).map_err(serde::de::Error::custom)?;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(86_400) {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is out of range (100 ms to 1 d)"
+        )));
+    }
+    Ok(interval)
+}
+
+/// Checks a text table (`key` is its dotted name) and resolves its tokenizer against `base`.
+fn validate_text(
+    text: &mut TextConfig,
+    key: &str,
+    base: &Path,
+    batching: &BatchingConfig,
+) -> Result<(), (String, String)> {
+    if text.tokenizer.as_os_str().is_empty() {
+        return Err((
+            format!("{key}.tokenizer"),
+            "is empty: give the model's tokenizer.json".to_string(),
+        ));
+    }
+    if text.tokenizer.is_relative() {
+        text.tokenizer = base.join(&text.tokenizer);
+    }
+    if text.input.is_empty() {
+        return Err((
+            format!("{key}.input"),
+            "is empty: name the input that takes the texts (default \"text\")".to_string(),
+        ));
+    }
+    if text.pooling == Pooling::None && text.normalize == Some(true) {
+        return Err((
+            format!("{key}.normalize"),
+            format!("normalises the pooled embedding, but {key}.pooling is \"none\": choose a pooling or leave normalize out"),
+        ));
+    }
+    if batching.max_batch_size > 0 {
+        if let Some(max_length) = text.max_length {
+            if max_length > batching.max_batch_tokens {
+                return Err((
+                    "sidecar.batching.max-batch-tokens".to_string(),
+                    format!(
+                        "is {}, less than one text of {key}.max-length ({max_length}): raise it",
+                        batching.max_batch_tokens
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl ModelConfig {
@@ -835,6 +1075,39 @@ impl TryFrom<String> for ModelUri {
 }
 
 impl Config {
+    /// ONNX Runtime's shared library: `sidecar.runtime-library` (or the shorthand's
+    /// `sidecar.model.runtime-library`); unset: `ORT_DYLIB_PATH`, else `libonnxruntime.so`.
+    pub fn runtime_library(&self) -> Option<&Path> {
+        self.runtime_library.as_deref()
+    }
+
+    /// The models configured by file (`[sidecar.model]` or `[[sidecar.models]]`); a
+    /// repository's are found by scanning it.
+    pub fn model_specs(&self) -> Vec<ModelSpec> {
+        let shorthand = self.model.iter().map(|model| ModelSpec {
+            name: model.name(),
+            source: ModelSource::File(model.uri.path.clone()),
+            intra_op_threads: model.intra_op_threads,
+            text: model.text.clone(),
+            batching: self.batching.clone(),
+            version_policy: VersionPolicy::default(),
+        });
+        let tables = self.models.iter().map(|table| ModelSpec {
+            name: table.name.0.clone(),
+            // A folder holds numbered versions; anything else is one file.
+            source: if table.uri.path.is_dir() {
+                ModelSource::Folder(table.uri.path.clone())
+            } else {
+                ModelSource::File(table.uri.path.clone())
+            },
+            intra_op_threads: table.intra_op_threads,
+            text: table.text.clone(),
+            batching: table.batching.clone().unwrap_or(self.batching.clone()),
+            version_policy: table.version_policy.clone().unwrap_or_default(),
+        });
+        shorthand.chain(tables).collect()
+    }
+
     /// Reads, parses and validates the file at `path`. Relative model paths resolve against the
     /// file's folder. Fails with a [`ConfigError`] that names the offending key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -878,7 +1151,12 @@ impl Config {
             }
             Err(e) => {
                 return Err(
-                    match REQUIRED_KEYS.iter().find(|key| !has_key(&table, key)) {
+                    match REQUIRED_KEYS.iter().find(|key| {
+                        let elsewhere = **key == "sidecar.model.uri"
+                            && (has_key(&table, "sidecar.models")
+                                || has_key(&table, "sidecar.repository"));
+                        !elsewhere && !has_key(&table, key)
+                    }) {
                         Some(missing) => Problem::Missing(missing.to_string()),
                         None => key_problem(e),
                     },
@@ -886,6 +1164,9 @@ impl Config {
             }
         };
         let mut config = file.sidecar;
+        if config.model.is_none() && config.models.is_empty() && config.repository.is_none() {
+            return Err(Problem::Missing("sidecar.model.uri".to_string()));
+        }
         config
             .validate(base)
             .map_err(|(key, message)| Problem::Key(key, message))?;
@@ -913,46 +1194,103 @@ impl Config {
                 ));
             }
         }
-        if self.model.uri.path.is_relative() {
-            self.model.uri.path = base.join(&self.model.uri.path);
+        let sources = [
+            self.model.is_some(),
+            !self.models.is_empty(),
+            self.repository.is_some(),
+        ];
+        if sources.iter().filter(|&&given| given).count() > 1 {
+            return Err((
+                "sidecar.repository".to_string(),
+                "sidecar.model, [[sidecar.models]] and sidecar.repository each say which models to serve: use one of them".to_string(),
+            ));
         }
-        if let Some(text) = &mut self.model.text {
-            if text.tokenizer.as_os_str().is_empty() {
-                return Err((
-                    "sidecar.model.text.tokenizer".to_string(),
-                    "is empty: give the model's tokenizer.json".to_string(),
-                ));
+        if let Some(model) = &mut self.model {
+            if model.uri.path.is_relative() {
+                model.uri.path = base.join(&model.uri.path);
             }
-            if text.tokenizer.is_relative() {
-                text.tokenizer = base.join(&text.tokenizer);
+            if let Some(text) = &mut model.text {
+                validate_text(text, "sidecar.model.text", base, &self.batching)?;
             }
-            if text.input.is_empty() {
-                return Err((
-                    "sidecar.model.text.input".to_string(),
-                    "is empty: name the input that takes the texts (default \"text\")".to_string(),
-                ));
-            }
-            if text.pooling == Pooling::None && text.normalize == Some(true) {
-                return Err((
-                    "sidecar.model.text.normalize".to_string(),
-                    "normalises the pooled embedding, but sidecar.model.text.pooling is \"none\": choose a pooling or leave normalize out".to_string(),
-                ));
-            }
-            if self.batching.max_batch_size > 0 {
-                if let Some(max_length) = text.max_length {
-                    if max_length > self.batching.max_batch_tokens {
-                        return Err((
-                            "sidecar.batching.max-batch-tokens".to_string(),
-                            format!("is {}, less than one text of sidecar.model.text.max-length ({max_length}): raise it", self.batching.max_batch_tokens),
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(library) = &mut self.model.runtime_library {
-            if library.as_os_str().is_empty() {
+            if model
+                .runtime_library
+                .as_ref()
+                .is_some_and(|library| library.as_os_str().is_empty())
+            {
                 return Err((
                     "sidecar.model.runtime-library".to_string(),
+                    "is empty: leave it out to use ORT_DYLIB_PATH or libonnxruntime.so".to_string(),
+                ));
+            }
+            if model.runtime_library.is_some() && self.runtime_library.is_some() {
+                return Err((
+                    "sidecar.model.runtime-library".to_string(),
+                    "and sidecar.runtime-library are both set: keep one".to_string(),
+                ));
+            }
+            if let Some(library) = model.runtime_library.take() {
+                self.runtime_library = Some(library);
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, table) in self.models.iter_mut().enumerate() {
+            let key = format!("sidecar.models[{i}]");
+            if !names.insert(table.name.0.clone()) {
+                return Err((
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} names two models: give each its own name",
+                        table.name.0
+                    ),
+                ));
+            }
+            if table.uri.path.is_relative() {
+                table.uri.path = base.join(&table.uri.path);
+            }
+            if table.version_policy.is_some() && table.uri.path.is_file() {
+                return Err((
+                    format!("{key}.version-policy"),
+                    format!(
+                        "applies to a uri that is a folder of numbered versions (<uri>/<version>/model.onnx), and {} is a file: leave it out, or point uri at the folder",
+                        table.uri.path.display()
+                    ),
+                ));
+            }
+            let batching = table.batching.clone().unwrap_or(self.batching.clone());
+            if let Some(text) = &mut table.text {
+                validate_text(text, &format!("{key}.text"), base, &batching)?;
+            }
+        }
+        if let Some(repository) = &mut self.repository {
+            if repository.as_os_str().is_empty() {
+                return Err((
+                    "sidecar.repository".to_string(),
+                    "is empty: give the folder of models".to_string(),
+                ));
+            }
+            if repository.is_relative() {
+                *repository = base.join(&*repository);
+            }
+        } else if self.repository_control == RepositoryControl::Poll {
+            return Err((
+                "sidecar.repository-control".to_string(),
+                "is \"poll\", which rescans sidecar.repository, but no repository is set"
+                    .to_string(),
+            ));
+        }
+        if self.startup_models.is_some() && self.repository_control != RepositoryControl::Explicit {
+            return Err((
+                "sidecar.startup-models".to_string(),
+                format!(
+                    "applies only to sidecar.repository-control = \"explicit\", not \"{}\"",
+                    self.repository_control
+                ),
+            ));
+        }
+        if let Some(library) = &mut self.runtime_library {
+            if library.as_os_str().is_empty() {
+                return Err((
+                    "sidecar.runtime-library".to_string(),
                     "is empty: leave it out to use ORT_DYLIB_PATH or libonnxruntime.so".to_string(),
                 ));
             }
@@ -998,93 +1336,61 @@ impl fmt::Display for Config {
                 .iec(),
             self.rpc.max_message_size()
         )?;
-        writeln!(
-            f,
-            "sidecar.model.uri = {:?}  # {}",
-            self.model.uri.written,
-            self.model.uri.path.display()
-        )?;
-        writeln!(f, "sidecar.model.name = {:?}", self.model.name())?;
-        match &self.model.runtime_library {
-            Some(path) => writeln!(f, "sidecar.model.runtime-library = {:?}", path.display())?,
+        match &self.runtime_library {
+            Some(path) => writeln!(f, "sidecar.runtime-library = {:?}", path.display())?,
             None => writeln!(
                 f,
-                "# sidecar.model.runtime-library: unset (ORT_DYLIB_PATH, else libonnxruntime.so)"
+                "# sidecar.runtime-library: unset (ORT_DYLIB_PATH, else libonnxruntime.so)"
             )?,
         }
-        match self.model.intra_op_threads {
-            Some(threads) => writeln!(f, "sidecar.model.intra-op-threads = {}", threads.0)?,
-            None => writeln!(
-                f,
-                "# sidecar.model.intra-op-threads: unset (1 with a GPU, else the cores)"
-            )?,
-        }
-        if let Some(text) = &self.model.text {
+        if let Some(model) = &self.model {
             writeln!(
                 f,
-                "sidecar.model.text.tokenizer = {:?}",
-                text.tokenizer.display()
+                "sidecar.model.uri = {:?}  # {}",
+                model.uri.written,
+                model.uri.path.display()
             )?;
-            writeln!(f, "sidecar.model.text.input = {:?}", text.input)?;
-            match text.max_length {
-                Some(length) => writeln!(f, "sidecar.model.text.max-length = {length}")?,
-                None => writeln!(
-                    f,
-                    "# sidecar.model.text.max-length: unset (the model's positions, else 512)"
-                )?,
-            }
-            writeln!(f, "sidecar.model.text.truncate = {}", text.truncate)?;
-            writeln!(f, "sidecar.model.text.pooling = \"{}\"", text.pooling)?;
-            match &text.pooled_from {
-                Some(output) => writeln!(f, "sidecar.model.text.pooled-from = {output:?}")?,
-                None => writeln!(
-                    f,
-                    "# sidecar.model.text.pooled-from: unset (the first [-1, -1, H] output)"
-                )?,
-            }
-            writeln!(f, "sidecar.model.text.normalize = {}", text.normalized())?;
+            writeln!(f, "sidecar.model.name = {:?}", model.name())?;
+            write_model_settings(f, "sidecar.model", model.intra_op_threads, &model.text)?;
         }
-        let batching = &self.batching;
-        writeln!(
-            f,
-            "sidecar.batching.max-batch-size = {}",
-            batching.max_batch_size
-        )?;
-        writeln!(
-            f,
-            "sidecar.batching.delay-mode = \"{}\"",
-            batching.delay_mode
-        )?;
-        writeln!(
-            f,
-            "sidecar.batching.max-batch-tokens = {}",
-            batching.max_batch_tokens
-        )?;
-        match batching.max_padding {
-            Some(share) => writeln!(f, "sidecar.batching.max-padding = {share}")?,
-            None => writeln!(
+        for (i, table) in self.models.iter().enumerate() {
+            let key = format!("sidecar.models[{i}]");
+            writeln!(f, "{key}.name = {:?}", table.name.0)?;
+            writeln!(
                 f,
-                "# sidecar.batching.max-padding: unset (0.5 on a GPU, 0.2 on the CPU)"
-            )?,
+                "{key}.uri = {:?}  # {}",
+                table.uri.written,
+                table.uri.path.display()
+            )?;
+            write_model_settings(f, &key, table.intra_op_threads, &table.text)?;
+            if let Some(policy) = &table.version_policy {
+                writeln!(f, "{key}.version-policy = {policy}")?;
+            }
+            match &table.batching {
+                Some(batching) => write_batching(f, &format!("{key}.batching"), batching)?,
+                None => writeln!(f, "# {key}.batching: unset (sidecar.batching)")?,
+            }
+        }
+        if let Some(repository) = &self.repository {
+            writeln!(f, "sidecar.repository = {:?}", repository.display())?;
         }
         writeln!(
             f,
-            "sidecar.batching.max-queue-delay = \"{}\"",
-            humantime::format_duration(batching.max_queue_delay)
+            "sidecar.repository-control = \"{}\"",
+            self.repository_control
         )?;
-        writeln!(
-            f,
-            "sidecar.batching.max-queue-size = {}",
-            batching.max_queue_size
-        )?;
-        match batching.default_timeout {
-            Some(timeout) => writeln!(
+        if let Some(models) = &self.startup_models {
+            let names: Vec<&str> = models.iter().map(|name| name.0.as_str()).collect();
+            writeln!(f, "sidecar.startup-models = {names:?}")?;
+        }
+        if self.repository_control == RepositoryControl::Poll {
+            writeln!(
                 f,
-                "sidecar.batching.default-timeout = \"{}\"",
-                humantime::format_duration(timeout)
-            )?,
-            None => writeln!(f, "# sidecar.batching.default-timeout: unset (none)")?,
+                "sidecar.repository-poll-interval = \"{}\"",
+                humantime::format_duration(self.repository_poll_interval)
+            )?;
         }
+        write_batching(f, "sidecar.batching", &self.batching)?;
         writeln!(f, "sidecar.health.host = \"{}\"", self.health.host)?;
         writeln!(f, "sidecar.health.port = {}", self.health.port)?;
         writeln!(
@@ -1103,6 +1409,73 @@ impl fmt::Display for Config {
                 .to_lowercase()
         )
     }
+}
+
+/// The lines of a model's own settings, under `key`.
+fn write_model_settings(
+    f: &mut fmt::Formatter<'_>,
+    key: &str,
+    intra_op_threads: Option<ThreadCount>,
+    text: &Option<TextConfig>,
+) -> fmt::Result {
+    match intra_op_threads {
+        Some(threads) => writeln!(f, "{key}.intra-op-threads = {}", threads.0)?,
+        None => writeln!(
+            f,
+            "# {key}.intra-op-threads: unset (1 with a GPU, else the cores)"
+        )?,
+    }
+    if let Some(text) = text {
+        writeln!(f, "{key}.text.tokenizer = {:?}", text.tokenizer.display())?;
+        writeln!(f, "{key}.text.input = {:?}", text.input)?;
+        match text.max_length {
+            Some(length) => writeln!(f, "{key}.text.max-length = {length}")?,
+            None => writeln!(
+                f,
+                "# {key}.text.max-length: unset (the model's positions, else 512)"
+            )?,
+        }
+        writeln!(f, "{key}.text.truncate = {}", text.truncate)?;
+        writeln!(f, "{key}.text.pooling = \"{}\"", text.pooling)?;
+        match &text.pooled_from {
+            Some(output) => writeln!(f, "{key}.text.pooled-from = {output:?}")?,
+            None => writeln!(
+                f,
+                "# {key}.text.pooled-from: unset (the first [-1, -1, H] output)"
+            )?,
+        }
+        writeln!(f, "{key}.text.normalize = {}", text.normalized())?;
+    }
+    Ok(())
+}
+
+/// The lines of a batching table, under `key`.
+fn write_batching(f: &mut fmt::Formatter<'_>, key: &str, batching: &BatchingConfig) -> fmt::Result {
+    writeln!(f, "{key}.max-batch-size = {}", batching.max_batch_size)?;
+    writeln!(f, "{key}.delay-mode = \"{}\"", batching.delay_mode)?;
+    writeln!(f, "{key}.max-batch-tokens = {}", batching.max_batch_tokens)?;
+    match batching.max_padding {
+        Some(share) => writeln!(f, "{key}.max-padding = {share}")?,
+        None => writeln!(
+            f,
+            "# {key}.max-padding: unset (0.5 on a GPU, 0.2 on the CPU)"
+        )?,
+    }
+    writeln!(
+        f,
+        "{key}.max-queue-delay = \"{}\"",
+        humantime::format_duration(batching.max_queue_delay)
+    )?;
+    writeln!(f, "{key}.max-queue-size = {}", batching.max_queue_size)?;
+    match batching.default_timeout {
+        Some(timeout) => writeln!(
+            f,
+            "{key}.default-timeout = \"{}\"",
+            humantime::format_duration(timeout)
+        )?,
+        None => writeln!(f, "# {key}.default-timeout: unset (none)")?,
+    }
+    Ok(())
 }
 
 /// The folder holding `path`, made absolute against the working directory.
@@ -1143,7 +1516,10 @@ mod tests {
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.rpc.endpoint, Endpoint::Unix("/tmp/s.sock".into()));
         assert_eq!(config.rpc.socket_mode(), 0o660);
-        assert_eq!(config.model.uri.path, Path::new("/etc/flink/model.bin"));
+        assert_eq!(
+            config.model.as_ref().unwrap().uri.path,
+            Path::new("/etc/flink/model.bin")
+        );
         assert_eq!(config.health.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(config.shutdown.grace_period.0, Duration::from_secs(30));
         assert_eq!(config.gpu.mode, GpuMode::Auto);
@@ -1224,7 +1600,10 @@ mod tests {
                 port: 50051
             }
         );
-        assert_eq!(config.model.uri.path, Path::new("/models/m.bin"));
+        assert_eq!(
+            config.model.as_ref().unwrap().uri.path,
+            Path::new("/models/m.bin")
+        );
         assert_eq!(config.health.port, 8558);
         assert_eq!(config.shutdown.grace_period.0, Duration::from_secs(120));
         assert_eq!(config.gpu.mode, GpuMode::Required);
@@ -1255,7 +1634,7 @@ mod tests {
             "{MINIMAL}\n[sidecar.model.text]\ntokenizer = \"tok/tokenizer.json\"\n"
         ))
         .unwrap();
-        let text = config.model.text.as_ref().unwrap();
+        let text = config.model.as_ref().unwrap().text.as_ref().unwrap();
         assert_eq!(
             text.tokenizer,
             PathBuf::from("/etc/flink/tok/tokenizer.json")
@@ -1348,8 +1727,8 @@ mod tests {
     #[test]
     fn model_and_batching_defaults_and_values() {
         let config = parse(MINIMAL).unwrap();
-        assert_eq!(config.model.name(), "model");
-        assert_eq!(config.model.runtime_library, None);
+        assert_eq!(config.model.as_ref().unwrap().name(), "model");
+        assert_eq!(config.runtime_library(), None);
         assert_eq!(config.batching.max_batch_size, 64);
         assert_eq!(config.batching.max_queue_delay, Duration::from_millis(1));
         assert_eq!(config.batching.max_queue_size, 1024);
@@ -1359,12 +1738,15 @@ mod tests {
             "uri = \"m.onnx\"\nname = \"mlp-v2\"\nruntime-library = \"lib/libonnxruntime.so\"\nintra-op-threads = 3\n[sidecar.batching]\nmax-batch-size = 0\nmax-queue-delay = \"0 ms\"\nmax-queue-size = 5\ndefault-timeout = \"2 s\"",
         ))
         .unwrap();
-        assert_eq!(config.model.name(), "mlp-v2");
+        assert_eq!(config.model.as_ref().unwrap().name(), "mlp-v2");
         assert_eq!(
-            config.model.runtime_library,
-            Some(PathBuf::from("/etc/flink/lib/libonnxruntime.so"))
+            config.runtime_library(),
+            Some(Path::new("/etc/flink/lib/libonnxruntime.so"))
         );
-        assert_eq!(config.model.intra_op_threads, Some(ThreadCount(3)));
+        assert_eq!(
+            config.model.as_ref().unwrap().intra_op_threads,
+            Some(ThreadCount(3))
+        );
         assert_eq!(config.batching.max_batch_size, 0);
         assert_eq!(config.batching.max_queue_delay, Duration::ZERO);
         assert_eq!(config.batching.max_queue_size, 5);
@@ -1378,10 +1760,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            bare.model.runtime_library,
-            Some(PathBuf::from("libonnxruntime.so.1"))
+            bare.runtime_library(),
+            Some(Path::new("libonnxruntime.so.1"))
         );
-        assert_eq!(bare.model.name(), "m");
+        assert_eq!(bare.model.as_ref().unwrap().name(), "m");
     }
 
     #[test]
@@ -1624,7 +2006,7 @@ mod tests {
         let path_of = |uri: &str| {
             let text = MINIMAL.replace("uri = \"model.bin\"", &format!("uri = {uri:?}"));
             Config::parse(&text, base)
-                .map(|c| c.model.uri.path)
+                .map(|c| c.model.unwrap().uri.path)
                 .map_err(|_| ())
         };
         assert_eq!(path_of("m/x.bin"), Ok(PathBuf::from("/etc/flink/m/x.bin")));

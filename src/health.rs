@@ -17,7 +17,8 @@
 //! slow clients. It comes up before anything else so that a probe sees NOT_READY during
 //! start-up rather than a refused connection, and it goes down last.
 //!
-//! - `GET /health`, `/health/ready`: 200 `READY` when READY, else 503 `NOT_READY`.
+//! - `GET /health`, `/health/ready`: 200 `READY` when READY and every model that should be
+//!   served has a version that takes requests, else 503 `NOT_READY`.
 //! - `GET /health/live`: 200 `LIVE` while every component thread is alive and answering, else
 //!   503 `NOT_LIVE`.
 //! - `GET /metrics`: the Prometheus text exposition ([`crate::metrics`]).
@@ -34,7 +35,7 @@ use crossbeam_channel::Sender;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::config::HealthConfig;
-use crate::lifecycle::{Lifecycle, State};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, Metrics};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
@@ -224,7 +225,7 @@ fn answer(
         "/metrics" => (200, metrics.render(lifecycle), metrics::CONTENT_TYPE),
         "/health/live" if lifecycle.is_live() => text(200, "LIVE"),
         "/health/live" => text(503, "NOT_LIVE"),
-        _ if lifecycle.state() == State::Ready => text(200, "READY"),
+        _ if lifecycle.is_ready() => text(200, "READY"),
         _ => text(503, "NOT_READY"),
     }
 }

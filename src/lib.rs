@@ -49,6 +49,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod proto;
+pub mod repository;
 pub mod rpc;
 pub mod serving;
 pub mod shutdown;
@@ -57,17 +58,19 @@ pub mod tensor;
 pub mod text;
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
+use crossbeam_channel::{never, select, tick, unbounded, Receiver, Sender};
 
-use crate::config::{Config, ConfigError};
-use crate::gpu::{GpuError, GpuOwner, ServingPlan};
+use crate::config::{Config, ConfigError, ModelSource};
+use crate::gpu::{GpuError, GpuOwner};
 use crate::health::{HealthError, HealthServer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsError, Transport};
-use crate::model::ModelHandle;
+use crate::repository::control::{self, RepositoryOrders, RepositoryPlan, RepositoryThread};
+use crate::repository::{Repository, RepositoryError};
 use crate::rpc::inference::InferenceService;
 use crate::rpc::{RpcError, RpcServer};
 use crate::serving::{ByteSize, ServingInfo};
@@ -103,9 +106,12 @@ pub enum Error {
     /// The gRPC endpoint could not start or stop.
     #[error(transparent)]
     Rpc(#[from] RpcError),
-    /// The GPU or the model could not be brought up.
+    /// The GPU or the runtime could not be brought up.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// A model that should be served at start could not be.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
     /// The tokenizer cannot be read, or does not fit the model.
     #[error(transparent)]
     Text(#[from] TextError),
@@ -125,21 +131,43 @@ impl Error {
         match self {
             Error::Config(_) | Error::Text(_) => EXIT_USAGE,
             Error::Gpu(e) if e.is_unservable_model() => EXIT_USAGE,
+            Error::Repository(e) if e.is_config() => EXIT_USAGE,
             _ => EXIT_RUNTIME_FAILURE,
         }
     }
 }
 
 /// What `--check-config` checks beyond the file itself, without starting anything: that the
-/// model file is there, and that ONNX Runtime's library can be found and loaded (the model is
-/// not opened). Returns where the runtime comes from and its version.
+/// model files (or the repository's model folders) are there and readable, that tokenizers
+/// load, and that ONNX Runtime's library can be found and loaded (no model is opened).
+/// Returns where the runtime comes from and its version.
 pub fn preflight(config: &Config) -> Result<String, Error> {
-    model::file::check_model_file(&config.model.uri.path)
-        .map_err(|e| Error::Gpu(GpuError::Model(e)))?;
-    if let Some(text) = &config.model.text {
-        TextStage::load(text)?;
+    let mut specs = config.model_specs();
+    if let Some(folder) = &config.repository {
+        let scan = repository::scan::scan(folder, &config.batching).map_err(|source| {
+            RepositoryError::Folder {
+                path: folder.display().to_string(),
+                source,
+            }
+        })?;
+        if let Some(unreadable) = scan.unreadable.into_iter().next() {
+            return Err(RepositoryError::Unreadable {
+                name: unreadable.name,
+                reason: unreadable.reason,
+            }
+            .into());
+        }
+        specs.extend(scan.models.into_values().map(|found| found.spec));
     }
-    let (_, source, version) = backend::onnx::load_library(config.model.runtime_library.as_deref())
+    for spec in &specs {
+        if let ModelSource::File(path) = &spec.source {
+            model::file::check_model_file(path).map_err(|e| Error::Gpu(GpuError::Model(e)))?;
+        }
+        if let Some(text) = &spec.text {
+            TextStage::load(text)?;
+        }
+    }
+    let (_, source, version) = backend::onnx::load_library(config.runtime_library())
         .map_err(|e| Error::Gpu(GpuError::Runtime(e)))?;
     Ok(format!("ONNX Runtime {version} from {source}"))
 }
@@ -171,6 +199,7 @@ struct Components {
     signals: Option<SignalThread>,
     health: Option<HealthServer>,
     rpc: Option<RpcServer>,
+    repository: Option<RepositoryThread>,
     gpu: Option<GpuOwner>,
 }
 
@@ -196,6 +225,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         events,
         event_receiver,
         components: Components::default(),
+        orders: None,
     };
     supervisor.notifier.status("starting");
     let outcome = supervisor.start_up().and_then(|stopped_early| {
@@ -228,12 +258,14 @@ struct Supervisor<'a> {
     events: Sender<Event>,
     event_receiver: Receiver<Event>,
     components: Components,
+    /// Orders for the repository thread (SIGHUP's rescan).
+    orders: Option<RepositoryOrders>,
 }
 
 impl Supervisor<'_> {
-    /// Starts every component and waits for the GPU thread to report the model resident,
-    /// telling systemd how the load goes. Returns `true` if a signal asked to stop before
-    /// READY.
+    /// Starts every component, waits for the GPU thread to bring up the device and the
+    /// repository thread to load what should be served at start, telling systemd how the
+    /// load goes. Returns `true` if a signal asked to stop before READY.
     fn start_up(&mut self) -> Result<bool, Error> {
         let config = self.config;
         self.components.signals = Some(SignalThread::start(self.events.clone())?);
@@ -243,21 +275,17 @@ impl Supervisor<'_> {
             Arc::clone(&self.metrics),
             self.events.clone(),
         )?);
-        let text = match &config.model.text {
-            Some(text) => Some(TextStage::load(text)?),
-            None => None,
-        };
-        let (model, queue, counts) = ModelHandle::new(
+        let repository = Arc::new(Repository::new(
+            config.repository_control,
             Arc::clone(&self.lifecycle),
-            Arc::clone(&self.metrics),
-            config.batching.clone(),
-        );
-        let model = Arc::new(model);
-        let stats = Arc::clone(model.stats());
+        ));
+        let (orders, order_receiver) = control::orders();
+        self.orders = Some(orders.clone());
         let inference = InferenceService::new(
             Arc::clone(&self.lifecycle),
             Arc::clone(&self.metrics),
-            Arc::clone(&model),
+            Arc::clone(&repository),
+            orders,
             config.rpc.max_message_size(),
         );
         let rpc = RpcServer::start(
@@ -267,35 +295,52 @@ impl Supervisor<'_> {
             inference,
         )?;
         self.components.rpc = Some(rpc);
-        let plan = ServingPlan {
-            gpu: config.gpu.clone(),
-            model: config.model.clone(),
-            batching: config.batching.clone(),
-            pad_id: text.as_ref().map_or(0, TextStage::pad_id),
-        };
         let gpu = GpuOwner::start(
-            plan,
-            queue,
-            counts,
-            stats,
+            config.gpu.clone(),
+            config.runtime_library().map(Path::to_path_buf),
             Arc::clone(&self.metrics),
             self.events.clone(),
         )?;
-        let ready = gpu.ready.clone();
+        let mut gpu_ready = gpu.ready.clone();
         let gpu = self.components.gpu.insert(gpu);
-        let model_path = config.model.uri.path.display().to_string();
+        let loader = gpu.loader();
+        let mut order_receiver = Some(order_receiver);
+        let mut serving: Option<ServingInfo> = None;
+        let mut repository_started = never();
+        let what = load_subject(config);
         let progress_checks = tick(STARTUP_CHECK_INTERVAL);
         let mut last_bytes_read = 0;
         loop {
             select! {
-                recv(ready) -> outcome => {
-                    let mut serving = gpu_outcome(outcome.ok())?;
-                    if let Some(text) = text {
-                        let text = text.bind(&serving.model.signature)?;
-                        serving.model.text = Some(text.info().clone());
-                        model.serve_text(text);
+                recv(gpu_ready) -> outcome => {
+                    serving = Some(gpu_outcome(outcome.ok())?);
+                    gpu_ready = never();
+                    let thread = RepositoryThread::start(
+                        RepositoryPlan::from_config(config),
+                        Arc::clone(&repository),
+                        loader.clone(),
+                        Arc::clone(&self.metrics),
+                        order_receiver.take().expect("started once"),
+                        self.events.clone(),
+                    )?;
+                    repository_started = thread.started.clone();
+                    self.components.repository = Some(thread);
+                }
+                recv(repository_started) -> outcome => {
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => return Err(Error::ThreadDied {
+                            name: "repository".to_string(),
+                            reason: "ended before reporting start-up".to_string(),
+                        }),
                     }
-                    self.declare_ready(serving);
+                    let mut serving = serving.take().expect("the GPU is up before models load");
+                    if !gpu.gpu_in_use() {
+                        // `auto` fell back to the CPU and released the context.
+                        serving.gpu = None;
+                    }
+                    self.declare_ready(serving, &repository);
                     return Ok(false);
                 }
                 recv(self.event_receiver) -> event => match event {
@@ -303,9 +348,16 @@ impl Supervisor<'_> {
                         log::info!("{} during start-up: stopping", signal_name(signal));
                         return Ok(true);
                     }
-                    // The GPU thread reports its own failure on `ready` before it ends.
+                    Ok(Event::Reload) => log::info!("SIGHUP during start-up: ignored"),
+                    // Each of these threads reports its own failure before it ends.
                     Ok(Event::ThreadExited { name, failure }) if name == "gpu-owner" => {
-                        return match ready.try_recv() {
+                        return match gpu_ready.try_recv() {
+                            Ok(Err(e)) => Err(e.into()),
+                            _ => Err(thread_died(&self.lifecycle, name, failure)),
+                        };
+                    }
+                    Ok(Event::ThreadExited { name, failure }) if name == "repository" => {
+                        return match repository_started.try_recv() {
                             Ok(Err(e)) => Err(e.into()),
                             _ => Err(thread_died(&self.lifecycle, name, failure)),
                         };
@@ -317,7 +369,7 @@ impl Supervisor<'_> {
                 },
                 recv(progress_checks) -> _ => {
                     let (bytes_read, size) = gpu.load_progress();
-                    self.notifier.status(&load_status(&model_path, bytes_read, size));
+                    self.notifier.status(&load_status(&what, bytes_read, size));
                     // Only a load that moves earns more time; a stuck one meets the unit's
                     // start timeout.
                     if bytes_read > last_bytes_read {
@@ -330,14 +382,38 @@ impl Supervisor<'_> {
     }
 
     /// Records READY and says so: log, metrics, systemd.
-    fn declare_ready(&mut self, serving: ServingInfo) {
+    fn declare_ready(&mut self, serving: ServingInfo, repository: &Repository) {
         let startup = self.started.elapsed();
+        // "model \"m\" 1 from /path (4.00 KiB)" for each version serving.
+        let models: Vec<String> = repository
+            .models()
+            .iter()
+            .flat_map(|model| {
+                let versions = model.versions();
+                versions
+                    .serving()
+                    .values()
+                    .map(|version| {
+                        let loaded = version.model();
+                        format!(
+                            "model {:?} {} from {} ({})",
+                            loaded.name,
+                            loaded.version,
+                            loaded.path.display(),
+                            ByteSize(loaded.size_bytes)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let status = format!(
-            "serving model {:?} from {} ({}, ONNX Runtime {} on {}) on {}",
-            serving.model.name,
-            serving.model.path.display(),
-            ByteSize(serving.model.size_bytes),
-            serving.model.runtime_version,
+            "serving {} with ONNX Runtime {} on {}, on {}",
+            match models.len() {
+                0 => "no model yet".to_string(),
+                1 => models[0].clone(),
+                n => format!("{n} model versions: {}", models.join(", ")),
+            },
+            serving.runtime_version,
             match &serving.gpu {
                 Some(device) => format!("GPU {}", device.ordinal),
                 None => "the CPU, no GPU".to_string(),
@@ -359,6 +435,12 @@ impl Supervisor<'_> {
         loop {
             select! {
                 recv(self.event_receiver) -> event => return match event {
+                    Ok(Event::Reload) => {
+                        if let Some(orders) = &self.orders {
+                            orders.rescan();
+                        }
+                        continue;
+                    }
                     Ok(Event::Signal(signal)) => {
                         log::info!("{}: shutting down", signal_name(signal));
                         Ok(())
@@ -391,7 +473,15 @@ impl Supervisor<'_> {
         }
         let mut silences = Vec::with_capacity(2);
         if let Some(gpu) = gpu.as_mut() {
-            let (silent_for, sample) = gpu.heartbeat();
+            let (mut silent_for, sample) = gpu.heartbeat();
+            // A model version being loaded (a new one while serving) keeps the thread from
+            // answering: that is work, not a stall, up to a limit that a hung load meets.
+            if gpu
+                .loading_for()
+                .is_some_and(|loading| loading < LOAD_STALL_LIMIT)
+            {
+                silent_for = Duration::ZERO;
+            }
             if let Some(sample) = sample {
                 self.metrics.record_gpu_memory(
                     sample.ordinal,
@@ -457,9 +547,18 @@ impl Supervisor<'_> {
         if let Some(rpc) = components.rpc.take() {
             note(rpc.shutdown(grace).map_err(Error::from));
         }
+        // The repository thread ends after its order in progress; a load in progress ends
+        // when the GPU-owner thread stops.
+        let repository = components.repository.take();
+        if let Some(repository) = &repository {
+            repository.ask_to_stop();
+        }
         if let Some(gpu) = components.gpu.take() {
             // The grace period is over: what still runs is ended, what is queued answered.
             note(gpu.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        if let Some(repository) = repository {
+            note(repository.join(THREAD_STOP_TIMEOUT).map_err(Error::from));
         }
         lifecycle.set_stopped();
         if let Some(health) = components.health.take() {
@@ -470,6 +569,23 @@ impl Supervisor<'_> {
         }
         log::info!("stopped in {} ms", begun.elapsed().as_millis());
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// How long a model load may keep the GPU-owner thread from answering heartbeats before it
+/// counts as stuck (reading a large model and creating its session on a GPU take minutes).
+const LOAD_STALL_LIMIT: Duration = Duration::from_secs(600);
+
+/// What start-up loads, for systemd's status line: the one model file, or how many.
+fn load_subject(config: &Config) -> String {
+    match (&config.repository, config.model_specs().as_slice()) {
+        (Some(folder), _) => format!("the models of {}", folder.display()),
+        (None, [spec]) => match &spec.source {
+            ModelSource::File(path) | ModelSource::Folder(path) => {
+                format!("model {}", path.display())
+            }
+        },
+        (None, specs) => format!("{} models", specs.len()),
     }
 }
 

@@ -12,8 +12,9 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The sidecar's shared lifecycle state: STARTING → READY → DRAINING → STOPPED, what is being
-//! served once READY, and whether every component is alive. Written by the main thread (and by
+//! The sidecar's shared lifecycle state: STARTING → READY → DRAINING → STOPPED, the device
+//! served on once READY, whether every model that should be served is, and whether every
+//! component is alive. Written by the main thread (and by
 //! component threads reporting a failure); read by the health thread and the gRPC handlers.
 //! Subscribers (gRPC health `Watch` calls) are told each state change, in order.
 
@@ -58,6 +59,8 @@ struct Inner {
     failed_component: Option<String>,
     /// A component that is alive but has stopped answering, if any.
     stalled_component: Option<String>,
+    /// A model that should be served and has no version that takes requests, if any.
+    missing_model: Option<String>,
 }
 
 /// The state every thread shares (behind an `Arc`).
@@ -83,6 +86,7 @@ impl Lifecycle {
                 subscribers: Some(Vec::new()),
                 failed_component: None,
                 stalled_component: None,
+                missing_model: None,
             }),
             serving: OnceLock::new(),
             started_at: Instant::now(),
@@ -142,7 +146,26 @@ impl Lifecycle {
         }
     }
 
-    /// What is served, once READY has been reached.
+    /// Whether requests are served: READY, and every model that should be loaded has a
+    /// version that takes requests.
+    pub fn is_ready(&self) -> bool {
+        let inner = self.lock();
+        inner.state == State::Ready && inner.missing_model.is_none()
+    }
+
+    /// Records which model, if any, should be served but has no ready version (the
+    /// repository says so after each change). Returns the one recorded before.
+    pub fn set_missing_model(&self, model: Option<&str>) -> Option<String> {
+        let mut inner = self.lock();
+        std::mem::replace(&mut inner.missing_model, model.map(str::to_string))
+    }
+
+    /// The model that should be served and is not, if any.
+    pub fn missing_model(&self) -> Option<String> {
+        self.lock().missing_model.clone()
+    }
+
+    /// The device the models run on, once READY has been reached.
     pub fn serving(&self) -> Option<&ServingInfo> {
         self.serving.get()
     }

@@ -23,13 +23,13 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Endpoint;
 use crate::lifecycle::{Lifecycle, State};
-use crate::serving::{DeviceInfo, ModelLocation, ServingInfo};
+use crate::serving::{DeviceInfo, LoadedModel, ModelLocation, ServingInfo};
 
 const NAMESPACE: &str = "gpu_sidecar";
 
@@ -147,15 +147,56 @@ pub struct Metrics {
     gpu_memory_total: IntGaugeVec,
     gpu_memory_used: IntGaugeVec,
     model_resident: IntGaugeVec,
-    model_load_duration: Gauge,
+    model_load_duration: GaugeVec,
+    model_ready: IntGaugeVec,
+    model_load_failures: IntCounterVec,
     inference_requests: IntCounterVec,
-    inference_queue_depth: IntGauge,
-    inference_batch_rows: Histogram,
-    inference_queue_time: Histogram,
-    inference_compute_time: Histogram,
-    inference_executions: IntCounter,
-    inference_rows: IntCounter,
+    inference_queue_depth: IntGaugeVec,
+    inference_batch_rows: HistogramVec,
+    inference_queue_time: HistogramVec,
+    inference_compute_time: HistogramVec,
+    inference_executions: IntCounterVec,
+    inference_rows: IntCounterVec,
     inference_streams_open: IntGauge,
+}
+
+/// The series of one model version, looked up once when it loads: its requests, queue and
+/// executions. Cloned into the handlers' view of the version and the GPU-owner thread's.
+#[derive(Debug, Clone)]
+pub struct ModelMetrics {
+    requests: Vec<IntCounter>,
+    queue_depth: IntGauge,
+    batch_rows: Histogram,
+    queue_time: Histogram,
+    compute_time: Histogram,
+    executions: IntCounter,
+    rows: IntCounter,
+}
+
+impl ModelMetrics {
+    /// Counts a request's end.
+    pub fn inference_finished(&self, outcome: Outcome) {
+        self.requests[outcome as usize].inc();
+    }
+
+    /// Sets the number of requests waiting in the version's queue.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long a request waited before its execution.
+    pub fn observe_queue_time(&self, waited: Duration) {
+        self.queue_time.observe(waited.as_secs_f64());
+    }
+
+    /// Records one execution of `rows` rows that took `compute` in the runtime.
+    pub fn record_execution(&self, rows: usize, compute: Duration) {
+        self.batch_rows.observe(rows as f64);
+        self.compute_time.observe(compute.as_secs_f64());
+        self.executions.inc();
+        self.rows.inc_by(rows as u64);
+    }
 }
 
 impl Metrics {
@@ -245,57 +286,83 @@ impl Metrics {
             model_resident: IntGaugeVec::new(
                 opts(
                     "model_resident_bytes",
-                    "Bytes of the model held, by location (device, host); 0 until loaded.",
+                    "Bytes of each model version held, by location (device, host).",
                 ),
-                &["location"],
+                &["model", "version", "location"],
             )?,
-            model_load_duration: Gauge::with_opts(opts(
-                "model_load_duration_seconds",
-                "Seconds the model took to load and become resident; 0 until loaded.",
-            ))?,
+            model_load_duration: GaugeVec::new(
+                opts(
+                    "model_load_duration_seconds",
+                    "Seconds each model version took to load and become resident.",
+                ),
+                &["model", "version"],
+            )?,
+            model_ready: IntGaugeVec::new(
+                opts(
+                    "model_ready",
+                    "1 for each model version that takes requests; absent once it is unloaded.",
+                ),
+                &["model", "version"],
+            )?,
+            model_load_failures: IntCounterVec::new(
+                opts(
+                    "model_load_failures_total",
+                    "Loads of a model version that failed (the version served before, if any, serves on).",
+                ),
+                &["model"],
+            )?,
             inference_requests: IntCounterVec::new(
                 opts(
                     "inference_requests_total",
-                    "Inference requests (ModelInfer calls and ModelStreamInfer messages) by how they ended: ok, invalid, resource_exhausted, deadline, cancelled, unavailable, internal.",
+                    "Inference requests (ModelInfer calls and ModelStreamInfer messages) by model, version and how they ended: ok, invalid, resource_exhausted, deadline, cancelled, unavailable, internal. Requests for no model served count under model=\"\".",
                 ),
-                &["outcome"],
+                &["model", "version", "outcome"],
             )?,
-            inference_queue_depth: IntGauge::with_opts(opts(
-                "inference_queue_depth",
-                "Inference requests waiting in the batcher's queue.",
-            ))?,
-            inference_batch_rows: Histogram::with_opts(
+            inference_queue_depth: IntGaugeVec::new(
+                opts(
+                    "inference_queue_depth",
+                    "Inference requests waiting in each model version's queue.",
+                ),
+                &["model", "version"],
+            )?,
+            inference_batch_rows: HistogramVec::new(
                 HistogramOpts::new(
                     "inference_batch_rows",
                     "Rows per execution of the model (the batch size the batcher formed).",
                 )
                 .namespace(NAMESPACE)
                 .buckets(BATCH_ROWS_BUCKETS.to_vec()),
+                &["model", "version"],
             )?,
-            inference_queue_time: Histogram::with_opts(
+            inference_queue_time: HistogramVec::new(
                 HistogramOpts::new(
                     "inference_queue_seconds",
                     "Time a request waited in the queue before its execution started.",
                 )
                 .namespace(NAMESPACE)
                 .buckets(INFERENCE_TIME_BUCKETS.to_vec()),
+                &["model", "version"],
             )?,
-            inference_compute_time: Histogram::with_opts(
+            inference_compute_time: HistogramVec::new(
                 HistogramOpts::new(
                     "inference_compute_seconds",
                     "Time ONNX Runtime took for one execution.",
                 )
                 .namespace(NAMESPACE)
                 .buckets(INFERENCE_TIME_BUCKETS.to_vec()),
+                &["model", "version"],
             )?,
-            inference_executions: IntCounter::with_opts(opts(
-                "inference_executions_total",
-                "Executions of the model.",
-            ))?,
-            inference_rows: IntCounter::with_opts(opts(
-                "inference_rows_total",
-                "Rows the model ran (inferences), summed over executions.",
-            ))?,
+            inference_executions: IntCounterVec::new(
+                opts("inference_executions_total", "Executions of the model."),
+                &["model", "version"],
+            )?,
+            inference_rows: IntCounterVec::new(
+                opts(
+                    "inference_rows_total",
+                    "Rows the model ran (inferences), summed over executions.",
+                ),
+                &["model", "version"],
+            )?,
             inference_streams_open: IntGauge::with_opts(opts(
                 "inference_streams_open",
                 "ModelStreamInfer streams open now.",
@@ -318,6 +385,8 @@ impl Metrics {
             Box::new(metrics.gpu_memory_used.clone()),
             Box::new(metrics.model_resident.clone()),
             Box::new(metrics.model_load_duration.clone()),
+            Box::new(metrics.model_ready.clone()),
+            Box::new(metrics.model_load_failures.clone()),
             Box::new(metrics.inference_requests.clone()),
             Box::new(metrics.inference_queue_depth.clone()),
             Box::new(metrics.inference_batch_rows.clone()),
@@ -336,38 +405,96 @@ impl Metrics {
         for method in ["Check", "Watch"] {
             metrics.health_checks.with_label_values(&[method]);
         }
-        for outcome in Outcome::ALL {
-            metrics
-                .inference_requests
-                .with_label_values(&[outcome.label()]);
-        }
         Ok(metrics)
     }
 
-    /// Counts an inference request's end.
-    pub fn inference_finished(&self, outcome: Outcome) {
+    /// The series of model `name`'s `version`, created at zero.
+    pub fn for_model(&self, name: &str, version: u64) -> ModelMetrics {
+        let version = version.to_string();
+        let labels = [name, version.as_str()];
+        ModelMetrics {
+            requests: Outcome::ALL
+                .iter()
+                .map(|outcome| {
+                    self.inference_requests.with_label_values(&[
+                        name,
+                        version.as_str(),
+                        outcome.label(),
+                    ])
+                })
+                .collect(),
+            queue_depth: self.inference_queue_depth.with_label_values(&labels),
+            batch_rows: self.inference_batch_rows.with_label_values(&labels),
+            queue_time: self.inference_queue_time.with_label_values(&labels),
+            compute_time: self.inference_compute_time.with_label_values(&labels),
+            executions: self.inference_executions.with_label_values(&labels),
+            rows: self.inference_rows.with_label_values(&labels),
+        }
+    }
+
+    /// Counts the end of a request that named no model served here.
+    pub fn unrouted_inference_finished(&self, outcome: Outcome) {
         self.inference_requests
-            .with_label_values(&[outcome.label()])
+            .with_label_values(&["", "", outcome.label()])
             .inc();
     }
 
-    /// Sets the number of requests waiting in the queue.
-    pub fn set_queue_depth(&self, depth: usize) {
-        self.inference_queue_depth
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    /// Records a model version resident and taking requests.
+    pub fn model_loaded(&self, model: &LoadedModel) {
+        let version = model.version.to_string();
+        let labels = [model.name.as_str(), version.as_str()];
+        let location = match model.location {
+            ModelLocation::DeviceMemory => "device",
+            ModelLocation::HostMemory => "host",
+        };
+        self.model_resident
+            .with_label_values(&[model.name.as_str(), version.as_str(), location])
+            .set(i64::try_from(model.size_bytes).unwrap_or(i64::MAX));
+        self.model_load_duration
+            .with_label_values(&labels)
+            .set(model.load_time.as_secs_f64());
+        self.model_ready.with_label_values(&labels).set(1);
     }
 
-    /// Records how long a request waited before its execution.
-    pub fn observe_queue_time(&self, waited: Duration) {
-        self.inference_queue_time.observe(waited.as_secs_f64());
+    /// Records that a version takes no new requests (it finishes what it has).
+    pub fn model_retiring(&self, name: &str, version: u64) {
+        let version = version.to_string();
+        let _ = self
+            .model_ready
+            .remove_label_values(&[name, version.as_str()]);
     }
 
-    /// Records one execution of `rows` rows that took `compute` in the runtime.
-    pub fn record_execution(&self, rows: usize, compute: Duration) {
-        self.inference_batch_rows.observe(rows as f64);
-        self.inference_compute_time.observe(compute.as_secs_f64());
-        self.inference_executions.inc();
-        self.inference_rows.inc_by(rows as u64);
+    /// Removes every series of a version that is freed.
+    pub fn model_freed(&self, name: &str, version: u64) {
+        let version = version.to_string();
+        let labels = [name, version.as_str()];
+        for location in ["device", "host"] {
+            let _ = self
+                .model_resident
+                .remove_label_values(&[name, version.as_str(), location]);
+        }
+        let _ = self.model_load_duration.remove_label_values(&labels);
+        let _ = self.model_ready.remove_label_values(&labels);
+        // Its request series go too: a weekly retrain for months would otherwise pile up
+        // series of versions long gone (rate() reads a series' end as its end).
+        for outcome in Outcome::ALL {
+            let _ = self.inference_requests.remove_label_values(&[
+                name,
+                version.as_str(),
+                outcome.label(),
+            ]);
+        }
+        let _ = self.inference_queue_depth.remove_label_values(&labels);
+        let _ = self.inference_batch_rows.remove_label_values(&labels);
+        let _ = self.inference_queue_time.remove_label_values(&labels);
+        let _ = self.inference_compute_time.remove_label_values(&labels);
+        let _ = self.inference_executions.remove_label_values(&labels);
+        let _ = self.inference_rows.remove_label_values(&labels);
+    }
+
+    /// Counts a failed load of model `name`.
+    pub fn model_load_failed(&self, name: &str) {
+        self.model_load_failures.with_label_values(&[name]).inc();
     }
 
     /// The gauge of open ModelStreamInfer streams, moved by the stream handlers.
@@ -398,18 +525,9 @@ impl Metrics {
         &self.calls_in_flight
     }
 
-    /// Records READY: the start-up duration, the GPU and the model.
+    /// Records READY: the start-up duration and the GPU.
     pub fn record_ready(&self, startup: Duration, serving: &ServingInfo) {
         self.startup_duration.set(startup.as_secs_f64());
-        let location = match serving.model.location {
-            ModelLocation::DeviceMemory => "device",
-            ModelLocation::HostMemory => "host",
-        };
-        self.model_resident
-            .with_label_values(&[location])
-            .set(i64::try_from(serving.model.size_bytes).unwrap_or(i64::MAX));
-        self.model_load_duration
-            .set(serving.model.load_time.as_secs_f64());
         if let Some(device) = &serving.gpu {
             self.record_device(device);
         }
@@ -498,9 +616,28 @@ impl Drop for GaugeGuard {
 mod tests {
     use super::*;
 
+    /// The sum of the samples of `series`'s name that carry (at least) its labels; `None`
+    /// when there is none.
     fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        fn split(series: &str) -> (&str, Vec<&str>) {
+            match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}').split(',').collect()),
+                None => (series, Vec::new()),
+            }
+        }
+        let (name, wanted) = split(series);
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (sample_name, labels) = split(series);
+                (sample_name == name && wanted.iter().all(|label| labels.contains(label)))
+                    .then(|| value.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     #[test]
@@ -530,6 +667,7 @@ mod tests {
         metrics.ping_finished(Duration::from_millis(3), false);
         lifecycle.set_ready(ServingInfo::for_tests());
         metrics.record_ready(Duration::from_millis(1500), &ServingInfo::for_tests());
+        metrics.model_loaded(&crate::serving::LoadedModel::for_tests());
         let text = metrics.render(&lifecycle);
         assert_eq!(
             sample(&text, "gpu_sidecar_state{state=\"ready\"}"),
@@ -555,7 +693,14 @@ mod tests {
             Some(1.5)
         );
         assert_eq!(
-            sample(&text, "gpu_sidecar_model_resident_bytes{location=\"host\"}"),
+            sample(
+                &text,
+                "gpu_sidecar_model_resident_bytes{location=\"host\",model=\"m\",version=\"1\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gpu_sidecar_model_ready{model=\"m\",version=\"1\"}"),
             Some(1.0)
         );
         assert!(text.contains("# TYPE gpu_sidecar_ping_duration_seconds histogram"));
@@ -565,19 +710,22 @@ mod tests {
     fn inference_series_follow_requests_and_executions() {
         let metrics = Metrics::new(Transport::Unix).unwrap();
         let lifecycle = Lifecycle::new();
+        // A model's series are there, at zero, as soon as it is loaded.
+        let model = metrics.for_model("affine", 2);
         let text = metrics.render(&lifecycle);
         assert_eq!(
             sample(
                 &text,
-                "gpu_sidecar_inference_requests_total{outcome=\"deadline\"}"
+                "gpu_sidecar_inference_requests_total{model=\"affine\",outcome=\"deadline\",version=\"2\"}"
             ),
             Some(0.0)
         );
-        metrics.inference_finished(Outcome::Ok);
-        metrics.inference_finished(Outcome::Ok);
-        metrics.inference_finished(Outcome::ResourceExhausted);
-        metrics.record_execution(3, Duration::from_micros(40));
-        metrics.set_queue_depth(5);
+        model.inference_finished(Outcome::Ok);
+        model.inference_finished(Outcome::Ok);
+        model.inference_finished(Outcome::ResourceExhausted);
+        model.record_execution(3, Duration::from_micros(40));
+        model.set_queue_depth(5);
+        metrics.unrouted_inference_finished(Outcome::Invalid);
         metrics.streams_open().inc();
         let text = metrics.render(&lifecycle);
         assert_eq!(
@@ -594,7 +742,21 @@ mod tests {
             ),
             Some(1.0)
         );
-        assert_eq!(sample(&text, "gpu_sidecar_inference_rows_total"), Some(3.0));
+        // A request that named no model served has no model.
+        assert_eq!(
+            sample(
+                &text,
+                "gpu_sidecar_inference_requests_total{model=\"\",outcome=\"invalid\",version=\"\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gpu_sidecar_inference_rows_total{model=\"affine\",version=\"2\"}"
+            ),
+            Some(3.0)
+        );
         assert_eq!(
             sample(&text, "gpu_sidecar_inference_executions_total"),
             Some(1.0)

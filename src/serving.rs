@@ -12,10 +12,11 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! What the GPU-owner thread reports once a model is resident: the device, where the
-//! weights live, the loaded model and its signature. Plain data (a leaf): the GPU-owner
-//! thread builds it, the main thread records it in the lifecycle, and the gRPC handlers,
-//! the metrics and the health endpoint read it.
+//! What the GPU-owner thread reports: the device the models run on, and for each model version
+//! made resident, where its weights live and its signature. Plain data (a leaf): the
+//! GPU-owner thread builds it, the main thread records the device in the lifecycle, the
+//! repository keeps each version's in its handle, and the gRPC handlers, the metrics and the
+//! health endpoint read them.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub enum ModelLocation {
 pub struct LoadedModel {
     /// The model's name in the inference protocol.
     pub name: String,
+    /// Its version: the folder's number in a repository, else 1.
+    pub version: u64,
     pub path: PathBuf,
     pub size_bytes: u64,
     pub sha256: String,
@@ -84,12 +87,13 @@ pub struct TextInfo {
     pub mask: Option<usize>,
 }
 
-/// What the sidecar serves once READY.
+/// What the models run on, once the GPU-owner thread has brought it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServingInfo {
     /// `None` when running without a GPU.
     pub gpu: Option<DeviceInfo>,
-    pub model: LoadedModel,
+    /// The ONNX Runtime version serving every model.
+    pub runtime_version: String,
 }
 
 impl ServingInfo {
@@ -97,22 +101,30 @@ impl ServingInfo {
     pub fn for_tests() -> Self {
         ServingInfo {
             gpu: None,
-            model: LoadedModel {
-                name: "m".to_string(),
-                path: PathBuf::from("/m.onnx"),
-                size_bytes: 1,
-                sha256: String::new(),
-                location: ModelLocation::HostMemory,
-                load_time: Duration::ZERO,
-                runtime_version: "test".to_string(),
-                signature: Arc::new(Signature {
-                    inputs: Vec::new(),
-                    outputs: Vec::new(),
-                    max_batch_size: 0,
-                    ..Default::default()
-                }),
-                text: None,
-            },
+            runtime_version: "test".to_string(),
+        }
+    }
+}
+
+impl LoadedModel {
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        LoadedModel {
+            name: "m".to_string(),
+            version: 1,
+            path: PathBuf::from("/m.onnx"),
+            size_bytes: 1,
+            sha256: String::new(),
+            location: ModelLocation::HostMemory,
+            load_time: Duration::ZERO,
+            runtime_version: "test".to_string(),
+            signature: Arc::new(Signature {
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                max_batch_size: 0,
+                ..Default::default()
+            }),
+            text: None,
         }
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! The first SIGTERM or SIGINT becomes an [`Event::Signal`] for the main thread, which runs the
 //! orderly shutdown. A second one ends the process at once from the signal handler, with exit
-//! code 128 + the signal number, for an operator who does not want to wait.
+//! code 128 + the signal number, for an operator who does not want to wait. SIGHUP becomes an
+//! [`Event::Reload`]: the model repository is rescanned.
 
 use std::any::Any;
 use std::io;
@@ -29,7 +30,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 use signal_hook::iterator::{Handle as SignalsHandle, Signals};
 
@@ -42,6 +43,8 @@ const DROP_JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Something the main thread must react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// SIGHUP: rescan the model repository.
+    Reload,
     /// A shutdown signal arrived (its number).
     Signal(i32),
     /// A component thread ended; `failure` says why when it returned an error or panicked.
@@ -179,13 +182,19 @@ impl SignalThread {
             flag::register(signal, Arc::clone(&shutdown_requested))
                 .map_err(ShutdownError::Signals)?;
         }
-        let mut signals = Signals::new(SHUTDOWN_SIGNALS).map_err(ShutdownError::Signals)?;
+        let mut signals = Signals::new(SHUTDOWN_SIGNALS.iter().chain(&[SIGHUP]))
+            .map_err(ShutdownError::Signals)?;
         let handle = signals.handle();
         let thread_events = events.clone();
         let thread = ComponentThread::spawn("signals", events, move || {
             for signal in signals.forever() {
                 log::info!("received signal {}", signal_name(signal));
-                if thread_events.send(Event::Signal(signal)).is_err() {
+                let event = if signal == SIGHUP {
+                    Event::Reload
+                } else {
+                    Event::Signal(signal)
+                };
+                if thread_events.send(event).is_err() {
                     break;
                 }
             }
@@ -206,6 +215,7 @@ pub fn signal_name(signal: i32) -> String {
     match signal {
         SIGTERM => "SIGTERM".to_string(),
         SIGINT => "SIGINT".to_string(),
+        SIGHUP => "SIGHUP".to_string(),
         other => format!("signal {other}"),
     }
 }

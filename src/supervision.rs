@@ -137,16 +137,16 @@ impl Notifier {
 }
 
 /// The status line while the model loads: how far it has got.
-pub fn load_status(model: &str, bytes_read: u64, size: Option<u64>) -> String {
+pub fn load_status(what: &str, bytes_read: u64, size: Option<u64>) -> String {
     match (bytes_read, size) {
-        (0, _) => format!("starting: bringing up the GPU, then loading model {model}"),
+        (0, _) => format!("starting: bringing up the GPU, then loading {what}"),
         (read, Some(size)) => format!(
-            "loading model {model}: {} of {} ({}%)",
+            "loading {what}: {} of {} ({}%)",
             ByteSize(read),
             ByteSize(size),
             read.saturating_mul(100) / size.max(1)
         ),
-        (read, None) => format!("loading model {model}: {} read", ByteSize(read)),
+        (read, None) => format!("loading {what}: {} read", ByteSize(read)),
     }
 }
 
@@ -210,15 +210,15 @@ mod tests {
     #[test]
     fn load_status_shows_progress() {
         assert_eq!(
-            load_status("/m.bin", 0, Some(10)),
+            load_status("model /m.bin", 0, Some(10)),
             "starting: bringing up the GPU, then loading model /m.bin"
         );
         assert_eq!(
-            load_status("/m.bin", 512 << 20, Some(2 << 30)),
+            load_status("model /m.bin", 512 << 20, Some(2 << 30)),
             "loading model /m.bin: 512.00 MiB of 2.00 GiB (25%)"
         );
         assert_eq!(
-            load_status("/m.fifo", 2048, None),
+            load_status("model /m.fifo", 2048, None),
             "loading model /m.fifo: 2.00 KiB read"
         );
     }

@@ -81,7 +81,7 @@ pub enum TextError {
 }
 
 /// A tokenizer as configured, before the model is known.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TextStage {
     tokenizer: Tokenizer,
     config: TextConfig,

@@ -40,6 +40,7 @@ use gpu_sidecar::proto::sidecar::PingRequest;
 
 mod infer;
 mod load;
+mod swap;
 
 use infer::Mode;
 use load::Limit;
@@ -126,6 +127,11 @@ struct Args {
     /// Spawn-to-READY measurements per transport (the median is reported); 0 skips them.
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
+    /// Measure a version switch under load instead: the spawned sidecars serve --model from a
+    /// model repository (explicit control), and each --concurrency runs streaming clients for
+    /// --duration twice, without a switch and with a new version loaded a third of the way in.
+    #[arg(long, requires = "spawn")]
+    swap: bool,
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
@@ -308,7 +314,22 @@ fn run(args: &Args) -> Result<(), BenchError> {
                 max_queue_delay: args.max_queue_delay.clone(),
                 delay_mode: args.delay_mode.clone(),
                 tokenizer: args.tokenizer.clone(),
+                repository: None,
             };
+            if args.swap {
+                let repository = workspace
+                    .path()
+                    .join(format!("repository-{}", spawner.label()));
+                let folder = swap::lay_out(&repository, &model)?;
+                let mut sidecar = Spawner {
+                    repository: Some(repository),
+                    ..spawner
+                }
+                .spawn()?;
+                sidecar.target.max_batch_size = Some(max_batch_size);
+                measure_swap(args, &environment, &sidecar.target, &folder, &model)?;
+                continue;
+            }
             let mut startups = Vec::with_capacity(args.startup_runs);
             // Each spawned sidecar is stopped when dropped.
             for _ in 0..args.startup_runs {
@@ -678,15 +699,150 @@ fn closed_loop(
 
 /// The sidecar's `process_resident_memory_bytes`, from its `/metrics`.
 fn resident_memory(health: SocketAddr) -> Option<u64> {
+    metrics_text(health)?
+        .lines()
+        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|bytes| bytes as u64)
+}
+
+/// The sidecar's /metrics, as text.
+fn metrics_text(health: SocketAddr) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&health, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET /metrics HTTP/1.0\r\nHost: {health}\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|bytes| bytes as u64)
+    Some(text)
+}
+
+/// The version-switch runs: each --concurrency without a switch, then with one.
+fn measure_swap(
+    args: &Args,
+    environment: &Arc<Environment>,
+    target: &Target,
+    folder: &std::path::Path,
+    model: &std::path::Path,
+) -> Result<(), BenchError> {
+    let unreachable = |reason| BenchError::Unreachable {
+        target: target.grpc.clone(),
+        reason,
+    };
+    let probe = infer::connect(environment, &target.grpc);
+    let rows = args.rows.first().copied().unwrap_or(1);
+    let request = infer::template(&probe, rows).map_err(unreachable)?;
+    if !args.json {
+        println!(
+            "\n{} ({}), stream inference of {rows} row(s), max-batch-size {}: a version switch under load, {} per run",
+            target.label,
+            target.grpc,
+            target.max_batch_size.map_or_else(|| "as served".to_string(), |n| n.to_string()),
+            humantime::format_duration(args.duration),
+        );
+        println!(
+            "{:>11} {:>7} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "concurrency",
+            "switch",
+            "requests",
+            "errors",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "max µs",
+            "load ms",
+            "rss MiB",
+            "device MiB"
+        );
+    }
+    let mut next_version = 2;
+    for &concurrency in &args.concurrency {
+        let clients: Vec<_> = (0..concurrency)
+            .map(|_| infer::connect(environment, &target.grpc))
+            .collect();
+        let requests = [request.clone()];
+        infer::closed_loop(
+            &clients,
+            &requests,
+            Mode::Stream,
+            Limit::Time(args.warmup),
+            args.deadline,
+        );
+        for switch in [false, true] {
+            let switch_to = switch.then_some((next_version, folder, model));
+            let run = swap::run(
+                &clients,
+                &request,
+                args.duration,
+                args.deadline,
+                target.health,
+                switch_to,
+            );
+            if switch {
+                next_version += 1;
+            }
+            let report = RunReport {
+                transport: target.label.clone(),
+                concurrency,
+                payload_bytes: 0,
+                requests: run.measured.requests,
+                errors: run.measured.errors,
+                seconds: run.measured.seconds,
+                latencies: run.measured.latencies,
+                rss_bytes: run.rss_bytes.1,
+            };
+            let mib = |(before, peak): (Option<u64>, Option<u64>)| match (before, peak) {
+                (Some(before), Some(peak)) => format!(
+                    "{:.0} -> {:.0}",
+                    before as f64 / 1048576.0,
+                    peak as f64 / 1048576.0
+                ),
+                _ => "-".to_string(),
+            };
+            if args.json {
+                let mut json = report.json();
+                json["kind"] = serde_json::json!("swap");
+                json["switch"] = serde_json::json!(switch);
+                json["rows"] = serde_json::json!(rows);
+                json["load"] = match &run.load {
+                    Some((took, Ok(()))) => serde_json::json!({"seconds": took.as_secs_f64()}),
+                    Some((took, Err(e))) => {
+                        serde_json::json!({"seconds": took.as_secs_f64(), "error": e})
+                    }
+                    None => serde_json::Value::Null,
+                };
+                json["rss_bytes"] =
+                    serde_json::json!({"before": run.rss_bytes.0, "peak": run.rss_bytes.1});
+                json["device_bytes"] =
+                    serde_json::json!({"before": run.device_bytes.0, "peak": run.device_bytes.1});
+                println!("{json}");
+            } else {
+                let errors = if report.errors.is_empty() {
+                    "0".to_string()
+                } else {
+                    format!("{:?}", report.errors)
+                };
+                println!(
+                    "{:>11} {:>7} {:>9} {:>7} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>12} {:>12}",
+                    concurrency,
+                    if switch { "yes" } else { "no" },
+                    report.requests,
+                    errors,
+                    report.throughput(),
+                    report.percentile_us(50.0),
+                    report.percentile_us(99.0),
+                    report.percentile_us(100.0),
+                    match &run.load {
+                        Some((took, Ok(()))) => format!("{:.0}", took.as_secs_f64() * 1000.0),
+                        Some((_, Err(e))) => format!("error: {e}"),
+                        None => "-".to_string(),
+                    },
+                    mib(run.rss_bytes),
+                    mib(run.device_bytes),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Starts sidecars on one transport, each on a fresh config in `folder`.
@@ -700,6 +856,8 @@ struct Spawner {
     max_queue_delay: String,
     delay_mode: String,
     tokenizer: Option<PathBuf>,
+    /// Serve this model repository (explicit control) instead of `model`.
+    repository: Option<PathBuf>,
 }
 
 /// A spawned sidecar, READY.
@@ -735,11 +893,20 @@ impl Spawner {
         std::fs::write(
             &config,
             format!(
-                "[sidecar.rpc]\nendpoint = \"{endpoint}\"\n[sidecar.model]\nuri = \"{}\"\n\
+                "{}[sidecar.rpc]\nendpoint = \"{endpoint}\"\n{}\
                  [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"5 s\"\n\
                  [sidecar.batching]\nmax-batch-size = {}\nmax-queue-delay = {:?}\n\
                  delay-mode = {:?}\n[sidecar.log]\nlevel = \"info\"\n{}",
-                self.model.display(),
+                self.repository
+                    .as_ref()
+                    .map_or_else(String::new, |folder| format!(
+                        "[sidecar]\nrepository = {:?}\nrepository-control = \"explicit\"\n",
+                        folder.display()
+                    )),
+                match &self.repository {
+                    Some(_) => String::new(),
+                    None => format!("[sidecar.model]\nuri = {:?}\n", self.model.display()),
+                },
                 self.max_batch_size,
                 self.max_queue_delay,
                 self.delay_mode,

@@ -95,6 +95,39 @@ fn spawned_runs_report_every_request_and_the_startup() {
 }
 
 #[test]
+fn a_version_switch_is_measured_beside_a_run_without_one() {
+    let lines = run_bench(&[
+        "--spawn",
+        "--swap",
+        "--transports",
+        "unix",
+        "--concurrency",
+        "4",
+        "--duration",
+        "600 ms",
+        "--startup-runs",
+        "0",
+    ]);
+    let runs: Vec<_> = lines.iter().filter(|l| l["kind"] == "swap").collect();
+    assert_eq!(runs.len(), 2, "{lines:#?}");
+    assert_eq!(runs[0]["switch"], false, "{lines:#?}");
+    assert!(runs[0]["load"].is_null(), "{}", runs[0]);
+    assert_eq!(runs[1]["switch"], true, "{lines:#?}");
+    assert!(
+        runs[1]["load"]["seconds"].as_f64().unwrap() > 0.0,
+        "{}",
+        runs[1]
+    );
+    assert!(runs[1]["load"]["error"].is_null(), "{}", runs[1]);
+    for run in &runs {
+        assert!(run["ok"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["ok"], run["requests"], "{run}");
+        assert_eq!(run["errors"], serde_json::json!({}), "{run}");
+        assert!(run["rss_bytes"]["peak"].as_u64().unwrap() > 0, "{run}");
+    }
+}
+
+#[test]
 fn inference_runs_account_for_every_request_and_report_the_batches() {
     let lines = run_bench(&[
         "--spawn",

@@ -12,113 +12,328 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! A served model's handle: its queue, admission (readiness, queue limit, deadlines), its
-//! statistics, and the batcher that drains the queue. The gRPC handlers (completion-queue
-//! threads) submit every request through [`ModelHandle::submit`]; the GPU-owner thread holds
-//! the queue's other end and runs the [`batcher`]. [`file`] reads the model's bytes.
+//! A served model's handle and its versions' handles. The [`ModelHandle`] (one per model
+//! name, owned by the repository) routes each request to a version: the one it names, or the
+//! newest that takes requests. A [`VersionHandle`] holds that version's queue, admission
+//! (queue limit, deadlines), statistics and metrics, and its tokenizer when texts are served.
+//! The gRPC handlers (completion-queue threads) submit every request through a version's
+//! handle while holding the model's routing table for reading, so that a version taken out of
+//! it (by the repository thread, for writing) gets no request after that; the GPU-owner
+//! thread holds each queue's other end and runs the [`batcher`]. [`file`] reads the model's
+//! bytes.
 
 pub mod batcher;
 pub mod file;
 pub mod job;
 pub mod stats;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
-
-use self::batcher::{QueueCounts, SubmitError, Submitter};
+use self::batcher::{SubmitError, Submitter};
 use self::job::{Job, Reply, Request};
 use self::stats::ModelStats;
 use crate::config::BatchingConfig;
 use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use crate::serving::LoadedModel;
 use crate::text::TextModel;
 
-/// Why a request was not admitted to the model's queue.
+/// Why a request was not admitted to a model's queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
-    /// The model is not resident yet.
+    /// The sidecar is starting and the model is not resident yet.
     #[error("the model is still loading; retry when the sidecar is READY")]
     Loading,
     /// The sidecar is draining or stopped.
     #[error("the sidecar is shutting down and takes no new requests")]
     ShuttingDown,
+    /// No model of that name is served or known.
+    #[error("unknown model {name:?}: this sidecar serves {served}")]
+    UnknownModel { name: String, served: String },
+    /// The model is known but no version of it is loaded.
+    #[error("model {name:?} is not loaded ({why}); load it with RepositoryModelLoad, or see RepositoryIndex")]
+    NotLoaded { name: String, why: String },
+    /// The model has no such version.
+    #[error("model {name:?} has no version {version:?}: it serves {serving}; leave the version out for the newest")]
+    NoSuchVersion {
+        name: String,
+        version: String,
+        serving: String,
+    },
+    /// The version asked for is known and does not take requests.
+    #[error("version {version:?} of model {name:?} is not available: it serves {serving}; leave the version out for the newest")]
+    VersionUnavailable {
+        name: String,
+        version: String,
+        serving: String,
+    },
     /// `max-queue-size` requests wait already.
     #[error("the inference queue is full ({capacity} requests wait, sidecar.batching.max-queue-size): back off and retry on this connection; do not reconnect")]
     QueueFull { capacity: usize },
 }
 
-/// One served model, as the request path sees it; shared by every handler.
+/// What a version is doing, when it does not take requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionState {
+    /// Being made resident.
+    Loading,
+    /// Its load failed, for this reason; the version served before (if any) serves on.
+    Unavailable(String),
+    /// Taken out of service (a newer version replaced it, or the model was unloaded).
+    Unloaded,
+}
+
+/// One model, as the request path sees it: its versions that take requests, and what the
+/// others are doing. Shared by every handler and the repository thread.
 #[derive(Debug)]
 pub struct ModelHandle {
+    name: String,
     lifecycle: Arc<Lifecycle>,
-    metrics: Arc<Metrics>,
-    stats: Arc<ModelStats>,
-    queue: Submitter,
-    batching: BatchingConfig,
-    /// The tokenizer, bound once the model is resident, when texts are served.
-    text: OnceLock<TextModel>,
+    versions: RwLock<Versions>,
+}
+
+/// The routing table of a model.
+#[derive(Debug, Default)]
+pub struct Versions {
+    /// Versions that take requests, by number.
+    serving: BTreeMap<u64, Arc<VersionHandle>>,
+    /// Versions that do not, and why.
+    others: BTreeMap<u64, VersionState>,
+    /// Whether the model should be served (false once unloaded on request, or before its
+    /// first load in explicit control).
+    wanted: bool,
+}
+
+impl Versions {
+    /// The version `asked` for (its number as text), or the newest serving when empty.
+    fn route(&self, name: &str, asked: &str) -> Result<&Arc<VersionHandle>, AdmitError> {
+        let found = if asked.is_empty() {
+            self.serving.values().next_back()
+        } else {
+            asked
+                .parse::<u64>()
+                .ok()
+                .and_then(|version| self.serving.get(&version))
+        };
+        found.ok_or_else(|| {
+            let known = asked
+                .parse::<u64>()
+                .is_ok_and(|version| self.others.contains_key(&version));
+            if self.serving.is_empty() && !known {
+                AdmitError::NotLoaded {
+                    name: name.to_string(),
+                    why: self.why_not_serving(),
+                }
+            } else if known {
+                AdmitError::VersionUnavailable {
+                    name: name.to_string(),
+                    version: asked.to_string(),
+                    serving: self.serving_list(),
+                }
+            } else {
+                AdmitError::NoSuchVersion {
+                    name: name.to_string(),
+                    version: asked.to_string(),
+                    serving: self.serving_list(),
+                }
+            }
+        })
+    }
+
+    /// "version 1", "versions 1, 2", "no version".
+    fn serving_list(&self) -> String {
+        let numbers: Vec<String> = self.serving.keys().map(u64::to_string).collect();
+        match numbers.len() {
+            0 => "no version".to_string(),
+            1 => format!("version {}", numbers[0]),
+            _ => format!("versions {}", numbers.join(", ")),
+        }
+    }
+
+    fn why_not_serving(&self) -> String {
+        if let Some((version, VersionState::Unavailable(reason))) = self.others.iter().next_back() {
+            return format!("version {version} failed to load: {reason}");
+        }
+        if self
+            .others
+            .values()
+            .any(|state| *state == VersionState::Loading)
+        {
+            return "it is loading".to_string();
+        }
+        if self.wanted {
+            "it has no version to load".to_string()
+        } else if self
+            .others
+            .values()
+            .any(|state| *state == VersionState::Unloaded)
+        {
+            "it was unloaded".to_string()
+        } else {
+            "it was not loaded at start".to_string()
+        }
+    }
+
+    /// The versions that take requests.
+    pub fn serving(&self) -> &BTreeMap<u64, Arc<VersionHandle>> {
+        &self.serving
+    }
+
+    /// The versions that do not, and why.
+    pub fn others(&self) -> &BTreeMap<u64, VersionState> {
+        &self.others
+    }
+
+    pub fn wanted(&self) -> bool {
+        self.wanted
+    }
+
+    /// Whether the model should be served and has no version that takes requests.
+    pub fn missing(&self) -> bool {
+        self.wanted && self.serving.is_empty()
+    }
+
+    /// Takes requests on `version` from now on.
+    pub fn add(&mut self, version: Arc<VersionHandle>) {
+        let number = version.model.version;
+        self.others.remove(&number);
+        self.serving.insert(number, version);
+    }
+
+    /// Takes no more requests on `version`; what it has queued still runs.
+    pub fn remove(&mut self, version: u64) -> Option<Arc<VersionHandle>> {
+        let removed = self.serving.remove(&version);
+        if removed.is_some() {
+            self.others.insert(version, VersionState::Unloaded);
+        }
+        removed
+    }
+
+    pub fn set_state(&mut self, version: u64, state: VersionState) {
+        self.others.insert(version, state);
+    }
+
+    /// Forgets what a version not served was doing.
+    pub fn forget(&mut self, version: u64) {
+        self.others.remove(&version);
+    }
+
+    pub fn set_wanted(&mut self, wanted: bool) {
+        self.wanted = wanted;
+    }
 }
 
 impl ModelHandle {
-    /// A handle with an empty queue of `batching.max-queue-size`, and the queue's receiving
-    /// end and counts for the GPU-owner thread.
-    pub fn new(
-        lifecycle: Arc<Lifecycle>,
-        metrics: Arc<Metrics>,
-        batching: BatchingConfig,
-    ) -> (Self, Receiver<Job>, Arc<QueueCounts>) {
-        let (queue, receiver, counts) = batcher::queue(batching.max_queue_size as usize);
-        let handle = ModelHandle {
+    /// A model with no version yet; `wanted` says whether it should be served.
+    pub fn new(name: String, lifecycle: Arc<Lifecycle>, wanted: bool) -> Self {
+        ModelHandle {
+            name,
             lifecycle,
-            metrics,
-            stats: Arc::new(ModelStats::default()),
-            queue,
-            batching,
-            text: OnceLock::new(),
-        };
-        (handle, receiver, counts)
+            versions: RwLock::new(Versions {
+                wanted,
+                ..Versions::default()
+            }),
+        }
     }
 
-    /// Serves texts through `text` from now on; set once, before READY.
-    pub fn serve_text(&self, text: TextModel) {
-        let _ = self.text.set(text);
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    // A panic while holding the lock leaves the table as it was before or after one
+    // change, so recover from poison.
+    /// The routing table, for reading.
+    pub fn versions(&self) -> RwLockReadGuard<'_, Versions> {
+        self.versions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The routing table, for changing (the repository thread).
+    pub fn versions_mut(&self) -> RwLockWriteGuard<'_, Versions> {
+        self.versions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `admit` on the version `asked` for (the newest when empty) while that version
+    /// cannot be taken out of service: a request submitted inside reaches a version that
+    /// will run it. Fails without calling `admit` while the sidecar is not READY, or when
+    /// no such version takes requests.
+    pub fn route<T, E: From<AdmitError>>(
+        &self,
+        asked: &str,
+        admit: impl FnOnce(&Arc<VersionHandle>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self.lifecycle.state() {
+            State::Ready => {}
+            State::Starting => return Err(AdmitError::Loading.into()),
+            State::Draining | State::Stopped => return Err(AdmitError::ShuttingDown.into()),
+        }
+        let versions = self.versions();
+        let version = versions.route(&self.name, asked)?;
+        admit(version)
+    }
+
+    /// The version `asked` for (the newest when empty), whatever the sidecar's state.
+    pub fn version(&self, asked: &str) -> Result<Arc<VersionHandle>, AdmitError> {
+        self.versions().route(&self.name, asked).cloned()
+    }
+}
+
+/// One resident version of a model, as the request path sees it.
+#[derive(Debug)]
+pub struct VersionHandle {
+    model: LoadedModel,
+    queue: Submitter,
+    batching: BatchingConfig,
+    stats: Arc<ModelStats>,
+    metrics: ModelMetrics,
+    /// The tokenizer, when texts are served.
+    text: Option<TextModel>,
+}
+
+impl VersionHandle {
+    pub fn new(
+        model: LoadedModel,
+        queue: Submitter,
+        batching: BatchingConfig,
+        stats: Arc<ModelStats>,
+        metrics: ModelMetrics,
+        text: Option<TextModel>,
+    ) -> Self {
+        VersionHandle {
+            model,
+            queue,
+            batching,
+            stats,
+            metrics,
+            text,
+        }
+    }
+
+    /// The resident model.
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
     }
 
     /// The tokenizer, when texts are served.
     pub fn text(&self) -> Option<&TextModel> {
-        self.text.get()
+        self.text.as_ref()
     }
 
-    /// The model's statistics, which the GPU-owner thread also records into.
-    pub fn stats(&self) -> &Arc<ModelStats> {
+    /// The version's statistics, which the GPU-owner thread also records into.
+    pub fn stats(&self) -> &ModelStats {
         &self.stats
+    }
+
+    /// The version's metrics.
+    pub fn metrics(&self) -> &ModelMetrics {
+        &self.metrics
     }
 
     /// How requests are queued and batched, as configured.
     pub fn batching(&self) -> &BatchingConfig {
         &self.batching
-    }
-
-    /// The resident model, while it takes requests; why not otherwise.
-    pub fn ready(&self) -> Result<&LoadedModel, AdmitError> {
-        match self.lifecycle.state() {
-            State::Ready => self
-                .lifecycle
-                .serving()
-                .map(|serving| &serving.model)
-                .ok_or(AdmitError::Loading),
-            State::Starting => Err(AdmitError::Loading),
-            State::Draining | State::Stopped => Err(AdmitError::ShuttingDown),
-        }
-    }
-
-    /// The resident model, once loaded, whatever the sidecar's state.
-    pub fn loaded(&self) -> Option<&LoadedModel> {
-        self.lifecycle.serving().map(|serving| &serving.model)
     }
 
     /// Queues `request` without blocking; `reply` gets its answer, exactly once. The request

@@ -63,7 +63,13 @@ impl Health for HealthService {
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         self.metrics.health_check_received("Check");
         let reply = if is_known_service(&request.service) {
-            sink.success(health_response(health_status(self.lifecycle.state())))
+            // As /health/ready: every model that should be served is.
+            let status = if self.lifecycle.is_ready() {
+                ServingStatus::SERVING
+            } else {
+                ServingStatus::NOT_SERVING
+            };
+            sink.success(health_response(status))
         } else {
             sink.fail(RpcStatus::with_message(
                 RpcStatusCode::NOT_FOUND,

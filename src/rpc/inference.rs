@@ -17,12 +17,15 @@
 //! answer from what the model reported ([`super::metadata`]); `ModelInfer` and each
 //! `ModelStreamInfer` message are decoded ([`super::kserve`]), submitted through the model's
 //! handle without blocking, and answered when the GPU-owner thread replies. Failures are
-//! mapped to gRPC in [`super::status`].
+//! mapped to gRPC in [`super::status`]. Each request is routed to a model of the
+//! [`Repository`] and one of its versions, whose queue takes it. The repository extension's
+//! calls (`RepositoryIndex`, `RepositoryModelLoad`, `RepositoryModelUnload`) are answered from
+//! the repository, loads and unloads once the repository thread has carried them out.
 //!
 //! `ModelInfer` is registered as a server-streaming method that sends exactly one message: on
 //! the wire that is a unary call, and unlike grpcio's unary sink, the streaming sink tells
 //! when the client cancels or goes away, so a request whose caller is gone is never run. The
-//! methods not served here (repository, shared memory, trace, logging) answer UNIMPLEMENTED.
+//! methods not served here (shared memory, trace, logging) answer UNIMPLEMENTED.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,25 +41,32 @@ use grpcio::{
     ServiceBuilder, UnarySink, WriteFlags,
 };
 
-use super::kserve::{self, Answering, MODEL_VERSION};
+use super::kserve::{self, Answering};
 use super::metadata::{model_config, model_metadata, model_statistics};
 use super::status::{error_answer, Failure};
 use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::{GaugeGuard, Metrics, Outcome};
 use crate::model::job::{JobResult, Reply};
-use crate::model::{AdmitError, ModelHandle};
+use crate::model::{AdmitError, VersionHandle};
 use crate::proto::grpc_service as pb;
-use crate::serving::{LoadedModel, ServingInfo};
+use crate::repository::control::RepositoryOrders;
+use crate::repository::{Repository, RepositoryError};
 
 /// The protocol extensions this server implements.
-const EXTENSIONS: [&str; 3] = ["classification", "model_configuration", "statistics"];
+const EXTENSIONS: [&str; 4] = [
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+];
 
 /// The service's shared state; cloned into each handler.
 #[derive(Clone, Debug)]
 pub struct InferenceService {
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
-    model: Arc<ModelHandle>,
+    repository: Arc<Repository>,
+    orders: RepositoryOrders,
     /// `sidecar.rpc.max-message-size`, for requests and answers alike.
     max_message_size: usize,
 }
@@ -65,14 +75,38 @@ impl InferenceService {
     pub fn new(
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
-        model: Arc<ModelHandle>,
+        repository: Arc<Repository>,
+        orders: RepositoryOrders,
         max_message_size: usize,
     ) -> Self {
         InferenceService {
             lifecycle,
             metrics,
-            model,
+            repository,
+            orders,
             max_message_size,
+        }
+    }
+}
+
+impl InferenceService {
+    /// The repository the service routes requests through.
+    pub fn repository(&self) -> Arc<Repository> {
+        Arc::clone(&self.repository)
+    }
+}
+
+/// A request refused, and the version it was routed to, if it got that far.
+struct Refusal {
+    failure: Failure,
+    version: Option<Arc<VersionHandle>>,
+}
+
+impl From<AdmitError> for Refusal {
+    fn from(e: AdmitError) -> Self {
+        Refusal {
+            failure: e.into(),
+            version: None,
         }
     }
 }
@@ -136,7 +170,7 @@ pub fn create_service(service: InferenceService) -> Service {
         ServerReadyResponse,
         |s, _req| {
             Ok(ServerReadyResponse {
-                ready: s.lifecycle.state() == State::Ready,
+                ready: s.lifecycle.is_ready(),
                 ..Default::default()
             })
         }
@@ -148,9 +182,14 @@ pub fn create_service(service: InferenceService) -> Service {
         ModelReadyRequest,
         ModelReadyResponse,
         |s, req| {
-            s.model(&req.name, &req.version, false)
-                .map(|_| ModelReadyResponse {
-                    ready: s.lifecycle.state() == State::Ready,
+            // A model known and not loaded, or a version not loaded, is not ready: not an
+            // error, as Triton answers.
+            s.repository
+                .model(&req.name)
+                .map_err(Failure::from)
+                .map(|model| ModelReadyResponse {
+                    ready: s.lifecycle.state() == State::Ready
+                        && model.version(&req.version).is_ok(),
                     ..Default::default()
                 })
         }
@@ -176,7 +215,15 @@ pub fn create_service(service: InferenceService) -> Service {
         "ModelMetadata",
         ModelMetadataRequest,
         ModelMetadataResponse,
-        |s, req| { s.model(&req.name, &req.version, true).map(model_metadata) }
+        |s, req| {
+            s.version(&req.name, &req.version).map(|version| {
+                let model = s.repository.model(&req.name).ok();
+                let versions: Vec<u64> = model
+                    .map(|model| model.versions().serving().keys().copied().collect())
+                    .unwrap_or_default();
+                model_metadata(version.model(), &versions)
+            })
+        }
     );
     unary!(
         builder,
@@ -185,9 +232,16 @@ pub fn create_service(service: InferenceService) -> Service {
         ModelConfigRequest,
         ModelConfigResponse,
         |s, req| {
-            s.serving(&req.name, &req.version)
-                .map(|serving| ModelConfigResponse {
-                    config: Some(model_config(serving, s.model.batching())).into(),
+            s.version(&req.name, &req.version)
+                .map(|version| ModelConfigResponse {
+                    config: Some(model_config(
+                        version.model(),
+                        s.lifecycle
+                            .serving()
+                            .and_then(|serving| serving.gpu.as_ref()),
+                        version.batching(),
+                    ))
+                    .into(),
                     ..Default::default()
                 })
         }
@@ -199,18 +253,66 @@ pub fn create_service(service: InferenceService) -> Service {
         ModelStatisticsRequest,
         ModelStatisticsResponse,
         |s, req| {
-            // An empty name asks for every model: here, the one.
-            let name = if req.name.is_empty() {
-                s.served_name()
-            } else {
-                req.name.clone()
-            };
-            s.model(&name, &req.version, true)
-                .map(|model| ModelStatisticsResponse {
-                    model_stats: vec![model_statistics(model, s.model.stats())],
+            s.statistics(&req.name, &req.version)
+                .map(|model_stats| ModelStatisticsResponse {
+                    model_stats,
                     ..Default::default()
                 })
         }
+    );
+    unary!(
+        builder,
+        service,
+        "RepositoryIndex",
+        RepositoryIndexRequest,
+        RepositoryIndexResponse,
+        |s, req| {
+            use repository_index_response::ModelIndex;
+            Ok(RepositoryIndexResponse {
+                models: s
+                    .repository
+                    .index(req.ready)
+                    .into_iter()
+                    .map(|entry| ModelIndex {
+                        name: entry.name,
+                        version: entry.version.map_or_else(String::new, |v| v.to_string()),
+                        state: entry.state.to_string(),
+                        reason: entry.reason,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        }
+    );
+    let s = service.clone();
+    builder = builder.add_unary_handler(
+        &method!(
+            MethodType::Unary,
+            "RepositoryModelLoad",
+            RepositoryModelLoadRequest,
+            RepositoryModelLoadResponse
+        ),
+        move |ctx, req: RepositoryModelLoadRequest, sink| {
+            let done =
+                s.repository_order(&req.model_name, &req.parameters, |name| s.orders.load(name));
+            s.answer_later(ctx, sink, done);
+        },
+    );
+    let s = service.clone();
+    builder = builder.add_unary_handler(
+        &method!(
+            MethodType::Unary,
+            "RepositoryModelUnload",
+            RepositoryModelUnloadRequest,
+            RepositoryModelUnloadResponse
+        ),
+        move |ctx, req: RepositoryModelUnloadRequest, sink| {
+            let done = s.repository_order(&req.model_name, &req.parameters, |name| {
+                s.orders.unload(name)
+            });
+            s.answer_later(ctx, sink, done);
+        },
     );
     let mut s = service.clone();
     builder = builder.add_server_streaming_handler(
@@ -251,63 +353,155 @@ impl InferenceService {
         }));
     }
 
-    fn served_name(&self) -> String {
-        self.model
-            .loaded()
-            .map_or_else(String::new, |model| model.name.clone())
-    }
-
-    /// What is served, once the model is resident.
-    fn serving(&self, name: &str, version: &str) -> Result<&ServingInfo, Failure> {
-        let serving = self.lifecycle.serving().ok_or(AdmitError::Loading)?;
-        kserve::check_model(&serving.model, name, version)?;
-        Ok(serving)
-    }
-
-    /// The served model if `name` and `version` name it. Before the model is resident, a
-    /// call that needs it (`loaded`) is UNAVAILABLE, one that asks about it NOT_FOUND.
-    fn model(&self, name: &str, version: &str, loaded: bool) -> Result<&LoadedModel, Failure> {
-        match self.serving(name, version) {
-            Ok(serving) => Ok(&serving.model),
-            Err(Failure::Admission(AdmitError::Loading)) if !loaded => {
-                Err(Failure::NotLoaded(name.to_string()))
+    /// Completes a unary call once `reply` is ready, without blocking the thread.
+    fn answer_later<T: Default + Send + 'static>(
+        &self,
+        ctx: RpcContext,
+        sink: UnarySink<T>,
+        reply: impl std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+    ) {
+        let call = GaugeGuard::begin(self.metrics.calls_in_flight());
+        ctx.spawn(async move {
+            let sent = match reply.await {
+                Ok(()) => sink.success(T::default()).await,
+                Err(failure) => sink.fail(failure.status()).await,
+            };
+            if let Err(e) = sent {
+                log::debug!("repository reply not delivered: {e}");
             }
-            Err(failure) => Err(failure),
+            drop(call);
+        });
+    }
+
+    /// Orders a load or unload of `name` from the repository thread; the future ends when it
+    /// is carried out. Parameters (a config override, files) are not taken.
+    fn repository_order(
+        &self,
+        name: &str,
+        parameters: &std::collections::HashMap<String, pb::ModelRepositoryParameter>,
+        order: impl FnOnce(&str) -> oneshot::Receiver<Result<(), RepositoryError>>,
+    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send + 'static {
+        // `unload_dependents` (Triton's client always sends it) concerns ensembles, which
+        // are not served here: there is nothing else to unload.
+        let refused = if let Some(key) = parameters
+            .keys()
+            .find(|key| key.as_str() != "unload_dependents")
+        {
+            Some(Failure::Request(kserve::RequestError::Invalid(format!(
+                "the parameter {key:?} is not supported: this sidecar loads models only as they are in its repository (no config override or files in the request)"
+            ))))
+        } else if self.lifecycle.state() != State::Ready {
+            Some(Failure::Admission(
+                if self.lifecycle.state() == State::Starting {
+                    AdmitError::Loading
+                } else {
+                    AdmitError::ShuttingDown
+                },
+            ))
+        } else {
+            None
+        };
+        let answered = refused.is_none().then(|| order(name));
+        async move {
+            if let Some(failure) = refused {
+                return Err(failure);
+            }
+            match answered.expect("ordered").await {
+                Ok(outcome) => outcome.map_err(Failure::from),
+                Err(_) => Err(Failure::Repository(RepositoryError::Stopped)),
+            }
         }
     }
 
-    /// Decodes a request against the model (tokenizing its texts, if it sends texts) and
-    /// submits it through the model's handle; the reply that `reply` makes, knowing how the
-    /// answer is made from the outputs, gets its answer. Refuses without queueing when the
-    /// model takes no requests, the request is bad or the queue is full.
+    /// The version `version` of model `name` (the newest ready when empty), whatever the
+    /// sidecar's state. Before anything is resident a call that needs it is UNAVAILABLE.
+    fn version(&self, name: &str, version: &str) -> Result<Arc<VersionHandle>, Failure> {
+        let model = self.repository.model(name)?;
+        match model.version(version) {
+            Ok(version) => Ok(version),
+            Err(AdmitError::NotLoaded { .. }) if self.lifecycle.state() == State::Starting => {
+                Err(AdmitError::Loading.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `ModelStatistics` of model `name`'s `version` (all its ready versions when empty), or
+    /// of every model when `name` is empty.
+    fn statistics(&self, name: &str, version: &str) -> Result<Vec<pb::ModelStatistics>, Failure> {
+        let models = if name.is_empty() {
+            self.repository.models()
+        } else {
+            vec![self.repository.model(name)?]
+        };
+        let mut statistics = Vec::new();
+        for model in models {
+            if version.is_empty() {
+                for version in model.versions().serving().values() {
+                    statistics.push(model_statistics(version.model(), version.stats()));
+                }
+            } else {
+                let version = self.version(model.name(), version)?;
+                statistics.push(model_statistics(version.model(), version.stats()));
+            }
+        }
+        Ok(statistics)
+    }
+
+    /// Decodes a request against the version it is routed to (tokenizing its texts, if it
+    /// sends texts) and submits it to that version's queue; the reply that `reply` makes,
+    /// knowing the version and how the answer is made from the outputs, gets its answer.
+    /// Refuses without queueing when the model takes no requests, the request is bad or the
+    /// queue is full.
     fn admit(
         &self,
         request: &mut pb::ModelInferRequest,
         abandoned: Arc<AtomicBool>,
-        reply: impl FnOnce(Answering) -> Reply,
-    ) -> Result<(), Failure> {
-        let model = self.model.ready()?;
-        kserve::check_size("request", request, self.max_message_size)?;
-        let mut checked = kserve::check_request(model, request)?;
-        if let Some(texts) = &checked.texts {
-            // The codec takes texts only once the tokenizer is bound, before READY.
-            let text = self.model.text().ok_or(AdmitError::Loading)?;
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let tokens = text.tokenize(&texts)?;
-            checked.request.inputs = tokens.inputs;
-            checked.answering.mask = Some(tokens.mask);
-        }
-        self.model
-            .submit(checked.request, abandoned, reply(checked.answering))?;
-        Ok(())
+        reply: impl FnOnce(Arc<VersionHandle>, Answering) -> Reply,
+    ) -> Result<Arc<VersionHandle>, Refusal> {
+        let model = self.repository.model(&request.model_name)?;
+        let asked = request.model_version.clone();
+        model.route(&asked, |version| {
+            let refuse = |failure: Failure| Refusal {
+                failure,
+                version: Some(Arc::clone(version)),
+            };
+            kserve::check_size("request", request, self.max_message_size)
+                .map_err(|e| refuse(e.into()))?;
+            let mut checked =
+                kserve::check_request(version.model(), request).map_err(|e| refuse(e.into()))?;
+            if let Some(texts) = &checked.texts {
+                // The codec takes texts only for a version whose tokenizer is bound.
+                let text = version
+                    .text()
+                    .ok_or_else(|| refuse(AdmitError::Loading.into()))?;
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let tokens = text.tokenize(&texts).map_err(|e| refuse(e.into()))?;
+                checked.request.inputs = tokens.inputs;
+                checked.answering.mask = Some(tokens.mask);
+            }
+            version
+                .submit(
+                    checked.request,
+                    abandoned,
+                    reply(Arc::clone(version), checked.answering),
+                )
+                .map_err(|e| refuse(e.into()))?;
+            Ok(Arc::clone(version))
+        })
     }
 
-    /// Records a request's end in the metrics and the model statistics.
-    fn finish(&self, outcome: Outcome, received: Instant) {
-        self.metrics.inference_finished(outcome);
-        self.model
-            .stats()
-            .record_request(outcome == Outcome::Ok, received.elapsed());
+    /// Records a request's end in the metrics and, once routed, its version's statistics.
+    fn finish(&self, outcome: Outcome, received: Instant, version: Option<&VersionHandle>) {
+        match version {
+            Some(version) => {
+                version.metrics().inference_finished(outcome);
+                version
+                    .stats()
+                    .record_request(outcome == Outcome::Ok, received.elapsed());
+            }
+            None => self.metrics.unrouted_inference_finished(outcome),
+        }
     }
 
     /// `ModelInfer`: one request, one answer (see the module comment on the registration).
@@ -321,19 +515,30 @@ impl InferenceService {
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         let deadline = ctx.deadline();
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (answer, answered) = oneshot::channel::<(Answering, JobResult)>();
-        let admitted = self.admit(&mut request, Arc::clone(&abandoned), |answering| {
-            Box::new(move |result| {
-                let _ = answer.send((answering, result));
-            })
-        });
+        let (answer, answered) = oneshot::channel::<(Arc<VersionHandle>, Answering, JobResult)>();
+        let admitted = self.admit(
+            &mut request,
+            Arc::clone(&abandoned),
+            |version, answering| {
+                Box::new(move |result| {
+                    let _ = answer.send((version, answering, result));
+                })
+            },
+        );
         let service = self.clone();
         let id = std::mem::take(&mut request.id);
         let task = async move {
-            if let Err(failure) = admitted {
-                service.finish(failure.outcome(), received);
-                return sink.fail(failure.status()).await;
-            }
+            let routed = match admitted {
+                Ok(version) => version,
+                Err(refusal) => {
+                    service.finish(
+                        refusal.failure.outcome(),
+                        received,
+                        refusal.version.as_deref(),
+                    );
+                    return sink.fail(refusal.failure.status()).await;
+                }
+            };
             // Wait for the answer, or for the caller to go (cancel, disconnect, deadline).
             let result = {
                 let gone = future::poll_fn(|cx| match sink.poll_ready_unpin(cx) {
@@ -345,36 +550,34 @@ impl InferenceService {
                     Either::Right(((), _)) => None,
                 }
             };
-            let Some((answering, result)) = result else {
+            let Some((version, answering, result)) = result else {
                 abandoned.store(true, Ordering::Relaxed);
                 let outcome = if deadline.exceeded() {
                     Outcome::Deadline
                 } else {
                     Outcome::Cancelled
                 };
-                service.finish(outcome, received);
+                service.finish(outcome, received, Some(&routed));
                 return Ok(());
             };
             match result {
                 Ok((outputs, indices)) => {
-                    let Some(model) = service.model.loaded() else {
-                        unreachable!("an answer comes only after READY")
-                    };
-                    let response = kserve::response(model, id, &indices, &answering, outputs);
+                    let response =
+                        kserve::response(version.model(), id, &indices, &answering, outputs);
                     if let Err(e) =
                         kserve::check_size("answer", &response, service.max_message_size)
                     {
                         let failure = Failure::from(e);
-                        service.finish(failure.outcome(), received);
+                        service.finish(failure.outcome(), received, Some(&version));
                         return sink.fail(failure.status()).await;
                     }
-                    service.finish(Outcome::Ok, received);
+                    service.finish(Outcome::Ok, received, Some(&version));
                     sink.send((response, WriteFlags::default())).await?;
                     sink.close().await
                 }
                 Err(failure) => {
                     let failure = Failure::from(failure);
-                    service.finish(failure.outcome(), received);
+                    service.finish(failure.outcome(), received, Some(&version));
                     sink.fail(failure.status()).await
                 }
             }
@@ -451,36 +654,50 @@ impl InferenceService {
                         let model_version = request.model_version.clone();
                         let reply_id = id.clone();
                         let refused = if draining {
-                            Err(Failure::from(AdmitError::ShuttingDown))
+                            Err(Refusal::from(AdmitError::ShuttingDown))
                         } else {
-                            service.admit(&mut request, Arc::clone(&abandoned), |answering| {
-                                Box::new(move |result| {
-                                    let answer = StreamAnswer {
-                                        id: reply_id,
-                                        received,
-                                        answering,
-                                        result,
-                                    };
-                                    // The stream has ended (its client went away): the
-                                    // answer is counted here, as no one will send it.
-                                    if let Err(e) = answers_in.unbounded_send(answer) {
-                                        let answer = e.into_inner();
-                                        let outcome = match answer.result {
-                                            Ok(_) => Outcome::Cancelled,
-                                            Err(failure) => Failure::from(failure).outcome(),
+                            service.admit(
+                                &mut request,
+                                Arc::clone(&abandoned),
+                                |version, answering| {
+                                    Box::new(move |result| {
+                                        let answer = StreamAnswer {
+                                            id: reply_id,
+                                            received,
+                                            version,
+                                            answering,
+                                            result,
                                         };
-                                        unsent.finish(outcome, answer.received);
-                                    }
-                                })
-                            })
+                                        // The stream has ended (its client went away): the
+                                        // answer is counted here, as no one will send it.
+                                        if let Err(e) = answers_in.unbounded_send(answer) {
+                                            let answer = e.into_inner();
+                                            let outcome = match answer.result {
+                                                Ok(_) => Outcome::Cancelled,
+                                                Err(failure) => Failure::from(failure).outcome(),
+                                            };
+                                            unsent.finish(
+                                                outcome,
+                                                answer.received,
+                                                Some(&answer.version),
+                                            );
+                                        }
+                                    })
+                                },
+                            )
                         };
                         match refused {
                             Ok(_) => {
                                 pending += 1;
                                 continue;
                             }
-                            Err(failure) => {
-                                service.finish(failure.outcome(), received);
+                            Err(refusal) => {
+                                let failure = refusal.failure;
+                                service.finish(
+                                    failure.outcome(),
+                                    received,
+                                    refusal.version.as_deref(),
+                                );
                                 error_answer(&request.model_name, &model_version, id, &failure)
                             }
                         }
@@ -531,30 +748,30 @@ impl InferenceService {
 
     /// The stream message for a finished request.
     fn stream_answer(&self, answer: StreamAnswer) -> pb::ModelStreamInferResponse {
-        let model = self.model.loaded();
-        match (answer.result, model) {
-            (Ok((tensors, indices)), Some(model)) => {
+        let version = answer.version;
+        let model = version.model();
+        let version_name = model.version.to_string();
+        match answer.result {
+            Ok((tensors, indices)) => {
                 let id = answer.id.clone();
                 let response =
                     kserve::response(model, answer.id, &indices, &answer.answering, tensors);
                 if let Err(e) = kserve::check_size("answer", &response, self.max_message_size) {
                     let failure = Failure::from(e);
-                    self.finish(failure.outcome(), answer.received);
-                    return error_answer(&model.name, MODEL_VERSION, id, &failure);
+                    self.finish(failure.outcome(), answer.received, Some(&version));
+                    return error_answer(&model.name, &version_name, id, &failure);
                 }
-                self.finish(Outcome::Ok, answer.received);
+                self.finish(Outcome::Ok, answer.received, Some(&version));
                 pb::ModelStreamInferResponse {
                     infer_response: Some(response).into(),
                     ..Default::default()
                 }
             }
-            (Err(failure), model) => {
+            Err(failure) => {
                 let failure = Failure::from(failure);
-                self.finish(failure.outcome(), answer.received);
-                let name = model.map(|m| m.name.as_str()).unwrap_or_default();
-                error_answer(name, MODEL_VERSION, answer.id, &failure)
+                self.finish(failure.outcome(), answer.received, Some(&version));
+                error_answer(&model.name, &version_name, answer.id, &failure)
             }
-            (Ok(_), None) => unreachable!("an answer comes only after READY"),
         }
     }
 }
@@ -571,6 +788,8 @@ enum StreamEvent {
 struct StreamAnswer {
     id: String,
     received: Instant,
+    /// The version that ran it.
+    version: Arc<VersionHandle>,
     /// How the answer is made from the outputs.
     answering: Answering,
     result: JobResult,

@@ -36,9 +36,6 @@ use crate::tensor::{
 };
 use crate::text;
 
-/// The only model version served.
-pub const MODEL_VERSION: &str = "1";
-
 /// Why a request is refused before it is queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -79,9 +76,10 @@ pub fn check_model(model: &LoadedModel, name: &str, version: &str) -> Result<(),
             model.name
         )));
     }
-    if !version.is_empty() && version != MODEL_VERSION {
+    if !version.is_empty() && version != model.version.to_string() {
         return Err(RequestError::NotFound(format!(
-            "model {name:?} has no version {version:?}: it serves version {MODEL_VERSION}"
+            "model {name:?} has no version {version:?}: this is version {}",
+            model.version
         )));
     }
     Ok(())
@@ -732,7 +730,7 @@ pub fn response(
 ) -> ModelInferResponse {
     let mut response = ModelInferResponse {
         model_name: model.name.clone(),
-        model_version: MODEL_VERSION.to_string(),
+        model_version: model.version.to_string(),
         id,
         ..ModelInferResponse::default()
     };
@@ -770,11 +768,10 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serving::ServingInfo;
     use std::sync::Arc;
 
     fn model(max_batch_size: u32) -> LoadedModel {
-        let mut model = ServingInfo::for_tests().model;
+        let mut model = LoadedModel::for_tests();
         model.name = "affine".to_string();
         model.signature = Arc::new(Signature {
             inputs: vec![

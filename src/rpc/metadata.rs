@@ -21,12 +21,11 @@ use std::sync::atomic::Ordering;
 
 use protobuf::MessageField;
 
-use super::kserve::MODEL_VERSION;
 use crate::config::BatchingConfig;
 use crate::model::stats::{ModelStats, Phase};
 use crate::proto::grpc_service as pb;
 use crate::proto::model_config as config_pb;
-use crate::serving::{LoadedModel, ServingInfo};
+use crate::serving::{DeviceInfo, LoadedModel};
 use crate::tensor::{DataType, Signature, TensorSpec};
 
 /// The platform name Triton gives ONNX models.
@@ -65,7 +64,8 @@ fn served_outputs(model: &LoadedModel) -> Vec<TensorSpec> {
 
 /// `ModelMetadata`: the inputs and outputs with datatype and shape (-1: any size; with
 /// batching, the first dimension is the batch).
-pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
+/// `versions`: those that take requests.
+pub fn model_metadata(model: &LoadedModel, versions: &[u64]) -> pb::ModelMetadataResponse {
     use pb::model_metadata_response::TensorMetadata;
     let tensor = |spec: &TensorSpec| TensorMetadata {
         name: spec.name.clone(),
@@ -75,7 +75,7 @@ pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
     };
     pb::ModelMetadataResponse {
         name: model.name.clone(),
-        versions: vec![MODEL_VERSION.to_string()],
+        versions: versions.iter().map(u64::to_string).collect(),
         platform: PLATFORM.to_string(),
         inputs: served_inputs(model).iter().map(tensor).collect(),
         outputs: served_outputs(model).iter().map(tensor).collect(),
@@ -84,9 +84,12 @@ pub fn model_metadata(model: &LoadedModel) -> pb::ModelMetadataResponse {
 }
 
 /// `ModelConfig`: a truthful minimal Triton model configuration.
-pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_pb::ModelConfig {
+pub fn model_config(
+    model: &LoadedModel,
+    gpu: Option<&DeviceInfo>,
+    batching: &BatchingConfig,
+) -> config_pb::ModelConfig {
     use config_pb::model_instance_group::Kind;
-    let model = &serving.model;
     let signature = &model.signature;
     let data_type = |spec: &TensorSpec| config_data_type(spec.datatype);
     let mut config = config_pb::ModelConfig {
@@ -122,13 +125,13 @@ pub fn model_config(serving: &ServingInfo, batching: &BatchingConfig) -> config_
             .collect(),
         instance_group: vec![config_pb::ModelInstanceGroup {
             name: format!("{}_0", model.name),
-            kind: match &serving.gpu {
+            kind: match gpu {
                 Some(_) => Kind::KIND_GPU,
                 None => Kind::KIND_CPU,
             }
             .into(),
             count: 1,
-            gpus: serving.gpu.iter().map(|g| g.ordinal).collect(),
+            gpus: gpu.iter().map(|g| g.ordinal).collect(),
             ..Default::default()
         }],
         ..Default::default()
@@ -248,7 +251,7 @@ pub fn model_statistics(model: &LoadedModel, stats: &ModelStats) -> pb::ModelSta
     };
     pb::ModelStatistics {
         name: model.name.clone(),
-        version: MODEL_VERSION.to_string(),
+        version: model.version.to_string(),
         last_inference: stats.last_inference_ms.load(Ordering::Relaxed),
         inference_count: stats.inferences.load(Ordering::Relaxed),
         execution_count: stats.executions.load(Ordering::Relaxed),

@@ -160,6 +160,7 @@ impl RpcServer {
             .register_service(create_sidecar(SidecarService {
                 lifecycle: Arc::clone(&lifecycle),
                 metrics: Arc::clone(&metrics),
+                repository: inference.repository(),
                 max_message_size: config.max_message_size(),
             }))
             .register_service(create_health(HealthService {

@@ -25,13 +25,15 @@ use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::proto::sidecar::{self as pb, PingRequest, PingResponse};
 use crate::proto::sidecar_grpc::Sidecar;
-use crate::serving::{ModelLocation, ServingInfo};
+use crate::repository::Repository;
+use crate::serving::{LoadedModel, ModelLocation};
 
 /// `flink.sidecar.v1.Sidecar`.
 #[derive(Clone)]
 pub(super) struct SidecarService {
     pub(super) lifecycle: Arc<Lifecycle>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) repository: Arc<Repository>,
     /// `sidecar.rpc.max-message-size`: a larger payload is refused, as a request would be.
     pub(super) max_message_size: usize,
 }
@@ -64,7 +66,7 @@ impl Sidecar for SidecarService {
                 ),
             ))
         } else {
-            sink.success(ping_response(request, &self.lifecycle))
+            sink.success(ping_response(request, &self.lifecycle, &self.repository))
         };
         ctx.spawn(reply.map(move |result| {
             if let Err(e) = &result {
@@ -76,8 +78,13 @@ impl Sidecar for SidecarService {
     }
 }
 
-/// The answer to a Ping: the payload back, with what the sidecar serves.
-fn ping_response(request: PingRequest, lifecycle: &Lifecycle) -> PingResponse {
+/// The answer to a Ping: the payload back, with what the sidecar serves: the device, and the
+/// newest ready version of the first model by name (`RepositoryIndex` lists them all).
+fn ping_response(
+    request: PingRequest,
+    lifecycle: &Lifecycle,
+    repository: &Repository,
+) -> PingResponse {
     let mut response = PingResponse {
         payload: request.payload,
         state: serving_state(lifecycle.state()).into(),
@@ -85,7 +92,12 @@ fn ping_response(request: PingRequest, lifecycle: &Lifecycle) -> PingResponse {
         uptime_ms: u64::try_from(lifecycle.uptime().as_millis()).unwrap_or(u64::MAX),
         ..PingResponse::default()
     };
-    if let Some(ServingInfo { gpu, model }) = lifecycle.serving() {
+    let first: Option<LoadedModel> = repository.models().iter().find_map(|model| {
+        let versions = model.versions();
+        let newest = versions.serving().values().next_back();
+        newest.map(|version| version.model().clone())
+    });
+    if let Some(model) = first {
         response.model_loaded = true;
         response.model = protobuf::MessageField::some(pb::Model {
             path: model.path.display().to_string(),
@@ -98,7 +110,9 @@ fn ping_response(request: PingRequest, lifecycle: &Lifecycle) -> PingResponse {
             .into(),
             ..pb::Model::default()
         });
-        if let Some(device) = gpu {
+    }
+    if let Some(serving) = lifecycle.serving() {
+        if let Some(device) = &serving.gpu {
             response.gpu_in_use = true;
             response.gpu = protobuf::MessageField::some(pb::GpuDevice {
                 ordinal: device.ordinal.unsigned_abs(),
@@ -139,15 +153,20 @@ mod tests {
             payload: vec![0, 1, 2, 255],
             ..PingRequest::default()
         };
-        let response = ping_response(request.clone(), &lifecycle);
+        let repository = Repository::new(
+            crate::config::RepositoryControl::None,
+            Arc::new(Lifecycle::new()),
+        );
+        let response = ping_response(request.clone(), &lifecycle, &repository);
         assert_eq!(response.payload, request.payload);
         assert_eq!(
             response.state.enum_value(),
             Ok(pb::ServingState::SERVING_STATE_STARTING)
         );
         assert!(!response.model_loaded);
-        lifecycle.set_ready(ServingInfo::for_tests());
-        let response = ping_response(request, &lifecycle);
+        lifecycle.set_ready(crate::serving::ServingInfo::for_tests());
+        repository.serve_for_tests(LoadedModel::for_tests());
+        let response = ping_response(request, &lifecycle, &repository);
         assert_eq!(
             response.state.enum_value(),
             Ok(pb::ServingState::SERVING_STATE_READY)

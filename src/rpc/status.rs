@@ -20,11 +20,31 @@
 use grpcio::{RpcStatus, RpcStatusCode};
 
 use super::kserve::RequestError;
+use crate::gpu::GpuError;
 use crate::metrics::Outcome;
 use crate::model::job::JobFailure;
 use crate::model::AdmitError;
 use crate::proto::grpc_service as pb;
+use crate::repository::RepositoryError;
 use crate::text::TextError;
+
+/// The gRPC code of a failed repository load or unload, as Triton answers them.
+fn repository_code(error: &RepositoryError) -> RpcStatusCode {
+    use RpcStatusCode as Code;
+    match error {
+        RepositoryError::NotExplicit { .. } | RepositoryError::Stopped => Code::UNAVAILABLE,
+        RepositoryError::UnknownModel { .. } => Code::NOT_FOUND,
+        RepositoryError::Load { source, .. } => match **source {
+            GpuError::ModelTooLarge { .. } => Code::RESOURCE_EXHAUSTED,
+            GpuError::Stopped => Code::UNAVAILABLE,
+            _ => Code::INVALID_ARGUMENT,
+        },
+        RepositoryError::Unreadable { .. }
+        | RepositoryError::NoVersion { .. }
+        | RepositoryError::Text { .. } => Code::INVALID_ARGUMENT,
+        RepositoryError::Folder { .. } => Code::INTERNAL,
+    }
+}
 
 /// Every way an inference request can fail; its message is what the caller reads.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +61,9 @@ pub enum Failure {
     /// Its texts cannot be tokenized as the model needs.
     #[error(transparent)]
     Text(#[from] TextError),
-    /// A call about the model came before the model was loaded.
-    #[error("model {0:?} is not loaded yet")]
-    NotLoaded(String),
+    /// A repository load or unload was refused or failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
 }
 
 impl Failure {
@@ -51,9 +71,16 @@ impl Failure {
     pub fn classify(&self) -> (RpcStatusCode, Outcome) {
         use RpcStatusCode as Code;
         match self {
-            Failure::Request(RequestError::NotFound(_)) | Failure::NotLoaded(_) => {
-                (Code::NOT_FOUND, Outcome::Invalid)
+            Failure::Request(RequestError::NotFound(_))
+            | Failure::Admission(
+                AdmitError::UnknownModel { .. }
+                | AdmitError::NotLoaded { .. }
+                | AdmitError::NoSuchVersion { .. },
+            ) => (Code::NOT_FOUND, Outcome::Invalid),
+            Failure::Admission(AdmitError::VersionUnavailable { .. }) => {
+                (Code::UNAVAILABLE, Outcome::Unavailable)
             }
+            Failure::Repository(e) => (repository_code(e), Outcome::Invalid),
             Failure::Request(RequestError::Invalid(_) | RequestError::TooLarge { .. })
             | Failure::Text(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
             Failure::Admission(AdmitError::Loading | AdmitError::ShuttingDown) => {
@@ -74,7 +101,7 @@ impl Failure {
         }
     }
 
-    /// The metrics outcome alone.
+    /// The metrics outcome alone (repository calls are not counted as inferences).
     pub fn outcome(&self) -> Outcome {
         self.classify().1
     }
@@ -127,7 +154,7 @@ mod tests {
 
     #[test]
     fn each_failure_has_its_code_and_outcome() {
-        let cases: [(Failure, RpcStatusCode, Outcome); 9] = [
+        let cases: [(Failure, RpcStatusCode, Outcome); 12] = [
             (
                 RequestError::NotFound("m".into()).into(),
                 RpcStatusCode::NOT_FOUND,
@@ -142,6 +169,24 @@ mod tests {
                 AdmitError::Loading.into(),
                 RpcStatusCode::UNAVAILABLE,
                 Outcome::Unavailable,
+            ),
+            (
+                AdmitError::VersionUnavailable {
+                    name: "m".into(),
+                    version: "3".into(),
+                    serving: "version 4".into(),
+                }
+                .into(),
+                RpcStatusCode::UNAVAILABLE,
+                Outcome::Unavailable,
+            ),
+            (
+                RepositoryError::NotExplicit {
+                    control: crate::config::RepositoryControl::None,
+                }
+                .into(),
+                RpcStatusCode::UNAVAILABLE,
+                Outcome::Invalid,
             ),
             (
                 AdmitError::QueueFull { capacity: 2 }.into(),
@@ -172,7 +217,21 @@ mod tests {
                 Outcome::Internal,
             ),
             (
-                Failure::NotLoaded("m".into()),
+                AdmitError::NoSuchVersion {
+                    name: "m".into(),
+                    version: "7".into(),
+                    serving: "version 4".into(),
+                }
+                .into(),
+                RpcStatusCode::NOT_FOUND,
+                Outcome::Invalid,
+            ),
+            (
+                AdmitError::NotLoaded {
+                    name: "m".into(),
+                    why: "unloaded".into(),
+                }
+                .into(),
                 RpcStatusCode::NOT_FOUND,
                 Outcome::Invalid,
             ),

@@ -19,6 +19,9 @@ client (tritonclient[grpc], unmodified), and exits non-zero on the first disagre
     python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock   (or host:port)
     python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock strings
         (a sidecar serving tests/fixtures/models/strings.onnx: BYTES in, the same text out)
+    python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock repository
+        (a sidecar with a repository in explicit control: "affine" loaded at start, version 1
+        the affine fixture; "second" not loaded, version 1 affine_v2's fixture)
 """
 
 import json
@@ -53,10 +56,68 @@ def check_strings(url):
     print("tritonclient strings check passed over", url)
 
 
+def load_expected(fixture):
+    with open(os.path.join(HERE, "..", "fixtures", "models", fixture + ".expected.json")) as f:
+        expected = json.load(f)
+    features = np.array(expected["inputs"]["features"]["data"], dtype=np.float32).reshape(
+        expected["inputs"]["features"]["shape"])
+    scores = np.array(expected["outputs"]["scores"]["data"], dtype=np.float32).reshape(
+        expected["outputs"]["scores"]["shape"])
+    return features, scores
+
+
+def check_repository(url):
+    """The repository extension through the client's own calls: index, load, unload."""
+    client = grpcclient.InferenceServerClient(url)
+    index = {(m.get("name"), m.get("version", ""), m.get("state", ""))
+             for m in client.get_model_repository_index(as_json=True)["models"]}
+    check(("affine", "1", "READY") in index, f"affine READY in the index {index}")
+    check(any(name == "second" and state != "READY" for name, _, state in index),
+          f"second known and not ready in the index {index}")
+    check(client.is_model_ready("affine"), "affine ready")
+    check(not client.is_model_ready("second"), "second not ready before its load")
+    check(client.is_server_ready(), "the server is ready with second not loaded")
+    features, scores_v2 = load_expected("affine_v2")
+    tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
+    tensor.set_data_from_numpy(features)
+    try:
+        client.infer("second", [tensor])
+        check(False, "a model not loaded is refused")
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.NOT_FOUND" and "second" in e.message(),
+              f"not loaded: {e.status()} {e.message()}")
+    client.load_model("second")
+    check(client.is_model_ready("second"), "second ready after load_model")
+    check(client.is_model_ready("second", "1"), "second version 1 ready")
+    check(not client.is_model_ready("second", "2"), "second version 2 not ready (not there)")
+    got = client.infer("second", [tensor]).as_numpy("scores")
+    check(np.allclose(got, scores_v2, rtol=1e-5, atol=1e-6), "second's scores")
+    ready = {m["name"] for m in client.get_model_repository_index(as_json=True)["models"]
+             if m.get("state") == "READY"}
+    check(ready == {"affine", "second"}, f"ready index {ready}")
+    client.unload_model("second")
+    check(not client.is_model_ready("second"), "second not ready after unload_model")
+    check(client.is_server_ready(), "an explicit unload leaves the server ready")
+    try:
+        client.infer("second", [tensor])
+        check(False, "an unloaded model is refused")
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.NOT_FOUND" and "second" in e.message(),
+              f"unloaded: {e.status()} {e.message()}")
+    try:
+        client.load_model("no-such-model")
+        check(False, "an unknown model's load is refused")
+    except InferenceServerException as e:
+        check("no-such-model" in e.message(), f"unknown load: {e.message()}")
+    print("tritonclient repository check passed over", url)
+
+
 def main():
     url = sys.argv[1]
     if sys.argv[2:] == ["strings"]:
         return check_strings(url)
+    if sys.argv[2:] == ["repository"]:
+        return check_repository(url)
     with open(os.path.join(HERE, "..", "fixtures", "models", "affine.expected.json")) as f:
         expected = json.load(f)
     features = np.array(expected["inputs"]["features"]["data"], dtype=np.float32).reshape(

@@ -290,9 +290,10 @@ check "ML_PREDICT through the SQL client answers 200 rows as ONNX Runtime comput
 
 # The paced query: the sidecar is killed while it runs; the supervisor restarts it; the job
 # finishes with every row once.
+# The requests answered, summed over every model and version.
 requests_ok() {
     http_get "http://127.0.0.1:$health_port/metrics" 2>/dev/null |
-        sed -n 's/^gpu_sidecar_inference_requests_total{outcome="ok"} \([0-9]*\).*/\1/p'
+        awk '/^gpu_sidecar_inference_requests_total\{[^}]*outcome="ok"/ { sum += $NF } END { print sum + 0 }'
 }
 some_answered() { [ "$(requests_ok)" -ge "$1" ] 2>/dev/null; }
 job_state() {

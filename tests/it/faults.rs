@@ -59,7 +59,8 @@ fn a_health_thread_panic_shuts_down_with_exit_1() {
 
 #[test]
 fn a_gpu_thread_panic_shuts_down_with_exit_1() {
-    let (dir, mut sidecar) = sidecar_with("gpu::after_ready=panic", "10 s");
+    // The first heartbeat comes once the sidecar is READY.
+    let (dir, mut sidecar) = sidecar_with("gpu::heartbeat=panic", "10 s");
     assert_orderly_failure(&dir, &mut sidecar, "gpu-owner");
 }
 

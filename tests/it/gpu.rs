@@ -217,7 +217,7 @@ fn auto_mode_with_a_runtime_without_cuda_serves_on_the_cpu_and_says_so() {
     assert!(
         sidecar
             .log()
-            .contains("running the model on the CPU, in host memory"),
+            .contains("running the models on the CPU, in host memory"),
         "{}",
         sidecar.log()
     );

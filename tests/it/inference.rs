@@ -77,9 +77,9 @@ pub(crate) struct Expected {
 /// A tensor from the fixture's JSON: datatype, shape, values.
 #[derive(Debug, Clone)]
 pub(crate) struct Tensor {
-    datatype: String,
-    shape: Vec<i64>,
-    values: Vec<f64>,
+    pub(crate) datatype: String,
+    pub(crate) shape: Vec<i64>,
+    pub(crate) values: Vec<f64>,
 }
 
 impl Tensor {
@@ -137,7 +137,7 @@ impl Tensor {
     }
 
     /// Rows `from..to` of this tensor.
-    fn rows(&self, from: usize, to: usize) -> Tensor {
+    pub(crate) fn rows(&self, from: usize, to: usize) -> Tensor {
         let per_row = self.values.len() / self.shape[0] as usize;
         let mut shape = self.shape.clone();
         shape[0] = (to - from) as i64;
@@ -213,7 +213,7 @@ pub(crate) fn raw_request(model: &str, id: &str, inputs: &[(String, Tensor)]) ->
 }
 
 /// The response's outputs by name.
-fn outputs(response: &ModelInferResponse) -> BTreeMap<String, Tensor> {
+pub(crate) fn outputs(response: &ModelInferResponse) -> BTreeMap<String, Tensor> {
     response
         .outputs
         .iter()
@@ -248,7 +248,7 @@ pub(crate) fn counts(client: &GrpcInferenceServiceClient, model: &str) -> (u64, 
     (stats.inference_count, stats.execution_count)
 }
 
-fn status_of<T: std::fmt::Debug>(result: grpcio::Result<T>) -> (RpcStatusCode, String) {
+pub(crate) fn status_of<T: std::fmt::Debug>(result: grpcio::Result<T>) -> (RpcStatusCode, String) {
     match result {
         Err(grpcio::Error::RpcFailure(status)) => (status.code(), status.message().to_string()),
         other => panic!("expected a failure status, got {other:?}"),
@@ -258,7 +258,7 @@ fn status_of<T: std::fmt::Debug>(result: grpcio::Result<T>) -> (RpcStatusCode, S
 /// Whether a client's half-close of a stream went well. grpcio's client reports
 /// `RpcFinished(None)` when the server ended the call (with OK) before the half-close's own
 /// completion was seen: the server got the half-close and finished, which is success too.
-fn closed_cleanly(closed: &grpcio::Result<()>) -> bool {
+pub(crate) fn closed_cleanly(closed: &grpcio::Result<()>) -> bool {
     matches!(closed, Ok(()) | Err(grpcio::Error::RpcFinished(None)))
 }
 
@@ -526,9 +526,16 @@ fn metadata_config_and_readiness_agree_with_the_model() {
     let policy = batching.default_queue_policy.unwrap();
     assert_eq!(policy.max_queue_size, 100);
     assert_eq!(policy.default_timeout_microseconds, 2_000_000);
-    // Not served here: UNIMPLEMENTED.
-    let (code, _) = status_of(client.repository_index_opt(&Default::default(), patient()));
-    assert_eq!(code, RpcStatusCode::UNIMPLEMENTED);
+    // The one model, in the repository's index.
+    let index = client
+        .repository_index_opt(&Default::default(), patient())
+        .unwrap();
+    let listed: Vec<_> = index
+        .models
+        .iter()
+        .map(|m| (m.name.as_str(), m.version.as_str(), m.state.as_str()))
+        .collect();
+    assert_eq!(listed, [("affine", "1", "READY")]);
     let (code, message) = status_of(client.model_metadata_opt(
         &ModelMetadataRequest {
             name: "affine".into(),
@@ -734,7 +741,7 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
 }
 
 /// The slow model runs `index` iterations: about 2 µs each.
-fn slow_request(id: &str, iterations: i64) -> ModelInferRequest {
+pub(crate) fn slow_request(id: &str, iterations: i64) -> ModelInferRequest {
     raw_request(
         "slow",
         id,

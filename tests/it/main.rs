@@ -24,6 +24,7 @@ mod inference;
 mod launch_script;
 mod lifecycle;
 mod reliability;
+mod repository;
 mod rpc;
 mod supervision;
 mod text;

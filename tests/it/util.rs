@@ -640,16 +640,45 @@ impl Scrape {
         Scrape { samples, types }
     }
 
-    /// The value of one series; panics if it is absent.
+    /// The sum of the series of `series`'s name that carry (at least) its labels, as
+    /// PromQL's `sum(name{labels})`: `inference_requests_total{outcome="ok"}` counts every
+    /// model's; panics if none matches.
     pub fn get(&self, series: &str) -> f64 {
-        *self
+        let (name, wanted) = split_series(series);
+        let matching: Vec<f64> = self
             .samples
-            .get(series)
-            .unwrap_or_else(|| panic!("no series {series} in {:#?}", self.samples))
+            .iter()
+            .filter(|(sample, _)| {
+                let (sample_name, labels) = split_series(sample);
+                sample_name == name && wanted.iter().all(|label| labels.contains(label))
+            })
+            .map(|(_, &value)| value)
+            .collect();
+        assert!(
+            !matching.is_empty(),
+            "no series {series} in {:#?}",
+            self.samples
+        );
+        matching.iter().sum()
     }
 
     /// Whether any series of family `prefix` exists.
     pub fn has_family(&self, prefix: &str) -> bool {
         self.samples.keys().any(|series| series.starts_with(prefix))
+    }
+}
+
+/// A series' name and its labels (`key="value"` each).
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, labels)) => (
+            name,
+            labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|label| !label.is_empty())
+                .collect(),
+        ),
+        None => (series, Vec::new()),
     }
 }

@@ -85,6 +85,12 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
         return this;
     }
 
+    /** Pins one version of the model; unset: the newest the sidecar serves. */
+    public GpuSidecarAsyncFunction<IN, OUT> withModelVersion(String version) {
+        options = options.withModelVersion(version);
+        return this;
+    }
+
     /** Every client option at once. */
     public GpuSidecarAsyncFunction<IN, OUT> withOptions(SidecarOptions options) {
         this.options = Objects.requireNonNull(options, "options");

@@ -37,9 +37,10 @@ final class KServeCodec {
     private KServeCodec() {}
 
     /** A request for {@code model} with {@code id}, its inputs as raw contents. */
-    static ModelInferRequest request(String model, String id, Map<String, Tensor> inputs) {
+    static ModelInferRequest request(
+            String model, String version, String id, Map<String, Tensor> inputs) {
         ModelInferRequest.Builder request =
-                ModelInferRequest.newBuilder().setModelName(model).setId(id);
+                ModelInferRequest.newBuilder().setModelName(model).setModelVersion(version).setId(id);
         for (Map.Entry<String, Tensor> input : inputs.entrySet()) {
             Tensor tensor = input.getValue();
             ModelInferRequest.InferInputTensor.Builder spec =

@@ -22,8 +22,9 @@ import java.util.Map;
 
 /**
  * Checks from a TaskManager host that its sidecar serves a model, through this jar's own
- * (shaded) client: prints the model's inputs and outputs, infers one all-zero record, and
- * prints its outputs. Exit 0 when it answered, 1 when not, 2 on a bad command line.
+ * (shaded) client: lists every model the sidecar knows with each version's state, prints the
+ * model's inputs and outputs, infers one all-zero record, and prints its outputs. Exit 0 when
+ * it answered, 1 when not, 2 on a bad command line.
  *
  * <pre>
  * java -cp flink-gpu-sidecar-client.jar:$FLINK_HOME/lib/'*' \
@@ -43,6 +44,9 @@ public final class SidecarCheck {
                         .withConnectTimeout(Duration.ofSeconds(10))
                         .withRequestTimeout(Duration.ofSeconds(10));
         try (SidecarClient client = SidecarClient.connect(args[0], args[1], options)) {
+            for (SidecarClient.IndexEntry entry : client.repositoryIndex()) {
+                System.out.println("repository: " + entry);
+            }
             ModelInfo model = client.model();
             System.out.println("model " + model);
             Map<String, Tensor> zeros = new LinkedHashMap<>();

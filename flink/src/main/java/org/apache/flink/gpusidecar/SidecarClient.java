@@ -34,9 +34,13 @@ import inference.GrpcService.ModelInferResponse;
 import inference.GrpcService.ModelMetadataRequest;
 import inference.GrpcService.ModelMetadataResponse;
 import inference.GrpcService.ModelStreamInferResponse;
+import inference.GrpcService.RepositoryIndexRequest;
+import inference.GrpcService.RepositoryIndexResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -206,6 +210,39 @@ public final class SidecarClient implements AutoCloseable {
         return options;
     }
 
+    /** One line of the sidecar's repository index: a model's version and its state. */
+    public record IndexEntry(String model, String version, String state, String reason) {
+        @Override
+        public String toString() {
+            return "model " + model + (version.isEmpty() ? "" : " version " + version) + " " + state
+                    + (reason.isEmpty() ? "" : " (" + reason + ")");
+        }
+    }
+
+    /**
+     * Every model the sidecar knows, each version with its state (READY, LOADING,
+     * UNAVAILABLE and why): Triton's RepositoryIndex.
+     */
+    public List<IndexEntry> repositoryIndex() {
+        try {
+            RepositoryIndexResponse index =
+                    GRPCInferenceServiceGrpc.newBlockingStub(channel)
+                            .withDeadlineAfter(options.requestTimeout().toNanos(), TimeUnit.NANOSECONDS)
+                            .repositoryIndex(RepositoryIndexRequest.getDefaultInstance());
+            List<IndexEntry> entries = new ArrayList<>();
+            for (RepositoryIndexResponse.ModelIndex model : index.getModelsList()) {
+                entries.add(
+                        new IndexEntry(model.getName(), model.getVersion(), model.getState(), model.getReason()));
+            }
+            return entries;
+        } catch (StatusRuntimeException e) {
+            throw new SidecarException(
+                    e.getStatus().getCode().name(),
+                    describe() + ": RepositoryIndex failed: " + describe(e.getStatus()),
+                    e);
+        }
+    }
+
     /** Answers that asked for a retry (RESOURCE_EXHAUSTED, UNAVAILABLE), since connect. */
     public long retries() {
         return retries.get();
@@ -242,7 +279,7 @@ public final class SidecarClient implements AutoCloseable {
                     new SidecarException("CANCELLED", describe() + ": the client is closed"));
         }
         String id = Long.toString(nextId.incrementAndGet());
-        ModelInferRequest message = KServeCodec.request(modelName, id, inputs);
+        ModelInferRequest message = KServeCodec.request(modelName, options.modelVersion(), id, inputs);
         try {
             inFlight.acquire();
         } catch (InterruptedException e) {
@@ -447,7 +484,11 @@ public final class SidecarClient implements AutoCloseable {
     /** Asks for the model's metadata until it answers or the connect timeout passes. */
     private ModelInfo fetchMetadata() {
         long deadline = System.nanoTime() + options.connectTimeout().toNanos();
-        ModelMetadataRequest request = ModelMetadataRequest.newBuilder().setName(modelName).build();
+        ModelMetadataRequest request =
+                ModelMetadataRequest.newBuilder()
+                        .setName(modelName)
+                        .setVersion(options.modelVersion())
+                        .build();
         // What to report if it never answers: an attempt's UNAVAILABLE says more than the
         // DEADLINE_EXCEEDED of one the connect timeout cut short.
         StatusRuntimeException telling = null;
@@ -525,7 +566,8 @@ public final class SidecarClient implements AutoCloseable {
     }
 
     private String describe() {
-        return "gpu-sidecar at " + endpoint + ", model '" + modelName + "'";
+        return "gpu-sidecar at " + endpoint + ", model '" + modelName + "'"
+                + (options.modelVersion().isEmpty() ? "" : " version " + options.modelVersion());
     }
 
     /** Ends the stream, fails every unanswered request and releases the channel. */

@@ -28,13 +28,15 @@ public final class SidecarOptions implements Serializable {
     private final int maxInFlight;
     private final Duration initialBackoff;
     private final Duration maxBackoff;
+    private final String modelVersion;
 
     private SidecarOptions(
             Duration requestTimeout,
             Duration connectTimeout,
             int maxInFlight,
             Duration initialBackoff,
-            Duration maxBackoff) {
+            Duration maxBackoff,
+            String modelVersion) {
         this.requestTimeout = positive("request timeout", requestTimeout);
         this.connectTimeout = positive("connect timeout", connectTimeout);
         if (maxInFlight < 1) {
@@ -44,36 +46,59 @@ public final class SidecarOptions implements Serializable {
         this.maxInFlight = maxInFlight;
         this.initialBackoff = positive("initial backoff", initialBackoff);
         this.maxBackoff = positive("max backoff", maxBackoff);
+        if (modelVersion == null || !modelVersion.matches("|[1-9][0-9]*")) {
+            throw new IllegalArgumentException(
+                    "the model version must be a version number (1, 2, ...) or empty for the newest, not '"
+                            + modelVersion + "'");
+        }
+        this.modelVersion = modelVersion;
     }
 
-    /** 30 s per request, 30 s to connect, 256 requests in flight, backoff 5 ms to 1 s. */
+    /**
+     * 30 s per request, 30 s to connect, 256 requests in flight, backoff 5 ms to 1 s, the
+     * model's newest version.
+     */
     public static SidecarOptions defaults() {
         return new SidecarOptions(
                 Duration.ofSeconds(30),
                 Duration.ofSeconds(30),
                 256,
                 Duration.ofMillis(5),
-                Duration.ofSeconds(1));
+                Duration.ofSeconds(1),
+                "");
     }
 
     /** How long a request may take, retries included, before it fails. */
     public SidecarOptions withRequestTimeout(Duration timeout) {
-        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff);
+        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion);
     }
 
     /** How long {@link SidecarClient#connect} waits for the sidecar to answer before it fails. */
     public SidecarOptions withConnectTimeout(Duration timeout) {
-        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff);
+        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff, modelVersion);
     }
 
     /** How many requests may be unanswered at once; {@link SidecarClient#infer} waits beyond that. */
     public SidecarOptions withMaxInFlight(int requests) {
-        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff);
+        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff, modelVersion);
     }
 
     /** The first and the longest wait between retries and reconnects. */
     public SidecarOptions withBackoff(Duration initial, Duration max) {
-        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max);
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max, modelVersion);
+    }
+
+    /**
+     * Pins one version of the model ({@code "2"}); empty (the default) asks for the newest the
+     * sidecar serves, so that a new version is picked up without a restart of the job.
+     */
+    public SidecarOptions withModelVersion(String version) {
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, version);
+    }
+
+    /** The version asked for; empty: the newest. */
+    public String modelVersion() {
+        return modelVersion;
     }
 
     public Duration requestTimeout() {

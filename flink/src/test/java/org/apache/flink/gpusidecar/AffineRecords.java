@@ -90,19 +90,24 @@ final class AffineRecords {
     /** The fixture, read once per JVM. */
     static synchronized AffineRecords shared() {
         if (shared == null) {
-            try {
-                shared = load();
-            } catch (IOException e) {
-                throw new java.io.UncheckedIOException("reading affine.records.json", e);
-            }
+            shared = of("affine");
         }
         return shared;
     }
 
-    private static AffineRecords load() throws IOException {
+    /** The records of the fixture model {@code model} ({@code affine} or {@code affine_v2}). */
+    static AffineRecords of(String model) {
+        try {
+            return load(model + ".records.json");
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException("reading " + model + ".records.json", e);
+        }
+    }
+
+    private static AffineRecords load(String file) throws IOException {
         AffineRecords records = new AffineRecords();
         JsonNode root;
-        try (InputStream in = SidecarProcess.openFixture("affine.records.json")) {
+        try (InputStream in = SidecarProcess.openFixture(file)) {
             root = new ObjectMapper().readTree(in);
         }
         JsonNode features = root.path("inputs").path("features").path("data");
@@ -152,6 +157,21 @@ final class AffineRecords {
             assertMatches(id, answer.scores, answer.best);
         }
         assertEquals(count, answers.size(), "answers");
+    }
+
+    /** Whether one record's outputs equal what ONNX Runtime computed for its row. */
+    boolean matches(long id, float[] gotScores, long gotBest) {
+        int row = (int) (id % ROWS);
+        if (gotScores.length != SCORES || best[row] != gotBest) {
+            return false;
+        }
+        for (int i = 0; i < SCORES; i++) {
+            float want = scores[row][i];
+            if (Math.abs(gotScores[i] - want) > 1e-5f * Math.max(Math.abs(want), 1f)) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Asserts one record's outputs equal what ONNX Runtime computed for its row. */

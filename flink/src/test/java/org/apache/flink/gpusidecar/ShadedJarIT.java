@@ -92,6 +92,7 @@ class ShadedJarIT {
             assertTrue(check.waitFor(60, TimeUnit.SECONDS), "SidecarCheck did not finish within 60 s");
             String printed = Files.readString(output);
             assertEquals(0, check.exitValue(), printed);
+            assertTrue(printed.contains("repository: model affine version 1 READY"), printed);
             assertTrue(printed.contains("model affine [features FP32[-1, 4]]"), printed);
             assertTrue(printed.contains("output scores FP32[1, 3]"), printed);
             assertTrue(printed.contains("output best INT64[1]"), printed);

@@ -71,7 +71,6 @@ final class SidecarProcess implements AutoCloseable {
     static SidecarProcess start(Path folder, Path modelFile, String model, String... batching)
             throws Exception {
         Path socket = folder.resolve("sidecar.sock");
-        int healthPort = freePort();
         StringBuilder toml = new StringBuilder();
         toml.append("[sidecar.rpc]\nendpoint = \"unix:").append(socket).append("\"\n");
         toml.append("[sidecar.model]\nuri = \"").append(modelFile.toAbsolutePath()).append("\"\n");
@@ -81,6 +80,45 @@ final class SidecarProcess implements AutoCloseable {
         for (String line : batching) {
             toml.append(line).append('\n');
         }
+        return launch(folder, socket, toml);
+    }
+
+    /**
+     * Starts the sidecar on the model repository {@code folder/models} (filled by {@link
+     * #publish}) with {@code lines} added to the {@code [sidecar]} table, and waits for
+     * SERVING.
+     */
+    static SidecarProcess startRepository(Path folder, String... lines) throws Exception {
+        Path socket = folder.resolve("sidecar.sock");
+        StringBuilder toml = new StringBuilder("[sidecar]\n");
+        toml.append("repository = \"").append(folder.resolve("models").toAbsolutePath()).append("\"\n");
+        toml.append("runtime-library = \"").append(existing("sidecar.runtime", "bin/dev.sh runtime")).append("\"\n");
+        for (String line : lines) {
+            toml.append(line).append('\n');
+        }
+        toml.append("[sidecar.rpc]\nendpoint = \"unix:").append(socket).append("\"\n");
+        return launch(folder, socket, toml);
+    }
+
+    /**
+     * Publishes the fixture model {@code fixture} as {@code version} of {@code model} in the
+     * repository {@code folder/models}, as a careful operator does: written aside, then renamed
+     * into place.
+     */
+    static void publish(Path folder, String model, int version, String fixture) throws IOException {
+        Path modelFolder = folder.resolve("models").resolve(model);
+        Path staging = modelFolder.resolve("." + version + ".partial");
+        Files.createDirectories(staging);
+        Files.copy(fixture(fixture + ".onnx"), staging.resolve("model.onnx"));
+        Files.move(staging, modelFolder.resolve(Integer.toString(version)));
+    }
+
+    /**
+     * Writes {@code toml} with the health, shutdown and GPU tables every test uses into {@code
+     * folder/sidecar.toml}, starts the binary on it, and waits for SERVING.
+     */
+    private static SidecarProcess launch(Path folder, Path socket, StringBuilder toml) throws Exception {
+        int healthPort = freePort();
         toml.append("[sidecar.health]\nhost = \"127.0.0.1\"\nport = ").append(healthPort).append('\n');
         toml.append("[sidecar.shutdown]\ngrace-period = \"10 s\"\n");
         toml.append("[sidecar.gpu]\nmode = \"off\"\n");
@@ -155,8 +193,13 @@ final class SidecarProcess implements AutoCloseable {
         Pattern sample =
                 Pattern.compile("^" + Pattern.quote(name) + "\\{[^}]*" + Pattern.quote(labels) + "[^}]*\\} (\\S+)$",
                         Pattern.MULTILINE);
+        // Summed over every series that carries the labels (each model and version has its own).
         Matcher match = sample.matcher(response.body());
-        return match.find() ? Double.parseDouble(match.group(1)) : 0;
+        double sum = 0;
+        while (match.find()) {
+            sum += Double.parseDouble(match.group(1));
+        }
+        return sum;
     }
 
     /** Everything every run of the binary logged, for failure messages. */

@@ -50,7 +50,7 @@ class SqlPredictTest {
     private static final AffineRecords fixture = AffineRecords.shared();
 
     /** A table environment with the view {@code records (id BIGINT, features ARRAY<FLOAT>)}. */
-    private static StreamTableEnvironment tables(int rows, int badRow) {
+    static StreamTableEnvironment tables(int rows, int badRow) {
         StreamExecutionEnvironment env = Jobs.environment();
         StreamTableEnvironment tables = StreamTableEnvironment.create(env);
         List<Row> data = new ArrayList<>();
@@ -81,13 +81,13 @@ class SqlPredictTest {
         createModelWith(tables, outputs, "'endpoint' = '" + endpoint + "', 'model' = 'affine', 'timeout' = '60 s', 'max-in-flight' = '64'");
     }
 
-    private static void createModelWith(StreamTableEnvironment tables, String outputs, String options) {
+    static void createModelWith(StreamTableEnvironment tables, String outputs, String options) {
         tables.executeSql(
                 "CREATE MODEL affine INPUT (features ARRAY<FLOAT>) OUTPUT (" + outputs + ")"
                         + " WITH ('provider' = 'gpu-sidecar', " + options + ")");
     }
 
-    private static List<Row> collect(TableResult result) throws Exception {
+    static List<Row> collect(TableResult result) throws Exception {
         List<Row> rows = new ArrayList<>();
         try (CloseableIterator<Row> iterator = result.collect()) {
             iterator.forEachRemaining(rows::add);
@@ -95,7 +95,21 @@ class SqlPredictTest {
         return rows;
     }
 
-    private static final String PREDICT =
+    /** Rows of {@link #PREDICT} (id, scores, best) read back as answers. */
+    static List<Answer> answers(List<Row> rows) {
+        List<Answer> answers = new ArrayList<>();
+        for (Row row : rows) {
+            Float[] boxed = (Float[]) row.getField(1);
+            float[] scores = new float[boxed.length];
+            for (int i = 0; i < boxed.length; i++) {
+                scores[i] = boxed[i];
+            }
+            answers.add(new Answer((Long) row.getField(0), scores, (Long) row.getField(2), -1));
+        }
+        return answers;
+    }
+
+    static final String PREDICT =
             "SELECT id, scores, best FROM ML_PREDICT(TABLE records, MODEL affine, DESCRIPTOR(features))";
 
     /** Every message of the failure that running {@code query} ends with. */
@@ -108,17 +122,7 @@ class SqlPredictTest {
     void mlPredictAnswersEveryRowWithTheModelsOutputs() throws Exception {
         StreamTableEnvironment tables = tables(ROWS, -1);
         createModel(tables, SIDECAR.endpoint(), "scores ARRAY<FLOAT>, best BIGINT");
-        List<Row> rows = collect(tables.executeSql(PREDICT));
-        List<Answer> answers = new ArrayList<>();
-        for (Row row : rows) {
-            Float[] boxed = (Float[]) row.getField(1);
-            float[] scores = new float[boxed.length];
-            for (int i = 0; i < boxed.length; i++) {
-                scores[i] = boxed[i];
-            }
-            answers.add(new Answer((Long) row.getField(0), scores, (Long) row.getField(2), -1));
-        }
-        fixture.assertAnsweredOnce(ROWS, answers);
+        fixture.assertAnsweredOnce(ROWS, answers(collect(tables.executeSql(PREDICT))));
     }
 
     @Test
@@ -173,6 +177,7 @@ class SqlPredictTest {
             {endpoint + "'model' = 'affine', 'max-in-flight' = '0'", "max in-flight requests must be at least 1, not 0"},
             {endpoint + "'model' = 'affine', 'timeout' = '0 s'", "request timeout must be positive, not 0 ms"},
             {endpoint + "'model' = 'affine', 'batch' = '8'", "Unsupported options found for 'gpu-sidecar'"},
+            {endpoint + "'model' = 'affine', 'model-version' = 'latest'", "the model version must be a version number (1, 2, ...) or empty for the newest, not 'latest'"},
             {"'endpoint' = 'unix:relative.sock', 'model' = 'affine'", "invalid gpu-sidecar endpoint \"unix:relative.sock\": the socket path must be absolute"},
             {endpoint.trim(), "One or more required options are missing"},
         };

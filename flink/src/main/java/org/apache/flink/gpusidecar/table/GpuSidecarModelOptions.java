@@ -35,7 +35,15 @@ public final class GpuSidecarModelOptions {
             ConfigOptions.key("model")
                     .stringType()
                     .noDefaultValue()
-                    .withDescription("The model's name in the sidecar (sidecar.model.name).");
+                    .withDescription(
+                            "The model's name in the sidecar (sidecar.model.name, a [[sidecar.models]] name, or a repository folder).");
+
+    public static final ConfigOption<String> MODEL_VERSION =
+            ConfigOptions.key("model-version")
+                    .stringType()
+                    .noDefaultValue()
+                    .withDescription(
+                            "Pins one version of the model (1, 2, ...); unset: the newest the sidecar serves, so that a new version is picked up while the job runs.");
 
     public static final ConfigOption<Duration> TIMEOUT =
             ConfigOptions.key("timeout")

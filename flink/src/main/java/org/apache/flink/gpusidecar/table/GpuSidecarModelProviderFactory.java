@@ -51,6 +51,7 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
     @Override
     public Set<ConfigOption<?>> optionalOptions() {
         return Set.of(
+                GpuSidecarModelOptions.MODEL_VERSION,
                 GpuSidecarModelOptions.TIMEOUT,
                 GpuSidecarModelOptions.MAX_IN_FLIGHT,
                 GpuSidecarModelOptions.CONNECT_TIMEOUT);
@@ -75,7 +76,9 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
                     SidecarOptions.defaults()
                             .withRequestTimeout(config.get(GpuSidecarModelOptions.TIMEOUT))
                             .withMaxInFlight(config.get(GpuSidecarModelOptions.MAX_IN_FLIGHT))
-                            .withConnectTimeout(config.get(GpuSidecarModelOptions.CONNECT_TIMEOUT));
+                            .withConnectTimeout(config.get(GpuSidecarModelOptions.CONNECT_TIMEOUT))
+                            .withModelVersion(
+                                    config.getOptional(GpuSidecarModelOptions.MODEL_VERSION).orElse(""));
         } catch (IllegalArgumentException e) {
             throw new ValidationException("model " + model + ": " + e.getMessage(), e);
         }

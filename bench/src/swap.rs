@@ -1,0 +1,154 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! A version switch under load: a closed loop of streaming clients on a sidecar serving a
+//! model repository (explicit control), measured once without a switch and once while a new
+//! version of the model is published and loaded (`RepositoryModelLoad`) a third of the way
+//! in; the sidecar's resident memory (and the device's, on a GPU) sampled throughout, so that
+//! the run shows what two resident versions hold.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use grpcio::CallOption;
+
+use gpu_sidecar::proto::grpc_service::{ModelInferRequest, RepositoryModelLoadRequest};
+use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
+
+use crate::infer::{self, Measured, Mode};
+use crate::load::Limit;
+
+/// The repository folder's model, as spawned sidecars serve it.
+pub const MODEL_NAME: &str = "model";
+
+/// Lays out `repository/model/1/model.onnx` from `model`; returns the model's folder.
+pub fn lay_out(repository: &Path, model: &Path) -> std::io::Result<PathBuf> {
+    let folder = repository.join(MODEL_NAME);
+    std::fs::create_dir_all(folder.join("1"))?;
+    std::fs::copy(model, folder.join("1").join("model.onnx"))?;
+    Ok(folder)
+}
+
+/// What one run measured, with or without a switch.
+#[derive(Debug)]
+pub struct SwapRun {
+    pub measured: Measured,
+    /// How long RepositoryModelLoad took, and whether it succeeded (with a switch).
+    pub load: Option<(Duration, Result<(), String>)>,
+    /// The sidecar's resident memory before the run and its peak during it.
+    pub rss_bytes: (Option<u64>, Option<u64>),
+    /// The device's used memory before the run and its peak during it (on a GPU).
+    pub device_bytes: (Option<u64>, Option<u64>),
+}
+
+/// Runs `clients` streaming `request` for `duration`; with `switch_to` (a version number),
+/// publishes `model` as that version in `folder` a third of the way in and loads it.
+pub fn run(
+    clients: &[GrpcInferenceServiceClient],
+    request: &ModelInferRequest,
+    duration: Duration,
+    deadline: Duration,
+    health: Option<SocketAddr>,
+    switch_to: Option<(u64, &Path, &Path)>,
+) -> SwapRun {
+    let sample = || health.map(memory).unwrap_or_default();
+    let before = sample();
+    let peak_rss = AtomicU64::new(before.0.unwrap_or(0));
+    let peak_device = AtomicU64::new(before.1.unwrap_or(0));
+    let done = AtomicBool::new(false);
+    let mut load = None;
+    let requests = [request.clone()];
+    let measured = thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let (rss, device) = sample();
+                peak_rss.fetch_max(rss.unwrap_or(0), Ordering::Relaxed);
+                peak_device.fetch_max(device.unwrap_or(0), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let switcher = switch_to.map(|(version, folder, model)| {
+            let client = &clients[0];
+            scope.spawn(move || {
+                thread::sleep(duration / 3);
+                let began = Instant::now();
+                let outcome = publish(folder, version, model)
+                    .map_err(|e| format!("publishing version {version}: {e}"))
+                    .and_then(|()| {
+                        client
+                            .repository_model_load_opt(
+                                &RepositoryModelLoadRequest {
+                                    model_name: MODEL_NAME.to_string(),
+                                    ..Default::default()
+                                },
+                                CallOption::default().timeout(Duration::from_secs(600)),
+                            )
+                            .map(|_| ())
+                            .map_err(|e| format!("RepositoryModelLoad: {e}"))
+                    });
+                (began.elapsed(), outcome)
+            })
+        });
+        let measured = infer::closed_loop(
+            clients,
+            &requests,
+            Mode::Stream,
+            Limit::Time(duration),
+            deadline,
+        );
+        load = switcher.map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| (Duration::ZERO, Err("the switch panicked".to_string())))
+        });
+        done.store(true, Ordering::Relaxed);
+        measured
+    });
+    let nonzero = |value: u64| (value > 0).then_some(value);
+    SwapRun {
+        measured,
+        load,
+        rss_bytes: (before.0, nonzero(peak_rss.into_inner())),
+        device_bytes: (before.1, nonzero(peak_device.into_inner())),
+    }
+}
+
+/// Writes `model` as `version` beside the model's folder, then renames it into place.
+fn publish(folder: &Path, version: u64, model: &Path) -> std::io::Result<()> {
+    let staging = folder.join(format!(".{version}.partial"));
+    std::fs::create_dir_all(&staging)?;
+    std::fs::copy(model, staging.join("model.onnx"))?;
+    std::fs::rename(&staging, folder.join(version.to_string()))
+}
+
+/// The sidecar's resident memory and the device's used memory, from its /metrics.
+fn memory(health: SocketAddr) -> (Option<u64>, Option<u64>) {
+    let Some(text) = crate::metrics_text(health) else {
+        return (None, None);
+    };
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|rest| rest.rsplit(' ').next())
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|bytes| bytes as u64)
+    };
+    (
+        value("process_resident_memory_bytes "),
+        value("gpu_sidecar_gpu_memory_used_bytes{"),
+    )
+}

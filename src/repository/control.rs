@@ -1,0 +1,629 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The `repository` thread: the one writer of the [`Repository`]. At start it loads what
+//! should be served; then it carries out `RepositoryModelLoad` and `Unload` (explicit
+//! control), or rescans the repository every poll interval and on SIGHUP (poll control).
+//!
+//! Bringing a model to what it should serve: the versions its policy picks that are not
+//! resident are loaded, one by one, by the GPU-owner thread, beside those serving; each takes
+//! requests once warmed up. Then the versions the policy no longer picks are taken out of the
+//! routing table, and the GPU-owner thread frees each once it has run what it queued. A load
+//! that fails leaves what serves untouched: the versions going out stay until a version the
+//! policy picks is ready. A version whose load failed is not tried again by a poll until its
+//! file changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, never, select, tick, unbounded, Receiver, Sender};
+use futures_channel::oneshot;
+
+use super::scan::{self, FileStamp};
+use super::{names, Repository, RepositoryError};
+use crate::config::{BatchingConfig, Config, ModelSource, ModelSpec, RepositoryControl};
+use crate::gpu::{GpuLoader, LoadOrder};
+use crate::metrics::Metrics;
+use crate::model::batcher;
+use crate::model::stats::ModelStats;
+use crate::model::{AdmitError, ModelHandle, VersionHandle, VersionState};
+use crate::shutdown::{ComponentThread, Event, ShutdownError};
+use crate::text::TextStage;
+
+/// What a load or unload request is answered with.
+pub type Answer = oneshot::Sender<Result<(), RepositoryError>>;
+
+/// Orders for the repository thread.
+#[derive(Debug)]
+enum Order {
+    /// Load (or reload: pick up new versions of) a model.
+    Load { name: String, answer: Answer },
+    /// Stop serving a model; what it has queued still runs.
+    Unload { name: String, answer: Answer },
+    /// Rescan the repository (poll control; SIGHUP).
+    Rescan,
+}
+
+/// What the repository thread works from.
+#[derive(Debug, Clone)]
+pub struct RepositoryPlan {
+    /// The models configured by file.
+    pub specs: Vec<ModelSpec>,
+    /// The repository folder, if models come from one.
+    pub folder: Option<PathBuf>,
+    pub control: RepositoryControl,
+    /// The models loaded at start; `None`: all.
+    pub startup_models: Option<Vec<String>>,
+    pub poll_interval: Duration,
+    /// `[sidecar.batching]`, for models that set none.
+    pub batching: BatchingConfig,
+}
+
+impl RepositoryPlan {
+    pub fn from_config(config: &Config) -> Self {
+        RepositoryPlan {
+            specs: config.model_specs(),
+            folder: config.repository.clone(),
+            control: config.repository_control,
+            startup_models: config
+                .startup_models
+                .as_ref()
+                .map(|names| names.iter().map(|name| name.0.clone()).collect()),
+            poll_interval: config.repository_poll_interval,
+            batching: config.batching.clone(),
+        }
+    }
+}
+
+/// The handle the gRPC handlers and the main thread order the repository thread through.
+#[derive(Debug, Clone)]
+pub struct RepositoryOrders {
+    orders: Sender<Order>,
+}
+
+impl RepositoryOrders {
+    /// A handle and the receiving end for the thread (which starts later).
+    fn new() -> (Self, Receiver<Order>) {
+        let (orders, receiver) = unbounded();
+        (RepositoryOrders { orders }, receiver)
+    }
+
+    /// Asks for model `name` to be loaded; the answer comes once it is (or is not).
+    pub fn load(&self, name: &str) -> oneshot::Receiver<Result<(), RepositoryError>> {
+        let (answer, answered) = oneshot::channel();
+        let _ = self.orders.send(Order::Load {
+            name: name.to_string(),
+            answer,
+        });
+        answered
+    }
+
+    /// Asks for model `name` to be unloaded; the answer comes once it takes no requests.
+    pub fn unload(&self, name: &str) -> oneshot::Receiver<Result<(), RepositoryError>> {
+        let (answer, answered) = oneshot::channel();
+        let _ = self.orders.send(Order::Unload {
+            name: name.to_string(),
+            answer,
+        });
+        answered
+    }
+
+    /// Asks for a rescan (SIGHUP).
+    pub fn rescan(&self) {
+        let _ = self.orders.send(Order::Rescan);
+    }
+}
+
+/// The main thread's handle on the `repository` thread.
+#[derive(Debug)]
+pub struct RepositoryThread {
+    thread: ComponentThread,
+    stop: Sender<()>,
+    /// Receives, once, the outcome of the start-up loads.
+    pub started: Receiver<Result<(), RepositoryError>>,
+}
+
+/// The orders handle, to give the gRPC service before the thread starts, and the receiving
+/// end to start the thread with.
+pub fn orders() -> (RepositoryOrders, OrderReceiver) {
+    let (orders, receiver) = RepositoryOrders::new();
+    (orders, OrderReceiver(receiver))
+}
+
+/// The receiving end of the repository's orders.
+#[derive(Debug)]
+pub struct OrderReceiver(Receiver<Order>);
+
+impl RepositoryThread {
+    /// Starts the `repository` thread: it loads what `plan` says should be served at start,
+    /// reports on [`RepositoryThread::started`], then takes `orders` until stopped.
+    pub fn start(
+        plan: RepositoryPlan,
+        repository: Arc<Repository>,
+        gpu: GpuLoader,
+        metrics: Arc<Metrics>,
+        orders: OrderReceiver,
+        events: Sender<Event>,
+    ) -> Result<Self, ShutdownError> {
+        let (started_sender, started) = bounded(1);
+        let (stop, stop_receiver) = bounded(1);
+        let thread = ComponentThread::spawn("repository", events, move || {
+            let mut keeper = Keeper {
+                plan,
+                repository,
+                gpu,
+                metrics,
+                failed: HashMap::new(),
+            };
+            let outcome = keeper.start_up();
+            let failed = outcome.is_err();
+            let _ = started_sender.send(outcome);
+            if failed {
+                return Ok(());
+            }
+            keeper.run(&orders.0, &stop_receiver);
+            Ok(())
+        })?;
+        Ok(RepositoryThread {
+            thread,
+            stop,
+            started,
+        })
+    }
+
+    /// Tells the thread to stop once the order it is carrying out is done (a load in
+    /// progress ends when the GPU-owner thread stops).
+    pub fn ask_to_stop(&self) {
+        let _ = self.stop.try_send(());
+    }
+
+    /// Waits up to `timeout` for the thread to end (after [`RepositoryThread::ask_to_stop`]).
+    pub fn join(mut self, timeout: Duration) -> Result<(), ShutdownError> {
+        self.ask_to_stop();
+        self.thread.join_within(timeout)
+    }
+}
+
+/// The repository thread's state.
+struct Keeper {
+    plan: RepositoryPlan,
+    repository: Arc<Repository>,
+    gpu: GpuLoader,
+    metrics: Arc<Metrics>,
+    /// Versions whose load failed, and their file then: not retried by a poll until it
+    /// changes.
+    failed: HashMap<(String, u64), Option<FileStamp>>,
+}
+
+impl Keeper {
+    /// Loads what should be served at start; any failure fails the start.
+    fn start_up(&mut self) -> Result<(), RepositoryError> {
+        let (known, unreadable) = self.known()?;
+        let startup: Vec<String> = match &self.plan.startup_models {
+            Some(names) => {
+                if let Some(name) = names
+                    .iter()
+                    .find(|name| !known.contains_key(*name) && !unreadable.contains_key(*name))
+                {
+                    return Err(RepositoryError::UnknownModel {
+                        name: name.clone(),
+                        known: format!(
+                            "sidecar.startup-models names it, but the repository holds {}",
+                            names_of(&known)
+                        ),
+                    });
+                }
+                names.clone()
+            }
+            None => known.keys().cloned().collect(),
+        };
+        let wanted = |name: &String| {
+            self.plan
+                .startup_models
+                .as_ref()
+                .is_none_or(|names| names.contains(name))
+        };
+        if let Some((name, reason)) = unreadable.iter().find(|(name, _)| wanted(name)) {
+            return Err(RepositoryError::Unreadable {
+                name: name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        for (name, found) in &known {
+            self.repository.model_or_new(name);
+            if !startup.contains(name) {
+                log::info!("model {name:?} is in the repository and not loaded at start (sidecar.startup-models)");
+                continue;
+            }
+            self.bring_to_policy(found, false)?;
+        }
+        self.repository.update_readiness();
+        Ok(())
+    }
+
+    /// Takes orders until told to stop.
+    fn run(&mut self, orders: &Receiver<Order>, stop: &Receiver<()>) {
+        let polls = match self.plan.control {
+            RepositoryControl::Poll => tick(self.plan.poll_interval),
+            _ => never(),
+        };
+        loop {
+            select! {
+                recv(stop) -> _ => return,
+                recv(orders) -> order => match order {
+                    Ok(order) => self.obey(order),
+                    Err(_) => return,
+                },
+                recv(polls) -> _ => self.rescan(),
+            }
+        }
+    }
+
+    fn obey(&mut self, order: Order) {
+        match order {
+            Order::Load { name, answer } => {
+                let outcome = self.load(&name);
+                if let Err(e) = &outcome {
+                    log::error!("RepositoryModelLoad {name:?}: {e}");
+                }
+                let _ = answer.send(outcome);
+            }
+            Order::Unload { name, answer } => {
+                let outcome = self.unload(&name);
+                if let Err(e) = &outcome {
+                    log::warn!("RepositoryModelUnload {name:?}: {e}");
+                }
+                let _ = answer.send(outcome);
+            }
+            Order::Rescan => match self.plan.control {
+                RepositoryControl::Poll => {
+                    log::info!("SIGHUP: rescanning the model repository");
+                    self.rescan();
+                }
+                control => log::info!(
+                    "SIGHUP: ignored, sidecar.repository-control is \"{control}\" (\"poll\" rescans on SIGHUP)"
+                ),
+            },
+        }
+    }
+
+    /// `RepositoryModelLoad`: (re)reads the model and brings it to its policy.
+    fn load(&mut self, name: &str) -> Result<(), RepositoryError> {
+        if self.plan.control != RepositoryControl::Explicit {
+            return Err(RepositoryError::NotExplicit {
+                control: self.plan.control,
+            });
+        }
+        let (known, unreadable) = self.known()?;
+        if let Some(reason) = unreadable.get(name) {
+            return Err(RepositoryError::Unreadable {
+                name: name.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        let found = known
+            .get(name)
+            .ok_or_else(|| RepositoryError::UnknownModel {
+                name: name.to_string(),
+                known: format!("the repository holds {}", names_of(&known)),
+            })?;
+        self.repository.model_or_new(name);
+        let outcome = self.bring_to_policy(found, false);
+        self.repository.update_readiness();
+        outcome
+    }
+
+    /// `RepositoryModelUnload`: takes every version of the model out of service.
+    fn unload(&mut self, name: &str) -> Result<(), RepositoryError> {
+        if self.plan.control != RepositoryControl::Explicit {
+            return Err(RepositoryError::NotExplicit {
+                control: self.plan.control,
+            });
+        }
+        let model = self.repository.model(name).map_err(|e| match e {
+            AdmitError::UnknownModel { name, served } => RepositoryError::UnknownModel {
+                name,
+                known: format!("the repository holds {served}"),
+            },
+            _ => RepositoryError::Stopped,
+        })?;
+        self.unload_model(&model);
+        self.repository.update_readiness();
+        Ok(())
+    }
+
+    /// Takes every version of `model` out of service; it is no longer wanted.
+    fn unload_model(&mut self, model: &ModelHandle) {
+        let retired: Vec<u64> = {
+            let mut versions = model.versions_mut();
+            versions.set_wanted(false);
+            let numbers: Vec<u64> = versions.serving().keys().copied().collect();
+            for &version in &numbers {
+                versions.remove(version);
+            }
+            numbers
+        };
+        for version in retired {
+            self.retire(model.name(), version);
+        }
+        log::info!(
+            "model {:?} unloaded: it takes no new requests",
+            model.name()
+        );
+    }
+
+    /// Poll control: rescans the repository and brings each model to what it holds.
+    fn rescan(&mut self) {
+        let (known, _) = match self.known() {
+            Ok(known) => known,
+            Err(e) => {
+                log::error!("{e}; what is served stays as it is");
+                return;
+            }
+        };
+        for (name, found) in &known {
+            self.repository.model_or_new(name);
+            if let Err(e) = self.bring_to_policy(found, true) {
+                log::error!("{e}");
+            }
+        }
+        // A model folder that is gone is unloaded, as Triton does; one that cannot be read
+        // serves on as it was.
+        for model in self.repository.models() {
+            let gone = !known.contains_key(model.name())
+                && self.repository.unreadable(model.name()).is_none();
+            if gone && model.versions().wanted() {
+                log::info!(
+                    "model {:?} is no longer in the repository: unloading it",
+                    model.name()
+                );
+                self.unload_model(&model);
+            }
+        }
+        self.repository.update_readiness();
+    }
+
+    /// The models configured or in the repository now, with their versions, and the model
+    /// folders that cannot be read with why (recorded for the index).
+    fn known(&self) -> Result<(Known, BTreeMap<String, String>), RepositoryError> {
+        let Some(folder) = &self.plan.folder else {
+            let known = self
+                .plan
+                .specs
+                .iter()
+                .map(|spec| {
+                    let versions = match &spec.source {
+                        ModelSource::File(path) => BTreeMap::from([(1, path.clone())]),
+                        ModelSource::Folder(folder) => scan::versions(folder),
+                    };
+                    (
+                        spec.name.clone(),
+                        scan::Found {
+                            spec: spec.clone(),
+                            versions,
+                        },
+                    )
+                })
+                .collect();
+            return Ok((known, BTreeMap::new()));
+        };
+        let scan =
+            scan::scan(folder, &self.plan.batching).map_err(|source| RepositoryError::Folder {
+                path: folder.display().to_string(),
+                source,
+            })?;
+        let unreadable: BTreeMap<String, String> = scan
+            .unreadable
+            .into_iter()
+            .map(|u| (u.name, u.reason))
+            .collect();
+        for (name, reason) in &unreadable {
+            log::warn!("model folder {name:?} cannot be served: {reason}");
+        }
+        self.repository.set_unreadable(unreadable.clone());
+        Ok((scan.models, unreadable))
+    }
+
+    /// Loads the versions of `found` that its policy picks and are not resident, then takes
+    /// out of service those it no longer picks (once one it picks is ready). With
+    /// `polling`, a version whose load failed is tried again only once its file changed.
+    fn bring_to_policy(
+        &mut self,
+        found: &scan::Found,
+        polling: bool,
+    ) -> Result<(), RepositoryError> {
+        let spec = &found.spec;
+        let name = spec.name.as_str();
+        let model = self.repository.model_or_new(name);
+        model.versions_mut().set_wanted(true);
+        let available: Vec<u64> = found.versions.keys().copied().collect();
+        let picked = spec.version_policy.select(&available);
+        if picked.is_empty() {
+            let why = match &spec.source {
+                ModelSource::Folder(folder) if available.is_empty() => format!(
+                    "no numbered folder in {} holds a {}",
+                    folder.display(),
+                    scan::MODEL_FILE
+                ),
+                _ => format!(
+                    "version-policy {} picks none of the versions there ({available:?})",
+                    spec.version_policy
+                ),
+            };
+            let error = RepositoryError::NoVersion {
+                name: name.to_string(),
+                why,
+            };
+            if model.versions().serving().is_empty() {
+                return Err(error);
+            }
+            log::warn!("{error}; the versions serving stay");
+            return Ok(());
+        }
+        let mut first_error = None;
+        let resident: Vec<u64> = model.versions().serving().keys().copied().collect();
+        let to_load: Vec<u64> = picked
+            .iter()
+            .copied()
+            .filter(|version| !resident.contains(version))
+            .collect();
+        let stage = if to_load.is_empty() {
+            None
+        } else {
+            match &spec.text {
+                Some(text) => match TextStage::load(text) {
+                    Ok(stage) => Some(stage),
+                    Err(source) => {
+                        return Err(RepositoryError::Text {
+                            name: name.to_string(),
+                            source,
+                        })
+                    }
+                },
+                None => None,
+            }
+        };
+        for version in to_load {
+            let path = &found.versions[&version];
+            let key = (name.to_string(), version);
+            let stamp = FileStamp::of(path);
+            if polling && self.failed.get(&key) == Some(&stamp) {
+                continue;
+            }
+            match self.load_version(&model, spec, version, path, stage.as_ref()) {
+                Ok(()) => {
+                    self.failed.remove(&key);
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    self.metrics.model_load_failed(name);
+                    model
+                        .versions_mut()
+                        .set_state(version, VersionState::Unavailable(e.to_string()));
+                    self.failed.insert(key, stamp);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // The old go once a version the policy picks is ready.
+        let going: Vec<u64> = {
+            let versions = model.versions();
+            let serving = versions.serving();
+            if picked.iter().any(|version| serving.contains_key(version)) {
+                serving
+                    .keys()
+                    .copied()
+                    .filter(|version| !picked.contains(version))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for version in going {
+            model.versions_mut().remove(version);
+            self.retire(name, version);
+        }
+        {
+            // Forget failures of versions no longer there.
+            let mut versions = model.versions_mut();
+            let stale: Vec<u64> = versions
+                .others()
+                .keys()
+                .copied()
+                .filter(|version| !found.versions.contains_key(version))
+                .collect();
+            for version in stale {
+                versions.forget(version);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Loads one version beside those serving; it takes requests once warmed up.
+    fn load_version(
+        &mut self,
+        model: &ModelHandle,
+        spec: &ModelSpec,
+        version: u64,
+        path: &Path,
+        stage: Option<&TextStage>,
+    ) -> Result<(), RepositoryError> {
+        let name = spec.name.as_str();
+        model
+            .versions_mut()
+            .set_state(version, VersionState::Loading);
+        let (queue, receiver, counts) = batcher::queue(spec.batching.max_queue_size as usize);
+        let stats = Arc::new(ModelStats::default());
+        let metrics = self.metrics.for_model(name, version);
+        let order = LoadOrder {
+            name: name.to_string(),
+            version,
+            path: path.to_path_buf(),
+            intra_op_threads: spec.intra_op_threads,
+            batching: spec.batching.clone(),
+            pad_id: stage.map_or(0, TextStage::pad_id),
+            queue: receiver,
+            counts,
+            stats: Arc::clone(&stats),
+            metrics: metrics.clone(),
+        };
+        let mut loaded = self
+            .gpu
+            .load(order)
+            .map_err(|source| RepositoryError::Load {
+                name: name.to_string(),
+                version,
+                source: Box::new(source),
+            })?;
+        let text = match stage {
+            Some(stage) => match stage.clone().bind(&loaded.signature) {
+                Ok(text) => {
+                    loaded.text = Some(text.info().clone());
+                    Some(text)
+                }
+                Err(source) => {
+                    // Resident but of no use: freed at once (nothing was queued).
+                    self.gpu.retire(name, version);
+                    return Err(RepositoryError::Text {
+                        name: name.to_string(),
+                        source,
+                    });
+                }
+            },
+            None => None,
+        };
+        self.metrics.model_loaded(&loaded);
+        let handle = VersionHandle::new(loaded, queue, spec.batching.clone(), stats, metrics, text);
+        model.versions_mut().add(Arc::new(handle));
+        log::info!("model {name:?} version {version} takes requests");
+        Ok(())
+    }
+
+    /// Has a version taken out of the routing table run what it holds, then be freed.
+    fn retire(&self, name: &str, version: u64) {
+        self.metrics.model_retiring(name, version);
+        self.gpu.retire(name, version);
+        log::info!("model {name:?} version {version} takes no new requests");
+    }
+}
+
+/// The models found, by name.
+type Known = BTreeMap<String, scan::Found>;
+
+/// "\"a\", \"b\"" of the models found, or "no model".
+fn names_of(known: &Known) -> String {
+    names(known.keys())
+}
