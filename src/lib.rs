@@ -159,17 +159,33 @@ pub fn preflight(config: &Config) -> Result<String, Error> {
         }
         specs.extend(scan.models.into_values().map(|found| found.spec));
     }
+    let mut served = Vec::with_capacity(specs.len());
     for spec in &specs {
-        if let ModelSource::File(path) = &spec.source {
-            model::file::check_model_file(path).map_err(|e| Error::Gpu(GpuError::Model(e)))?;
-        }
+        let versions = match &spec.source {
+            ModelSource::File(path) => {
+                model::file::check_model_file(path).map_err(|e| Error::Gpu(GpuError::Model(e)))?;
+                vec![1]
+            }
+            ModelSource::Folder(folder) => {
+                let found: Vec<u64> = repository::scan::versions(folder).into_keys().collect();
+                spec.version_policy.select(&found)
+            }
+        };
         if let Some(text) = &spec.text {
             TextStage::load(text)?;
         }
+        served.push(format!("{} {versions:?}", spec.name));
     }
     let (_, source, version) = backend::onnx::load_library(config.runtime_library())
         .map_err(|e| Error::Gpu(GpuError::Runtime(e)))?;
-    Ok(format!("ONNX Runtime {version} from {source}"))
+    Ok(format!(
+        "models (versions served at start): {}; ONNX Runtime {version} from {source}",
+        if served.is_empty() {
+            "none".to_string()
+        } else {
+            served.join(", ")
+        }
+    ))
 }
 
 /// Installs the logger: stderr, `level` and above, with the thread's name (or id, for the

@@ -320,8 +320,17 @@ impl Keeper {
                 name: name.to_string(),
                 known: format!("the repository holds {}", names_of(&known)),
             })?;
-        self.repository.model_or_new(name);
+        let model = self.repository.model_or_new(name);
+        let wanted_before = model.versions().wanted();
         let outcome = self.bring_to_policy(found, false);
+        if outcome.is_err() && !wanted_before {
+            // A failed load leaves things as they were: a model that was not served is still
+            // not, and does not make the sidecar NOT_READY.
+            let mut versions = model.versions_mut();
+            if versions.serving().is_empty() {
+                versions.set_wanted(false);
+            }
+        }
         self.repository.update_readiness();
         outcome
     }

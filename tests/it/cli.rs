@@ -217,6 +217,10 @@ fn check_config_validates_without_starting() {
     let stdout = sidecar.stdout();
     assert!(stdout.contains("valid"), "{stdout}");
     assert!(stdout.contains("ONNX Runtime 1."), "{stdout}");
+    assert!(
+        stdout.contains("models (versions served at start): model [1]"),
+        "{stdout}"
+    );
     // Nothing was started: no socket, and the model was not opened.
     assert_eq!(dir.entries(), ["model.bin", "sidecar.toml"]);
 
