@@ -157,7 +157,15 @@ impl Lifecycle {
     /// repository says so after each change). Returns the one recorded before.
     pub fn set_missing_model(&self, model: Option<&str>) -> Option<String> {
         let mut inner = self.lock();
-        std::mem::replace(&mut inner.missing_model, model.map(str::to_string))
+        let before = std::mem::replace(&mut inner.missing_model, model.map(str::to_string));
+        if before.is_some() != model.is_some() {
+            // Readiness changed within the state: subscribers look again.
+            let state = inner.state;
+            if let Some(subscribers) = inner.subscribers.as_mut() {
+                subscribers.retain(|s| s.unbounded_send(state).is_ok());
+            }
+        }
+        before
     }
 
     /// The model that should be served and is not, if any.

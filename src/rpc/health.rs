@@ -96,14 +96,18 @@ impl Health for HealthService {
         let mut last_sent = None;
         // The current status first, then one message per change of status. An unknown
         // service gets SERVICE_UNKNOWN and the call stays open, as the protocol says.
+        let lifecycle = Arc::clone(&self.lifecycle);
         let mut updates = self
             .lifecycle
             .subscribe()
             .map(move |state| {
-                if known {
-                    health_status(state)
-                } else {
+                if !known {
                     ServingStatus::SERVICE_UNKNOWN
+                } else if state == State::Ready && !lifecycle.is_ready() {
+                    // READY, with a model that should be served and has no version.
+                    ServingStatus::NOT_SERVING
+                } else {
+                    health_status(state)
                 }
             })
             .filter(move |status| future::ready(last_sent.replace(*status) != Some(*status)))

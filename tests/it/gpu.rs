@@ -406,3 +406,60 @@ fn a_model_larger_than_free_device_memory_exits_1() {
     assert!(log.contains("needs 1.00 TiB but GPU 0 has only"), "{log}");
     assert_eq!(dir.entries(), ["huge.bin", "sidecar.toml"], "left behind");
 }
+
+/// A load on request that does not fit in the device's free memory is refused before the
+/// file is read, with RESOURCE_EXHAUSTED naming what it needs and what is free; the sidecar
+/// serves on, READY.
+#[test]
+fn a_load_on_request_larger_than_free_device_memory_is_refused_and_the_sidecar_serves_on() {
+    use gpu_sidecar::proto::grpc_service::RepositoryModelLoadRequest;
+
+    let dir = TestDir::new();
+    let big = dir.path().join("models").join("big").join("1");
+    fs::create_dir_all(&big).unwrap();
+    fs::write(big.join("model.onnx"), vec![0u8; 4096]).unwrap();
+    let config = format!(
+        "[sidecar]\nrepository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = []\n\
+         [sidecar.rpc]\nendpoint = \"unix:{}\"\n[sidecar.health]\nport = 0\n[sidecar.log]\nlevel = \"debug\"\n",
+        dir.socket().display()
+    );
+    let (lib_dir, log) = fake_driver(&dir);
+    let log_path = log.to_str().unwrap().to_string();
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&config),
+        &[
+            ("LD_LIBRARY_PATH", lib_dir.as_str()),
+            ("FAKE_CUDA_LOG", log_path.as_str()),
+            ("FAKE_CUDA_FREE_BYTES", "1000"),
+        ],
+    );
+    sidecar.wait_ready();
+    let client = crate::inference::client(&sidecar.grpc_target());
+    let refused = client.repository_model_load_opt(
+        &RepositoryModelLoadRequest {
+            model_name: "big".into(),
+            ..Default::default()
+        },
+        CallOption::default().timeout(PATIENCE),
+    );
+    let (code, message) = crate::inference::status_of(refused);
+    assert_eq!(code, grpcio::RpcStatusCode::RESOURCE_EXHAUSTED, "{message}");
+    assert!(
+        message.contains("needs 4.00 KiB but GPU 0 has only 1000 B free"),
+        "{message}"
+    );
+    assert_eq!(
+        crate::util::http(sidecar.health_addr(), "GET", "/health/ready")
+            .unwrap()
+            .0,
+        200
+    );
+    assert!(
+        sidecar.log().contains("needs 4.00 KiB"),
+        "{}",
+        sidecar.log()
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    assert_context_only_on_one_thread(&log, sidecar.pid());
+}

@@ -34,7 +34,11 @@ use crate::inference::{
     assert_outputs, client, closed_cleanly, expected, outputs, patient, raw_request, slow_request,
     status_of, Expected,
 };
-use crate::util::{expect_exit, fixture_path, http, Scrape, Sidecar, TestDir, PATIENCE};
+use crate::util::{
+    call_option, expect_exit, fixture_path, health_request, http, Clients, Scrape, Sidecar,
+    TestDir, PATIENCE,
+};
+use gpu_sidecar::proto::health::health_check_response::ServingStatus;
 
 /// A config serving what `sidecar` says (lines of the `[sidecar]` table), on a socket in `dir`.
 fn config_text(dir: &TestDir, sidecar: &str, tables: &str) -> String {
@@ -461,6 +465,13 @@ fn swap_under_load(trigger: Trigger) {
     );
     let (status, _) = http(sidecar.health_addr(), "GET", "/health/ready").unwrap();
     assert_eq!(status, 200);
+    if trigger == Trigger::Poll {
+        // The newest version's folder removed: back to the version the policy then picks.
+        std::fs::remove_dir_all(repository.join("affine").join("2")).unwrap();
+        wait_until(&sidecar, "rolled back to version 1", || {
+            ready_versions(&client, "affine") == ["1"]
+        });
+    }
     stop(sidecar);
 }
 
@@ -561,6 +572,56 @@ fn a_broken_new_version_leaves_the_old_one_serving_and_says_why() {
         .model_infer_opt(&affine_row("affine", "", "fixed", 1), patient())
         .unwrap();
     assert_outputs(&response, &affine_outputs(&expected("affine_v2"), 1));
+    // A new model whose only version fails to load: the repository asks for it and it is
+    // not served, so the sidecar is not ready (HTTP, gRPC Check and Watch) until it is.
+    let clients = Clients::connect(&sidecar.grpc_target());
+    let mut watch = clients
+        .health
+        .watch_opt(&health_request(""), call_option())
+        .unwrap();
+    let mut next_status = || {
+        block_on(watch.next())
+            .unwrap()
+            .unwrap()
+            .status
+            .enum_value()
+            .unwrap()
+    };
+    assert_eq!(next_status(), ServingStatus::SERVING);
+    let late = repository.join(".late");
+    std::fs::create_dir_all(late.join("1")).unwrap();
+    std::fs::write(late.join("1").join("model.onnx"), b"broken").unwrap();
+    std::fs::rename(&late, repository.join("late")).unwrap();
+    assert_eq!(next_status(), ServingStatus::NOT_SERVING);
+    assert_eq!(
+        http(sidecar.health_addr(), "GET", "/health/ready")
+            .unwrap()
+            .0,
+        503
+    );
+    assert_eq!(
+        clients.health_check("").unwrap().status.enum_value(),
+        Ok(ServingStatus::NOT_SERVING)
+    );
+    assert!(
+        sidecar
+            .log()
+            .contains("model \"late\" should be served and has no ready version"),
+        "{}",
+        sidecar.log()
+    );
+    std::fs::copy(
+        fixture_path("models/affine.onnx"),
+        repository.join("late").join("1").join("model.onnx"),
+    )
+    .unwrap();
+    assert_eq!(next_status(), ServingStatus::SERVING);
+    assert_eq!(
+        http(sidecar.health_addr(), "GET", "/health/ready")
+            .unwrap()
+            .0,
+        200
+    );
     stop(sidecar);
 }
 
