@@ -66,6 +66,17 @@ def load_expected(fixture):
     return features, scores
 
 
+def refused_not_found(call, name, what):
+    """Checks that `call` fails with NOT_FOUND, its message naming `name`."""
+    try:
+        call()
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.NOT_FOUND" and name in e.message(),
+              f"{what}: {e.status()} {e.message()}")
+        return
+    check(False, f"{what} is refused")
+
+
 def check_repository(url):
     """The repository extension through the client's own calls: index, load, unload."""
     client = grpcclient.InferenceServerClient(url)
@@ -80,12 +91,7 @@ def check_repository(url):
     features, scores_v2 = load_expected("affine_v2")
     tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
     tensor.set_data_from_numpy(features)
-    try:
-        client.infer("second", [tensor])
-        check(False, "a model not loaded is refused")
-    except InferenceServerException as e:
-        check(e.status() == "StatusCode.NOT_FOUND" and "second" in e.message(),
-              f"not loaded: {e.status()} {e.message()}")
+    refused_not_found(lambda: client.infer("second", [tensor]), "second", "a model not loaded")
     client.load_model("second")
     check(client.is_model_ready("second"), "second ready after load_model")
     check(client.is_model_ready("second", "1"), "second version 1 ready")
@@ -98,12 +104,7 @@ def check_repository(url):
     client.unload_model("second")
     check(not client.is_model_ready("second"), "second not ready after unload_model")
     check(client.is_server_ready(), "an explicit unload leaves the server ready")
-    try:
-        client.infer("second", [tensor])
-        check(False, "an unloaded model is refused")
-    except InferenceServerException as e:
-        check(e.status() == "StatusCode.NOT_FOUND" and "second" in e.message(),
-              f"unloaded: {e.status()} {e.message()}")
+    refused_not_found(lambda: client.infer("second", [tensor]), "second", "an unloaded model")
     try:
         client.load_model("no-such-model")
         check(False, "an unknown model's load is refused")

@@ -926,14 +926,17 @@ fn load_and_unload_are_refused_unless_control_is_explicit() {
 #[test]
 fn a_repository_that_cannot_be_served_exits_2_and_names_why() {
     let dir = TestDir::new();
-    let envs = [("CUDA_VISIBLE_DEVICES", "")];
+    // The log of a sidecar on `[sidecar]` lines and tables that must exit 2.
+    let exits_2 = |sidecar: &str, tables: &str| {
+        expect_exit(
+            2,
+            &dir,
+            &config_text(&dir, sidecar, tables),
+            &[("CUDA_VISIBLE_DEVICES", "")],
+        )
+    };
     // No such folder.
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(&dir, "repository = \"absent\"", ""),
-        &envs,
-    );
+    let log = exits_2("repository = \"absent\"", "");
     assert!(log.contains("absent"), "{log}");
     // A model.toml with a bad key.
     let repository = dir.path().join("models");
@@ -943,71 +946,34 @@ fn a_repository_that_cannot_be_served_exits_2_and_names_why() {
         "version-policy = { latest = 0 }\n",
     )
     .unwrap();
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(&dir, "repository = \"models\"", ""),
-        &envs,
-    );
+    let log = exits_2("repository = \"models\"", "");
     assert!(log.contains("version-policy"), "{log}");
     std::fs::remove_file(repository.join("affine").join("model.toml")).unwrap();
     // A version that is not a model.
     let broken = repository.join("broken").join("1");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("model.onnx"), b"not onnx").unwrap();
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(&dir, "repository = \"models\"", ""),
-        &envs,
-    );
+    let log = exits_2("repository = \"models\"", "");
     assert!(log.contains("\"broken\""), "{log}");
     // A startup model the repository does not hold.
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(
-            &dir,
-            "repository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = [\"nope\"]",
-            "",
-        ),
-        &envs,
+    let log = exits_2(
+        "repository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = [\"nope\"]",
+        "",
     );
     assert!(log.contains("\"nope\""), "{log}");
     // A model twice, and a repository beside the shorthand.
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(
-            &dir,
-            "",
-            "[[sidecar.models]]\nname = \"a\"\nuri = \"x.onnx\"\n[[sidecar.models]]\nname = \"a\"\nuri = \"y.onnx\"\n",
-        ),
-        &envs,
-    );
+    let log = exits_2("", "[[sidecar.models]]\nname = \"a\"\nuri = \"x.onnx\"\n[[sidecar.models]]\nname = \"a\"\nuri = \"y.onnx\"\n");
     assert!(log.contains("sidecar.models[1].name"), "{log}");
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(
-            &dir,
-            "repository = \"models\"",
-            "[sidecar.model]\nuri = \"x.onnx\"\n",
-        ),
-        &envs,
+    let log = exits_2(
+        "repository = \"models\"",
+        "[sidecar.model]\nuri = \"x.onnx\"\n",
     );
     assert!(log.contains("sidecar.repository"), "{log}");
     // A version policy for a single file.
     dir.copy_fixture("affine", "affine.onnx");
-    let log = expect_exit(
-        2,
-        &dir,
-        &config_text(
-            &dir,
-            "",
-            "[[sidecar.models]]\nname = \"a\"\nuri = \"affine.onnx\"\nversion-policy = \"all\"\n",
-        ),
-        &envs,
+    let log = exits_2(
+        "",
+        "[[sidecar.models]]\nname = \"a\"\nuri = \"affine.onnx\"\nversion-policy = \"all\"\n",
     );
     assert!(log.contains("sidecar.models[0].version-policy"), "{log}");
     assert!(!dir.socket().exists(), "a socket was left behind");
