@@ -301,15 +301,23 @@ pub struct ModelSettings {
 impl ModelSettings {
     /// Parses a `model.toml`; relative paths in it resolve against `folder`, the model's.
     /// Fails with the key and what is wrong with it.
-    pub fn parse(text: &str, folder: &Path) -> Result<ModelSettings, (String, String)> {
+    /// `default_batching` is `[sidecar.batching]`, which a file without `[batching]` gets.
+    pub fn parse(
+        text: &str,
+        folder: &Path,
+        default_batching: &BatchingConfig,
+    ) -> Result<ModelSettings, (String, String)> {
         let mut settings: ModelSettings =
             serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
                 let key = e.path().to_string();
                 (key, e.into_inner().to_string().trim_end().to_string())
             })?;
-        let batching = settings.batching.clone().unwrap_or_default();
+        let (batching, batching_key) = match &settings.batching {
+            Some(batching) => (batching.clone(), "batching"),
+            None => (default_batching.clone(), "sidecar.batching"),
+        };
         if let Some(text) = &mut settings.text {
-            validate_text(text, "text", folder, &batching)?;
+            validate_text(text, "text", folder, &batching, batching_key)?;
         }
         Ok(settings)
     }
@@ -450,12 +458,14 @@ fn poll_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::
     Ok(interval)
 }
 
-/// Checks a text table (`key` is its dotted name) and resolves its tokenizer against `base`.
+/// Checks a text table (`key` is its dotted name) and resolves its tokenizer against `base`;
+/// `batching` is the model's, the table `batching_key` names.
 fn validate_text(
     text: &mut TextConfig,
     key: &str,
     base: &Path,
     batching: &BatchingConfig,
+    batching_key: &str,
 ) -> Result<(), (String, String)> {
     if text.tokenizer.as_os_str().is_empty() {
         return Err((
@@ -482,7 +492,7 @@ fn validate_text(
         if let Some(max_length) = text.max_length {
             if max_length > batching.max_batch_tokens {
                 return Err((
-                    "sidecar.batching.max-batch-tokens".to_string(),
+                    format!("{batching_key}.max-batch-tokens"),
                     format!(
                         "is {}, less than one text of {key}.max-length ({max_length}): raise it",
                         batching.max_batch_tokens
@@ -1210,7 +1220,13 @@ impl Config {
                 model.uri.path = base.join(&model.uri.path);
             }
             if let Some(text) = &mut model.text {
-                validate_text(text, "sidecar.model.text", base, &self.batching)?;
+                validate_text(
+                    text,
+                    "sidecar.model.text",
+                    base,
+                    &self.batching,
+                    "sidecar.batching",
+                )?;
             }
             if model
                 .runtime_library
@@ -1256,9 +1272,12 @@ impl Config {
                     ),
                 ));
             }
-            let batching = table.batching.clone().unwrap_or(self.batching.clone());
+            let (batching, batching_key) = match &table.batching {
+                Some(batching) => (batching.clone(), format!("{key}.batching")),
+                None => (self.batching.clone(), "sidecar.batching".to_string()),
+            };
             if let Some(text) = &mut table.text {
-                validate_text(text, &format!("{key}.text"), base, &batching)?;
+                validate_text(text, &format!("{key}.text"), base, &batching, &batching_key)?;
             }
         }
         if let Some(repository) = &mut self.repository {
@@ -1502,6 +1521,46 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, Problem> {
         Config::parse(text, Path::new("/etc/flink"))
+    }
+
+    #[test]
+    fn a_models_text_is_checked_against_its_own_batching() {
+        let tables = MINIMAL.replace(
+            "[sidecar.model]\n        uri = \"model.bin\"",
+            "[[sidecar.models]]\nname = \"embed\"\nuri = \"m.onnx\"\n\
+             [sidecar.models.text]\ntokenizer = \"t.json\"\nmax-length = 512\n\
+             [sidecar.models.batching]\nmax-batch-tokens = 256\n",
+        );
+        let (key, message) = parse_err(&tables);
+        assert_eq!(
+            key, "sidecar.models[0].batching.max-batch-tokens",
+            "{message}"
+        );
+        assert!(
+            message.contains("sidecar.models[0].text.max-length"),
+            "{message}"
+        );
+        let folder = Path::new("/models/embed");
+        let (key, _) = ModelSettings::parse(
+            "[text]\ntokenizer = \"t.json\"\nmax-length = 512\n",
+            folder,
+            &BatchingConfig {
+                max_batch_tokens: 256,
+                ..BatchingConfig::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(key, "sidecar.batching.max-batch-tokens");
+        let settings = ModelSettings::parse(
+            "[text]\ntokenizer = \"t.json\"\n",
+            folder,
+            &BatchingConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.text.unwrap().tokenizer,
+            Path::new("/models/embed/t.json")
+        );
     }
 
     fn parse_err(text: &str) -> (String, String) {

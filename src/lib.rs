@@ -171,6 +171,21 @@ pub fn preflight(config: &Config) -> Result<String, Error> {
                 spec.version_policy.select(&found)
             }
         };
+        let at_start = config
+            .startup_models
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|name| name.0 == spec.name));
+        if versions.is_empty() && at_start {
+            return Err(RepositoryError::NoVersion {
+                name: spec.name.clone(),
+                why: format!(
+                    "version-policy {} picks none of the numbered folders holding a {}",
+                    spec.version_policy,
+                    repository::scan::MODEL_FILE
+                ),
+            }
+            .into());
+        }
         if let Some(text) = &spec.text {
             TextStage::load(text)?;
         }

@@ -98,6 +98,9 @@ impl GpuError {
     }
 }
 
+/// What ends the execution in progress of each resident session, by its load's number.
+type Interrupters = std::collections::BTreeMap<u64, Interrupter>;
+
 /// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
 pub type HeartbeatReply = Option<MemorySample>;
 
@@ -173,7 +176,7 @@ pub struct GpuOwner {
     commands: Sender<GpuCommand>,
     load: Arc<LoadControl>,
     /// End the executions of the resident sessions.
-    interrupters: Arc<Mutex<Vec<Interrupter>>>,
+    interrupters: Arc<Mutex<Interrupters>>,
     /// Set when stopping: a failed execution then means it was ended on purpose.
     stopping: Arc<AtomicBool>,
     /// Whether the thread holds a GPU context (cleared when auto mode falls back to the CPU).
@@ -200,7 +203,7 @@ impl GpuOwner {
         let (ready_sender, ready) = bounded(1);
         let load_control = Arc::new(LoadControl::default());
         let control = Arc::clone(&load_control);
-        let interrupters = Arc::new(Mutex::new(Vec::new()));
+        let interrupters = Arc::new(Mutex::new(Interrupters::new()));
         let interrupter_slot = Arc::clone(&interrupters);
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping_flag = Arc::clone(&stopping);
@@ -222,6 +225,7 @@ impl GpuOwner {
             let mut owner = Owner {
                 served: Vec::new(),
                 next: 0,
+                loads: 0,
                 metrics,
                 runtime: Box::new(runtime),
                 runtime_version,
@@ -312,7 +316,7 @@ impl GpuOwner {
             .interrupters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .values()
         {
             interrupter.interrupt();
         }
@@ -339,6 +343,9 @@ fn bring_up(
 struct Served {
     name: String,
     version: u64,
+    /// Which load made it resident: a version unloaded and loaded again before it was freed
+    /// is resident twice for a while, once retiring.
+    load_number: u64,
     session: Box<dyn Session>,
     /// Its inputs and outputs and how they batch.
     signature: Arc<Signature>,
@@ -374,13 +381,15 @@ struct Owner<'a> {
     served: Vec<Served>,
     /// Where the round-robin looks first for work.
     next: usize,
+    /// Loads carried out so far.
+    loads: u64,
     /// Where a freed version's series are removed.
     metrics: Arc<Metrics>,
     runtime: Box<dyn Backend>,
     runtime_version: String,
     gpu: GpuConfig,
     control: &'a LoadControl,
-    interrupters: &'a Mutex<Vec<Interrupter>>,
+    interrupters: &'a Mutex<Interrupters>,
     stopping: &'a AtomicBool,
     /// Cleared when the context is released early.
     context_held: &'a AtomicBool,
@@ -493,11 +502,9 @@ impl Owner<'_> {
                 true
             }
             GpuCommand::Retire { name, version } => {
-                match self
-                    .served
-                    .iter_mut()
-                    .find(|served| served.name == name && served.version == version)
-                {
+                match self.served.iter_mut().find(|served| {
+                    served.name == name && served.version == version && !served.retiring
+                }) {
                     Some(served) => {
                         log::info!("model {name:?} version {version}: takes no new requests; freed once its {} queued request(s) have run", served.counts.waiting());
                         served.retiring = true;
@@ -523,11 +530,24 @@ impl Owner<'_> {
             let Served {
                 name,
                 version,
+                load_number,
                 session,
                 ..
             } = served;
+            self.interrupters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&load_number);
             drop(session);
-            self.metrics.model_freed(&name, version);
+            // A version unloaded and loaded again before this copy was freed shares its
+            // series: they stay for the copy that serves.
+            if !self
+                .served
+                .iter()
+                .any(|other| other.name == name && other.version == version)
+            {
+                self.metrics.model_freed(&name, version);
+            }
             log::info!("model {name:?} version {version}: freed its session");
         }
     }
@@ -535,6 +555,8 @@ impl Owner<'_> {
     /// Makes the version of `order` resident, beside those served, and serves its queue.
     fn load(&mut self, order: LoadOrder) -> Result<LoadedModel, GpuError> {
         let started = Instant::now();
+        self.loads += 1;
+        let load_number = self.loads;
         let path = order.path.clone();
         if let Some(context) = &self.context {
             // A regular file tells its size: refuse a model that cannot fit before reading it.
@@ -639,7 +661,7 @@ impl Owner<'_> {
         self.interrupters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(session.interrupter());
+            .insert(load_number, session.interrupter());
         let policy = BatchPolicy {
             max_rows: signature.max_batch_size as usize,
             max_tokens: order.batching.max_batch_tokens as usize,
@@ -650,6 +672,7 @@ impl Owner<'_> {
         self.served.push(Served {
             name: order.name,
             version: order.version,
+            load_number,
             session,
             signature,
             queue: order.queue,
@@ -865,7 +888,7 @@ mod tests {
     /// What an [`Owner`] borrows, made for a test, with no GPU.
     struct Parts {
         control: LoadControl,
-        interrupters: Mutex<Vec<Interrupter>>,
+        interrupters: Mutex<Interrupters>,
         stopping: AtomicBool,
         context_held: AtomicBool,
         loading_since: Mutex<Option<Instant>>,
@@ -876,7 +899,7 @@ mod tests {
         fn new() -> Self {
             Parts {
                 control: LoadControl::default(),
-                interrupters: Mutex::new(Vec::new()),
+                interrupters: Mutex::new(Interrupters::new()),
                 stopping: AtomicBool::new(false),
                 context_held: AtomicBool::new(false),
                 loading_since: Mutex::new(None),
@@ -889,6 +912,7 @@ mod tests {
             Owner {
                 served: Vec::new(),
                 next: 0,
+                loads: 0,
                 metrics: Arc::clone(&self.metrics),
                 runtime: Box::new(EchoBackend),
                 runtime_version: "test".to_string(),
@@ -914,21 +938,11 @@ mod tests {
 
     /// A job of `rows` rows, each value `fill`, answered on the returned channel.
     fn job(rows: u8, fill: u8) -> (Job, mpsc::Receiver<JobResult>) {
-        let (tx, rx) = mpsc::channel::<JobResult>();
-        let job = Job::new(
-            vec![Tensor {
-                shape: vec![i64::from(rows), 2],
-                data: vec![fill; usize::from(rows) * 2 * 4],
-            }],
-            usize::from(rows),
-            vec![0],
-            None,
-            Arc::new(AtomicBool::new(false)),
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        );
-        (job, rx)
+        let input = Tensor {
+            shape: vec![i64::from(rows), 2],
+            data: vec![fill; usize::from(rows) * 2 * 4],
+        };
+        Job::for_tests(vec![input], usize::from(rows))
     }
 
     /// Loads version `version` of model `name` on `owner`; returns its queue and statistics.

@@ -435,8 +435,8 @@ mod tests {
     use super::*;
     use crate::model::job::JobResult;
     use crate::tensor::TensorSpec;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
 
     fn job(rows: usize, width: i64, tag: u8) -> (Job, mpsc::Receiver<JobResult>) {
         let input = Tensor {
@@ -447,18 +447,7 @@ mod tests {
     }
 
     fn job_of(inputs: Vec<Tensor>, rows: usize) -> (Job, mpsc::Receiver<JobResult>) {
-        let (tx, rx) = mpsc::channel();
-        let job = Job::new(
-            inputs,
-            rows,
-            vec![0],
-            None,
-            Arc::new(AtomicBool::new(false)),
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        );
-        (job, rx)
+        Job::for_tests(inputs, rows)
     }
 
     const POLICY: BatchPolicy = BatchPolicy {

@@ -96,6 +96,29 @@ impl std::fmt::Debug for Job {
     }
 }
 
+#[cfg(test)]
+impl Job {
+    /// A job of `inputs` (`rows` rows) asking for output 0, with no deadline, answered on the
+    /// returned channel.
+    pub fn for_tests(
+        inputs: Vec<Tensor>,
+        rows: usize,
+    ) -> (Job, std::sync::mpsc::Receiver<JobResult>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = Job::new(
+            inputs,
+            rows,
+            vec![0],
+            None,
+            Arc::new(AtomicBool::new(false)),
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        (job, rx)
+    }
+}
+
 impl Job {
     pub fn new(
         inputs: Vec<Tensor>,

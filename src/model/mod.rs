@@ -53,6 +53,9 @@ pub enum AdmitError {
     /// No model of that name is served or known.
     #[error("unknown model {name:?}: this sidecar serves {served}")]
     UnknownModel { name: String, served: String },
+    /// The model's first version is being loaded: worth a retry.
+    #[error("model {name:?} is loading and takes requests once a version of it is warmed up: retry shortly")]
+    ModelLoading { name: String },
     /// The model is known but no version of it is loaded.
     #[error("model {name:?} is not loaded ({why}); load it with RepositoryModelLoad, or see RepositoryIndex")]
     NotLoaded { name: String, why: String },
@@ -122,7 +125,15 @@ impl Versions {
             let known = asked
                 .parse::<u64>()
                 .is_ok_and(|version| self.others.contains_key(&version));
-            if self.serving.is_empty() && !known {
+            let loading = self
+                .others
+                .values()
+                .any(|state| *state == VersionState::Loading);
+            if self.serving.is_empty() && !known && loading {
+                AdmitError::ModelLoading {
+                    name: name.to_string(),
+                }
+            } else if self.serving.is_empty() && !known {
                 AdmitError::NotLoaded {
                     name: name.to_string(),
                     why: self.why_not_serving(),
@@ -156,13 +167,6 @@ impl Versions {
     fn why_not_serving(&self) -> String {
         if let Some((version, VersionState::Unavailable(reason))) = self.others.iter().next_back() {
             return format!("version {version} failed to load: {reason}");
-        }
-        if self
-            .others
-            .values()
-            .any(|state| *state == VersionState::Loading)
-        {
-            return "it is loading".to_string();
         }
         if self.wanted {
             "it has no version to load".to_string()

@@ -546,7 +546,7 @@ impl Keeper {
             self.retire(name, version);
         }
         {
-            // Forget failures of versions no longer there.
+            // Forget what became of versions no longer there.
             let mut versions = model.versions_mut();
             let stale: Vec<u64> = versions
                 .others()
@@ -558,6 +558,8 @@ impl Keeper {
                 versions.forget(version);
             }
         }
+        self.failed
+            .retain(|(model, version), _| model != name || found.versions.contains_key(version));
         first_error.map_or(Ok(()), Err)
     }
 

@@ -84,7 +84,7 @@ fn read_model(folder: &Path, name: &str, batching: &BatchingConfig) -> Result<Fo
     ModelName::try_from(name.to_string())?;
     let settings_path = folder.join(SETTINGS_FILE);
     let settings = match fs::read_to_string(&settings_path) {
-        Ok(text) => ModelSettings::parse(&text, folder)
+        Ok(text) => ModelSettings::parse(&text, folder, batching)
             .map_err(|(key, message)| format!("{}: `{key}`: {message}", settings_path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModelSettings::default(),
         Err(e) => return Err(format!("cannot read {}: {e}", settings_path.display())),

@@ -77,9 +77,9 @@ impl Failure {
                 | AdmitError::NotLoaded { .. }
                 | AdmitError::NoSuchVersion { .. },
             ) => (Code::NOT_FOUND, Outcome::Invalid),
-            Failure::Admission(AdmitError::VersionUnavailable { .. }) => {
-                (Code::UNAVAILABLE, Outcome::Unavailable)
-            }
+            Failure::Admission(
+                AdmitError::VersionUnavailable { .. } | AdmitError::ModelLoading { .. },
+            ) => (Code::UNAVAILABLE, Outcome::Unavailable),
             Failure::Repository(e) => (repository_code(e), Outcome::Invalid),
             Failure::Request(RequestError::Invalid(_) | RequestError::TooLarge { .. })
             | Failure::Text(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn each_failure_has_its_code_and_outcome() {
-        let cases: [(Failure, RpcStatusCode, Outcome); 12] = [
+        let cases: [(Failure, RpcStatusCode, Outcome); 13] = [
             (
                 RequestError::NotFound("m".into()).into(),
                 RpcStatusCode::NOT_FOUND,
@@ -215,6 +215,11 @@ mod tests {
                 .into(),
                 RpcStatusCode::INTERNAL,
                 Outcome::Internal,
+            ),
+            (
+                AdmitError::ModelLoading { name: "m".into() }.into(),
+                RpcStatusCode::UNAVAILABLE,
+                Outcome::Unavailable,
             ),
             (
                 AdmitError::NoSuchVersion {

@@ -128,6 +128,51 @@ fn wait_until(sidecar: &Sidecar, what: &str, mut condition: impl FnMut() -> bool
     }
 }
 
+/// `RepositoryModelLoad` of `name`.
+fn load(
+    client: &GrpcInferenceServiceClient,
+    name: &str,
+) -> grpcio::Result<RepositoryModelLoadResponse> {
+    client.repository_model_load_opt(
+        &RepositoryModelLoadRequest {
+            model_name: name.into(),
+            ..Default::default()
+        },
+        patient(),
+    )
+}
+
+/// `RepositoryModelUnload` of `name`.
+fn unload(
+    client: &GrpcInferenceServiceClient,
+    name: &str,
+) -> grpcio::Result<RepositoryModelUnloadResponse> {
+    client.repository_model_unload_opt(
+        &RepositoryModelUnloadRequest {
+            model_name: name.into(),
+            ..Default::default()
+        },
+        patient(),
+    )
+}
+
+/// The HTTP status of `/health/ready`.
+fn ready_status(sidecar: &Sidecar) -> u16 {
+    http(sidecar.health_addr(), "GET", "/health/ready")
+        .unwrap()
+        .0
+}
+
+/// Asserts READY by `ServerReady` and `/health/ready`.
+fn assert_ready(sidecar: &Sidecar, client: &GrpcInferenceServiceClient) {
+    let ready = client
+        .server_ready_opt(&Default::default(), patient())
+        .unwrap()
+        .ready;
+    assert!(ready, "ServerReady false; log:\n{}", sidecar.log());
+    assert_eq!(ready_status(sidecar), 200, "{}", sidecar.log());
+}
+
 fn model_ready(client: &GrpcInferenceServiceClient, name: &str, version: &str) -> bool {
     client
         .model_ready_opt(
@@ -191,59 +236,65 @@ fn two_models_are_served_at_once_and_a_busy_one_does_not_starve_the_other() {
     let dir = TestDir::new();
     dir.copy_fixture("affine", "affine.onnx");
     dir.copy_fixture("slow", "slow.onnx");
-    // The slow model runs one request per execution, so a burst of it is many executions.
+    // "busy" (the slow fixture) runs one request per execution, so a burst of it is many
+    // executions. It sorts (and loads) before "light": a scheduler that favoured the first
+    // model with work, rather than taking turns, would make light wait for the whole burst.
     let sidecar = serve(
         &dir,
         "",
         r#"
 [[sidecar.models]]
-name = "affine"
+name = "light"
 uri = "affine.onnx"
 
 [[sidecar.models]]
-name = "slow"
+name = "busy"
 uri = "slow.onnx"
 [sidecar.models.batching]
 max-batch-size = 1
 "#,
     );
     let client = client(&sidecar.grpc_target());
+    let busy_request = |id: &str, iterations: i64| ModelInferRequest {
+        model_name: "busy".into(),
+        ..slow_request(id, iterations)
+    };
     // Both answer as ONNX Runtime computes them.
     let affine = expected("affine");
     let response = client
-        .model_infer_opt(&raw_request("affine", "a", &affine.inputs), patient())
+        .model_infer_opt(&raw_request("light", "a", &affine.inputs), patient())
         .unwrap();
     assert_outputs(&response, &affine.outputs);
     let response = client
-        .model_infer_opt(&slow_request("s", 7), patient())
+        .model_infer_opt(&busy_request("s", 7), patient())
         .unwrap();
     assert_eq!(outputs(&response)["out"].values, [7.0]);
-    assert!(model_ready(&client, "affine", "") && model_ready(&client, "slow", ""));
-    // A burst of 10 slow requests of about 400 ms each; once the second runs, one request of
-    // affine. Served in turn, it waits for the execution running (and, if the scrape was
+    assert!(model_ready(&client, "light", "") && model_ready(&client, "busy", ""));
+    // A burst of 10 requests of busy, about 400 ms each; once the second runs, one request of
+    // light. Served in turn, it waits for the execution running (and, if the scrape was
     // slow, the one after), not for the 8 queued behind it.
     let burst = 10;
     let pending: Vec<_> = (0..burst)
         .map(|i| {
             client
-                .model_infer_async_opt(&slow_request(&format!("s{i}"), 200_000), patient())
+                .model_infer_async_opt(&busy_request(&format!("s{i}"), 200_000), patient())
                 .unwrap()
         })
         .collect();
-    wait_until(&sidecar, "the slow burst runs", || {
+    wait_until(&sidecar, "the burst runs", || {
         Scrape::fetch(sidecar.health_addr())
-            .get("gpu_sidecar_inference_queue_seconds_count{model=\"slow\"}")
+            .get("gpu_sidecar_inference_queue_seconds_count{model=\"busy\"}")
             >= 2.0
     });
     let response = client
-        .model_infer_opt(&affine_row("affine", "", "light", 0), patient())
+        .model_infer_opt(&affine_row("light", "", "light", 0), patient())
         .unwrap();
     assert_outputs(&response, &affine_outputs(&affine, 0));
-    let slow_done = |client: &GrpcInferenceServiceClient| {
+    let busy_done = |client: &GrpcInferenceServiceClient| {
         let stats = client
             .model_statistics_opt(
                 &ModelStatisticsRequest {
-                    name: "slow".into(),
+                    name: "busy".into(),
                     ..Default::default()
                 },
                 patient(),
@@ -252,16 +303,16 @@ max-batch-size = 1
         // Less the first request.
         stats.model_stats[0].inference_count - 1
     };
-    let ran_before = slow_done(&client);
+    let ran_before = busy_done(&client);
     assert!(
         ran_before <= 4,
-        "affine waited for {ran_before} slow executions of the burst, not the one running"
+        "light waited for {ran_before} executions of the burst, not the one running"
     );
     for (i, call) in pending.into_iter().enumerate() {
         let response = block_on(call).unwrap();
         assert_eq!(response.id, format!("s{i}"));
     }
-    assert_eq!(slow_done(&client), burst);
+    assert_eq!(busy_done(&client), burst);
     // Statistics per model, every model when none is named, and metrics labelled by model
     // and version.
     let all = client
@@ -275,29 +326,29 @@ max-batch-size = 1
     assert_eq!(
         counts,
         [
-            ("affine".to_string(), "1".to_string(), 6),
-            ("slow".to_string(), "1".to_string(), 1 + burst)
+            ("busy".to_string(), "1".to_string(), 1 + burst),
+            ("light".to_string(), "1".to_string(), 6)
         ]
     );
     let scrape = Scrape::fetch(sidecar.health_addr());
     assert_eq!(
         scrape.get(
-            "gpu_sidecar_inference_requests_total{model=\"affine\",outcome=\"ok\",version=\"1\"}"
+            "gpu_sidecar_inference_requests_total{model=\"light\",outcome=\"ok\",version=\"1\"}"
         ),
         2.0
     );
     assert_eq!(
         scrape.get(
-            "gpu_sidecar_inference_requests_total{model=\"slow\",outcome=\"ok\",version=\"1\"}"
+            "gpu_sidecar_inference_requests_total{model=\"busy\",outcome=\"ok\",version=\"1\"}"
         ),
         1.0 + burst as f64
     );
     assert_eq!(
-        scrape.get("gpu_sidecar_inference_executions_total{model=\"slow\",version=\"1\"}"),
+        scrape.get("gpu_sidecar_inference_executions_total{model=\"busy\",version=\"1\"}"),
         1.0 + burst as f64
     );
     assert_eq!(
-        scrape.get("gpu_sidecar_model_ready{model=\"affine\",version=\"1\"}"),
+        scrape.get("gpu_sidecar_model_ready{model=\"light\",version=\"1\"}"),
         1.0
     );
     stop(sidecar);
@@ -407,15 +458,7 @@ fn swap_under_load(trigger: Trigger) {
         Trigger::Poll => {}
         Trigger::Sighup => sidecar.signal(libc::SIGHUP),
         Trigger::LoadRpc => {
-            client
-                .repository_model_load_opt(
-                    &RepositoryModelLoadRequest {
-                        model_name: "affine".into(),
-                        ..Default::default()
-                    },
-                    patient(),
-                )
-                .unwrap();
+            load(&client, "affine").unwrap();
             // Loaded: it answers once version 2 takes requests and version 1 none.
             assert_eq!(ready_versions(&client, "affine"), ["2"]);
         }
@@ -463,8 +506,7 @@ fn swap_under_load(trigger: Trigger) {
         "version 1's series stay: {:#?}",
         scrape.samples
     );
-    let (status, _) = http(sidecar.health_addr(), "GET", "/health/ready").unwrap();
-    assert_eq!(status, 200);
+    assert_ready(&sidecar, &client);
     if trigger == Trigger::Poll {
         // The newest version's folder removed: back to the version the policy then picks.
         std::fs::remove_dir_all(repository.join("affine").join("2")).unwrap();
@@ -547,12 +589,7 @@ fn a_broken_new_version_leaves_the_old_one_serving_and_says_why() {
     assert!(message.contains("version \"2\""), "{message}");
     let scrape = Scrape::fetch(sidecar.health_addr());
     assert!(scrape.get("gpu_sidecar_model_load_failures_total{model=\"affine\"}") >= 1.0);
-    assert_eq!(
-        http(sidecar.health_addr(), "GET", "/health/ready")
-            .unwrap()
-            .0,
-        200
-    );
+    assert_eq!(ready_status(&sidecar), 200);
     // Polls do not retry the same file; a fixed file is tried again and takes over.
     let failures = scrape.get("gpu_sidecar_model_load_failures_total{model=\"affine\"}");
     std::fs::copy(
@@ -593,12 +630,7 @@ fn a_broken_new_version_leaves_the_old_one_serving_and_says_why() {
     std::fs::write(late.join("1").join("model.onnx"), b"broken").unwrap();
     std::fs::rename(&late, repository.join("late")).unwrap();
     assert_eq!(next_status(), ServingStatus::NOT_SERVING);
-    assert_eq!(
-        http(sidecar.health_addr(), "GET", "/health/ready")
-            .unwrap()
-            .0,
-        503
-    );
+    assert_eq!(ready_status(&sidecar), 503);
     assert_eq!(
         clients.health_check("").unwrap().status.enum_value(),
         Ok(ServingStatus::NOT_SERVING)
@@ -616,12 +648,7 @@ fn a_broken_new_version_leaves_the_old_one_serving_and_says_why() {
     )
     .unwrap();
     assert_eq!(next_status(), ServingStatus::SERVING);
-    assert_eq!(
-        http(sidecar.health_addr(), "GET", "/health/ready")
-            .unwrap()
-            .0,
-        200
-    );
+    assert_eq!(ready_status(&sidecar), 200);
     stop(sidecar);
 }
 
@@ -655,15 +682,7 @@ fn an_unload_under_load_runs_what_is_queued_and_refuses_what_comes_after() {
             .get("gpu_sidecar_inference_queue_seconds_count{model=\"slow\"}")
             >= 1.0
     });
-    client
-        .repository_model_unload_opt(
-            &RepositoryModelUnloadRequest {
-                model_name: "slow".into(),
-                ..Default::default()
-            },
-            patient(),
-        )
-        .unwrap();
+    unload(&client, "slow").unwrap();
     // Nothing queued is lost: each answered with its own index.
     for (i, call) in pending.into_iter().enumerate() {
         let response = block_on(call).unwrap();
@@ -684,18 +703,7 @@ fn an_unload_under_load_runs_what_is_queued_and_refuses_what_comes_after() {
     assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
     assert!(message.contains("version \"1\""), "{message}");
     assert!(!model_ready(&client, "slow", ""));
-    assert!(
-        client
-            .server_ready_opt(&Default::default(), patient())
-            .unwrap()
-            .ready
-    );
-    assert_eq!(
-        http(sidecar.health_addr(), "GET", "/health/ready")
-            .unwrap()
-            .0,
-        200
-    );
+    assert_ready(&sidecar, &client);
     assert!(index(&client, false).contains(&(
         "slow".to_string(),
         "1".to_string(),
@@ -704,56 +712,25 @@ fn an_unload_under_load_runs_what_is_queued_and_refuses_what_comes_after() {
     )));
     sidecar.wait_for_log("model \"slow\" version 1: freed its session");
     // Loaded again, it serves again; an unknown model is NOT_FOUND.
-    client
-        .repository_model_load_opt(
-            &RepositoryModelLoadRequest {
-                model_name: "slow".into(),
-                ..Default::default()
-            },
-            patient(),
-        )
-        .unwrap();
+    load(&client, "slow").unwrap();
     let response = client
         .model_infer_opt(&slow_request("again", 3), patient())
         .unwrap();
     assert_eq!(outputs(&response)["out"].values, [3.0]);
-    let (code, message) = status_of(client.repository_model_load_opt(
-        &RepositoryModelLoadRequest {
-            model_name: "nothing".into(),
-            ..Default::default()
-        },
-        patient(),
-    ));
+    let (code, message) = status_of(load(&client, "nothing"));
     assert_eq!(code, RpcStatusCode::NOT_FOUND, "{message}");
     assert!(message.contains("\"nothing\""), "{message}");
     // A load that fails leaves the sidecar as it was: READY, the model not served, and why.
     let broken = repository.join("broken").join("1");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("model.onnx"), b"not onnx").unwrap();
-    let (code, message) = status_of(client.repository_model_load_opt(
-        &RepositoryModelLoadRequest {
-            model_name: "broken".into(),
-            ..Default::default()
-        },
-        patient(),
-    ));
+    let (code, message) = status_of(load(&client, "broken"));
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
     assert!(
         message.contains("model \"broken\" version 1 failed to load"),
         "{message}"
     );
-    assert!(
-        client
-            .server_ready_opt(&Default::default(), patient())
-            .unwrap()
-            .ready
-    );
-    assert_eq!(
-        http(sidecar.health_addr(), "GET", "/health/ready")
-            .unwrap()
-            .0,
-        200
-    );
+    assert_ready(&sidecar, &client);
     assert!(index(&client, false)
         .iter()
         .any(|(name, version, state, why)| name == "broken"
@@ -910,13 +887,7 @@ fn load_and_unload_are_refused_unless_control_is_explicit() {
         "[sidecar.model]\nuri = \"affine.onnx\"\nname = \"affine\"\n",
     );
     let client = client(&sidecar.grpc_target());
-    let (code, message) = status_of(client.repository_model_unload_opt(
-        &RepositoryModelUnloadRequest {
-            model_name: "affine".into(),
-            ..Default::default()
-        },
-        patient(),
-    ));
+    let (code, message) = status_of(unload(&client, "affine"));
     assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
     assert!(message.contains("repository-control"), "{message}");
     assert!(model_ready(&client, "affine", ""));
@@ -976,6 +947,29 @@ fn a_repository_that_cannot_be_served_exits_2_and_names_why() {
         "[[sidecar.models]]\nname = \"a\"\nuri = \"affine.onnx\"\nversion-policy = \"all\"\n",
     );
     assert!(log.contains("sidecar.models[0].version-policy"), "{log}");
+    // A model with no version to serve, at start and by --check-config alike.
+    std::fs::create_dir_all(dir.path().join("empty").join("hollow").join("1")).unwrap();
+    let log = exits_2("repository = \"empty\"", "");
+    assert!(
+        log.contains("model \"hollow\" has no version to load"),
+        "{log}"
+    );
+    let mut check = Sidecar::spawn_args(
+        &[
+            "--check-config",
+            "-c",
+            dir.path().join("sidecar.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(check.exit_code(PATIENCE), 2, "{}", check.log());
+    assert!(
+        check
+            .log()
+            .contains("model \"hollow\" has no version to load"),
+        "{}",
+        check.log()
+    );
     assert!(!dir.socket().exists(), "a socket was left behind");
 }
 
@@ -1011,6 +1005,16 @@ fn a_long_load_while_serving_keeps_the_sidecar_live() {
         )
         .unwrap();
     let began = Instant::now();
+    // While it loads, its requests are UNAVAILABLE (worth a retry), not NOT_FOUND.
+    wait_until(&sidecar, "second LOADING in the index", || {
+        index(&client, false)
+            .iter()
+            .any(|(name, _, state, _)| name == "second" && state == "LOADING")
+    });
+    let (code, message) =
+        status_of(client.model_infer_opt(&affine_row("second", "", "early", 0), patient()));
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(message.contains("\"second\" is loading"), "{message}");
     let mut checks = 0;
     while began.elapsed() < Duration::from_millis(2800) {
         let (status, body) = http(sidecar.health_addr(), "GET", "/health/live").unwrap();
@@ -1021,12 +1025,7 @@ fn a_long_load_while_serving_keeps_the_sidecar_live() {
             began.elapsed(),
             sidecar.log()
         );
-        assert_eq!(
-            http(sidecar.health_addr(), "GET", "/health/ready")
-                .unwrap()
-                .0,
-            200
-        );
+        assert_eq!(ready_status(&sidecar), 200);
         checks += 1;
         thread::sleep(Duration::from_millis(100));
     }
@@ -1038,5 +1037,65 @@ fn a_long_load_while_serving_keeps_the_sidecar_live() {
     );
     assert!(!sidecar.log().contains("NOT_LIVE"), "{}", sidecar.log());
     assert!(model_ready(&client, "second", ""));
+    stop(sidecar);
+}
+
+/// Unloaded and loaded again while the old copy still runs what it queued: both run, the old
+/// is freed once done, and the new one serves on with its series.
+#[test]
+fn a_model_loaded_again_before_its_old_copy_is_freed_serves_on() {
+    let dir = TestDir::new();
+    let repository = dir.path().join("models");
+    publish(&repository, "slow", 1, "slow");
+    std::fs::write(
+        repository.join("slow").join("model.toml"),
+        "[batching]\nmax-batch-size = 1\n",
+    )
+    .unwrap();
+    let sidecar = serve(
+        &dir,
+        "repository = \"models\"\nrepository-control = \"explicit\"",
+        "",
+    );
+    let client = client(&sidecar.grpc_target());
+    let queued: Vec<_> = (0..4)
+        .map(|i| {
+            client
+                .model_infer_async_opt(&slow_request(&format!("old{i}"), 200_000 + i), patient())
+                .unwrap()
+        })
+        .collect();
+    wait_until(&sidecar, "the old copy runs", || {
+        Scrape::fetch(sidecar.health_addr())
+            .get("gpu_sidecar_inference_queue_seconds_count{model=\"slow\"}")
+            >= 1.0
+    });
+    unload(&client, "slow").unwrap();
+    load(&client, "slow").unwrap();
+    let response = client
+        .model_infer_opt(&slow_request("new", 5), patient())
+        .unwrap();
+    assert_eq!(outputs(&response)["out"].values, [5.0]);
+    for (i, call) in queued.into_iter().enumerate() {
+        let response = block_on(call).unwrap();
+        assert_eq!(outputs(&response)["out"].values, [200_000.0 + i as f64]);
+    }
+    sidecar.wait_for_log("model \"slow\" version 1: freed its session");
+    let response = client
+        .model_infer_opt(&slow_request("after", 6), patient())
+        .unwrap();
+    assert_eq!(outputs(&response)["out"].values, [6.0]);
+    let scrape = Scrape::fetch(sidecar.health_addr());
+    assert_eq!(
+        scrape.get("gpu_sidecar_model_ready{model=\"slow\",version=\"1\"}"),
+        1.0,
+        "{:#?}",
+        scrape.samples
+    );
+    assert!(
+        scrape.get(
+            "gpu_sidecar_inference_requests_total{model=\"slow\",outcome=\"ok\",version=\"1\"}"
+        ) >= 2.0
+    );
     stop(sidecar);
 }
