@@ -232,7 +232,7 @@ fn answer(
 
 fn respond(request: Request, lifecycle: &Lifecycle, metrics: &Metrics) {
     #[cfg(feature = "failpoints")]
-    fail::fail_point!("health::respond");
+    crate::failpoint::hold("health::respond");
     let (status, body, content_type) = answer(request.method(), request.url(), lifecycle, metrics);
     let mut response = Response::from_string(body)
         .with_status_code(status)

@@ -43,6 +43,8 @@
 
 pub mod backend;
 pub mod config;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod gpu;
 pub mod health;
 pub mod lifecycle;
@@ -55,7 +57,6 @@ pub mod serving;
 pub mod shutdown;
 pub mod supervision;
 pub mod tensor;
-pub mod text;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -69,6 +70,7 @@ use crate::gpu::{GpuError, GpuOwner};
 use crate::health::{HealthError, HealthServer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsError, Transport};
+use crate::model::text::{TextError, TextStage};
 use crate::repository::control::{self, RepositoryOrders, RepositoryPlan, RepositoryThread};
 use crate::repository::{Repository, RepositoryError};
 use crate::rpc::inference::InferenceService;
@@ -76,7 +78,6 @@ use crate::rpc::{RpcError, RpcServer};
 use crate::serving::{ByteSize, ServingInfo};
 use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
 use crate::supervision::{load_status, Liveness, Notifier, Verdict, LOAD_PROGRESS_ALLOWANCE};
-use crate::text::{TextError, TextStage};
 
 /// How long the health and signal threads get to stop once asked.
 const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -425,7 +426,7 @@ impl Supervisor<'_> {
                     .serving()
                     .values()
                     .map(|version| {
-                        let loaded = version.model();
+                        let loaded = version;
                         format!(
                             "model {:?} {} from {} ({})",
                             loaded.name,

@@ -29,7 +29,7 @@ use prometheus::{
 
 use crate::config::Endpoint;
 use crate::lifecycle::{Lifecycle, State};
-use crate::serving::{DeviceInfo, LoadedModel, ModelLocation, ServingInfo};
+use crate::serving::{DeviceInfo, ModelLocation, ServingInfo};
 
 const NAMESPACE: &str = "gpu_sidecar";
 
@@ -439,20 +439,28 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a model version resident and taking requests.
-    pub fn model_loaded(&self, model: &LoadedModel) {
-        let version = model.version.to_string();
-        let labels = [model.name.as_str(), version.as_str()];
-        let location = match model.location {
+    /// Records version `version` of model `name` resident (`size_bytes` at `location`,
+    /// loaded in `load_time`) and taking requests.
+    pub fn model_loaded(
+        &self,
+        name: &str,
+        version: u64,
+        location: ModelLocation,
+        size_bytes: u64,
+        load_time: Duration,
+    ) {
+        let version = version.to_string();
+        let labels = [name, version.as_str()];
+        let location = match location {
             ModelLocation::DeviceMemory => "device",
             ModelLocation::HostMemory => "host",
         };
         self.model_resident
-            .with_label_values(&[model.name.as_str(), version.as_str(), location])
-            .set(i64::try_from(model.size_bytes).unwrap_or(i64::MAX));
+            .with_label_values(&[name, version.as_str(), location])
+            .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
         self.model_load_duration
             .with_label_values(&labels)
-            .set(model.load_time.as_secs_f64());
+            .set(load_time.as_secs_f64());
         self.model_ready.with_label_values(&labels).set(1);
     }
 
@@ -667,7 +675,7 @@ mod tests {
         metrics.ping_finished(Duration::from_millis(3), false);
         lifecycle.set_ready(ServingInfo::for_tests());
         metrics.record_ready(Duration::from_millis(1500), &ServingInfo::for_tests());
-        metrics.model_loaded(&crate::serving::LoadedModel::for_tests());
+        metrics.model_loaded("m", 1, ModelLocation::HostMemory, 1, Duration::ZERO);
         let text = metrics.render(&lifecycle);
         assert_eq!(
             sample(&text, "gpu_sidecar_state{state=\"ready\"}"),

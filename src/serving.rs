@@ -12,19 +12,12 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! What the GPU-owner thread reports: the device the models run on, and for each model version
-//! made resident, where its weights live and its signature. Plain data (a leaf): the
-//! GPU-owner thread builds it, the main thread records the device in the lifecycle, the
-//! repository keeps each version's in its handle, and the gRPC handlers, the metrics and the
-//! health endpoint read them.
+//! What the GPU-owner thread reports: the device the models run on, and where a model
+//! version's weights live. Plain data (a leaf): the GPU-owner thread builds it, the main
+//! thread records the device in the lifecycle, and the gRPC handlers, the metrics and the
+//! health endpoint read it.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::config::Pooling;
-use crate::tensor::{Signature, TensorSpec};
 
 /// The GPU in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,46 +40,6 @@ pub enum ModelLocation {
     HostMemory,
 }
 
-/// A model being served: its session exists, holds the weights where `location` says, and
-/// has run one warm-up execution. (The protocol's model metadata, which the Flink client
-/// calls `ModelInfo`, is derived from it.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadedModel {
-    /// The model's name in the inference protocol.
-    pub name: String,
-    /// Its version: the folder's number in a repository, else 1.
-    pub version: u64,
-    pub path: PathBuf,
-    pub size_bytes: u64,
-    pub sha256: String,
-    pub location: ModelLocation,
-    pub load_time: Duration,
-    /// The ONNX Runtime version serving it.
-    pub runtime_version: String,
-    /// Its inputs and outputs, and how requests are batched.
-    pub signature: Arc<Signature>,
-    /// Text in, when `[sidecar.model.text]` is set.
-    pub text: Option<TextInfo>,
-}
-
-/// What a model served text in takes and gives, beside its own inputs and outputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextInfo {
-    /// The BYTES input of texts.
-    pub input: String,
-    pub tokenizer: PathBuf,
-    /// The most tokens per text.
-    pub max_length: usize,
-    /// Whether longer texts are cut to `max_length` (else refused).
-    pub truncate: bool,
-    pub pooling: Pooling,
-    pub normalize: bool,
-    /// The model output pooled, and the embedding served from it (with pooling).
-    pub embedding: Option<(usize, TensorSpec)>,
-    /// The model's attention mask input, if it has one.
-    pub mask: Option<usize>,
-}
-
 /// What the models run on, once the GPU-owner thread has brought it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServingInfo {
@@ -102,29 +55,6 @@ impl ServingInfo {
         ServingInfo {
             gpu: None,
             runtime_version: "test".to_string(),
-        }
-    }
-}
-
-impl LoadedModel {
-    #[cfg(test)]
-    pub fn for_tests() -> Self {
-        LoadedModel {
-            name: "m".to_string(),
-            version: 1,
-            path: PathBuf::from("/m.onnx"),
-            size_bytes: 1,
-            sha256: String::new(),
-            location: ModelLocation::HostMemory,
-            load_time: Duration::ZERO,
-            runtime_version: "test".to_string(),
-            signature: Arc::new(Signature {
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-                max_batch_size: 0,
-                ..Default::default()
-            }),
-            text: None,
         }
     }
 }

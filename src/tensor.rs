@@ -224,6 +224,15 @@ pub struct Tensor {
     pub data: Vec<u8>,
 }
 
+/// A tensor with its name and element type: what the protocol carries, and what the codec and
+/// the model hand each other (a request's inputs, an answer's outputs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub datatype: DataType,
+    pub tensor: Tensor,
+}
+
 /// The length prefix of each element of a BYTES tensor's raw form.
 pub const BYTES_LENGTH_PREFIX: usize = 4;
 

@@ -31,13 +31,13 @@ use grpcio::{CallOption, ChannelBuilder, Environment, WriteFlags};
 use gpu_sidecar::backend::onnx::{self, OnnxSession};
 use gpu_sidecar::backend::{Provider, Session, SessionOptions};
 use gpu_sidecar::config::{Pooling, TextConfig};
+use gpu_sidecar::model::text::TextStage;
 use gpu_sidecar::proto::grpc_service::model_infer_request::InferInputTensor;
 use gpu_sidecar::proto::grpc_service::{
     ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest,
 };
 use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
 use gpu_sidecar::tensor::{DataType, Signature, TensorSpec};
-use gpu_sidecar::text::TextStage;
 
 use crate::load::{self, Limit, Tally};
 

@@ -16,41 +16,45 @@
 //!
 //! At start-up it brings up the device ([`cuda`]: driver, primary context) and loads the
 //! backend (ONNX Runtime, [`crate::backend`]), or runs on the CPU without a GPU. Then it
-//! takes orders from the repository thread: a [`LoadOrder`] makes one model version resident
-//! (after checking that its file fits in the device's free memory), warms it up, probes how
-//! it pads ([`probe`]) and serves its queue; a retirement lets a version finish what it has
-//! queued and running, then frees its session, here.
+//! takes orders from the repository thread through the [`GpuLoader`]: a [`LoadOrder`] makes
+//! one model version resident ([`load`]: the free-memory check, the session, warm-up, the
+//! padding probe of [`probe`], the text stage bound) and returns it as the one
+//! [`ModelVersion`] everyone shares; a retirement lets a version finish what it has queued
+//! and running, then frees its session, here.
 //!
-//! While serving, it drains the queues with the [`crate::model::batcher`], one execution at a
-//! time, taking the versions that have work in turn (round-robin by execution): a version
-//! with a request waits at most one execution of each other busy version before its own. It
-//! answers the main thread's heartbeats between executions. At shutdown it answers what is
-//! still queued, then frees the sessions and releases the context on itself.
+//! While serving ([`owner`]), it drains the versions' queues one execution at a time
+//! ([`execute`]), taking the versions that have work in turn (round-robin by execution): a
+//! version with a request waits at most one execution of each other busy version before its
+//! own. It answers the main thread's heartbeats between executions. At shutdown it answers
+//! what is still queued, then frees the sessions and releases the context on itself.
 
 mod cuda;
+mod execute;
+mod load;
+mod owner;
 mod probe;
+#[cfg(test)]
+mod tests;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 use cudarc::driver::result::DriverError;
 
 use self::cuda::PrimaryContext;
+use self::owner::Owner;
 use crate::backend::onnx::{self, OnnxRuntime};
-use crate::backend::{Backend, Interrupter, LoadError, Provider, Session, SessionOptions};
-use crate::config::{BatchingConfig, GpuConfig, GpuMode, ThreadCount};
-use crate::metrics::{Metrics, ModelMetrics};
-use crate::model::batcher::{self, BatchPolicy, QueueCounts};
-use crate::model::file::{self, LoadControl, ModelError};
-use crate::model::job::{Job, JobFailure};
-use crate::model::stats::ModelStats;
-use crate::serving::{ByteSize, LoadedModel, MemorySample, ServingInfo};
+use crate::backend::{Interrupter, LoadError};
+use crate::config::{BatchingConfig, GpuConfig, ThreadCount};
+use crate::metrics::Metrics;
+use crate::model::file::{LoadControl, ModelError};
+use crate::model::text::{TextError, TextStage};
+use crate::model::ModelVersion;
+use crate::serving::{ByteSize, MemorySample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
-use crate::tensor::Signature;
 
 /// Why the GPU or a model could not be brought up.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +85,9 @@ pub enum GpuError {
     /// ONNX Runtime could not be loaded or refused the model.
     #[error(transparent)]
     Runtime(#[from] LoadError),
+    /// The model's tokenizer does not fit the model.
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// The thread stopped (shutdown) before the order was carried out.
     #[error("the GPU-owner thread stopped before the model was loaded")]
     Stopped,
@@ -93,6 +100,7 @@ impl GpuError {
         match self {
             GpuError::Model(e) => e.is_not_a_model(),
             GpuError::Runtime(e) => e.is_model_refusal(),
+            GpuError::Text(_) => true,
             _ => false,
         }
     }
@@ -109,14 +117,14 @@ enum GpuCommand {
     /// Answer on the channel, to show the thread is not stuck.
     Heartbeat(Sender<HeartbeatReply>),
     /// Make a model version resident and serve its queue.
-    Load(Box<LoadOrder>, Sender<Result<LoadedModel, GpuError>>),
+    Load(Box<LoadOrder>, Sender<Result<Arc<ModelVersion>, GpuError>>),
     /// Serve a version's queue until nothing of it waits or runs, then free it.
     Retire { name: String, version: u64 },
     /// Answer what is queued without running it, free everything and end the thread.
     Stop,
 }
 
-/// One model version to make resident, and the queue it serves.
+/// One model version to make resident, as configured.
 #[derive(Debug)]
 pub struct LoadOrder {
     pub name: String,
@@ -124,12 +132,8 @@ pub struct LoadOrder {
     pub path: PathBuf,
     pub intra_op_threads: Option<ThreadCount>,
     pub batching: BatchingConfig,
-    /// The token id that pads `input_ids` (the tokenizer's, with text in; else 0).
-    pub pad_id: i64,
-    pub queue: Receiver<Job>,
-    pub counts: Arc<QueueCounts>,
-    pub stats: Arc<ModelStats>,
-    pub metrics: ModelMetrics,
+    /// The tokenizer, when the model serves text in: bound to the model as it is built.
+    pub text: Option<TextStage>,
 }
 
 /// The repository's handle on the GPU-owner thread: it orders loads and retirements.
@@ -141,7 +145,7 @@ pub struct GpuLoader {
 impl GpuLoader {
     /// Has the version of `order` made resident; waits until it is (and serves its queue)
     /// or could not be.
-    pub fn load(&self, order: LoadOrder) -> Result<LoadedModel, GpuError> {
+    pub fn load(&self, order: LoadOrder) -> Result<Arc<ModelVersion>, GpuError> {
         let (reply, outcome) = bounded(1);
         self.commands
             .send(GpuCommand::Load(Box::new(order), reply))
@@ -222,21 +226,20 @@ impl GpuOwner {
             let runtime_version = info.runtime_version.clone();
             context_flag.store(context.is_some(), Ordering::Relaxed);
             let _ = ready_sender.send(Ok(info));
-            let mut owner = Owner {
-                served: Vec::new(),
-                next: 0,
-                loads: 0,
+            let mut owner = Owner::new(
                 metrics,
-                runtime: Box::new(runtime),
+                Box::new(runtime),
                 runtime_version,
                 gpu,
-                control: &control,
-                interrupters: &interrupter_slot,
-                stopping: &stopping_flag,
-                context_held: &context_flag,
-                loading_since: &loading_slot,
+                owner::Shared {
+                    control: &control,
+                    interrupters: &interrupter_slot,
+                    stopping: &stopping_flag,
+                    context_held: &context_flag,
+                    loading_since: &loading_slot,
+                },
                 context,
-            };
+            );
             owner.run(&command_receiver);
             owner.release();
             Ok(())
@@ -337,717 +340,4 @@ fn bring_up(
         runtime_version,
     };
     Ok((context, runtime, info))
-}
-
-/// A resident model version and its queue, on the GPU-owner thread.
-struct Served {
-    name: String,
-    version: u64,
-    /// Which load made it resident: a version unloaded and loaded again before it was freed
-    /// is resident twice for a while, once retiring.
-    load_number: u64,
-    session: Box<dyn Session>,
-    /// Its inputs and outputs and how they batch.
-    signature: Arc<Signature>,
-    queue: Receiver<Job>,
-    counts: Arc<QueueCounts>,
-    stats: Arc<ModelStats>,
-    metrics: ModelMetrics,
-    policy: BatchPolicy,
-    /// Jobs taken off the queue that have not run yet, oldest first.
-    pending: VecDeque<Job>,
-    /// Requests ever submitted, as the previous batch began to form.
-    arrived_before: u64,
-    /// Taken out of the routing table: freed once nothing of it waits.
-    retiring: bool,
-}
-
-impl Served {
-    /// Whether a request waits to run.
-    fn has_work(&self) -> bool {
-        !self.pending.is_empty() || !self.queue.is_empty()
-    }
-
-    /// Whether it may be freed: retired, and nothing of it waits or runs.
-    fn finished(&self) -> bool {
-        self.retiring && self.pending.is_empty() && self.counts.waiting() == 0
-    }
-}
-
-/// The GPU-owner thread's state while serving.
-struct Owner<'a> {
-    /// Declared before `context`: fields drop in order, so the sessions (and their device
-    /// memory) are freed before the context is released.
-    served: Vec<Served>,
-    /// Where the round-robin looks first for work.
-    next: usize,
-    /// Loads carried out so far.
-    loads: u64,
-    /// Where a freed version's series are removed.
-    metrics: Arc<Metrics>,
-    runtime: Box<dyn Backend>,
-    runtime_version: String,
-    gpu: GpuConfig,
-    control: &'a LoadControl,
-    interrupters: &'a Mutex<Interrupters>,
-    stopping: &'a AtomicBool,
-    /// Cleared when the context is released early.
-    context_held: &'a AtomicBool,
-    /// Set while a load runs.
-    loading_since: &'a Mutex<Option<Instant>>,
-    context: Option<PrimaryContext>,
-}
-
-impl Owner<'_> {
-    /// Serves the queues and carries out `commands` between executions, until told to stop
-    /// (or the main thread is gone); then answers what is still queued without running it.
-    fn run(&mut self, commands: &Receiver<GpuCommand>) {
-        loop {
-            // Commands first, so that heartbeats are answered between executions under load.
-            loop {
-                match commands.try_recv() {
-                    Ok(command) => {
-                        if !self.obey(command) {
-                            return self.refuse_remaining();
-                        }
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        log::warn!("the main thread is gone; releasing the GPU");
-                        return self.refuse_remaining();
-                    }
-                }
-            }
-            self.free_finished();
-            let Some(index) = self.next_with_work() else {
-                // Nothing to run: wait for a command or a request.
-                let mut select = Select::new();
-                select.recv(commands);
-                for served in &self.served {
-                    select.recv(&served.queue);
-                }
-                let ready = select.ready();
-                if ready > 0 {
-                    let served = &mut self.served[ready - 1];
-                    match served.queue.try_recv() {
-                        Ok(job) => served.pending.push_back(job),
-                        // Every handle on the queue is gone: nothing more will come.
-                        Err(TryRecvError::Disconnected) => served.retiring = true,
-                        Err(TryRecvError::Empty) => {}
-                    }
-                }
-                continue;
-            };
-            self.next = index + 1;
-            self.serve(index, commands);
-        }
-    }
-
-    /// The index of the next version with a request waiting, in turn after the last one
-    /// served.
-    fn next_with_work(&self) -> Option<usize> {
-        let count = self.served.len();
-        (0..count)
-            .map(|offset| (self.next + offset) % count)
-            .find(|&index| self.served[index].has_work())
-    }
-
-    /// Gathers one batch of version `index` and runs it.
-    fn serve(&mut self, index: usize, commands: &Receiver<GpuCommand>) {
-        let (this, before, after) = split_one(&mut self.served, index);
-        // Company is coming when more than this one request arrived since the previous
-        // batch began to form: callers are concurrent.
-        let arrived = this.counts.arrived();
-        let company_coming = arrived.saturating_sub(this.arrived_before) >= 2;
-        this.arrived_before = arrived;
-        let padding = this.signature.padding.clone();
-        let batch = batcher::gather(
-            &mut this.pending,
-            &this.queue,
-            this.policy,
-            padding.as_ref(),
-            company_coming,
-            refuse_job,
-            // A heartbeat, a stop or another model's request does not wait for a batch to
-            // fill.
-            || !commands.is_empty() || before.iter().chain(after).any(Served::has_work),
-        );
-        if batch.is_empty() {
-            this.metrics.set_queue_depth(this.counts.waiting());
-            return;
-        }
-        execute(this, batch, self.stopping);
-    }
-
-    /// Handles a command; false when the thread is to stop.
-    fn obey(&mut self, command: GpuCommand) -> bool {
-        match command {
-            GpuCommand::Heartbeat(reply) => {
-                // Test builds only: makes the thread stop answering for a while.
-                #[cfg(feature = "failpoints")]
-                fail::fail_point!("gpu::heartbeat");
-                let sample = self
-                    .context
-                    .as_ref()
-                    .and_then(PrimaryContext::memory_sample);
-                let _ = reply.send(sample);
-                true
-            }
-            GpuCommand::Load(order, reply) => {
-                *self.loading_since.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Instant::now());
-                let loaded = self.load(*order);
-                *self.loading_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                let _ = reply.send(loaded);
-                true
-            }
-            GpuCommand::Retire { name, version } => {
-                match self.served.iter_mut().find(|served| {
-                    served.name == name && served.version == version && !served.retiring
-                }) {
-                    Some(served) => {
-                        log::info!("model {name:?} version {version}: takes no new requests; freed once its {} queued request(s) have run", served.counts.waiting());
-                        served.retiring = true;
-                    }
-                    None => log::warn!("model {name:?} version {version} is not resident"),
-                }
-                true
-            }
-            GpuCommand::Stop => {
-                log::debug!("asked to stop");
-                false
-            }
-        }
-    }
-
-    /// Frees the retired versions that have nothing left to run.
-    fn free_finished(&mut self) {
-        while let Some(index) = self.served.iter().position(Served::finished) {
-            let served = self.served.remove(index);
-            if self.next > index {
-                self.next -= 1;
-            }
-            let Served {
-                name,
-                version,
-                load_number,
-                session,
-                ..
-            } = served;
-            self.interrupters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&load_number);
-            drop(session);
-            // A version unloaded and loaded again before this copy was freed shares its
-            // series: they stay for the copy that serves.
-            if !self
-                .served
-                .iter()
-                .any(|other| other.name == name && other.version == version)
-            {
-                self.metrics.model_freed(&name, version);
-            }
-            log::info!("model {name:?} version {version}: freed its session");
-        }
-    }
-
-    /// Makes the version of `order` resident, beside those served, and serves its queue.
-    fn load(&mut self, order: LoadOrder) -> Result<LoadedModel, GpuError> {
-        let started = Instant::now();
-        self.loads += 1;
-        let load_number = self.loads;
-        let path = order.path.clone();
-        if let Some(context) = &self.context {
-            // A regular file tells its size: refuse a model that cannot fit before reading it.
-            if let Ok(metadata) = std::fs::metadata(&path) {
-                if metadata.is_file() {
-                    check_fits(context, &path, metadata.len())?;
-                }
-            }
-        }
-        log::info!(
-            "loading model {:?} version {} from {}",
-            order.name,
-            order.version,
-            path.display()
-        );
-        let bytes = file::read_model(&path, self.control)?;
-        let size_bytes = bytes.bytes.len() as u64;
-        let options = |provider| SessionOptions {
-            provider,
-            intra_op_threads: order.intra_op_threads.map_or_else(
-                || match provider {
-                    Provider::Cuda(_) => 1,
-                    Provider::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                },
-                |threads| threads.0,
-            ),
-            max_batch_size: order.batching.max_batch_size,
-        };
-        let provider = self
-            .context
-            .as_ref()
-            .map_or(Provider::Cpu, |c| Provider::Cuda(c.ordinal));
-        let mut session = match self.runtime.load(&path, &bytes.bytes, &options(provider)) {
-            Err(e @ LoadError::CudaProvider { .. }) => {
-                if self.gpu.mode == GpuMode::Required {
-                    return Err(GpuError::Required {
-                        reason: e.to_string(),
-                    });
-                }
-                log::warn!(
-                    "sidecar.gpu.mode is \"auto\": {e}; running the models on the CPU, in host memory"
-                );
-                // The context is of no use without the provider: release it, unless other
-                // sessions are on it.
-                if self.served.is_empty() {
-                    self.context = None;
-                    self.context_held.store(false, Ordering::Relaxed);
-                }
-                self.runtime
-                    .load(&path, &bytes.bytes, &options(Provider::Cpu))?
-            }
-            other => other?,
-        };
-        let warm_up = session.signature().zero_inputs(1);
-        session.run(warm_up).map_err(|source| LoadError::WarmUp {
-            path: path.clone(),
-            source,
-        })?;
-        let mut signature = (**session.signature()).clone();
-        match probe::padding(&mut *session, &signature, order.pad_id) {
-            Ok(Some(padding)) => {
-                log::info!(
-                    "model {:?}: requests of token sequences of different lengths are batched together, padded to the longest of each batch (at most {} padded tokens per execution)",
-                    order.name,
-                    order.batching.max_batch_tokens
-                );
-                signature.padding = Some(padding);
-            }
-            Ok(None) => {}
-            Err(why) => log::warn!(
-                "model {:?}: requests of different lengths run in separate executions: {why}",
-                order.name
-            ),
-        }
-        let signature = Arc::new(signature);
-        let location = session.provider().location();
-        let model = LoadedModel {
-            name: order.name.clone(),
-            version: order.version,
-            path: bytes.path.clone(),
-            size_bytes,
-            sha256: bytes.sha256.clone(),
-            location,
-            load_time: started.elapsed(),
-            runtime_version: self.runtime_version.clone(),
-            signature: Arc::clone(&signature),
-            text: None,
-        };
-        log::info!(
-            "model {:?} version {} resident {}: {} (sha256 {}), warmed up, in {:.3} s",
-            model.name,
-            model.version,
-            match session.provider() {
-                Provider::Cuda(ordinal) => format!("on GPU {ordinal} (CUDA execution provider)"),
-                Provider::Cpu => "in host memory (CPU execution provider)".to_string(),
-            },
-            ByteSize(size_bytes),
-            model.sha256,
-            model.load_time.as_secs_f64()
-        );
-        log_signature(&signature);
-        self.interrupters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(load_number, session.interrupter());
-        let policy = BatchPolicy {
-            max_rows: signature.max_batch_size as usize,
-            max_tokens: order.batching.max_batch_tokens as usize,
-            max_padding: order.batching.max_padding(self.context.is_some()),
-            max_delay: order.batching.max_queue_delay,
-            delay_mode: order.batching.delay_mode,
-        };
-        self.served.push(Served {
-            name: order.name,
-            version: order.version,
-            load_number,
-            session,
-            signature,
-            queue: order.queue,
-            counts: order.counts,
-            stats: order.stats,
-            metrics: order.metrics,
-            policy,
-            pending: VecDeque::new(),
-            arrived_before: 0,
-            retiring: false,
-        });
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("gpu::after_load");
-        Ok(model)
-    }
-
-    /// Answers every job still queued (or pending) UNAVAILABLE, without running it.
-    fn refuse_remaining(&mut self) {
-        let mut refused = 0;
-        for served in &mut self.served {
-            for job in served.pending.drain(..).chain(served.queue.try_iter()) {
-                job.answer(Err(JobFailure::NotRun));
-                refused += 1;
-            }
-            served.metrics.set_queue_depth(0);
-        }
-        if refused > 0 {
-            log::warn!("{refused} queued request(s) answered UNAVAILABLE without running");
-        }
-    }
-
-    /// Frees the sessions, then the context, logging what was released.
-    fn release(self) {
-        let Owner {
-            served, context, ..
-        } = self;
-        let count = served.len();
-        drop(served);
-        match context {
-            Some(context) => {
-                let ordinal = context.ordinal;
-                drop(context);
-                log::info!(
-                    "freed {count} model session(s) and released the context of GPU {ordinal}"
-                );
-            }
-            None => log::info!("freed {count} model session(s)"),
-        }
-    }
-}
-
-/// The element at `index`, and those before and after it.
-fn split_one<T>(items: &mut [T], index: usize) -> (&mut T, &[T], &[T]) {
-    let (before, rest) = items.split_at_mut(index);
-    let (this, after) = rest.split_first_mut().expect("index in range");
-    (this, before, after)
-}
-
-/// Runs one execution of `served` for `batch` and answers each job with its rows.
-fn execute(served: &mut Served, mut batch: Vec<Job>, stopping: &AtomicBool) {
-    let started = Instant::now();
-    let requests = batch.len() as u64;
-    let rows: usize = batch.iter().map(|job| job.rows).sum();
-    for job in &mut batch {
-        job.leave_queue();
-        let waited = started.saturating_duration_since(job.enqueued);
-        served.stats.queue.record(1, waited);
-        served.metrics.observe_queue_time(waited);
-    }
-    // Test builds only: holds the execution, so that tests can fill the queue. It holds
-    // after the queue times are counted: `inference_queue_seconds_count` tells a test
-    // that its requests left the queue and are held here.
-    #[cfg(feature = "failpoints")]
-    fail::fail_point!("gpu::execute");
-    served.metrics.set_queue_depth(served.counts.waiting());
-    let inputs = batcher::concatenate(&batch, &served.signature);
-    let inputs_ready = Instant::now();
-    let outcome = served.session.run(inputs);
-    let ran = Instant::now();
-    // Counted before anyone is answered, so a caller that reads the statistics after its
-    // answer sees its own execution.
-    served.stats.record_execution(rows as u64);
-    served.metrics.record_execution(rows, ran - inputs_ready);
-    match outcome {
-        Ok(outputs) => batcher::split_and_answer(batch, outputs, &served.signature),
-        Err(error) if stopping.load(Ordering::Relaxed) => {
-            log::warn!("an execution of {rows} row(s) was ended by the shutdown: {error}");
-            for job in batch {
-                job.answer(Err(JobFailure::Stopped));
-            }
-        }
-        Err(error) => {
-            log::warn!(
-                "an execution of model {:?} version {} ({rows} row(s)) failed: {error}",
-                served.name,
-                served.version
-            );
-            for job in batch {
-                job.answer(Err(JobFailure::Execution(error.clone())));
-            }
-        }
-    }
-    let answered = Instant::now();
-    served
-        .stats
-        .compute_input
-        .record(requests, inputs_ready - started);
-    served
-        .stats
-        .compute_infer
-        .record(requests, ran - inputs_ready);
-    served.stats.compute_output.record(requests, answered - ran);
-}
-
-/// Answers a job that will not run.
-fn refuse_job(job: Job, failure: JobFailure) {
-    log::debug!("not running a request: {failure:?}");
-    job.answer(Err(failure));
-}
-
-/// Logs the model's inputs and outputs and how it is batched.
-fn log_signature(signature: &Signature) {
-    for (what, specs) in [("input", &signature.inputs), ("output", &signature.outputs)] {
-        for spec in specs {
-            log::info!(
-                "model {what} {:?}: {} {:?}",
-                spec.name,
-                spec.datatype,
-                spec.dims
-            );
-        }
-    }
-    if signature.batching() {
-        log::info!(
-            "requests are batched: up to {} rows per execution",
-            signature.max_batch_size
-        );
-    } else {
-        log::info!("requests are not batched: one request per execution");
-    }
-}
-
-/// Fails unless `size_bytes` fit in the free memory of the device whose context is current.
-fn check_fits(
-    context: &PrimaryContext,
-    path: &std::path::Path,
-    size_bytes: u64,
-) -> Result<(), GpuError> {
-    let (free, _total) = cuda::memory_info()?;
-    if size_bytes > free {
-        return Err(GpuError::ModelTooLarge {
-            path: path.to_path_buf(),
-            ordinal: context.ordinal,
-            needed: size_bytes,
-            free,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::mpsc;
-    use std::sync::Mutex;
-
-    use super::*;
-    use crate::backend::RunError;
-    use crate::metrics::Transport;
-    use crate::model::job::JobResult;
-    use crate::tensor::{DataType, Tensor, TensorSpec};
-
-    /// A second backend in a few lines: an identity model, whose output is its input.
-    #[derive(Debug)]
-    struct Echo(Arc<Signature>);
-
-    impl Session for Echo {
-        fn signature(&self) -> &Arc<Signature> {
-            &self.0
-        }
-
-        fn provider(&self) -> Provider {
-            Provider::Cpu
-        }
-
-        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
-            Ok(inputs)
-        }
-
-        fn interrupter(&self) -> Interrupter {
-            Interrupter::new(|| {})
-        }
-    }
-
-    /// Makes an [`Echo`] of every model file.
-    struct EchoBackend;
-
-    impl Backend for EchoBackend {
-        fn load(
-            &self,
-            _path: &std::path::Path,
-            _model: &[u8],
-            _options: &SessionOptions,
-        ) -> Result<Box<dyn Session>, LoadError> {
-            Ok(Box::new(Echo(Arc::new(Signature {
-                inputs: vec![spec("x")],
-                outputs: vec![spec("y")],
-                max_batch_size: 8,
-                ..Default::default()
-            }))))
-        }
-    }
-
-    /// What an [`Owner`] borrows, made for a test, with no GPU.
-    struct Parts {
-        control: LoadControl,
-        interrupters: Mutex<Interrupters>,
-        stopping: AtomicBool,
-        context_held: AtomicBool,
-        loading_since: Mutex<Option<Instant>>,
-        metrics: Arc<Metrics>,
-    }
-
-    impl Parts {
-        fn new() -> Self {
-            Parts {
-                control: LoadControl::default(),
-                interrupters: Mutex::new(Interrupters::new()),
-                stopping: AtomicBool::new(false),
-                context_held: AtomicBool::new(false),
-                loading_since: Mutex::new(None),
-                metrics: Arc::new(Metrics::new(Transport::Unix).unwrap()),
-            }
-        }
-
-        /// An owner on the echo backend, serving nothing yet.
-        fn owner(&self) -> Owner<'_> {
-            Owner {
-                served: Vec::new(),
-                next: 0,
-                loads: 0,
-                metrics: Arc::clone(&self.metrics),
-                runtime: Box::new(EchoBackend),
-                runtime_version: "test".to_string(),
-                gpu: GpuConfig::default(),
-                control: &self.control,
-                interrupters: &self.interrupters,
-                stopping: &self.stopping,
-                context_held: &self.context_held,
-                loading_since: &self.loading_since,
-                context: None,
-            }
-        }
-    }
-
-    fn spec(name: &str) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype: DataType::Fp32,
-            dims: vec![-1, 2],
-            labels: Vec::new(),
-        }
-    }
-
-    /// A job of `rows` rows, each value `fill`, answered on the returned channel.
-    fn job(rows: u8, fill: u8) -> (Job, mpsc::Receiver<JobResult>) {
-        let input = Tensor {
-            shape: vec![i64::from(rows), 2],
-            data: vec![fill; usize::from(rows) * 2 * 4],
-        };
-        Job::for_tests(vec![input], usize::from(rows))
-    }
-
-    /// Loads version `version` of model `name` on `owner`; returns its queue and statistics.
-    fn load(
-        owner: &mut Owner<'_>,
-        file: &std::path::Path,
-        name: &str,
-        version: u64,
-        metrics: &Metrics,
-    ) -> (batcher::Submitter, Arc<ModelStats>) {
-        let (submitter, queue, counts) = batcher::queue(64);
-        let stats = Arc::new(ModelStats::default());
-        let batching = BatchingConfig {
-            max_queue_delay: Duration::from_millis(20),
-            ..BatchingConfig::default()
-        };
-        owner
-            .load(LoadOrder {
-                name: name.to_string(),
-                version,
-                path: file.to_path_buf(),
-                intra_op_threads: None,
-                batching,
-                pad_id: 0,
-                queue,
-                counts,
-                stats: Arc::clone(&stats),
-                metrics: metrics.for_model(name, version),
-            })
-            .unwrap();
-        (submitter, stats)
-    }
-
-    #[test]
-    fn the_owner_batches_runs_and_answers_every_model_in_turn_through_any_backend() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("model.onnx");
-        std::fs::write(&file, b"any bytes: the echo backend reads none").unwrap();
-        let parts = Parts::new();
-        let metrics = Arc::clone(&parts.metrics);
-        let mut owner = parts.owner();
-        let (busy, busy_stats) = load(&mut owner, &file, "busy", 1, &metrics);
-        let (light, light_stats) = load(&mut owner, &file, "light", 1, &metrics);
-        // Three requests of the busy model and one of the light one wait before the loop
-        // starts: one execution runs the busy model's three, one the light model's.
-        let mut answers = Vec::new();
-        for rows in 1..=3u8 {
-            let (job, answer) = job(rows, rows);
-            busy.submit(job).unwrap();
-            answers.push((rows, rows, answer));
-        }
-        let (job, answer) = job(2, 9);
-        light.submit(job).unwrap();
-        answers.push((2, 9, answer));
-        let (commands_in, commands) = unbounded();
-        // The loop runs here, as on the GPU-owner thread; the answers are awaited beside it,
-        // and then it is told to stop.
-        let waiter = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            for (rows, fill, answer) in answers {
-                got.push((rows, fill, answer.recv().unwrap()));
-            }
-            commands_in.send(GpuCommand::Stop).unwrap();
-            got
-        });
-        owner.run(&commands);
-        for (rows, fill, answer) in waiter.join().unwrap() {
-            let (outputs, indices) = answer.unwrap();
-            assert_eq!(indices, [0]);
-            assert_eq!(outputs[0].shape, [i64::from(rows), 2]);
-            assert!(outputs[0].data.iter().all(|&b| b == fill), "fill {fill}");
-        }
-        assert_eq!(busy_stats.executions.load(Ordering::Relaxed), 1);
-        assert_eq!(busy_stats.inferences.load(Ordering::Relaxed), 6);
-        assert_eq!(light_stats.executions.load(Ordering::Relaxed), 1);
-        assert_eq!(light_stats.inferences.load(Ordering::Relaxed), 2);
-    }
-
-    #[test]
-    fn a_retired_version_runs_what_it_queued_then_is_freed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("model.onnx");
-        std::fs::write(&file, b"echo").unwrap();
-        let parts = Parts::new();
-        let metrics = Arc::clone(&parts.metrics);
-        let mut owner = parts.owner();
-        let (old, _) = load(&mut owner, &file, "m", 1, &metrics);
-        let (job, answer) = job(1, 7);
-        old.submit(job).unwrap();
-        let (commands_in, commands) = unbounded();
-        commands_in
-            .send(GpuCommand::Retire {
-                name: "m".to_string(),
-                version: 1,
-            })
-            .unwrap();
-        let waiter = std::thread::spawn(move || {
-            let got = answer.recv().unwrap();
-            commands_in.send(GpuCommand::Stop).unwrap();
-            got
-        });
-        owner.run(&commands);
-        let (outputs, _) = waiter.join().unwrap().unwrap();
-        assert!(outputs[0].data.iter().all(|&b| b == 7));
-        owner.free_finished();
-        assert!(owner.served.is_empty(), "the retired version is freed");
-    }
 }

@@ -12,34 +12,39 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! A served model's handle and its versions' handles. The [`ModelHandle`] (one per model
-//! name, owned by the repository) routes each request to a version: the one it names, or the
-//! newest that takes requests. A [`VersionHandle`] holds that version's queue, admission
-//! (queue limit, deadlines), statistics and metrics, and its tokenizer when texts are served.
-//! The gRPC handlers (completion-queue threads) submit every request through a version's
-//! handle while holding the model's routing table for reading, so that a version taken out of
-//! it (by the repository thread, for writing) gets no request after that; the GPU-owner
-//! thread holds each queue's other end and runs the [`batcher`]. [`file`] reads the model's
-//! bytes.
+//! A served model and its versions. The [`ModelHandle`] (one per model name, owned by the
+//! repository) routes each request to a version: the one it names, or the newest that takes
+//! requests. Each version is a [`ModelVersion`] ([`version`]): its signature, text stage,
+//! queue, admission (queue limit, deadlines), statistics and metrics, built once.
+//!
+//! A request, by file: the codec's [`request::InferRequest`] is checked against the version
+//! ([`request`], with [`text`] tokenizing texts and [`outputs`] choosing what is answered)
+//! while the model's routing table is held for reading, so that a version taken out of it (by
+//! the repository thread, for writing) gets no request after that; the [`job`] waits in the
+//! version's [`queue`]; the GPU-owner thread gathers jobs ([`batcher`]), joins their inputs
+//! and splits the outputs back ([`assemble`]), and records the execution ([`stats`]); the
+//! handler makes the answer's named outputs ([`outputs`], [`classification`], [`text`]).
+//! [`file`] reads the model's bytes.
 
+pub mod assemble;
 pub mod batcher;
+pub mod classification;
 pub mod file;
 pub mod job;
+pub mod outputs;
+pub mod queue;
+pub mod request;
 pub mod stats;
+#[cfg(test)]
+pub mod testing;
+pub mod text;
+pub mod version;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
 
-use self::batcher::{SubmitError, Submitter};
-use self::job::{Job, Reply, Request};
-use self::stats::ModelStats;
-use crate::config::BatchingConfig;
+pub use self::version::ModelVersion;
 use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::ModelMetrics;
-use crate::serving::LoadedModel;
-use crate::text::TextModel;
 
 /// Why a request was not admitted to a model's queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +107,7 @@ pub struct ModelHandle {
 #[derive(Debug, Default)]
 pub struct Versions {
     /// Versions that take requests, by number.
-    serving: BTreeMap<u64, Arc<VersionHandle>>,
+    serving: BTreeMap<u64, Arc<ModelVersion>>,
     /// Versions that do not, and why.
     others: BTreeMap<u64, VersionState>,
     /// Whether the model should be served (false once unloaded on request, or before its
@@ -112,7 +117,7 @@ pub struct Versions {
 
 impl Versions {
     /// The version `asked` for (its number as text), or the newest serving when empty.
-    fn route(&self, name: &str, asked: &str) -> Result<&Arc<VersionHandle>, AdmitError> {
+    fn route(&self, name: &str, asked: &str) -> Result<&Arc<ModelVersion>, AdmitError> {
         let found = if asked.is_empty() {
             self.serving.values().next_back()
         } else {
@@ -182,7 +187,7 @@ impl Versions {
     }
 
     /// The versions that take requests.
-    pub fn serving(&self) -> &BTreeMap<u64, Arc<VersionHandle>> {
+    pub fn serving(&self) -> &BTreeMap<u64, Arc<ModelVersion>> {
         &self.serving
     }
 
@@ -201,14 +206,14 @@ impl Versions {
     }
 
     /// Takes requests on `version` from now on.
-    pub fn add(&mut self, version: Arc<VersionHandle>) {
-        let number = version.model.version;
+    pub fn add(&mut self, version: Arc<ModelVersion>) {
+        let number = version.version;
         self.others.remove(&number);
         self.serving.insert(number, version);
     }
 
     /// Takes no more requests on `version`; what it has queued still runs.
-    pub fn remove(&mut self, version: u64) -> Option<Arc<VersionHandle>> {
+    pub fn remove(&mut self, version: u64) -> Option<Arc<ModelVersion>> {
         let removed = self.serving.remove(&version);
         if removed.is_some() {
             self.others.insert(version, VersionState::Unloaded);
@@ -266,7 +271,7 @@ impl ModelHandle {
     pub fn route<T, E: From<AdmitError>>(
         &self,
         asked: &str,
-        admit: impl FnOnce(&Arc<VersionHandle>) -> Result<T, E>,
+        admit: impl FnOnce(&Arc<ModelVersion>) -> Result<T, E>,
     ) -> Result<T, E> {
         match self.lifecycle.state() {
             State::Ready => {}
@@ -279,104 +284,7 @@ impl ModelHandle {
     }
 
     /// The version `asked` for (the newest when empty), whatever the sidecar's state.
-    pub fn version(&self, asked: &str) -> Result<Arc<VersionHandle>, AdmitError> {
+    pub fn version(&self, asked: &str) -> Result<Arc<ModelVersion>, AdmitError> {
         self.versions().route(&self.name, asked).cloned()
-    }
-}
-
-/// One resident version of a model, as the request path sees it.
-#[derive(Debug)]
-pub struct VersionHandle {
-    model: LoadedModel,
-    queue: Submitter,
-    batching: BatchingConfig,
-    stats: Arc<ModelStats>,
-    metrics: ModelMetrics,
-    /// The tokenizer, when texts are served.
-    text: Option<TextModel>,
-}
-
-impl VersionHandle {
-    pub fn new(
-        model: LoadedModel,
-        queue: Submitter,
-        batching: BatchingConfig,
-        stats: Arc<ModelStats>,
-        metrics: ModelMetrics,
-        text: Option<TextModel>,
-    ) -> Self {
-        VersionHandle {
-            model,
-            queue,
-            batching,
-            stats,
-            metrics,
-            text,
-        }
-    }
-
-    /// The resident model.
-    pub fn model(&self) -> &LoadedModel {
-        &self.model
-    }
-
-    /// The tokenizer, when texts are served.
-    pub fn text(&self) -> Option<&TextModel> {
-        self.text.as_ref()
-    }
-
-    /// The version's statistics, which the GPU-owner thread also records into.
-    pub fn stats(&self) -> &ModelStats {
-        &self.stats
-    }
-
-    /// The version's metrics.
-    pub fn metrics(&self) -> &ModelMetrics {
-        &self.metrics
-    }
-
-    /// How requests are queued and batched, as configured.
-    pub fn batching(&self) -> &BatchingConfig {
-        &self.batching
-    }
-
-    /// Queues `request` without blocking; `reply` gets its answer, exactly once. The request
-    /// must not start after the shorter of its own timeout and `default-timeout`; it is not
-    /// run if `abandoned` is set first. Refused (and `reply` dropped unanswered) when the
-    /// queue is full or closed.
-    pub fn submit(
-        &self,
-        request: Request,
-        abandoned: Arc<AtomicBool>,
-        reply: Reply,
-    ) -> Result<(), AdmitError> {
-        let timeout = match (self.batching.default_timeout, request.timeout) {
-            (Some(default), Some(asked)) => Some(default.min(asked)),
-            (default, asked) => default.or(asked),
-        };
-        let job = Job::new(
-            request.inputs,
-            request.rows,
-            request.outputs,
-            timeout.map(|t| Instant::now() + t),
-            abandoned,
-            reply,
-        );
-        match self.queue.submit(job) {
-            Ok(()) => {
-                self.metrics.set_queue_depth(self.queue.depth());
-                Ok(())
-            }
-            Err(SubmitError::Full(job)) => {
-                job.withdraw();
-                Err(AdmitError::QueueFull {
-                    capacity: self.queue.capacity(),
-                })
-            }
-            Err(SubmitError::Closed(job)) => {
-                job.withdraw();
-                Err(AdmitError::ShuttingDown)
-            }
-        }
     }
 }

@@ -12,12 +12,73 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The model's cumulative statistics, as Triton's `ModelStatistics` reports them: request
-//! counts and nanoseconds per phase, executions and rows. The GPU-owner thread records
-//! executions; the gRPC handlers record each request's end; `ModelStatistics` reads them.
+//! A model version's cumulative statistics, as Triton's `ModelStatistics` reports them
+//! (request counts and nanoseconds per phase, executions and rows), and the [`Recorder`], the
+//! one place that records each event into them and into the version's Prometheus series
+//! alike. The GPU-owner thread records executions; the gRPC handlers record each request's
+//! end; `ModelStatistics` and `/metrics` read them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::{ModelMetrics, Outcome};
+
+/// Records a version's events into its statistics and its Prometheus series together.
+#[derive(Debug)]
+pub struct Recorder {
+    stats: ModelStats,
+    metrics: ModelMetrics,
+}
+
+impl Recorder {
+    /// A recorder into `metrics` (the version's series) and statistics at zero.
+    pub fn new(metrics: ModelMetrics) -> Self {
+        Recorder {
+            stats: ModelStats::default(),
+            metrics,
+        }
+    }
+
+    /// The statistics, for `ModelStatistics`.
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
+    }
+
+    /// Sets the number of requests waiting in the version's queue.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.metrics.set_queue_depth(depth);
+    }
+
+    /// A request leaves the queue for its execution, after waiting `waited`.
+    pub fn left_queue(&self, waited: Duration) {
+        self.stats.queue.record(1, waited);
+        self.metrics.observe_queue_time(waited);
+    }
+
+    /// One execution of `requests` requests, `rows` rows in all: `input` spent assembling
+    /// its inputs, `infer` in the runtime. Recorded before its requests are answered, so that
+    /// a caller who reads the statistics after its answer sees its own execution.
+    pub fn executed(&self, requests: u64, rows: usize, input: Duration, infer: Duration) {
+        self.stats.executions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .inferences
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.stats.compute_input.record(requests, input);
+        self.stats.compute_infer.record(requests, infer);
+        self.metrics.record_execution(rows, infer);
+    }
+
+    /// The execution's `requests` were answered, which took `output` (splitting the outputs).
+    pub fn answered(&self, requests: u64, output: Duration) {
+        self.stats.compute_output.record(requests, output);
+    }
+
+    /// A request's end, `took` from its arrival: success or not, and its outcome.
+    pub fn request_finished(&self, outcome: Outcome, took: Duration) {
+        self.metrics.inference_finished(outcome);
+        self.stats.record_request(outcome == Outcome::Ok, took);
+    }
+}
 
 /// A count and the nanoseconds spent over those counted.
 #[derive(Debug, Default)]
@@ -68,14 +129,8 @@ pub struct ModelStats {
 }
 
 impl ModelStats {
-    /// Records one execution of `rows` rows in all.
-    pub fn record_execution(&self, rows: u64) {
-        self.executions.fetch_add(1, Ordering::Relaxed);
-        self.inferences.fetch_add(rows, Ordering::Relaxed);
-    }
-
     /// Records a request's end: success or not, and how long it took from arrival.
-    pub fn record_request(&self, ok: bool, took: Duration) {
+    fn record_request(&self, ok: bool, took: Duration) {
         if ok {
             self.success.record(1, took);
         } else {
@@ -93,12 +148,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phases_accumulate_per_request() {
-        let stats = ModelStats::default();
-        stats.compute_infer.record(3, Duration::from_micros(2));
-        stats.record_execution(5);
-        stats.record_request(true, Duration::from_nanos(10));
-        stats.record_request(false, Duration::from_nanos(4));
+    fn phases_accumulate_per_request_in_statistics_and_series_alike() {
+        let metrics = crate::metrics::Metrics::new(crate::metrics::Transport::Unix).unwrap();
+        let recorder = Recorder::new(metrics.for_model("m", 1));
+        recorder.executed(3, 5, Duration::ZERO, Duration::from_micros(2));
+        recorder.request_finished(Outcome::Ok, Duration::from_nanos(10));
+        recorder.request_finished(Outcome::Invalid, Duration::from_nanos(4));
+        let stats = recorder.stats();
+        let text = metrics.render(&crate::lifecycle::Lifecycle::new());
+        for series in [
+            "gpu_sidecar_inference_executions_total{model=\"m\",version=\"1\"} 1",
+            "gpu_sidecar_inference_rows_total{model=\"m\",version=\"1\"} 5",
+            "gpu_sidecar_inference_requests_total{model=\"m\",outcome=\"ok\",version=\"1\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
         assert_eq!(stats.compute_infer.read(), (3, 6000));
         assert_eq!(stats.success.read(), (1, 10));
         assert_eq!(stats.fail.read(), (1, 4));

@@ -37,11 +37,9 @@ use super::{names, Repository, RepositoryError};
 use crate::config::{BatchingConfig, Config, ModelSource, ModelSpec, RepositoryControl};
 use crate::gpu::{GpuLoader, LoadOrder};
 use crate::metrics::Metrics;
-use crate::model::batcher;
-use crate::model::stats::ModelStats;
-use crate::model::{AdmitError, ModelHandle, VersionHandle, VersionState};
+use crate::model::text::TextStage;
+use crate::model::{AdmitError, ModelHandle, VersionState};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
-use crate::text::TextStage;
 
 /// What a load or unload request is answered with.
 pub type Answer = oneshot::Sender<Result<(), RepositoryError>>;
@@ -576,22 +574,15 @@ impl Keeper {
         model
             .versions_mut()
             .set_state(version, VersionState::Loading);
-        let (queue, receiver, counts) = batcher::queue(spec.batching.max_queue_size as usize);
-        let stats = Arc::new(ModelStats::default());
-        let metrics = self.metrics.for_model(name, version);
         let order = LoadOrder {
             name: name.to_string(),
             version,
             path: path.to_path_buf(),
             intra_op_threads: spec.intra_op_threads,
             batching: spec.batching.clone(),
-            pad_id: stage.map_or(0, TextStage::pad_id),
-            queue: receiver,
-            counts,
-            stats: Arc::clone(&stats),
-            metrics: metrics.clone(),
+            text: stage.cloned(),
         };
-        let mut loaded = self
+        let loaded = self
             .gpu
             .load(order)
             .map_err(|source| RepositoryError::Load {
@@ -599,26 +590,14 @@ impl Keeper {
                 version,
                 source: Box::new(source),
             })?;
-        let text = match stage {
-            Some(stage) => match stage.clone().bind(&loaded.signature) {
-                Ok(text) => {
-                    loaded.text = Some(text.info().clone());
-                    Some(text)
-                }
-                Err(source) => {
-                    // Resident but of no use: freed at once (nothing was queued).
-                    self.gpu.retire(name, version);
-                    return Err(RepositoryError::Text {
-                        name: name.to_string(),
-                        source,
-                    });
-                }
-            },
-            None => None,
-        };
-        self.metrics.model_loaded(&loaded);
-        let handle = VersionHandle::new(loaded, queue, spec.batching.clone(), stats, metrics, text);
-        model.versions_mut().add(Arc::new(handle));
+        self.metrics.model_loaded(
+            name,
+            version,
+            loaded.location,
+            loaded.size_bytes,
+            loaded.load_time,
+        );
+        model.versions_mut().add(loaded);
         log::info!("model {name:?} version {version} takes requests");
         Ok(())
     }

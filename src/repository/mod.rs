@@ -19,9 +19,10 @@
 //! threads), and the `repository` thread ([`control`]) changes it: it loads what is configured
 //! or found on disk ([`scan`]) through the GPU-owner thread, puts each new version in its
 //! model's routing table once warmed up, and takes the old one out, to be freed once it has
-//! run what it holds. A request follows the files by name: `rpc/inference.rs` →
-//! `repository/mod.rs` (the model) → `model/mod.rs` (its version and queue) →
-//! `model/batcher.rs` → `gpu/mod.rs` (the execution) → back through the job's reply.
+//! run what it holds. A request follows the files by name: `rpc/inference/` →
+//! `repository/mod.rs` (the model) → `model/mod.rs` (its version) → `model/version.rs`
+//! (checked, queued) → `gpu/owner.rs` and `model/batcher.rs` (gathered) → `gpu/execute.rs`
+//! (the execution) → back through the job's reply.
 
 pub mod control;
 pub mod scan;
@@ -32,8 +33,8 @@ use std::sync::{Arc, RwLock};
 use crate::config::RepositoryControl;
 use crate::gpu::GpuError;
 use crate::lifecycle::{Lifecycle, State};
+use crate::model::text::TextError;
 use crate::model::{AdmitError, ModelHandle, VersionState};
-use crate::text::TextError;
 
 /// Why a model could not be loaded or unloaded.
 #[derive(Debug, thiserror::Error)]
@@ -161,24 +162,13 @@ impl Repository {
         *self.unreadable.write().unwrap_or_else(|e| e.into_inner()) = unreadable;
     }
 
-    /// Serves `model` as a version taking requests (its queue goes nowhere).
+    /// Serves `version` as a version taking requests.
     #[cfg(test)]
-    pub fn serve_for_tests(&self, model: crate::serving::LoadedModel) {
-        let metrics = crate::metrics::Metrics::new(crate::metrics::Transport::Unix)
-            .expect("metrics")
-            .for_model(&model.name, model.version);
-        let (queue, _, _) = crate::model::batcher::queue(1);
-        let handle = self.model_or_new(&model.name);
+    pub fn serve_for_tests(&self, version: crate::model::ModelVersion) {
+        let handle = self.model_or_new(&version.name);
         let mut versions = handle.versions_mut();
         versions.set_wanted(true);
-        versions.add(Arc::new(crate::model::VersionHandle::new(
-            model,
-            queue,
-            crate::config::BatchingConfig::default(),
-            Arc::default(),
-            metrics,
-            None,
-        )));
+        versions.add(Arc::new(version));
     }
 
     /// Why the model folder `name` could not be read at the last scan, if it could not.

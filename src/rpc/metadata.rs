@@ -21,11 +21,11 @@ use std::sync::atomic::Ordering;
 
 use protobuf::MessageField;
 
-use crate::config::BatchingConfig;
-use crate::model::stats::{ModelStats, Phase};
+use crate::model::stats::Phase;
+use crate::model::ModelVersion;
 use crate::proto::grpc_service as pb;
 use crate::proto::model_config as config_pb;
-use crate::serving::{DeviceInfo, LoadedModel};
+use crate::serving::DeviceInfo;
 use crate::tensor::{DataType, Signature, TensorSpec};
 
 /// The platform name Triton gives ONNX models.
@@ -37,8 +37,8 @@ pub const LABELS_SUFFIX: &str = ".labels";
 
 /// The inputs a client sees: a text model's text input (its token inputs are still taken,
 /// from callers who tokenize themselves), else the model's own.
-fn served_inputs(model: &LoadedModel) -> Vec<TensorSpec> {
-    match &model.text {
+fn served_inputs(model: &ModelVersion) -> Vec<TensorSpec> {
+    match model.text_info() {
         Some(text) => vec![TensorSpec {
             name: text.input.clone(),
             datatype: DataType::Bytes,
@@ -50,10 +50,9 @@ fn served_inputs(model: &LoadedModel) -> Vec<TensorSpec> {
 }
 
 /// The outputs a client sees: a text model's embedding first, then the model's own.
-fn served_outputs(model: &LoadedModel) -> Vec<TensorSpec> {
+fn served_outputs(model: &ModelVersion) -> Vec<TensorSpec> {
     let embedding = model
-        .text
-        .as_ref()
+        .text_info()
         .and_then(|text| text.embedding.as_ref())
         .map(|(_, spec)| spec.clone());
     embedding
@@ -65,7 +64,7 @@ fn served_outputs(model: &LoadedModel) -> Vec<TensorSpec> {
 /// `ModelMetadata`: the inputs and outputs with datatype and shape (-1: any size; with
 /// batching, the first dimension is the batch).
 /// `versions`: those that take requests.
-pub fn model_metadata(model: &LoadedModel, versions: &[u64]) -> pb::ModelMetadataResponse {
+pub fn model_metadata(model: &ModelVersion, versions: &[u64]) -> pb::ModelMetadataResponse {
     use pb::model_metadata_response::TensorMetadata;
     let tensor = |spec: &TensorSpec| TensorMetadata {
         name: spec.name.clone(),
@@ -84,12 +83,9 @@ pub fn model_metadata(model: &LoadedModel, versions: &[u64]) -> pb::ModelMetadat
 }
 
 /// `ModelConfig`: a truthful minimal Triton model configuration.
-pub fn model_config(
-    model: &LoadedModel,
-    gpu: Option<&DeviceInfo>,
-    batching: &BatchingConfig,
-) -> config_pb::ModelConfig {
+pub fn model_config(model: &ModelVersion, gpu: Option<&DeviceInfo>) -> config_pb::ModelConfig {
     use config_pb::model_instance_group::Kind;
+    let batching = &model.batching;
     let signature = &model.signature;
     let data_type = |spec: &TensorSpec| config_data_type(spec.datatype);
     let mut config = config_pb::ModelConfig {
@@ -152,7 +148,7 @@ pub fn model_config(
         );
     }
     // What a text model expects, for clients that tokenize themselves.
-    if let Some(text) = &model.text {
+    if let Some(text) = model.text_info() {
         let token_inputs: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
         for (key, value) in [
             ("text.tokenizer", text.tokenizer.display().to_string()),
@@ -239,7 +235,8 @@ fn config_data_type(datatype: crate::tensor::DataType) -> config_pb::DataType {
 }
 
 /// `ModelStatistics` for the served model.
-pub fn model_statistics(model: &LoadedModel, stats: &ModelStats) -> pb::ModelStatistics {
+pub fn model_statistics(model: &ModelVersion) -> pb::ModelStatistics {
+    let stats = model.recorder().stats();
     let duration = |phase: &Phase| {
         let (count, ns) = phase.read();
         Some(pb::StatisticDuration {

@@ -26,7 +26,6 @@
 //! call when the answer comes back. Shutdown stops new calls, lets in-flight calls finish
 //! within the grace period, then cancels the rest.
 
-mod classification;
 mod health;
 pub mod inference;
 pub mod kserve;

@@ -26,7 +26,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::proto::sidecar::{self as pb, PingRequest, PingResponse};
 use crate::proto::sidecar_grpc::Sidecar;
 use crate::repository::Repository;
-use crate::serving::{LoadedModel, ModelLocation};
+use crate::serving::ModelLocation;
 
 /// `flink.sidecar.v1.Sidecar`.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ impl Sidecar for SidecarService {
         log::debug!("Ping: {} byte payload", request.payload.len());
         // Test builds only: holds the call in flight, for the shutdown tests.
         #[cfg(feature = "failpoints")]
-        fail::fail_point!("rpc::ping");
+        crate::failpoint::hold("rpc::ping");
         let metrics = Arc::clone(&self.metrics);
         // A call whose deadline has passed gets no work done: the client has given up.
         let expired = ctx.deadline().exceeded();
@@ -92,10 +92,9 @@ fn ping_response(
         uptime_ms: u64::try_from(lifecycle.uptime().as_millis()).unwrap_or(u64::MAX),
         ..PingResponse::default()
     };
-    let first: Option<LoadedModel> = repository.models().iter().find_map(|model| {
+    let first = repository.models().iter().find_map(|model| {
         let versions = model.versions();
-        let newest = versions.serving().values().next_back();
-        newest.map(|version| version.model().clone())
+        versions.serving().values().next_back().cloned()
     });
     if let Some(model) = first {
         response.model_loaded = true;
@@ -165,7 +164,7 @@ mod tests {
         );
         assert!(!response.model_loaded);
         lifecycle.set_ready(crate::serving::ServingInfo::for_tests());
-        repository.serve_for_tests(LoadedModel::for_tests());
+        repository.serve_for_tests(crate::model::ModelVersion::for_tests(Default::default()));
         let response = ping_response(request, &lifecycle, &repository);
         assert_eq!(
             response.state.enum_value(),

@@ -14,19 +14,20 @@
 
 //! Why an inference call, or one request of a stream, got no outputs, and what the caller
 //! is told: [`Failure::classify`] is the one place that maps the typed errors of the codec,
-//! the model's admission and the job to a gRPC code and a metrics outcome. Runs on the
+//! the model's checks and admission, the job and the repository to a gRPC code and a metrics
+//! outcome. Runs on the
 //! completion-queue threads.
 
 use grpcio::{RpcStatus, RpcStatusCode};
 
-use super::kserve::RequestError;
+use super::kserve::DecodeError;
 use crate::gpu::GpuError;
 use crate::metrics::Outcome;
 use crate::model::job::JobFailure;
+use crate::model::request::RequestError;
 use crate::model::AdmitError;
 use crate::proto::grpc_service as pb;
 use crate::repository::RepositoryError;
-use crate::text::TextError;
 
 /// The gRPC code of a failed repository load or unload, as Triton answers them.
 fn repository_code(error: &RepositoryError) -> RpcStatusCode {
@@ -49,7 +50,10 @@ fn repository_code(error: &RepositoryError) -> RpcStatusCode {
 /// Every way an inference request can fail; its message is what the caller reads.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// The request does not name the model or does not fit it.
+    /// The message breaks the protocol, or is too large.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The request does not fit the model version it was routed to (its texts included).
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The model did not take it.
@@ -58,9 +62,6 @@ pub enum Failure {
     /// It was queued but got no outputs.
     #[error(transparent)]
     Job(#[from] JobFailure),
-    /// Its texts cannot be tokenized as the model needs.
-    #[error(transparent)]
-    Text(#[from] TextError),
     /// A repository load or unload was refused or failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -71,8 +72,7 @@ impl Failure {
     pub fn classify(&self) -> (RpcStatusCode, Outcome) {
         use RpcStatusCode as Code;
         match self {
-            Failure::Request(RequestError::NotFound(_))
-            | Failure::Admission(
+            Failure::Admission(
                 AdmitError::UnknownModel { .. }
                 | AdmitError::NotLoaded { .. }
                 | AdmitError::NoSuchVersion { .. },
@@ -81,8 +81,7 @@ impl Failure {
                 AdmitError::VersionUnavailable { .. } | AdmitError::ModelLoading { .. },
             ) => (Code::UNAVAILABLE, Outcome::Unavailable),
             Failure::Repository(e) => (repository_code(e), Outcome::Invalid),
-            Failure::Request(RequestError::Invalid(_) | RequestError::TooLarge { .. })
-            | Failure::Text(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
+            Failure::Decode(_) | Failure::Request(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
             Failure::Admission(AdmitError::Loading | AdmitError::ShuttingDown) => {
                 (Code::UNAVAILABLE, Outcome::Unavailable)
             }
@@ -154,14 +153,19 @@ mod tests {
 
     #[test]
     fn each_failure_has_its_code_and_outcome() {
-        let cases: [(Failure, RpcStatusCode, Outcome); 13] = [
+        let cases: [(Failure, RpcStatusCode, Outcome); 14] = [
             (
-                RequestError::NotFound("m".into()).into(),
-                RpcStatusCode::NOT_FOUND,
+                DecodeError::Invalid("d".into()).into(),
+                RpcStatusCode::INVALID_ARGUMENT,
                 Outcome::Invalid,
             ),
             (
                 RequestError::Invalid("x".into()).into(),
+                RpcStatusCode::INVALID_ARGUMENT,
+                Outcome::Invalid,
+            ),
+            (
+                RequestError::Text(crate::model::text::TextError::NoTokenIds).into(),
                 RpcStatusCode::INVALID_ARGUMENT,
                 Outcome::Invalid,
             ),

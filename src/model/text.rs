@@ -15,16 +15,16 @@
 //! Text in, embeddings out, for a model of token ids (`[sidecar.model.text]`): the Hugging
 //! Face tokenizer (`tokenizer.json`, read with the `tokenizers` crate) that turns a request's
 //! texts into the inputs the model declares, and the pooling that turns its token embeddings
-//! into one vector per text. The tokenizer is read on the main thread at start-up and bound
-//! to the model once it is resident; texts are tokenized, and embeddings pooled, on the
-//! completion-queue threads (a text takes microseconds), never on the GPU-owner thread.
+//! into one vector per text. The tokenizer is read on the main thread at start-up (to check
+//! it) and by the repository thread for each load, and bound to the model as its version is
+//! built; texts are tokenized, and embeddings pooled, on the completion-queue threads (a text
+//! takes microseconds), never on the GPU-owner thread.
 
 use std::path::PathBuf;
 
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::config::{Pooling, TextConfig};
-use crate::serving::TextInfo;
 use crate::tensor::{DataType, Signature, Tensor, TensorSpec};
 
 /// The model inputs a tokenizer feeds.
@@ -78,6 +78,24 @@ pub enum TextError {
         element: usize,
         message: String,
     },
+}
+
+/// What a model served text in takes and gives, beside its own inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextInfo {
+    /// The BYTES input of texts.
+    pub input: String,
+    pub tokenizer: PathBuf,
+    /// The most tokens per text.
+    pub max_length: usize,
+    /// Whether longer texts are cut to `max-length` (else refused).
+    pub truncate: bool,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// The model output pooled, and the embedding served from it (with pooling).
+    pub embedding: Option<(usize, TensorSpec)>,
+    /// The model's attention mask input, if it has one.
+    pub mask: Option<usize>,
 }
 
 /// A tokenizer as configured, before the model is known.

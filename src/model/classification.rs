@@ -13,40 +13,18 @@
 // limitations under the License.
 
 //! Triton's classification extension, on the completion-queue threads: a requested output
-//! with the parameter `classification` = k is answered, instead of its scores, with the top
-//! min(k, C) classes of each row as a BYTES tensor `[rows, min(k, C)]`, highest first, each
-//! element `"<score>:<column>"`, or `"<score>:<column>:<label>"` when the model names its
-//! classes; the score written as Triton writes it (`std::to_string`: 6 decimals for floats).
+//! asked for with the parameter `classification` = k (the codec reads it) is answered,
+//! instead of its scores, with the top min(k, C) classes of each row as a BYTES tensor
+//! `[rows, min(k, C)]`, highest first, each element `"<score>:<column>"`, or
+//! `"<score>:<column>:<label>"` when the model names its classes; the score written as
+//! Triton writes it (`std::to_string`: 6 decimals for floats).
 
+use super::request::RequestError;
 use crate::tensor::{DataType, Tensor, TensorSpec};
 
-use super::kserve::RequestError;
-use crate::proto::grpc_service::infer_parameter::Parameter_choice;
-use crate::proto::grpc_service::model_infer_request::InferRequestedOutputTensor;
-
-/// The `classification` parameter of a requested output: how many classes per row, if asked.
-/// Fails on a count that is not a positive integer, or an output that is no vector of scores
-/// per row.
-pub fn requested(
-    spec: &TensorSpec,
-    output: &InferRequestedOutputTensor,
-    batching: bool,
-) -> Result<Option<usize>, RequestError> {
-    let Some(parameter) = output.parameters.get("classification") else {
-        return Ok(None);
-    };
-    let count = match &parameter.parameter_choice {
-        Some(Parameter_choice::Int64Param(k)) => usize::try_from(*k).ok(),
-        Some(Parameter_choice::Uint64Param(k)) => usize::try_from(*k).ok(),
-        _ => None,
-    }
-    .filter(|&k| k > 0)
-    .ok_or_else(|| {
-        RequestError::Invalid(format!(
-            "output {:?}: parameter \"classification\" must be an int64_param of at least 1 (how many classes per row)",
-            spec.name
-        ))
-    })?;
+/// Checks that output `spec` can be answered with its top classes: one vector of numeric
+/// scores per row. Fails naming the output and its shape.
+pub fn check(spec: &TensorSpec, batching: bool) -> Result<(), RequestError> {
     let row_dims = if batching {
         &spec.dims[1.min(spec.dims.len())..]
     } else {
@@ -59,7 +37,7 @@ pub fn requested(
             spec.name, spec.datatype, spec.dims
         )));
     }
-    Ok(Some(count))
+    Ok(())
 }
 
 /// The top `count` classes of each row of `tensor` (the scores of output `spec`), as the BYTES

@@ -1,0 +1,266 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Where the sidecar listens: `[sidecar.rpc]` (the gRPC endpoint, its socket's mode, the
+//! message size limit) and `[sidecar.health]`, with the parsing of `unix:` and TCP endpoints.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// The longest path a Unix socket address can hold (`sun_path` is 108 bytes with its NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// `[sidecar.rpc]`: where the gRPC server listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RpcConfig {
+    pub endpoint: Endpoint,
+    /// Permissions of the socket file; only for `unix:` endpoints. Default 0660.
+    pub(super) socket_mode: Option<SocketMode>,
+    /// The largest message taken or sent, in bytes. Default 64 MiB.
+    max_message_size: Option<MessageSize>,
+}
+
+impl RpcConfig {
+    /// The permissions to give the socket file of a `unix:` endpoint.
+    pub fn socket_mode(&self) -> u32 {
+        self.socket_mode.map_or(DEFAULT_SOCKET_MODE, |m| m.0)
+    }
+
+    /// The largest request or answer, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+            .map_or(DEFAULT_MAX_MESSAGE_SIZE, |m| m.0)
+    }
+}
+
+/// The default `sidecar.rpc.max-message-size`: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// A message size: a byte count with a unit ("64 MiB", "512 KiB", "100 MB") or a plain
+/// number of bytes; from 1 KiB to 2 GiB (what protobuf can carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct MessageSize(pub usize);
+
+impl TryFrom<toml::Value> for MessageSize {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, Self::Error> {
+        let bytes = match &value {
+            toml::Value::Integer(n) => u64::try_from(*n).ok(),
+            // bytesize reads "64 MiB", "64MiB", "100 MB", "4096".
+            toml::Value::String(s) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0),
+            _ => None,
+        };
+        match bytes {
+            Some(n @ 1024..=0x7fff_ffff) => Ok(MessageSize(n as usize)),
+            Some(n) => Err(format!(
+                "{n} bytes is out of range: give 1 KiB to 2 GiB, e.g. \"64 MiB\""
+            )),
+            None => Err(format!(
+                "{value} is not a size: write bytes with a unit, e.g. \"64 MiB\", or a number of bytes"
+            )),
+        }
+    }
+}
+
+/// `[sidecar.health]`: the HTTP health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_health_host")]
+    pub host: IpAddr,
+    /// 0 picks a free port; the bound address is logged.
+    pub port: u16,
+}
+
+fn default_health_host() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+/// Where the gRPC server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Endpoint {
+    /// A Unix domain socket at this absolute path.
+    Unix(PathBuf),
+    /// A TCP address: an IPv4 address, a bracketed IPv6 address or a host name, and a port.
+    Tcp { host: String, port: u16 },
+}
+
+impl Endpoint {
+    /// The address in the form gRPC core binds and connects to.
+    pub fn grpc_address(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    /// Parses `unix:/abs/path`, `unix:///abs/path` or `host:port`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("unix:") {
+            return parse_unix_endpoint(s, rest);
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "unsupported endpoint {s:?}: use unix:/abs/path.sock or host:port"
+            ));
+        }
+        parse_tcp_endpoint(s)
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+fn parse_unix_endpoint(full: &str, rest: &str) -> Result<Endpoint, String> {
+    // `unix:///abs` is the URI form of `unix:/abs`; `unix://host/...` is not a local socket.
+    let path = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(_) => {
+            return Err(format!(
+                "invalid endpoint {full:?}: a unix endpoint is unix:/abs/path or unix:///abs/path"
+            ))
+        }
+        None => rest,
+    };
+    if path.is_empty() {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path is empty"
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path must be absolute"
+        ));
+    }
+    if path.ends_with('/') {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path names a folder, not a file"
+        ));
+    }
+    if path.len() > MAX_UNIX_SOCKET_PATH {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path is {} bytes, more than the {} a Unix socket address holds",
+            path.len(),
+            MAX_UNIX_SOCKET_PATH
+        ));
+    }
+    if path.contains('\0') {
+        return Err(format!(
+            "invalid endpoint {full:?}: the socket path contains a NUL byte"
+        ));
+    }
+    Ok(Endpoint::Unix(PathBuf::from(path)))
+}
+
+fn parse_tcp_endpoint(s: &str) -> Result<Endpoint, String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("invalid endpoint {s:?}: missing ']' after the IPv6 address"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "invalid endpoint {s:?}: {host:?} is not an IPv6 address"
+            ));
+        }
+        let port = after.strip_prefix(':').ok_or_else(|| {
+            format!("invalid endpoint {s:?}: expected host:port (e.g. [::1]:50051)")
+        })?;
+        (host, port)
+    } else {
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+            format!("invalid endpoint {s:?}: expected unix:/abs/path.sock or host:port")
+        })?;
+        if host.contains(':') {
+            return Err(format!(
+                "invalid endpoint {s:?}: write an IPv6 address in brackets, e.g. [::1]:50051"
+            ));
+        }
+        if !is_valid_host(host) {
+            return Err(format!(
+                "invalid endpoint {s:?}: {host:?} is not an IPv4 address or host name"
+            ));
+        }
+        (host, port)
+    };
+    let port = port.parse::<u16>().map_err(|_| {
+        format!("invalid endpoint {s:?}: the port {port:?} is not a number from 0 to 65535")
+    })?;
+    Ok(Endpoint::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// An IPv4 address or an RFC 1123 host name.
+fn is_valid_host(host: &str) -> bool {
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let all_digits_and_dots = host.chars().all(|c| c.is_ascii_digit() || c == '.');
+    !host.is_empty()
+        && host.len() <= 253
+        && !all_digits_and_dots
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Permissions of the socket file, written in octal as a string: `"0660"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SocketMode(pub u32);
+
+impl TryFrom<String> for SocketMode {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let digits = s.strip_prefix("0o").unwrap_or(&s);
+        let valid = !digits.is_empty() && digits.len() <= 4;
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if valid && mode <= 0o777 => Ok(SocketMode(mode)),
+            _ => Err(format!(
+                "{s:?} is not a file mode: write octal permissions from \"0000\" to \"0777\", e.g. \"0660\""
+            )),
+        }
+    }
+}

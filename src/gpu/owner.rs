@@ -1,0 +1,325 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The GPU-owner thread's serving loop: the resident versions ([`Served`]), taking the
+//! commands of the repository and main threads between executions, choosing the next version
+//! with work (round-robin), gathering its batch, retiring and freeing versions, and at the end
+//! answering what is left and releasing everything on this thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Select, TryRecvError};
+
+use super::cuda::PrimaryContext;
+use super::execute::{execute, refuse_job};
+use super::{GpuCommand, Interrupters};
+use crate::backend::{Backend, Session};
+use crate::config::GpuConfig;
+use crate::metrics::Metrics;
+use crate::model::batcher::{self, BatchPolicy};
+use crate::model::file::LoadControl;
+use crate::model::job::{Job, JobFailure};
+use crate::model::ModelVersion;
+
+/// A resident model version, with its session and its queue's receiving end, on the
+/// GPU-owner thread.
+pub(super) struct Served {
+    /// The version, as everyone shares it.
+    pub model: Arc<ModelVersion>,
+    /// Which load made it resident: a version unloaded and loaded again before it was freed
+    /// is resident twice for a while, once retiring.
+    pub load_number: u64,
+    pub session: Box<dyn Session>,
+    pub queue: Receiver<Job>,
+    pub policy: BatchPolicy,
+    /// Jobs taken off the queue that have not run yet, oldest first.
+    pub pending: VecDeque<Job>,
+    /// Requests ever submitted, as the previous batch began to form.
+    pub arrived_before: u64,
+    /// Taken out of the routing table: freed once nothing of it waits.
+    pub retiring: bool,
+}
+
+impl Served {
+    /// Whether a request waits to run.
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty() || !self.queue.is_empty()
+    }
+
+    /// Whether it may be freed: retired, and nothing of it waits or runs.
+    fn finished(&self) -> bool {
+        self.retiring && self.pending.is_empty() && self.model.queue_counts().waiting() == 0
+    }
+}
+
+/// What the owner shares with its [`super::GpuOwner`] handle on the main thread.
+pub(super) struct Shared<'a> {
+    /// How far the load in progress has read.
+    pub control: &'a LoadControl,
+    pub interrupters: &'a Mutex<Interrupters>,
+    /// Set when stopping: a failed execution then means it was ended on purpose.
+    pub stopping: &'a AtomicBool,
+    /// Cleared when the context is released early.
+    pub context_held: &'a AtomicBool,
+    /// Set while a load runs.
+    pub loading_since: &'a Mutex<Option<Instant>>,
+}
+
+/// The GPU-owner thread's state while serving.
+pub(super) struct Owner<'a> {
+    /// Declared before `context`: fields drop in order, so the sessions (and their device
+    /// memory) are freed before the context is released.
+    pub served: Vec<Served>,
+    /// Where the round-robin looks first for work.
+    next: usize,
+    /// Loads carried out so far.
+    pub loads: u64,
+    /// Where a version's series are made, and removed once it is freed.
+    pub metrics: Arc<Metrics>,
+    pub runtime: Box<dyn Backend>,
+    pub runtime_version: String,
+    pub gpu: GpuConfig,
+    pub shared: Shared<'a>,
+    pub context: Option<PrimaryContext>,
+}
+
+impl<'a> Owner<'a> {
+    /// An owner serving nothing yet, on `context` (none: the CPU).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        runtime: Box<dyn Backend>,
+        runtime_version: String,
+        gpu: GpuConfig,
+        shared: Shared<'a>,
+        context: Option<PrimaryContext>,
+    ) -> Self {
+        Owner {
+            served: Vec::new(),
+            next: 0,
+            loads: 0,
+            metrics,
+            runtime,
+            runtime_version,
+            gpu,
+            shared,
+            context,
+        }
+    }
+
+    /// Serves the queues and carries out `commands` between executions, until told to stop
+    /// (or the main thread is gone); then answers what is still queued without running it.
+    pub fn run(&mut self, commands: &Receiver<GpuCommand>) {
+        loop {
+            // Commands first, so that heartbeats are answered between executions under load.
+            loop {
+                match commands.try_recv() {
+                    Ok(command) => {
+                        if !self.obey(command) {
+                            return self.refuse_remaining();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        log::warn!("the main thread is gone; releasing the GPU");
+                        return self.refuse_remaining();
+                    }
+                }
+            }
+            self.free_finished();
+            let Some(index) = self.next_with_work() else {
+                // Nothing to run: wait for a command or a request.
+                let mut select = Select::new();
+                select.recv(commands);
+                for served in &self.served {
+                    select.recv(&served.queue);
+                }
+                let ready = select.ready();
+                if ready > 0 {
+                    let served = &mut self.served[ready - 1];
+                    match served.queue.try_recv() {
+                        Ok(job) => served.pending.push_back(job),
+                        // Every handle on the queue is gone: nothing more will come.
+                        Err(TryRecvError::Disconnected) => served.retiring = true,
+                        Err(TryRecvError::Empty) => {}
+                    }
+                }
+                continue;
+            };
+            self.next = index + 1;
+            self.serve(index, commands);
+        }
+    }
+
+    /// The index of the next version with a request waiting, in turn after the last one
+    /// served.
+    fn next_with_work(&self) -> Option<usize> {
+        let count = self.served.len();
+        (0..count)
+            .map(|offset| (self.next + offset) % count)
+            .find(|&index| self.served[index].has_work())
+    }
+
+    /// Gathers one batch of version `index` and runs it.
+    fn serve(&mut self, index: usize, commands: &Receiver<GpuCommand>) {
+        let (this, before, after) = split_one(&mut self.served, index);
+        // Company is coming when more than this one request arrived since the previous
+        // batch began to form: callers are concurrent.
+        let counts = this.model.queue_counts();
+        let arrived = counts.arrived();
+        let company_coming = arrived.saturating_sub(this.arrived_before) >= 2;
+        this.arrived_before = arrived;
+        let padding = this.model.signature.padding.clone();
+        let batch = batcher::gather(
+            &mut this.pending,
+            &this.queue,
+            this.policy,
+            padding.as_ref(),
+            company_coming,
+            refuse_job,
+            // A heartbeat, a stop or another model's request does not wait for a batch to
+            // fill.
+            || !commands.is_empty() || before.iter().chain(after).any(Served::has_work),
+        );
+        if batch.is_empty() {
+            this.model.recorder().set_queue_depth(counts.waiting());
+            return;
+        }
+        execute(this, batch, self.shared.stopping);
+    }
+
+    /// Handles a command; false when the thread is to stop.
+    fn obey(&mut self, command: GpuCommand) -> bool {
+        match command {
+            GpuCommand::Heartbeat(reply) => {
+                // Test builds only: makes the thread stop answering for a while.
+                #[cfg(feature = "failpoints")]
+                crate::failpoint::hold("gpu::heartbeat");
+                let sample = self
+                    .context
+                    .as_ref()
+                    .and_then(PrimaryContext::memory_sample);
+                let _ = reply.send(sample);
+                true
+            }
+            GpuCommand::Load(order, reply) => {
+                *self
+                    .shared
+                    .loading_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                let loaded = self.load(*order);
+                *self
+                    .shared
+                    .loading_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                let _ = reply.send(loaded);
+                true
+            }
+            GpuCommand::Retire { name, version } => {
+                match self.served.iter_mut().find(|served| {
+                    served.model.name == name && served.model.version == version && !served.retiring
+                }) {
+                    Some(served) => {
+                        log::info!("model {name:?} version {version}: takes no new requests; freed once its {} queued request(s) have run", served.model.queue_counts().waiting());
+                        served.retiring = true;
+                    }
+                    None => log::warn!("model {name:?} version {version} is not resident"),
+                }
+                true
+            }
+            GpuCommand::Stop => {
+                log::debug!("asked to stop");
+                false
+            }
+        }
+    }
+
+    /// Frees the retired versions that have nothing left to run.
+    pub fn free_finished(&mut self) {
+        while let Some(index) = self.served.iter().position(Served::finished) {
+            let served = self.served.remove(index);
+            if self.next > index {
+                self.next -= 1;
+            }
+            let Served {
+                model,
+                load_number,
+                session,
+                ..
+            } = served;
+            let (name, version) = (&model.name, model.version);
+            self.shared
+                .interrupters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&load_number);
+            drop(session);
+            // A version unloaded and loaded again before this copy was freed shares its
+            // series: they stay for the copy that serves.
+            if !self
+                .served
+                .iter()
+                .any(|other| other.model.name == *name && other.model.version == version)
+            {
+                self.metrics.model_freed(name, version);
+            }
+            log::info!("model {name:?} version {version}: freed its session");
+        }
+    }
+
+    /// Answers every job still queued (or pending) UNAVAILABLE, without running it.
+    fn refuse_remaining(&mut self) {
+        let mut refused = 0;
+        for served in &mut self.served {
+            for job in served.pending.drain(..).chain(served.queue.try_iter()) {
+                job.answer(Err(JobFailure::NotRun));
+                refused += 1;
+            }
+            served.model.recorder().set_queue_depth(0);
+        }
+        if refused > 0 {
+            log::warn!("{refused} queued request(s) answered UNAVAILABLE without running");
+        }
+    }
+
+    /// Frees the sessions, then the context, logging what was released.
+    pub fn release(self) {
+        let Owner {
+            served, context, ..
+        } = self;
+        let count = served.len();
+        drop(served);
+        match context {
+            Some(context) => {
+                let ordinal = context.ordinal;
+                drop(context);
+                log::info!(
+                    "freed {count} model session(s) and released the context of GPU {ordinal}"
+                );
+            }
+            None => log::info!("freed {count} model session(s)"),
+        }
+    }
+}
+
+/// The element at `index`, and those before and after it.
+fn split_one<T>(items: &mut [T], index: usize) -> (&mut T, &[T], &[T]) {
+    let (before, rest) = items.split_at_mut(index);
+    let (this, after) = rest.split_first_mut().expect("index in range");
+    (this, before, after)
+}

@@ -1,0 +1,188 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! `ModelInfer` on the completion-queue threads: a request is decoded by the codec, checked
+//! against the version it is routed to and queued without blocking ([`InferenceService::admit`],
+//! shared with the stream), then answered when the GPU-owner thread replies, or failed with
+//! the status [`super::super::status`] maps; a caller that goes away abandons its request.
+//!
+//! `ModelInfer` is registered as a server-streaming method that sends exactly one message: on
+//! the wire that is a unary call, and unlike grpcio's unary sink, the streaming sink tells
+//! when the client cancels or goes away, so a request whose caller is gone is never run.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use futures_channel::oneshot;
+use futures_util::future::{self, Either};
+use futures_util::{FutureExt, SinkExt};
+use grpcio::{RpcContext, ServerStreamingSink, WriteFlags};
+
+use super::InferenceService;
+use crate::metrics::{GaugeGuard, Outcome};
+use crate::model::job::{JobResult, Reply};
+use crate::model::outputs::Answering;
+use crate::model::{AdmitError, ModelVersion};
+use crate::proto::grpc_service as pb;
+use crate::rpc::kserve;
+use crate::rpc::status::Failure;
+
+/// A request refused, and the version it was routed to, if it got that far.
+pub(super) struct Refusal {
+    pub failure: Failure,
+    pub version: Option<Arc<ModelVersion>>,
+}
+
+impl From<AdmitError> for Refusal {
+    fn from(e: AdmitError) -> Self {
+        Refusal {
+            failure: e.into(),
+            version: None,
+        }
+    }
+}
+
+impl InferenceService {
+    /// Decodes a request (before the model's routing table is taken) and checks it against
+    /// the version it is routed to (whose text stage tokenizes its texts, if it sends texts),
+    /// then submits it to that version's queue; the reply that `reply` makes, knowing the
+    /// version and how the answer is made from the outputs, gets its answer. Refuses without
+    /// queueing when the model takes no requests, the request is bad or the queue is full.
+    pub(super) fn admit(
+        &self,
+        request: &mut pb::ModelInferRequest,
+        abandoned: Arc<AtomicBool>,
+        reply: impl FnOnce(Arc<ModelVersion>, Answering) -> Reply,
+    ) -> Result<Arc<ModelVersion>, Refusal> {
+        let model = self.repository.model(&request.model_name)?;
+        let asked = request.model_version.clone();
+        let decoded = kserve::check_size("request", request, self.max_message_size)
+            .and_then(|()| kserve::decode(request))
+            .map_err(|e| Refusal {
+                failure: e.into(),
+                // Counted against the version it would have gone to.
+                version: model.version(&asked).ok(),
+            })?;
+        model.route(&asked, |version| {
+            let refuse = |failure: Failure| Refusal {
+                failure,
+                version: Some(Arc::clone(version)),
+            };
+            let checked = version.check(decoded).map_err(|e| refuse(e.into()))?;
+            version
+                .submit(
+                    checked.request,
+                    abandoned,
+                    reply(Arc::clone(version), checked.answering),
+                )
+                .map_err(|e| refuse(e.into()))?;
+            Ok(Arc::clone(version))
+        })
+    }
+
+    /// The answer to request `id`, made from what `version` answered it with (`result`), or
+    /// why it has none: it failed, or its answer is larger than `max-message-size`.
+    pub(super) fn respond(
+        &self,
+        version: &ModelVersion,
+        id: String,
+        answering: &Answering,
+        result: JobResult,
+    ) -> Result<pb::ModelInferResponse, Failure> {
+        let (tensors, indices) = result?;
+        let outputs = version.answer(answering, tensors, &indices);
+        let response = kserve::response(&version.name, version.version, id, outputs);
+        kserve::check_size("answer", &response, self.max_message_size)?;
+        Ok(response)
+    }
+
+    /// `ModelInfer`: one request, one answer (see the module comment on the registration).
+    pub(super) fn model_infer(
+        &mut self,
+        ctx: RpcContext,
+        mut request: pb::ModelInferRequest,
+        mut sink: ServerStreamingSink<pb::ModelInferResponse>,
+    ) {
+        let received = Instant::now();
+        let call = GaugeGuard::begin(self.metrics.calls_in_flight());
+        let deadline = ctx.deadline();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Answering, JobResult)>();
+        let admitted = self.admit(
+            &mut request,
+            Arc::clone(&abandoned),
+            |version, answering| {
+                Box::new(move |result| {
+                    let _ = answer.send((version, answering, result));
+                })
+            },
+        );
+        let service = self.clone();
+        let id = std::mem::take(&mut request.id);
+        let task = async move {
+            let routed = match admitted {
+                Ok(version) => version,
+                Err(refusal) => {
+                    service.finish(
+                        refusal.failure.outcome(),
+                        received,
+                        refusal.version.as_deref(),
+                    );
+                    return sink.fail(refusal.failure.status()).await;
+                }
+            };
+            // Wait for the answer, or for the caller to go (cancel, disconnect, deadline).
+            let result = {
+                let gone = future::poll_fn(|cx| match sink.poll_ready_unpin(cx) {
+                    Poll::Ready(Err(_)) => Poll::Ready(()),
+                    _ => Poll::Pending,
+                });
+                match future::select(answered, pin!(gone)).await {
+                    Either::Left((result, _)) => result.ok(),
+                    Either::Right(((), _)) => None,
+                }
+            };
+            let Some((version, answering, result)) = result else {
+                abandoned.store(true, Ordering::Relaxed);
+                let outcome = if deadline.exceeded() {
+                    Outcome::Deadline
+                } else {
+                    Outcome::Cancelled
+                };
+                service.finish(outcome, received, Some(&routed));
+                return Ok(());
+            };
+            match service.respond(&version, id, &answering, result) {
+                Ok(response) => {
+                    service.finish(Outcome::Ok, received, Some(&version));
+                    sink.send((response, WriteFlags::default())).await?;
+                    sink.close().await
+                }
+                Err(failure) => {
+                    service.finish(failure.outcome(), received, Some(&version));
+                    sink.fail(failure.status()).await
+                }
+            }
+        };
+        ctx.spawn(task.map(move |result: grpcio::Result<()>| {
+            if let Err(e) = result {
+                log::debug!("ModelInfer: reply not delivered: {e}");
+            }
+            drop(call);
+        }));
+    }
+}
