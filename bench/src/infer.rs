@@ -39,7 +39,10 @@ use gpu_sidecar::proto::grpc_service::{
 use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
 use gpu_sidecar::tensor::{DataType, Signature, TensorSpec};
 
+use crate::cli::Args;
 use crate::load::{self, Limit, Tally};
+use crate::report::{resident_memory, RunReport};
+use crate::{BenchError, Target};
 
 /// How requests are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -369,4 +372,163 @@ pub fn runtime_only_text(
         })
     };
     Ok((rate(batch)?, rate(1)?))
+}
+
+/// The inference runs of the matrix: each --concurrency × --rows.
+pub(crate) fn measure_inference(
+    args: &Args,
+    environment: &Arc<Environment>,
+    target: &Target,
+    mode: Mode,
+    model: Option<&std::path::Path>,
+) -> Result<(), BenchError> {
+    let probe = connect(environment, &target.grpc);
+    let batching = target
+        .max_batch_size
+        .map_or_else(|| "as served".to_string(), |n| n.to_string());
+    if !args.json {
+        println!(
+            "\n{} ({}), {} inference, max-batch-size {batching}: closed loop, {} warm-up, {} per run",
+            target.label,
+            target.grpc,
+            mode.label(),
+            humantime::format_duration(args.warmup),
+            args.requests.map_or_else(
+                || humantime::format_duration(args.duration).to_string(),
+                |n| format!("{n} requests")
+            )
+        );
+        println!(
+            "{:>11} {:>5} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>13}",
+            "concurrency",
+            "rows",
+            "requests",
+            "errors",
+            "req/s",
+            "rows/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "rows/exec",
+            "runtime rows/s"
+        );
+    }
+    for &concurrency in &args.concurrency {
+        for &rows in &args.rows {
+            let unreachable = |reason| BenchError::Unreachable {
+                target: target.grpc.clone(),
+                reason,
+            };
+            let texts = match &args.texts {
+                Some(path) => {
+                    Some(
+                        std::fs::read_to_string(path).map_err(|source| BenchError::Model {
+                            path: path.clone(),
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let requests = match &texts {
+                Some(texts) => text_requests(&probe, texts.lines().filter(|l| !l.is_empty()))
+                    .map_err(unreachable)?,
+                None => vec![template(&probe, rows).map_err(unreachable)?],
+            };
+            let clients: Vec<_> = (0..concurrency)
+                .map(|_| connect(environment, &target.grpc))
+                .collect();
+            closed_loop(
+                &clients,
+                &requests,
+                mode,
+                Limit::Time(args.warmup),
+                args.deadline,
+            );
+            let limit = args
+                .requests
+                .map_or(Limit::Time(args.duration), Limit::Requests);
+            let measured = closed_loop(&clients, &requests, mode, limit, args.deadline);
+            let runtime = match (args.runtime_only, model, measured.rows_per_execution) {
+                (true, Some(model), Some(per_execution)) => {
+                    // Without batching each execution runs one request, of `rows` rows.
+                    let batch = (per_execution.round() as usize).max(rows);
+                    let duration = args.duration.min(Duration::from_secs(5));
+                    // Rows per second at the batch formed, and for texts one text alone.
+                    let rate = match (&args.tokenizer, &texts) {
+                        (Some(tokenizer), Some(texts)) => {
+                            let texts: Vec<&str> =
+                                texts.lines().filter(|l| !l.is_empty()).collect();
+                            runtime_only_text(model, tokenizer, &texts, batch, duration)
+                                .map(|(padded, alone)| (padded, Some(alone)))
+                        }
+                        _ => runtime_only(model, batch, duration).map(|r| (r, None)),
+                    };
+                    Some((batch, rate))
+                }
+                _ => None,
+            };
+            let report = RunReport {
+                transport: target.label.clone(),
+                concurrency,
+                payload_bytes: 0,
+                requests: measured.requests,
+                errors: measured.errors,
+                seconds: measured.seconds,
+                latencies: measured.latencies,
+                rss_bytes: target.health.and_then(resident_memory),
+            };
+            let rows_per_second = report.throughput() * rows as f64;
+            if args.json {
+                let mut json = report.json();
+                json["kind"] = serde_json::json!("inference");
+                json["mode"] = serde_json::json!(mode.label());
+                json["rows"] = serde_json::json!(rows);
+                json["max_batch_size"] = serde_json::json!(target.max_batch_size);
+                json["rows_per_second"] = serde_json::json!(rows_per_second);
+                json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
+                if let Some((batch, result)) = &runtime {
+                    json["runtime_only"] = match result {
+                        Ok((rate, alone)) => serde_json::json!({
+                            "batch": batch,
+                            "rows_per_second": rate,
+                            "alone_rows_per_second": alone,
+                        }),
+                        Err(e) => serde_json::json!({"batch": batch, "error": e}),
+                    };
+                }
+                println!("{json}");
+            } else {
+                let errors = if report.errors.is_empty() {
+                    report.error_count().to_string()
+                } else {
+                    format!("{:?}", report.errors)
+                };
+                println!(
+                    "{:>11} {:>5} {:>9} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>13}",
+                    concurrency,
+                    rows,
+                    report.requests,
+                    errors,
+                    report.throughput(),
+                    rows_per_second,
+                    report.percentile_us(50.0),
+                    report.percentile_us(90.0),
+                    report.percentile_us(99.0),
+                    measured
+                        .rows_per_execution
+                        .map_or("-".to_string(), |r| format!("{r:.1}")),
+                    match &runtime {
+                        Some((batch, Ok((rate, None)))) => format!("{rate:.0} @{batch}"),
+                        Some((batch, Ok((rate, Some(alone))))) => {
+                            format!("{rate:.0} @{batch}, {alone:.0} @1")
+                        }
+                        Some((_, Err(e))) => format!("error: {e}"),
+                        None => "-".to_string(),
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -29,8 +29,15 @@ use grpcio::CallOption;
 use gpu_sidecar::proto::grpc_service::{ModelInferRequest, RepositoryModelLoadRequest};
 use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
 
+use std::sync::Arc;
+
+use grpcio::Environment;
+
+use crate::cli::Args;
 use crate::infer::{self, Measured, Mode};
 use crate::load::Limit;
+use crate::report::{metrics_text, RunReport};
+use crate::{BenchError, Target};
 
 /// The repository folder's model, as spawned sidecars serve it.
 pub const MODEL_NAME: &str = "model";
@@ -137,7 +144,7 @@ fn publish(folder: &Path, version: u64, model: &Path) -> std::io::Result<()> {
 
 /// The sidecar's resident memory and the device's used memory, from its /metrics.
 fn memory(health: SocketAddr) -> (Option<u64>, Option<u64>) {
-    let Some(text) = crate::metrics_text(health) else {
+    let Some(text) = metrics_text(health) else {
         return (None, None);
     };
     let value = |prefix: &str| {
@@ -151,4 +158,133 @@ fn memory(health: SocketAddr) -> (Option<u64>, Option<u64>) {
         value("process_resident_memory_bytes "),
         value("gpu_sidecar_gpu_memory_used_bytes{"),
     )
+}
+
+/// The version-switch runs: each --concurrency without a switch, then with one.
+pub(crate) fn measure_swap(
+    args: &Args,
+    environment: &Arc<Environment>,
+    target: &Target,
+    folder: &std::path::Path,
+    model: &std::path::Path,
+) -> Result<(), BenchError> {
+    let unreachable = |reason| BenchError::Unreachable {
+        target: target.grpc.clone(),
+        reason,
+    };
+    let probe = infer::connect(environment, &target.grpc);
+    let rows = args.rows.first().copied().unwrap_or(1);
+    let request = infer::template(&probe, rows).map_err(unreachable)?;
+    if !args.json {
+        println!(
+            "\n{} ({}), stream inference of {rows} row(s), max-batch-size {}: a version switch under load, {} per run",
+            target.label,
+            target.grpc,
+            target.max_batch_size.map_or_else(|| "as served".to_string(), |n| n.to_string()),
+            humantime::format_duration(args.duration),
+        );
+        println!(
+            "{:>11} {:>7} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "concurrency",
+            "switch",
+            "requests",
+            "errors",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "max µs",
+            "load ms",
+            "rss MiB",
+            "device MiB"
+        );
+    }
+    let mut next_version = 2;
+    for &concurrency in &args.concurrency {
+        let clients: Vec<_> = (0..concurrency)
+            .map(|_| infer::connect(environment, &target.grpc))
+            .collect();
+        let requests = [request.clone()];
+        infer::closed_loop(
+            &clients,
+            &requests,
+            Mode::Stream,
+            Limit::Time(args.warmup),
+            args.deadline,
+        );
+        for switch in [false, true] {
+            let switch_to = switch.then_some((next_version, folder, model));
+            let run = run(
+                &clients,
+                &request,
+                args.duration,
+                args.deadline,
+                target.health,
+                switch_to,
+            );
+            if switch {
+                next_version += 1;
+            }
+            let report = RunReport {
+                transport: target.label.clone(),
+                concurrency,
+                payload_bytes: 0,
+                requests: run.measured.requests,
+                errors: run.measured.errors,
+                seconds: run.measured.seconds,
+                latencies: run.measured.latencies,
+                rss_bytes: run.rss_bytes.1,
+            };
+            let mib = |(before, peak): (Option<u64>, Option<u64>)| match (before, peak) {
+                (Some(before), Some(peak)) => format!(
+                    "{:.0} -> {:.0}",
+                    before as f64 / 1048576.0,
+                    peak as f64 / 1048576.0
+                ),
+                _ => "-".to_string(),
+            };
+            if args.json {
+                let mut json = report.json();
+                json["kind"] = serde_json::json!("swap");
+                json["switch"] = serde_json::json!(switch);
+                json["rows"] = serde_json::json!(rows);
+                json["load"] = match &run.load {
+                    Some((took, Ok(()))) => serde_json::json!({"seconds": took.as_secs_f64()}),
+                    Some((took, Err(e))) => {
+                        serde_json::json!({"seconds": took.as_secs_f64(), "error": e})
+                    }
+                    None => serde_json::Value::Null,
+                };
+                json["rss_bytes"] =
+                    serde_json::json!({"before": run.rss_bytes.0, "peak": run.rss_bytes.1});
+                json["device_bytes"] =
+                    serde_json::json!({"before": run.device_bytes.0, "peak": run.device_bytes.1});
+                println!("{json}");
+            } else {
+                let errors = if report.errors.is_empty() {
+                    "0".to_string()
+                } else {
+                    format!("{:?}", report.errors)
+                };
+                println!(
+                    "{:>11} {:>7} {:>9} {:>7} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>12} {:>12}",
+                    concurrency,
+                    if switch { "yes" } else { "no" },
+                    report.requests,
+                    errors,
+                    report.throughput(),
+                    report.percentile_us(50.0),
+                    report.percentile_us(99.0),
+                    report.percentile_us(100.0),
+                    match &run.load {
+                        Some((took, Ok(()))) => format!("{:.0}", took.as_secs_f64() * 1000.0),
+                        Some((_, Err(e))) => format!("error: {e}"),
+                        None => "-".to_string(),
+                    },
+                    mib(run.rss_bytes),
+                    mib(run.device_bytes),
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -122,7 +122,16 @@ impl ModelVersion {
         );
         match self.queue.submit(job) {
             Ok(()) => {
-                self.recorder.set_queue_depth(self.queue.depth());
+                // Handlers on several threads set the gauge at once: each writes the count
+                // again until it is still the count after its write, so that the last write
+                // standing is the true depth.
+                loop {
+                    let depth = self.queue.depth();
+                    self.recorder.set_queue_depth(depth);
+                    if self.queue.depth() == depth {
+                        break;
+                    }
+                }
                 Ok(())
             }
             Err(SubmitError::Full(job)) => {

@@ -23,7 +23,7 @@ use std::thread;
 
 use grpcio::RpcStatusCode;
 
-use crate::util::{http, Clients, ConfigText, Sidecar, TestDir, PATIENCE};
+use crate::util::{http, Clients, ConfigText, Gate, Sidecar, TestDir, PATIENCE};
 
 /// Spawns a sidecar with `failpoints` set and the given grace period.
 fn sidecar_with(failpoints: &str, grace_period: &str) -> (TestDir, Sidecar) {
@@ -72,16 +72,20 @@ fn ping_in_flight(sidecar: &Sidecar) -> thread::JoinHandle<grpcio::Result<Vec<u8
             .ping(b"in flight")
             .map(|response| response.payload)
     });
-    sidecar.wait_for_log("Ping: 9 byte payload");
+    sidecar.wait_for_log("failpoint rpc::ping: held");
     call
 }
 
 #[test]
 fn a_call_in_flight_at_sigterm_finishes_within_the_grace_period() {
-    let (_dir, mut sidecar) = sidecar_with("rpc::ping=sleep(1000)", "10 s");
+    let gate = Gate::new();
+    let (_dir, mut sidecar) = sidecar_with(&gate.at("rpc::ping"), "10 s");
     sidecar.wait_ready();
     let call = ping_in_flight(&sidecar);
     sidecar.signal(libc::SIGTERM);
+    // The shutdown waits for the call held in its handler; released, it is answered.
+    sidecar.wait_for_log("for 1 in-flight call(s)");
+    gate.release();
     assert_eq!(call.join().unwrap().unwrap(), b"in flight");
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     assert!(
@@ -94,10 +98,14 @@ fn a_call_in_flight_at_sigterm_finishes_within_the_grace_period() {
 
 #[test]
 fn a_call_still_in_flight_when_the_grace_period_ends_is_cancelled() {
-    let (_dir, mut sidecar) = sidecar_with("rpc::ping=sleep(3000)", "300 ms");
+    let gate = Gate::new();
+    let (_dir, mut sidecar) = sidecar_with(&gate.at("rpc::ping"), "300 ms");
     sidecar.wait_ready();
     let call = ping_in_flight(&sidecar);
     sidecar.signal(libc::SIGTERM);
+    // Held past the grace period: the call is cancelled, then its handler let go.
+    sidecar.wait_for_log("grace period over; cancelling 1 call(s)");
+    gate.release();
     match call.join().unwrap() {
         Err(grpcio::Error::RpcFailure(status)) => assert!(
             matches!(

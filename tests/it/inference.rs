@@ -818,6 +818,7 @@ fn after_the_grace_period_the_execution_is_ended_and_the_queue_answered() {
 #[cfg(feature = "failpoints")]
 mod held {
     use super::*;
+    use crate::util::Gate;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
@@ -828,6 +829,16 @@ mod held {
             false,
             extra,
             &[("FAILPOINTS", &format!("gpu::execute=sleep({hold_ms})"))],
+        )
+    }
+
+    /// A lookup sidecar whose executions are held at `gate` until it is released.
+    fn held(gate: &Gate, extra: &str) -> (TestDir, Sidecar) {
+        serve(
+            "lookup",
+            false,
+            extra,
+            &[("FAILPOINTS", &gate.at("gpu::execute"))],
         )
     }
 
@@ -864,8 +875,9 @@ mod held {
 
     #[test]
     fn a_full_queue_answers_resource_exhausted_at_once() {
-        let (_dir, sidecar) = slow(
-            1500,
+        let gate = Gate::new();
+        let (_dir, sidecar) = held(
+            &gate,
             "[sidecar.batching]\nmax-batch-size = 0\nmax-queue-size = 2\n",
         );
         let client = client(&sidecar.grpc_target());
@@ -885,6 +897,7 @@ mod held {
             asked.elapsed() < Duration::from_millis(1000),
             "refused at once"
         );
+        gate.release();
         assert_eq!(
             lookup_rows(&block_on(running).unwrap()),
             expected_rows(&[0])
@@ -896,7 +909,8 @@ mod held {
 
     #[test]
     fn a_request_whose_deadline_passes_in_the_queue_is_never_run() {
-        let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
+        let gate = Gate::new();
+        let (_dir, sidecar) = held(&gate, "[sidecar.batching]\nmax-batch-size = 0\n");
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
         wait_held(&sidecar);
@@ -919,10 +933,15 @@ mod held {
             },
         );
         let timed = send_async(&client, &with_timeout, patient());
+        let timed_sent = Instant::now();
         assert_eq!(
             status_of(block_on(late)).0,
             RpcStatusCode::DEADLINE_EXCEEDED
         );
+        // The queued `timeout` request's 200 ms pass while the execution is held.
+        wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 2.0);
+        thread::sleep(Duration::from_millis(300).saturating_sub(timed_sent.elapsed()));
+        gate.release();
         let (code, message) = status_of(block_on(timed));
         assert_eq!(code, RpcStatusCode::DEADLINE_EXCEEDED);
         assert!(message.contains("was not run"), "{message}");
@@ -950,7 +969,8 @@ mod held {
 
     #[test]
     fn a_cancelled_call_is_dropped_before_it_runs() {
-        let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
+        let gate = Gate::new();
+        let (_dir, sidecar) = held(&gate, "[sidecar.batching]\nmax-batch-size = 0\n");
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
         wait_held(&sidecar);
@@ -962,6 +982,7 @@ mod held {
             "gpu_sidecar_inference_requests_total{outcome=\"cancelled\"}",
             1.0,
         );
+        gate.release();
         block_on(running).unwrap();
         wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 0.0);
         assert_eq!(counts(&client, "lookup"), (1, 1), "the cancelled call ran");
@@ -970,7 +991,8 @@ mod held {
 
     #[test]
     fn a_vanished_stream_client_abandons_its_queued_requests() {
-        let (_dir, sidecar) = slow(800, "[sidecar.batching]\nmax-batch-size = 0\n");
+        let gate = Gate::new();
+        let (_dir, sidecar) = held(&gate, "[sidecar.batching]\nmax-batch-size = 0\n");
         let client = client(&sidecar.grpc_target());
         let running = send_async(&client, &lookup_request("a", &[0]), patient());
         wait_held(&sidecar);
@@ -987,6 +1009,7 @@ mod held {
         drop(sink);
         drop(receiver);
         wait_metric(&sidecar, "gpu_sidecar_inference_streams_open", 0.0);
+        gate.release();
         block_on(running).unwrap();
         wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 0.0);
         wait_metric(

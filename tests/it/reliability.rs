@@ -392,13 +392,14 @@ mod held_calls {
     //! or its deadline pass while the call is in flight.
 
     use super::*;
-    use crate::util::Sidecar;
+    use crate::util::{Gate, Sidecar};
 
-    fn held_sidecar(hold_ms: u64) -> (TestDir, Sidecar) {
+    /// A sidecar whose Ping handler holds every call at `gate` until it is released.
+    fn held_sidecar(gate: &Gate) -> (TestDir, Sidecar) {
         let dir = TestDir::new();
         dir.write_model("model.bin", 64);
         let path = dir.write_config(&ConfigText::new(&dir).render());
-        let failpoints = format!("rpc::ping=sleep({hold_ms})");
+        let failpoints = gate.at("rpc::ping");
         let mut sidecar = Sidecar::spawn(
             &path,
             &[
@@ -412,7 +413,8 @@ mod held_calls {
 
     #[test]
     fn a_client_that_disconnects_mid_call_leaves_nothing_in_flight() {
-        let (_dir, mut sidecar) = held_sidecar(1500);
+        let gate = Gate::new();
+        let (_dir, mut sidecar) = held_sidecar(&gate);
         let health = sidecar.health_addr();
         let clients = Clients::connect(&sidecar.grpc_target());
         let pending = clients
@@ -426,8 +428,11 @@ mod held_calls {
             )
             .unwrap();
         wait_for_in_flight(health, 1.0);
+        sidecar.wait_for_log("failpoint rpc::ping: held");
         drop(pending);
         drop(clients);
+        // Let go once the client is gone: its reply has no one to go to.
+        gate.release();
         let scrape = wait_for_in_flight(health, 0.0);
         assert_eq!(
             scrape.get("gpu_sidecar_ping_errors_total{transport=\"unix\"}"),
@@ -442,12 +447,15 @@ mod held_calls {
 
     #[test]
     fn a_deadline_that_passes_mid_call_leaves_nothing_in_flight() {
-        let (_dir, mut sidecar) = held_sidecar(500);
+        let gate = Gate::new();
+        let (_dir, mut sidecar) = held_sidecar(&gate);
         let health = sidecar.health_addr();
         let clients = Clients::connect(&sidecar.grpc_target());
+        // A deadline long enough for the call to reach its handler on a loaded machine; the
+        // handler is held until the client has given up.
         let outcome = clients.sidecar.ping_opt(
             &PingRequest::default(),
-            CallOption::default().timeout(Duration::from_millis(100)),
+            CallOption::default().timeout(Duration::from_millis(1000)),
         );
         match outcome {
             Err(GrpcError::RpcFailure(status)) => {
@@ -455,6 +463,8 @@ mod held_calls {
             }
             other => panic!("expected DEADLINE_EXCEEDED, got {other:?}"),
         }
+        sidecar.wait_for_log("failpoint rpc::ping: held");
+        gate.release();
         let scrape = wait_for_in_flight(health, 0.0);
         assert_eq!(
             scrape.get("gpu_sidecar_ping_calls_total{transport=\"unix\"}"),

@@ -21,7 +21,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Scrape,
+    http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Gate, Scrape,
     Sidecar, TestDir, PATIENCE,
 };
 
@@ -319,14 +319,13 @@ fn the_watchdog_is_fed_at_half_its_timeout() {
 fn a_stuck_gpu_thread_starves_the_watchdog_and_fails_liveness() {
     let dir = TestDir::new();
     dir.write_model("model.bin", 64);
+    let gate = Gate::new();
+    // Three heartbeats answered, then one held at the gate until released, then all answered.
+    let failpoints = format!("gpu::heartbeat=3*off->1*{}->off", gate.action());
     let (mut notify, mut sidecar) = notified_sidecar(
         &dir,
         &ConfigText::new(&dir),
-        &[
-            ("WATCHDOG_USEC", "400000"),
-            // Three heartbeats answered, then one held for 3 s, then all answered again.
-            ("FAILPOINTS", "gpu::heartbeat=3*off->1*sleep(3000)->off"),
-        ],
+        &[("WATCHDOG_USEC", "400000"), ("FAILPOINTS", &failpoints)],
     );
     notify.wait_for(is_watchdog);
     sidecar.wait_for_log("the gpu-owner thread has not answered for");
@@ -343,6 +342,7 @@ fn a_stuck_gpu_thread_starves_the_watchdog_and_fails_liveness() {
         !starved.iter().any(|m| is_watchdog(m)),
         "fed while stuck: {starved:#?}"
     );
+    gate.release();
     sidecar.wait_for_log("the gpu-owner thread answers again: live");
     notify.wait_for_next(is_watchdog);
     assert_eq!(

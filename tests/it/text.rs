@@ -448,19 +448,38 @@ fn the_adaptive_delay_never_holds_a_lone_caller() {
     }
 }
 
-/// A burst: while the first execution is held (a failpoint), 16 callers send at once; those
-/// queued behind it run together with the adaptive delay.
+/// A burst: while the first execution is held (at a failpoint's gate), 16 callers send at
+/// once; once all have queued behind it, it is released, and they run together with the
+/// adaptive delay.
 #[cfg(feature = "failpoints")]
 #[test]
 fn the_adaptive_delay_batches_a_burst() {
+    let gate = crate::util::Gate::new();
+    let failpoints = format!("gpu::execute=1*{}", gate.action());
     let (_dir, sidecar) = serve_text_with(
         "",
         "max-queue-delay = \"50 ms\"\nmax-padding = 1.0",
-        &[("FAILPOINTS", "gpu::execute=1*sleep(1000)")],
+        &[("FAILPOINTS", &failpoints)],
     );
     let target = sidecar.grpc_target();
-    from_16_clients(&target, &sentences(), 1, |client, sentence| {
-        infer(client, &text_request(&[&sentence.text], &[]));
+    std::thread::scope(|scope| {
+        let burst = scope.spawn(|| {
+            from_16_clients(&target, &sentences(), 1, |client, sentence| {
+                infer(client, &text_request(&[&sentence.text], &[]));
+            })
+        });
+        // One request runs (held); the other 15 wait in the queue.
+        sidecar.wait_for_log("failpoint gpu::execute: held");
+        let deadline = Instant::now() + crate::util::PATIENCE;
+        while crate::util::Scrape::fetch(sidecar.health_addr())
+            .get("gpu_sidecar_inference_queue_depth")
+            < 15.0
+        {
+            assert!(Instant::now() < deadline, "the burst did not queue");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gate.release();
+        burst.join().unwrap();
     });
     let (inferences, executions) = counts(&client(&target), MODEL);
     assert_eq!(inferences, 16);

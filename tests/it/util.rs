@@ -119,6 +119,41 @@ impl TestDir {
     }
 }
 
+/// A failpoint gate (the daemon's `failpoint::hold`, test builds only): the sidecar holds
+/// whichever thread reaches the point while the gate's file exists, and logs
+/// "failpoint NAME: held" as it does. Closed when made; [`Gate::release`] opens it for good.
+pub struct Gate {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("gpu-sidecar-gate")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().join("closed");
+        fs::write(&path, b"").expect("gate file");
+        Gate { _dir: dir, path }
+    }
+
+    /// The `FAILPOINTS` action that holds a point at this gate.
+    pub fn action(&self) -> String {
+        format!("return({})", self.path.display())
+    }
+
+    /// `FAILPOINTS` for `point` held at this gate every time it is reached.
+    pub fn at(&self, point: &str) -> String {
+        format!("{point}={}", self.action())
+    }
+
+    /// Lets every thread held at the gate, and every later one, through.
+    pub fn release(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// A file under tests/fixtures.
 pub fn fixture_path(relative: &str) -> PathBuf {
     project_root().join("tests/fixtures").join(relative)

@@ -44,7 +44,7 @@ public final class SidecarCheck {
                         .withConnectTimeout(Duration.ofSeconds(10))
                         .withRequestTimeout(Duration.ofSeconds(10));
         try (SidecarClient client = SidecarClient.connect(args[0], args[1], options)) {
-            for (SidecarClient.IndexEntry entry : client.repositoryIndex()) {
+            for (IndexEntry entry : client.repositoryIndex()) {
                 System.out.println("repository: " + entry);
             }
             ModelInfo model = client.model();

@@ -12,19 +12,13 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! What the sidecar tells its service manager, and how it decides that it is alive. Runs on
-//! the main thread.
-//!
-//! [`Notifier`] speaks systemd's `sd_notify` protocol (through the `sd-notify` crate) when
-//! `NOTIFY_SOCKET` is set, and does nothing otherwise: `STATUS=` for each phase, `READY=1`,
-//! `STOPPING=1`, `EXTEND_TIMEOUT_USEC=` while the model load makes progress, and `WATCHDOG=1`
-//! when the unit sets `WatchdogSec=`.
-//!
-//! [`Liveness`] is the main loop's periodic check: every component thread still running, the
-//! GPU-owner and health threads answering within [`Liveness::stall_limit`]. It drives
-//! `/health/live` and the watchdog pings, so that a wedged sidecar is restarted.
+//! What the sidecar tells its service manager, on the main thread: [`Notifier`] speaks
+//! systemd's `sd_notify` protocol (through the `sd-notify` crate) when `NOTIFY_SOCKET` is set,
+//! and does nothing otherwise: `STATUS=` for each phase, `READY=1`, `STOPPING=1`,
+//! `EXTEND_TIMEOUT_USEC=` while the model load makes progress, and `WATCHDOG=1` when the unit
+//! sets `WatchdogSec=`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 
@@ -150,59 +144,6 @@ pub fn load_status(what: &str, bytes_read: u64, size: Option<u64>) -> String {
     }
 }
 
-/// What the periodic check found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every component is running and answering.
-    Alive,
-    /// This component is running but has not answered for the given time.
-    Stalled {
-        component: &'static str,
-        silent_for: Duration,
-    },
-}
-
-/// Tracks how long each answering component has been silent.
-#[derive(Debug)]
-pub struct Liveness {
-    stall_limit: Duration,
-    last_check: Instant,
-}
-
-impl Liveness {
-    /// A check that runs every `check_interval`.
-    pub fn new(check_interval: Duration) -> Self {
-        Liveness {
-            stall_limit: Self::stall_limit(check_interval),
-            last_check: Instant::now(),
-        }
-    }
-
-    /// How long a component may stay silent before it counts as stuck: two check intervals,
-    /// and at least one second.
-    pub fn stall_limit(check_interval: Duration) -> Duration {
-        (check_interval * 2).max(Duration::from_secs(1))
-    }
-
-    /// Judges the components by how long each has been silent (GPU-owner thread first).
-    pub fn judge(&mut self, silences: &[(&'static str, Duration)]) -> Verdict {
-        // A main thread that itself fell behind (a suspended VM, a stopped process) must not
-        // blame the components for the time it was not looking.
-        let behind = self.last_check.elapsed();
-        self.last_check = Instant::now();
-        let limit = self.stall_limit.max(behind + self.stall_limit / 2);
-        silences
-            .iter()
-            .find(|(_, silent_for)| *silent_for > limit)
-            .map_or(Verdict::Alive, |&(component, silent_for)| {
-                Verdict::Stalled {
-                    component,
-                    silent_for,
-                }
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,24 +177,5 @@ mod tests {
         assert_eq!(notifier.check_interval(), Duration::from_millis(300));
         notifier.watchdog = Some(Duration::from_secs(30));
         assert_eq!(notifier.check_interval(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn a_silent_component_is_stalled() {
-        let mut liveness = Liveness::new(Duration::from_millis(100));
-        assert_eq!(
-            liveness.judge(&[("gpu-owner", Duration::ZERO), ("health", Duration::ZERO)]),
-            Verdict::Alive
-        );
-        assert_eq!(
-            liveness.judge(&[
-                ("gpu-owner", Duration::from_millis(10)),
-                ("health", Duration::from_secs(3))
-            ]),
-            Verdict::Stalled {
-                component: "health",
-                silent_for: Duration::from_secs(3)
-            }
-        );
     }
 }

@@ -1,0 +1,26 @@
+/*
+ * Copyright 2026 The gpu-sidecar Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *     http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package org.apache.flink.gpusidecar;
+
+/** One line of the sidecar's repository index: a model's version and its state. */
+public record IndexEntry(String model, String version, String state, String reason) {
+    @Override
+    public String toString() {
+        return "model " + model + (version.isEmpty() ? "" : " version " + version) + " " + state
+                + (reason.isEmpty() ? "" : " (" + reason + ")");
+    }
+}

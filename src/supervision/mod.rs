@@ -1,0 +1,354 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! The main thread's part: it wires the components together at start-up ([`startup`]),
+//! watches them while serving (a liveness check each interval, [`liveness`]; systemd's
+//! notifications and watchdog, [`notify`]), and runs the shutdown sequence, joining every
+//! thread it started. [`preflight`] is `--check-config`'s look at what the config names.
+//! Every error of the process meets here, as [`Error`], mapped to an exit code at the edge.
+
+mod liveness;
+mod notify;
+mod preflight;
+mod startup;
+
+pub use self::preflight::preflight;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
+
+use self::liveness::{Liveness, Verdict};
+use self::notify::Notifier;
+use crate::config::{Config, ConfigError};
+use crate::gpu::{GpuError, GpuOwner};
+use crate::health::{HealthError, HealthServer};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, MetricsError, Transport};
+use crate::model::text::TextError;
+use crate::repository::control::{RepositoryOrders, RepositoryThread};
+use crate::repository::RepositoryError;
+use crate::rpc::{RpcError, RpcServer};
+use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
+
+/// How long the health and signal threads get to stop once asked.
+const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often start-up progress is reported to systemd while the model loads.
+const STARTUP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Exit code for a runtime failure.
+pub const EXIT_RUNTIME_FAILURE: u8 = 1;
+/// Exit code for a bad configuration or command line.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why the sidecar stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The logger could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    /// The health endpoint could not start.
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    /// The metrics registry could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The gRPC endpoint could not start or stop.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The GPU or the runtime could not be brought up.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// A model that should be served at start could not be.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// The tokenizer cannot be read, or does not fit the model.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// A thread could not be started or stopped.
+    #[error(transparent)]
+    Thread(#[from] ShutdownError),
+    /// A component thread ended while the sidecar was running.
+    #[error("the {name} thread died: {reason}")]
+    ThreadDied { name: String, reason: String },
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for a bad configuration, including a model the
+    /// sidecar cannot serve (no restart can fix either: supervisors do not retry exit 2), 1
+    /// for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Text(_) => EXIT_USAGE,
+            Error::Gpu(e) if e.is_unservable_model() => EXIT_USAGE,
+            Error::Repository(e) if e.is_config() => EXIT_USAGE,
+            _ => EXIT_RUNTIME_FAILURE,
+        }
+    }
+}
+
+/// Installs the logger: stderr, `level` and above, with the thread's name (or id, for the
+/// unnamed threads of libraries) on every line; gRPC core's own log is routed to it.
+pub fn init_logging(level: log::LevelFilter) -> Result<(), Error> {
+    let config = simplelog::ConfigBuilder::new()
+        .set_thread_mode(simplelog::ThreadLogMode::Both)
+        .set_thread_level(log::LevelFilter::Error)
+        .set_target_level(log::LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .build();
+    // Colours only for a person at a terminal, never into journald or a log file.
+    let colours = if std::io::stderr().is_terminal() {
+        simplelog::ColorChoice::Auto
+    } else {
+        simplelog::ColorChoice::Never
+    };
+    simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, colours)
+        .map_err(|e| Error::Logging(e.to_string()))?;
+    grpcio::redirect_log();
+    Ok(())
+}
+
+/// The components started so far, stopped in reverse order by [`Supervisor::shut_down`].
+#[derive(Debug, Default)]
+struct Components {
+    signals: Option<SignalThread>,
+    health: Option<HealthServer>,
+    rpc: Option<RpcServer>,
+    repository: Option<RepositoryThread>,
+    gpu: Option<GpuOwner>,
+}
+
+/// Runs the sidecar until a signal (then `Ok`) or a failure (then the error), always running
+/// the full shutdown sequence before returning.
+pub fn run(config: &Config) -> Result<(), Error> {
+    let started = Instant::now();
+    log::info!(
+        "gpu-sidecar {} starting, pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    for line in config.to_string().lines() {
+        log::info!("config: {line}");
+    }
+    let (events, event_receiver) = unbounded();
+    let mut supervisor = Supervisor {
+        config,
+        started,
+        lifecycle: Arc::new(Lifecycle::new()),
+        metrics: Arc::new(Metrics::new(Transport::from(&config.rpc.endpoint))?),
+        notifier: Notifier::from_env(),
+        events,
+        event_receiver,
+        components: Components::default(),
+        orders: None,
+    };
+    supervisor.notifier.status("starting");
+    let outcome = supervisor.start_up().and_then(|stopped_early| {
+        if stopped_early {
+            return Ok(());
+        }
+        supervisor.serve()
+    });
+    if let Err(e) = &outcome {
+        log::error!("{e}");
+    }
+    let stopped = supervisor.shut_down();
+    let outcome = outcome.and(stopped);
+    match &outcome {
+        Ok(()) => supervisor.notifier.status("stopped"),
+        Err(e) => supervisor.notifier.status(&format!("failed: {e}")),
+    }
+    outcome
+}
+
+/// The main thread's view of the running process: it starts the components, watches them
+/// while serving, and stops them.
+#[derive(Debug)]
+struct Supervisor<'a> {
+    config: &'a Config,
+    started: Instant,
+    lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+    events: Sender<Event>,
+    event_receiver: Receiver<Event>,
+    components: Components,
+    /// Orders for the repository thread (SIGHUP's rescan).
+    orders: Option<RepositoryOrders>,
+}
+
+impl Supervisor<'_> {
+    /// While READY: waits for a signal (`Ok`) or a component's end (the error), checking on
+    /// the components at each interval and feeding the systemd watchdog while all are well.
+    fn serve(&mut self) -> Result<(), Error> {
+        let interval = self.notifier.check_interval();
+        let checks = tick(interval);
+        let mut liveness = Liveness::new(interval);
+        loop {
+            select! {
+                recv(self.event_receiver) -> event => return match event {
+                    Ok(Event::Reload) => {
+                        if let Some(orders) = &self.orders {
+                            orders.rescan();
+                        }
+                        continue;
+                    }
+                    Ok(Event::Signal(signal)) => {
+                        log::info!("{}: shutting down", signal_name(signal));
+                        Ok(())
+                    }
+                    Ok(Event::ThreadExited { name, failure }) => {
+                        Err(thread_died(&self.lifecycle, name, failure))
+                    }
+                    Err(_) => unreachable!("the sidecar holds a sender"),
+                },
+                recv(checks) -> _ => self.check_components(&mut liveness)?,
+            }
+        }
+    }
+
+    /// One liveness check: gRPC still has its threads, the GPU-owner and health threads
+    /// answer. Sets `/health/live` accordingly and pings the watchdog only when all is well.
+    fn check_components(&mut self, liveness: &mut Liveness) -> Result<(), Error> {
+        let Components {
+            health, rpc, gpu, ..
+        } = &mut self.components;
+        if rpc
+            .as_ref()
+            .is_some_and(|rpc| !rpc.completion_queues_running())
+        {
+            return Err(thread_died(
+                &self.lifecycle,
+                "grpc-cq".to_string(),
+                Some("a gRPC completion-queue thread ended".to_string()),
+            ));
+        }
+        let mut silences = Vec::with_capacity(2);
+        if let Some(gpu) = gpu.as_mut() {
+            let (mut silent_for, sample) = gpu.heartbeat();
+            // A model version being loaded (a new one while serving) keeps the thread from
+            // answering: that is work, not a stall, up to a limit that a hung load meets.
+            if gpu
+                .loading_for()
+                .is_some_and(|loading| loading < LOAD_STALL_LIMIT)
+            {
+                silent_for = Duration::ZERO;
+            }
+            if let Some(sample) = sample {
+                self.metrics.record_gpu_memory(
+                    sample.ordinal,
+                    sample.free_bytes,
+                    sample.total_bytes,
+                );
+            }
+            silences.push(("gpu-owner", silent_for));
+        }
+        if let Some(health) = health.as_ref() {
+            silences.push(("health", health.silent_for()));
+        }
+        match liveness.judge(&silences) {
+            Verdict::Alive => {
+                if let Some(component) = self.lifecycle.set_stalled(None) {
+                    log::info!("the {component} thread answers again: live");
+                }
+                self.notifier.watchdog();
+            }
+            Verdict::Stalled {
+                component,
+                silent_for,
+            } => {
+                if self.lifecycle.set_stalled(Some(component)).is_none() {
+                    log::warn!(
+                        "the {component} thread has not answered for {} ms: /health/live reports NOT_LIVE{}",
+                        silent_for.as_millis(),
+                        if self.notifier.watchdog_enabled() {
+                            " and the systemd watchdog is no longer fed"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shutdown sequence. Every step runs even if an earlier one failed; the first error
+    /// is returned.
+    fn shut_down(&mut self) -> Result<(), Error> {
+        let begun = Instant::now();
+        let grace = self.config.shutdown.grace_period.0;
+        let lifecycle = &self.lifecycle;
+        if lifecycle.begin_draining() {
+            log::info!("draining: health reports NOT_READY, gRPC health NOT_SERVING");
+        }
+        let in_flight = self.components.rpc.as_ref().map_or(0, RpcServer::in_flight);
+        self.notifier.stopping(&format!(
+            "draining: {in_flight} call(s) in flight, grace period {}",
+            humantime::format_duration(grace)
+        ));
+        lifecycle.close_subscriptions();
+        let mut first_error: Option<Error> = None;
+        let mut note = |result: Result<(), Error>| {
+            if let Err(e) = result {
+                log::error!("shutdown: {e}");
+                first_error.get_or_insert(e);
+            }
+        };
+        let components = &mut self.components;
+        if let Some(rpc) = components.rpc.take() {
+            note(rpc.shutdown(grace).map_err(Error::from));
+        }
+        // The repository thread ends after its order in progress; a load in progress ends
+        // when the GPU-owner thread stops.
+        let repository = components.repository.take();
+        if let Some(repository) = &repository {
+            repository.ask_to_stop();
+        }
+        if let Some(gpu) = components.gpu.take() {
+            // The grace period is over: what still runs is ended, what is queued answered.
+            note(gpu.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        if let Some(repository) = repository {
+            note(repository.join(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        lifecycle.set_stopped();
+        if let Some(health) = components.health.take() {
+            note(health.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        if let Some(signals) = components.signals.take() {
+            note(signals.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));
+        }
+        log::info!("stopped in {} ms", begun.elapsed().as_millis());
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// How long a model load may keep the GPU-owner thread from answering heartbeats before it
+/// counts as stuck (reading a large model and creating its session on a GPU take minutes).
+const LOAD_STALL_LIMIT: Duration = Duration::from_secs(600);
+
+/// Marks the sidecar not live and describes the thread's end.
+fn thread_died(lifecycle: &Lifecycle, name: String, failure: Option<String>) -> Error {
+    lifecycle.mark_failed(&name);
+    Error::ThreadDied {
+        name,
+        reason: failure.unwrap_or_else(|| "it ended unexpectedly".to_string()),
+    }
+}
