@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 use cudarc::driver::result::{self as cuda, DriverError};
 use cudarc::driver::sys::{self as cuda_sys, CUdevice, CUdevice_attribute};
 
-use super::GpuError;
+use super::error::GpuError;
 use crate::config::{GpuConfig, GpuMode};
 use crate::serving::{ByteSize, DeviceInfo, MemorySample};
 

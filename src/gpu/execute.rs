@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::owner::Served;
+use super::served::Served;
 use crate::model::assemble;
 use crate::model::job::{Job, JobFailure};
 

@@ -22,9 +22,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::command::LoadOrder;
 use super::cuda::{self, PrimaryContext};
-use super::owner::{Owner, Served};
-use super::{probe, GpuError, LoadOrder};
+use super::error::GpuError;
+use super::owner::Owner;
+use super::probe;
+use super::served::Served;
 use crate::backend::{LoadError, Provider, SessionOptions};
 use crate::config::GpuMode;
 use crate::model::batcher::BatchPolicy;

@@ -28,11 +28,14 @@
 //! own. It answers the main thread's heartbeats between executions. At shutdown it answers
 //! what is still queued, then frees the sessions and releases the context on itself.
 
+mod command;
 mod cuda;
+mod error;
 mod execute;
 mod load;
 mod owner;
 mod probe;
+mod served;
 #[cfg(test)]
 mod tests;
 
@@ -42,99 +45,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
-use cudarc::driver::result::DriverError;
 
+pub use self::command::{HeartbeatReply, LoadOrder};
+pub use self::error::GpuError;
+
+use self::command::{GpuCommand, Interrupters};
 use self::cuda::PrimaryContext;
 use self::owner::Owner;
 use crate::backend::onnx::{self, OnnxRuntime};
-use crate::backend::{Interrupter, LoadError};
-use crate::config::{BatchingConfig, GpuConfig, ThreadCount};
+use crate::config::GpuConfig;
 use crate::metrics::Metrics;
-use crate::model::file::{LoadControl, ModelError};
-use crate::model::text::{TextError, TextStage};
+use crate::model::file::LoadControl;
 use crate::model::ModelVersion;
-use crate::serving::{ByteSize, MemorySample, ServingInfo};
+use crate::serving::{MemorySample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
-
-/// Why the GPU or a model could not be brought up.
-#[derive(Debug, thiserror::Error)]
-pub enum GpuError {
-    /// `gpu.mode = "required"`, but no usable GPU.
-    #[error("sidecar.gpu.mode is \"required\" but no GPU can be used: {reason}")]
-    Required { reason: String },
-    /// The configured device ordinal does not exist.
-    #[error("sidecar.gpu.device is {ordinal} but the driver sees {count} device(s) (ordinals 0 to {})", count - 1)]
-    NoSuchDevice { ordinal: i32, count: i32 },
-    /// A CUDA driver call failed.
-    #[error("CUDA call {call} failed: {source}")]
-    Driver {
-        call: &'static str,
-        source: DriverError,
-    },
-    /// The model does not fit in the device's free memory.
-    #[error("model {} needs {} but GPU {ordinal} has only {} free: free memory (unload a model) or use a larger device", path.display(), ByteSize(*needed), ByteSize(*free))]
-    ModelTooLarge {
-        path: PathBuf,
-        ordinal: i32,
-        needed: u64,
-        free: u64,
-    },
-    /// The model file could not be read.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// ONNX Runtime could not be loaded or refused the model.
-    #[error(transparent)]
-    Runtime(#[from] LoadError),
-    /// The model's tokenizer does not fit the model.
-    #[error(transparent)]
-    Text(#[from] TextError),
-    /// The thread stopped (shutdown) before the order was carried out.
-    #[error("the GPU-owner thread stopped before the model was loaded")]
-    Stopped,
-}
-
-impl GpuError {
-    /// Whether the model itself cannot be served (not a model, or of types the sidecar does
-    /// not serve): a matter of configuration, which no restart fixes.
-    pub fn is_unservable_model(&self) -> bool {
-        match self {
-            GpuError::Model(e) => e.is_not_a_model(),
-            GpuError::Runtime(e) => e.is_model_refusal(),
-            GpuError::Text(_) => true,
-            _ => false,
-        }
-    }
-}
-
-/// What ends the execution in progress of each resident session, by its load's number.
-type Interrupters = std::collections::BTreeMap<u64, Interrupter>;
-
-/// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
-pub type HeartbeatReply = Option<MemorySample>;
-
-/// Messages to the GPU-owner thread.
-enum GpuCommand {
-    /// Answer on the channel, to show the thread is not stuck.
-    Heartbeat(Sender<HeartbeatReply>),
-    /// Make a model version resident and serve its queue.
-    Load(Box<LoadOrder>, Sender<Result<Arc<ModelVersion>, GpuError>>),
-    /// Serve a version's queue until nothing of it waits or runs, then free it.
-    Retire { name: String, version: u64 },
-    /// Answer what is queued without running it, free everything and end the thread.
-    Stop,
-}
-
-/// One model version to make resident, as configured.
-#[derive(Debug)]
-pub struct LoadOrder {
-    pub name: String,
-    pub version: u64,
-    pub path: PathBuf,
-    pub intra_op_threads: Option<ThreadCount>,
-    pub batching: BatchingConfig,
-    /// The tokenizer, when the model serves text in: bound to the model as it is built.
-    pub text: Option<TextStage>,
-}
 
 /// The repository's handle on the GPU-owner thread: it orders loads and retirements.
 #[derive(Debug, Clone)]
@@ -159,17 +83,6 @@ impl GpuLoader {
             name: name.to_string(),
             version,
         });
-    }
-}
-
-impl std::fmt::Debug for GpuCommand {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GpuCommand::Heartbeat(_) => f.write_str("Heartbeat"),
-            GpuCommand::Load(order, _) => write!(f, "Load({} {})", order.name, order.version),
-            GpuCommand::Retire { name, version } => write!(f, "Retire({name} {version})"),
-            GpuCommand::Stop => f.write_str("Stop"),
-        }
     }
 }
 

@@ -17,54 +17,22 @@
 //! with work (round-robin), gathering its batch, retiring and freeing versions, and at the end
 //! answering what is left and releasing everything on this thread.
 
-use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 
+use super::command::{GpuCommand, Interrupters};
 use super::cuda::PrimaryContext;
 use super::execute::{execute, refuse_job};
-use super::{GpuCommand, Interrupters};
-use crate::backend::{Backend, Session};
+use super::served::Served;
+use crate::backend::Backend;
 use crate::config::GpuConfig;
 use crate::metrics::Metrics;
-use crate::model::batcher::{self, BatchPolicy};
+use crate::model::batcher;
 use crate::model::file::LoadControl;
-use crate::model::job::{Job, JobFailure};
-use crate::model::ModelVersion;
-
-/// A resident model version, with its session and its queue's receiving end, on the
-/// GPU-owner thread.
-pub(super) struct Served {
-    /// The version, as everyone shares it.
-    pub model: Arc<ModelVersion>,
-    /// Which load made it resident: a version unloaded and loaded again before it was freed
-    /// is resident twice for a while, once retiring.
-    pub load_number: u64,
-    pub session: Box<dyn Session>,
-    pub queue: Receiver<Job>,
-    pub policy: BatchPolicy,
-    /// Jobs taken off the queue that have not run yet, oldest first.
-    pub pending: VecDeque<Job>,
-    /// Requests ever submitted, as the previous batch began to form.
-    pub arrived_before: u64,
-    /// Taken out of the routing table: freed once nothing of it waits.
-    pub retiring: bool,
-}
-
-impl Served {
-    /// Whether a request waits to run.
-    fn has_work(&self) -> bool {
-        !self.pending.is_empty() || !self.queue.is_empty()
-    }
-
-    /// Whether it may be freed: retired, and nothing of it waits or runs.
-    fn finished(&self) -> bool {
-        self.retiring && self.pending.is_empty() && self.model.queue_counts().waiting() == 0
-    }
-}
+use crate::model::job::JobFailure;
 
 /// What the owner shares with its [`super::GpuOwner`] handle on the main thread.
 pub(super) struct Shared<'a> {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 
+use super::command::{GpuCommand, Interrupters, LoadOrder};
 use super::owner::{Owner, Shared};
-use super::{GpuCommand, Interrupters, LoadOrder};
 use crate::backend::{
     Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions,
 };

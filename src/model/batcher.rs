@@ -202,6 +202,35 @@ mod tests {
     use crate::model::testing::*;
     use std::sync::atomic::Ordering;
 
+    const POLICY: BatchPolicy = BatchPolicy {
+        max_rows: 4,
+        max_tokens: 0,
+        max_padding: 0.5,
+        max_delay: Duration::from_millis(20),
+        delay_mode: DelayMode::Fixed,
+    };
+
+    /// Gathers from `pending` (the first job) and the queue, as the GPU-owner thread does.
+    fn gather_with(
+        first: Job,
+        queue: &Receiver<Job>,
+        policy: BatchPolicy,
+        padding: Option<&Padding>,
+        company_coming: bool,
+    ) -> (Vec<Job>, VecDeque<Job>) {
+        let mut pending = VecDeque::from([first]);
+        let batch = gather(
+            &mut pending,
+            queue,
+            policy,
+            padding,
+            company_coming,
+            |job, why| job.answer(Err(why)),
+            || false,
+        );
+        (batch, pending)
+    }
+
     #[test]
     fn gathers_until_the_row_limit_and_keeps_what_does_not_fit() {
         let (submitter, queue, counts) = queue(8);

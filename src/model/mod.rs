@@ -26,6 +26,7 @@
 //! handler makes the answer's named outputs ([`outputs`], [`classification`], [`text`]).
 //! [`file`] reads the model's bytes.
 
+pub mod admit;
 pub mod assemble;
 pub mod batcher;
 pub mod classification;
@@ -43,45 +44,9 @@ pub mod version;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use self::admit::AdmitError;
 pub use self::version::ModelVersion;
 use crate::lifecycle::{Lifecycle, State};
-
-/// Why a request was not admitted to a model's queue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdmitError {
-    /// The sidecar is starting and the model is not resident yet.
-    #[error("the model is still loading; retry when the sidecar is READY")]
-    Loading,
-    /// The sidecar is draining or stopped.
-    #[error("the sidecar is shutting down and takes no new requests")]
-    ShuttingDown,
-    /// No model of that name is served or known.
-    #[error("unknown model {name:?}: this sidecar serves {served}")]
-    UnknownModel { name: String, served: String },
-    /// The model's first version is being loaded: worth a retry.
-    #[error("model {name:?} is loading and takes requests once a version of it is warmed up: retry shortly")]
-    ModelLoading { name: String },
-    /// The model is known but no version of it is loaded.
-    #[error("model {name:?} is not loaded ({why}); load it with RepositoryModelLoad, or see RepositoryIndex")]
-    NotLoaded { name: String, why: String },
-    /// The model has no such version.
-    #[error("model {name:?} has no version {version:?}: it serves {serving}; leave the version out for the newest")]
-    NoSuchVersion {
-        name: String,
-        version: String,
-        serving: String,
-    },
-    /// The version asked for is known and does not take requests.
-    #[error("version {version:?} of model {name:?} is not available: it serves {serving}; leave the version out for the newest")]
-    VersionUnavailable {
-        name: String,
-        version: String,
-        serving: String,
-    },
-    /// `max-queue-size` requests wait already.
-    #[error("the inference queue is full ({capacity} requests wait, sidecar.batching.max-queue-size): back off and retry on this connection; do not reconnect")]
-    QueueFull { capacity: usize },
-}
 
 /// What a version is doing, when it does not take requests.
 #[derive(Debug, Clone, PartialEq, Eq)]

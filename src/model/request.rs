@@ -12,17 +12,15 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! A request as the model sees it, and how it is checked against the version it is routed to,
-//! on the completion-queue threads. The codec hands over an [`InferRequest`] of named tensors;
-//! [`check`] matches each input to the model's (name, datatype, shape, rows, bytes), turns a
-//! request of texts into token inputs through the version's text stage ([`super::text`]), and
-//! decides how each requested output is answered ([`super::outputs`]). A bad request never
-//! reaches the queue; its message names the tensor and what is wrong.
+//! A request as the model sees it, and how its inputs are checked against the version it is
+//! routed to, on the completion-queue threads. The codec hands over an [`InferRequest`] of
+//! named tensors; [`check_inputs`] matches each input to the model's (name, datatype, shape,
+//! rows, bytes) and turns a request of texts into token inputs through the version's text
+//! stage ([`super::text`]). A bad request never reaches the queue; its message names the
+//! tensor and what is wrong.
 
 use std::time::Duration;
 
-use super::job::Request;
-use super::outputs::{requested_outputs, Answering};
 use super::text::{TextError, TextModel};
 use crate::tensor::{
     bytes_elements, element_count, DataType, NamedTensor, Signature, Tensor, TensorSpec,
@@ -57,28 +55,27 @@ pub enum RequestError {
     Text(#[from] TextError),
 }
 
-/// A request that fits the model: what the model runs, and how its answer is made.
+/// A request's inputs as the model takes them.
 #[derive(Debug)]
-pub struct Checked {
-    pub request: Request,
-    pub answering: Answering,
+pub struct CheckedInputs {
+    /// One tensor per model input, in the model's order.
+    pub inputs: Vec<Tensor>,
+    /// Rows along dimension 0 (1 without batching).
+    pub rows: usize,
+    /// For a request of texts: which positions of each row are the text's tokens.
+    pub token_mask: Option<Vec<bool>>,
 }
 
-/// Checks `request` against `signature` (and `text`, the version's text stage, when it serves
-/// texts) and takes its tensors in the model's input order.
-pub fn check(
+/// Checks the `given` inputs against `signature` (and `text`, the version's text stage, when
+/// it serves texts) and takes their tensors in the model's input order.
+pub fn check_inputs(
     signature: &Signature,
     text: Option<&TextModel>,
-    request: InferRequest,
-) -> Result<Checked, RequestError> {
-    let InferRequest {
-        inputs: given,
-        outputs: asked,
-        timeout,
-    } = request;
+    given: Vec<NamedTensor>,
+) -> Result<CheckedInputs, RequestError> {
     if let Some(text) = text {
         if given.iter().any(|input| input.name == text.info().input) {
-            return check_texts(signature, text, given, &asked, timeout);
+            return check_texts(signature, text, given);
         }
     }
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
@@ -121,17 +118,10 @@ pub fn check(
         .map(|(slot, spec)| slot.ok_or_else(|| invalid(format!("missing input {:?}", spec.name))))
         .collect::<Result<Vec<_>, _>>()?;
     check_sequence_lengths(signature, &inputs)?;
-    let info = text.map(TextModel::info);
-    let (outputs, answering) = requested_outputs(signature, info, &asked, false)?;
-    let answering = answering.with_mask_from(signature, info, &inputs);
-    Ok(Checked {
-        request: Request {
-            inputs,
-            rows: rows.map_or(1, |(rows, _)| rows),
-            outputs,
-            timeout,
-        },
-        answering,
+    Ok(CheckedInputs {
+        inputs,
+        rows: rows.map_or(1, |(rows, _)| rows),
+        token_mask: None,
     })
 }
 
@@ -205,9 +195,7 @@ fn check_texts(
     signature: &Signature,
     text: &TextModel,
     mut given: Vec<NamedTensor>,
-    asked: &[RequestedOutput],
-    timeout: Option<Duration>,
-) -> Result<Checked, RequestError> {
+) -> Result<CheckedInputs, RequestError> {
     let info = text.info();
     if let Some(other) = given.iter().find(|i| i.name != info.input) {
         return Err(invalid(format!(
@@ -260,16 +248,10 @@ fn check_texts(
         .collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let tokens = text.tokenize(&texts)?;
-    let (outputs, mut answering) = requested_outputs(signature, Some(info), asked, true)?;
-    answering.mask = Some(tokens.mask);
-    Ok(Checked {
-        request: Request {
-            inputs: tokens.inputs,
-            rows: texts.len(),
-            outputs,
-            timeout,
-        },
-        answering,
+    Ok(CheckedInputs {
+        inputs: tokens.inputs,
+        rows: texts.len(),
+        token_mask: Some(tokens.mask),
     })
 }
 
@@ -328,227 +310,4 @@ pub(super) fn invalid(message: String) -> RequestError {
 pub(super) fn names(specs: &[TensorSpec]) -> String {
     let names: Vec<String> = specs.iter().map(|s| format!("{:?}", s.name)).collect();
     names.join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(name: &str, datatype: DataType, dims: &[i64]) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype,
-            dims: dims.to_vec(),
-            labels: Vec::new(),
-        }
-    }
-
-    fn model(max_batch_size: u32) -> Signature {
-        Signature {
-            inputs: vec![
-                spec("x", DataType::Fp32, &[-1, 2]),
-                spec("k", DataType::Int8, &[-1, 1]),
-            ],
-            outputs: vec![
-                spec("y", DataType::Fp32, &[-1, 2]),
-                spec("z", DataType::Int64, &[-1]),
-            ],
-            max_batch_size,
-            ..Default::default()
-        }
-    }
-
-    fn input(name: &str, datatype: DataType, shape: &[i64], data: Vec<u8>) -> NamedTensor {
-        NamedTensor {
-            name: name.into(),
-            datatype,
-            tensor: Tensor {
-                shape: shape.to_vec(),
-                data,
-            },
-        }
-    }
-
-    /// A valid request with 2 rows, its inputs in another order than the model's.
-    fn request() -> InferRequest {
-        InferRequest {
-            inputs: vec![
-                input("k", DataType::Int8, &[2, 1], vec![1, 2]),
-                input("x", DataType::Fp32, &[2, 2], vec![0; 16]),
-            ],
-            ..InferRequest::default()
-        }
-    }
-
-    fn asked(name: &str) -> RequestedOutput {
-        RequestedOutput {
-            name: name.into(),
-            classification: None,
-        }
-    }
-
-    fn message(signature: &Signature, request: InferRequest) -> String {
-        match check(signature, None, request) {
-            Ok(_) => panic!("should be refused"),
-            Err(RequestError::Invalid(m)) => m,
-            Err(other) => panic!("not INVALID_ARGUMENT: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_valid_request_is_reordered_to_the_model_inputs() {
-        let checked = check(&model(8), None, request()).unwrap();
-        assert_eq!(checked.request.rows, 2);
-        assert_eq!(checked.request.inputs[0].shape, [2, 2]);
-        assert_eq!(checked.request.inputs[1].data, [1, 2]);
-        assert_eq!(checked.request.outputs, [0, 1]);
-        assert_eq!(checked.request.timeout, None);
-    }
-
-    #[test]
-    fn requests_that_do_not_fit_the_model_name_the_tensor_and_the_problem() {
-        type Change = Box<dyn Fn(&mut InferRequest)>;
-        let cases: Vec<(Change, &str)> = vec![
-            (
-                Box::new(|r| r.inputs[1].name = "w".into()),
-                "unknown input \"w\": the model's inputs are \"x\", \"k\"",
-            ),
-            (
-                Box::new(|r| {
-                    r.inputs.remove(0);
-                }),
-                "missing input \"k\"",
-            ),
-            (
-                Box::new(|r| r.inputs[1].datatype = DataType::Fp64),
-                "datatype FP64 does not match the model's FP32",
-            ),
-            (
-                Box::new(|r| r.inputs[1].tensor.shape = vec![2, 3]),
-                "shape [2, 3] does not match",
-            ),
-            (
-                Box::new(|r| r.inputs[1].tensor.shape = vec![2]),
-                "shape [2] does not match",
-            ),
-            (
-                Box::new(|r| {
-                    r.inputs[1].tensor.data.pop();
-                }),
-                "raw contents are 15 bytes but shape [2, 2] of FP32 needs 16",
-            ),
-            (
-                Box::new(|r| {
-                    r.inputs[0].tensor.shape = vec![9, 1];
-                    r.inputs[1].tensor.shape = vec![9, 2];
-                }),
-                "more than max-batch-size 8",
-            ),
-            (
-                Box::new(|r| {
-                    r.inputs[0].tensor.shape = vec![1, 1];
-                    r.inputs[0].tensor.data = vec![1];
-                }),
-                "has 2 rows but input \"k\" has 1",
-            ),
-            (
-                Box::new(|r| {
-                    let dup = r.inputs[1].clone();
-                    r.inputs.push(dup);
-                }),
-                "given twice",
-            ),
-            (
-                Box::new(|r| r.outputs.push(asked("q"))),
-                "unknown output \"q\"",
-            ),
-            (
-                Box::new(|r| {
-                    r.outputs.push(asked("y"));
-                    r.outputs.push(asked("y"));
-                }),
-                "output \"y\" is asked for twice",
-            ),
-            (
-                Box::new(|r| {
-                    r.outputs.push(RequestedOutput {
-                        name: "y".into(),
-                        classification: Some(2),
-                    })
-                }),
-                "output \"y\" is FP32 [-1, 2, 2]: classification needs one vector",
-            ),
-        ];
-        let mut model = model(8);
-        // "y" is no vector of scores per row; "z" could be.
-        model.outputs[0].dims = vec![-1, 2, 2];
-        for (change, expected) in cases {
-            let mut bad = request();
-            change(&mut bad);
-            let message = message(&model, bad);
-            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
-        }
-    }
-
-    #[test]
-    fn without_batching_the_model_shape_is_required() {
-        let mut signature = model(0);
-        signature.inputs[0].dims = vec![2, 2];
-        let checked = check(&signature, None, request()).unwrap();
-        assert_eq!(checked.request.rows, 1);
-        let mut three = request();
-        three.inputs[0].tensor = Tensor {
-            shape: vec![3, 1],
-            data: vec![0; 3],
-        };
-        three.inputs[1].tensor = Tensor {
-            shape: vec![3, 2],
-            data: vec![0; 24],
-        };
-        assert!(message(&signature, three).ends_with("does not match the model's [2, 2]"));
-        // With a dimension of any size, the message says what -1 means.
-        let mut wide = request();
-        wide.inputs[1].tensor = Tensor {
-            shape: vec![1, 3],
-            data: vec![0; 12],
-        };
-        assert!(
-            message(&model(8), wide).ends_with("does not match the model's [-1, 2] (-1: any size)")
-        );
-    }
-
-    #[test]
-    fn outputs_that_cannot_be_served_are_left_out_or_refused() {
-        let mut signature = model(8);
-        signature.outputs[1].datatype = DataType::Unsupported("BF16");
-        assert_eq!(
-            check(&signature, None, request()).unwrap().request.outputs,
-            [0]
-        );
-        let mut r = request();
-        r.outputs.push(asked("z"));
-        assert!(message(&signature, r).contains("output \"z\": BF16 tensors are not served"));
-    }
-
-    #[test]
-    fn outputs_asked_for_come_in_their_order_and_form() {
-        let mut r = request();
-        r.outputs.push(RequestedOutput {
-            name: "y".into(),
-            classification: Some(1),
-        });
-        r.outputs.push(asked("z"));
-        r.timeout = Some(Duration::from_micros(1500));
-        let mut signature = model(8);
-        signature.outputs.swap(0, 1);
-        signature.outputs[1].dims = vec![-1, 2];
-        let checked = check(&signature, None, r).unwrap();
-        assert_eq!(checked.request.outputs, [1, 0]);
-        assert_eq!(checked.request.timeout, Some(Duration::from_micros(1500)));
-        use crate::model::outputs::OutputForm;
-        assert_eq!(
-            checked.answering.forms,
-            [OutputForm::Classification(1), OutputForm::Tensor]
-        );
-    }
 }

@@ -13,19 +13,14 @@
 // limitations under the License.
 
 //! Helpers for the unit tests of the queue, the batcher and the assembling of batches: jobs
-//! answered on a channel, a policy, a model of token sequences.
+//! answered on a channel, a model of token sequences.
 
-use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::time::Duration;
 
-use crossbeam_channel::Receiver;
-
-use super::batcher::{gather, BatchPolicy};
 use super::job::{Job, JobResult};
-use crate::config::DelayMode;
 use crate::tensor::{DataType, Padding, Signature, Tensor, TensorSpec};
 
+/// A job of `rows` rows of `width` values, each `tag`.
 pub fn job(rows: usize, width: i64, tag: u8) -> (Job, mpsc::Receiver<JobResult>) {
     let input = Tensor {
         shape: vec![rows as i64, width],
@@ -34,37 +29,9 @@ pub fn job(rows: usize, width: i64, tag: u8) -> (Job, mpsc::Receiver<JobResult>)
     job_of(vec![input], rows)
 }
 
+/// A job of `inputs`, `rows` rows.
 pub fn job_of(inputs: Vec<Tensor>, rows: usize) -> (Job, mpsc::Receiver<JobResult>) {
     Job::for_tests(inputs, rows)
-}
-
-pub const POLICY: BatchPolicy = BatchPolicy {
-    max_rows: 4,
-    max_tokens: 0,
-    max_padding: 0.5,
-    max_delay: Duration::from_millis(20),
-    delay_mode: DelayMode::Fixed,
-};
-
-/// Gathers from `pending` (the first job) and the queue, as the GPU-owner thread does.
-pub fn gather_with(
-    first: Job,
-    queue: &Receiver<Job>,
-    policy: BatchPolicy,
-    padding: Option<&Padding>,
-    company_coming: bool,
-) -> (Vec<Job>, VecDeque<Job>) {
-    let mut pending = VecDeque::from([first]);
-    let batch = gather(
-        &mut pending,
-        queue,
-        policy,
-        padding,
-        company_coming,
-        |job, why| job.answer(Err(why)),
-        || false,
-    );
-    (batch, pending)
 }
 
 /// A model of token ids `[-1, -1]` (INT64) whose output `[-1, -1, 2]` follows the length.
@@ -91,6 +58,7 @@ pub fn sequence_model() -> Signature {
     }
 }
 
+/// Token ids, one row per slice.
 pub fn ids(rows: &[&[i64]]) -> Tensor {
     let length = rows[0].len();
     Tensor {
@@ -102,6 +70,7 @@ pub fn ids(rows: &[&[i64]]) -> Tensor {
     }
 }
 
+/// An INT64 tensor's values.
 pub fn values(tensor: &Tensor) -> Vec<i64> {
     bytemuck::pod_collect_to_vec(&tensor.data)
 }

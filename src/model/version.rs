@@ -23,13 +23,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::job::{Job, Reply};
+use super::admit::AdmitError;
+use super::job::{Job, Reply, Request};
 use super::outputs::{self, Answering};
 use super::queue::{QueueCounts, SubmitError, Submitter};
-use super::request::{self, Checked, InferRequest, RequestError};
+use super::request::{self, InferRequest, RequestError};
 use super::stats::Recorder;
 use super::text::{TextInfo, TextModel};
-use super::AdmitError;
 use crate::config::BatchingConfig;
 use crate::serving::ModelLocation;
 use crate::tensor::{NamedTensor, Signature, Tensor};
@@ -77,7 +77,7 @@ impl ModelVersion {
 
     /// Checks `request` against the version (tokenizing its texts, if it sends texts).
     pub fn check(&self, request: InferRequest) -> Result<Checked, RequestError> {
-        request::check(&self.signature, self.text.as_ref(), request)
+        check(&self.signature, self.text.as_ref(), request)
     }
 
     /// The named outputs of an answer, made as `answering` says from the execution's
@@ -104,7 +104,7 @@ impl ModelVersion {
     /// dropped unanswered) when the queue is full or closed.
     pub fn submit(
         &self,
-        checked: super::job::Request,
+        checked: Request,
         abandoned: Arc<AtomicBool>,
         reply: Reply,
     ) -> Result<(), AdmitError> {
@@ -148,6 +148,47 @@ impl ModelVersion {
     }
 }
 
+/// A request that fits the model: what the model runs, and how its answer is made.
+#[derive(Debug)]
+pub struct Checked {
+    pub request: Request,
+    pub answering: Answering,
+}
+
+/// Checks `request` against `signature` (and `text`, the version's text stage): its inputs
+/// ([`request`]) and the outputs it asks for ([`outputs`]).
+pub fn check(
+    signature: &Signature,
+    text: Option<&TextModel>,
+    request: InferRequest,
+) -> Result<Checked, RequestError> {
+    let InferRequest {
+        inputs,
+        outputs: asked,
+        timeout,
+    } = request;
+    let given = request::check_inputs(signature, text, inputs)?;
+    let info = text.map(TextModel::info);
+    let texts = given.token_mask.is_some();
+    let (outputs, mut answering) = outputs::requested_outputs(signature, info, &asked, texts)?;
+    answering = match given.token_mask {
+        Some(mask) => Answering {
+            mask: Some(mask),
+            ..answering
+        },
+        None => answering.with_mask_from(signature, info, &given.inputs),
+    };
+    Ok(Checked {
+        request: Request {
+            inputs: given.inputs,
+            rows: given.rows,
+            outputs,
+            timeout,
+        },
+        answering,
+    })
+}
+
 #[cfg(test)]
 impl ModelVersion {
     /// Version 1 of model "m" with `signature`, on the CPU, whose queue goes nowhere.
@@ -171,5 +212,231 @@ impl ModelVersion {
             queue,
             recorder: Recorder::new(metrics),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::request::RequestedOutput;
+    use crate::tensor::{DataType, TensorSpec};
+    use std::time::Duration;
+
+    fn spec(name: &str, datatype: DataType, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            dims: dims.to_vec(),
+            labels: Vec::new(),
+        }
+    }
+
+    fn model(max_batch_size: u32) -> Signature {
+        Signature {
+            inputs: vec![
+                spec("x", DataType::Fp32, &[-1, 2]),
+                spec("k", DataType::Int8, &[-1, 1]),
+            ],
+            outputs: vec![
+                spec("y", DataType::Fp32, &[-1, 2]),
+                spec("z", DataType::Int64, &[-1]),
+            ],
+            max_batch_size,
+            ..Default::default()
+        }
+    }
+
+    fn input(name: &str, datatype: DataType, shape: &[i64], data: Vec<u8>) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            datatype,
+            tensor: Tensor {
+                shape: shape.to_vec(),
+                data,
+            },
+        }
+    }
+
+    /// A valid request with 2 rows, its inputs in another order than the model's.
+    fn request() -> InferRequest {
+        InferRequest {
+            inputs: vec![
+                input("k", DataType::Int8, &[2, 1], vec![1, 2]),
+                input("x", DataType::Fp32, &[2, 2], vec![0; 16]),
+            ],
+            ..InferRequest::default()
+        }
+    }
+
+    fn asked(name: &str) -> RequestedOutput {
+        RequestedOutput {
+            name: name.into(),
+            classification: None,
+        }
+    }
+
+    fn message(signature: &Signature, request: InferRequest) -> String {
+        match check(signature, None, request) {
+            Ok(_) => panic!("should be refused"),
+            Err(RequestError::Invalid(m)) => m,
+            Err(other) => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_is_reordered_to_the_model_inputs() {
+        let checked = check(&model(8), None, request()).unwrap();
+        assert_eq!(checked.request.rows, 2);
+        assert_eq!(checked.request.inputs[0].shape, [2, 2]);
+        assert_eq!(checked.request.inputs[1].data, [1, 2]);
+        assert_eq!(checked.request.outputs, [0, 1]);
+        assert_eq!(checked.request.timeout, None);
+    }
+
+    #[test]
+    fn requests_that_do_not_fit_the_model_name_the_tensor_and_the_problem() {
+        type Change = Box<dyn Fn(&mut InferRequest)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|r| r.inputs[1].name = "w".into()),
+                "unknown input \"w\": the model's inputs are \"x\", \"k\"",
+            ),
+            (
+                Box::new(|r| {
+                    r.inputs.remove(0);
+                }),
+                "missing input \"k\"",
+            ),
+            (
+                Box::new(|r| r.inputs[1].datatype = DataType::Fp64),
+                "datatype FP64 does not match the model's FP32",
+            ),
+            (
+                Box::new(|r| r.inputs[1].tensor.shape = vec![2, 3]),
+                "shape [2, 3] does not match",
+            ),
+            (
+                Box::new(|r| r.inputs[1].tensor.shape = vec![2]),
+                "shape [2] does not match",
+            ),
+            (
+                Box::new(|r| {
+                    r.inputs[1].tensor.data.pop();
+                }),
+                "raw contents are 15 bytes but shape [2, 2] of FP32 needs 16",
+            ),
+            (
+                Box::new(|r| {
+                    r.inputs[0].tensor.shape = vec![9, 1];
+                    r.inputs[1].tensor.shape = vec![9, 2];
+                }),
+                "more than max-batch-size 8",
+            ),
+            (
+                Box::new(|r| {
+                    r.inputs[0].tensor.shape = vec![1, 1];
+                    r.inputs[0].tensor.data = vec![1];
+                }),
+                "has 2 rows but input \"k\" has 1",
+            ),
+            (
+                Box::new(|r| {
+                    let dup = r.inputs[1].clone();
+                    r.inputs.push(dup);
+                }),
+                "given twice",
+            ),
+            (
+                Box::new(|r| r.outputs.push(asked("q"))),
+                "unknown output \"q\"",
+            ),
+            (
+                Box::new(|r| {
+                    r.outputs.push(asked("y"));
+                    r.outputs.push(asked("y"));
+                }),
+                "output \"y\" is asked for twice",
+            ),
+            (
+                Box::new(|r| {
+                    r.outputs.push(RequestedOutput {
+                        name: "y".into(),
+                        classification: Some(2),
+                    })
+                }),
+                "output \"y\" is FP32 [-1, 2, 2]: classification needs one vector",
+            ),
+        ];
+        let mut model = model(8);
+        // "y" is no vector of scores per row; "z" could be.
+        model.outputs[0].dims = vec![-1, 2, 2];
+        for (change, expected) in cases {
+            let mut bad = request();
+            change(&mut bad);
+            let message = message(&model, bad);
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn without_batching_the_model_shape_is_required() {
+        let mut signature = model(0);
+        signature.inputs[0].dims = vec![2, 2];
+        let checked = check(&signature, None, request()).unwrap();
+        assert_eq!(checked.request.rows, 1);
+        let mut three = request();
+        three.inputs[0].tensor = Tensor {
+            shape: vec![3, 1],
+            data: vec![0; 3],
+        };
+        three.inputs[1].tensor = Tensor {
+            shape: vec![3, 2],
+            data: vec![0; 24],
+        };
+        assert!(message(&signature, three).ends_with("does not match the model's [2, 2]"));
+        // With a dimension of any size, the message says what -1 means.
+        let mut wide = request();
+        wide.inputs[1].tensor = Tensor {
+            shape: vec![1, 3],
+            data: vec![0; 12],
+        };
+        assert!(
+            message(&model(8), wide).ends_with("does not match the model's [-1, 2] (-1: any size)")
+        );
+    }
+
+    #[test]
+    fn outputs_that_cannot_be_served_are_left_out_or_refused() {
+        let mut signature = model(8);
+        signature.outputs[1].datatype = DataType::Unsupported("BF16");
+        assert_eq!(
+            check(&signature, None, request()).unwrap().request.outputs,
+            [0]
+        );
+        let mut r = request();
+        r.outputs.push(asked("z"));
+        assert!(message(&signature, r).contains("output \"z\": BF16 tensors are not served"));
+    }
+
+    #[test]
+    fn outputs_asked_for_come_in_their_order_and_form() {
+        let mut r = request();
+        r.outputs.push(RequestedOutput {
+            name: "y".into(),
+            classification: Some(1),
+        });
+        r.outputs.push(asked("z"));
+        r.timeout = Some(Duration::from_micros(1500));
+        let mut signature = model(8);
+        signature.outputs.swap(0, 1);
+        signature.outputs[1].dims = vec![-1, 2];
+        let checked = check(&signature, None, r).unwrap();
+        assert_eq!(checked.request.outputs, [1, 0]);
+        assert_eq!(checked.request.timeout, Some(Duration::from_micros(1500)));
+        use crate::model::outputs::OutputForm;
+        assert_eq!(
+            checked.answering.forms,
+            [OutputForm::Classification(1), OutputForm::Tensor]
+        );
     }
 }

@@ -20,12 +20,16 @@ use std::sync::Arc;
 use futures_util::{future, FutureExt, SinkExt, StreamExt};
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
 
-use super::{INFERENCE_SERVICE_NAME, SIDECAR_SERVICE_NAME};
 use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::proto::health::health_check_response::ServingStatus;
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::health_grpc::Health;
+
+/// The name under which the Sidecar service reports its health (its full proto name).
+pub const SIDECAR_SERVICE_NAME: &str = "flink.sidecar.v1.Sidecar";
+/// The name under which the inference service reports its health.
+pub const INFERENCE_SERVICE_NAME: &str = "inference.GRPCInferenceService";
 
 /// `grpc.health.v1.Health`, for the whole server ("") and the Sidecar service.
 #[derive(Clone)]

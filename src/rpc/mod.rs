@@ -48,6 +48,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 use grpcio::{ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
 
+pub use self::health::{INFERENCE_SERVICE_NAME, SIDECAR_SERVICE_NAME};
+
 use self::health::HealthService;
 use self::inference::InferenceService;
 use self::sidecar::SidecarService;
@@ -57,10 +59,6 @@ use crate::metrics::Metrics;
 use crate::proto::health_grpc::create_health;
 use crate::proto::sidecar_grpc::create_sidecar;
 
-/// The name under which the Sidecar service reports its health (its full proto name).
-pub const SIDECAR_SERVICE_NAME: &str = "flink.sidecar.v1.Sidecar";
-/// The name under which the inference service reports its health.
-pub const INFERENCE_SERVICE_NAME: &str = "inference.GRPCInferenceService";
 /// How long cancelled calls and completion-queue threads get to wind down after the grace
 /// period.
 const WIND_DOWN_TIMEOUT: Duration = Duration::from_secs(5);

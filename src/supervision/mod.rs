@@ -18,11 +18,13 @@
 //! thread it started. [`preflight`] is `--check-config`'s look at what the config names.
 //! Every error of the process meets here, as [`Error`], mapped to an exit code at the edge.
 
+mod error;
 mod liveness;
 mod notify;
 mod preflight;
 mod startup;
 
+pub use self::error::{Error, EXIT_RUNTIME_FAILURE, EXIT_USAGE};
 pub use self::preflight::preflight;
 
 use std::io::IsTerminal;
@@ -33,75 +35,19 @@ use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 
 use self::liveness::{Liveness, Verdict};
 use self::notify::Notifier;
-use crate::config::{Config, ConfigError};
-use crate::gpu::{GpuError, GpuOwner};
-use crate::health::{HealthError, HealthServer};
+use crate::config::Config;
+use crate::gpu::GpuOwner;
+use crate::health::HealthServer;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{Metrics, MetricsError, Transport};
-use crate::model::text::TextError;
+use crate::metrics::{Metrics, Transport};
 use crate::repository::control::{RepositoryOrders, RepositoryThread};
-use crate::repository::RepositoryError;
-use crate::rpc::{RpcError, RpcServer};
-use crate::shutdown::{signal_name, Event, ShutdownError, SignalThread};
+use crate::rpc::RpcServer;
+use crate::shutdown::{signal_name, Event, SignalThread};
 
 /// How long the health and signal threads get to stop once asked.
 const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often start-up progress is reported to systemd while the model loads.
 const STARTUP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Exit code for a runtime failure.
-pub const EXIT_RUNTIME_FAILURE: u8 = 1;
-/// Exit code for a bad configuration or command line.
-pub const EXIT_USAGE: u8 = 2;
-
-/// Why the sidecar stopped other than by request.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The configuration is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The logger could not be installed.
-    #[error("cannot set up logging: {0}")]
-    Logging(String),
-    /// The health endpoint could not start.
-    #[error(transparent)]
-    Health(#[from] HealthError),
-    /// The metrics registry could not be set up.
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    /// The gRPC endpoint could not start or stop.
-    #[error(transparent)]
-    Rpc(#[from] RpcError),
-    /// The GPU or the runtime could not be brought up.
-    #[error(transparent)]
-    Gpu(#[from] GpuError),
-    /// A model that should be served at start could not be.
-    #[error(transparent)]
-    Repository(#[from] RepositoryError),
-    /// The tokenizer cannot be read, or does not fit the model.
-    #[error(transparent)]
-    Text(#[from] TextError),
-    /// A thread could not be started or stopped.
-    #[error(transparent)]
-    Thread(#[from] ShutdownError),
-    /// A component thread ended while the sidecar was running.
-    #[error("the {name} thread died: {reason}")]
-    ThreadDied { name: String, reason: String },
-}
-
-impl Error {
-    /// The process exit code for this error: 2 for a bad configuration, including a model the
-    /// sidecar cannot serve (no restart can fix either: supervisors do not retry exit 2), 1
-    /// for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Config(_) | Error::Text(_) => EXIT_USAGE,
-            Error::Gpu(e) if e.is_unservable_model() => EXIT_USAGE,
-            Error::Repository(e) if e.is_config() => EXIT_USAGE,
-            _ => EXIT_RUNTIME_FAILURE,
-        }
-    }
-}
 
 /// Installs the logger: stderr, `level` and above, with the thread's name (or id, for the
 /// unnamed threads of libraries) on every line; gRPC core's own log is routed to it.

@@ -16,7 +16,7 @@
 //! repository's model folders) are there and readable, the tokenizers load, and ONNX
 //! Runtime's library loads; no model is opened and nothing is started.
 
-use super::Error;
+use super::error::Error;
 use crate::backend;
 use crate::config::{Config, ModelSource};
 use crate::gpu::GpuError;

@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{never, select, tick};
 
+use super::error::Error;
 use super::notify::{load_status, LOAD_PROGRESS_ALLOWANCE};
-use super::{thread_died, Error, Supervisor, STARTUP_CHECK_INTERVAL};
+use super::{thread_died, Supervisor, STARTUP_CHECK_INTERVAL};
 use crate::config::{Config, ModelSource};
 use crate::gpu::{GpuError, GpuOwner};
 use crate::health::HealthServer;

@@ -333,34 +333,58 @@ fn wait_for_in_flight(addr: SocketAddr, wanted: f64) -> Scrape {
     }
 }
 
-/// Pings whose deadline passes before they are handled (1 ms for a 1 MiB payload: it has
-/// passed by the time the payload is decoded, on this machine always, elsewhere mostly).
+/// Pings of 1 MiB whose deadline passes while they wait for their handler (held at a gate
+/// until every client has given up) are refused without work and leave nothing in flight.
+#[cfg(feature = "failpoints")]
 #[test]
 fn pings_whose_deadline_has_passed_leave_nothing_in_flight() {
-    let (_dir, mut sidecar) = ready_sidecar(|_| {});
+    let gate = crate::util::Gate::new();
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 64);
+    let path = dir.write_config(&ConfigText::new(&dir).render());
+    let failpoints = gate.at("rpc::ping");
+    let mut sidecar = crate::util::Sidecar::spawn(
+        &path,
+        &[
+            ("FAILPOINTS", failpoints.as_str()),
+            ("CUDA_VISIBLE_DEVICES", ""),
+        ],
+    );
+    sidecar.wait_ready();
     let clients = Clients::connect(&sidecar.grpc_target());
     let request = PingRequest {
         payload: garbage(1 << 20),
         ..PingRequest::default()
     };
-    let mut expired = 0;
-    for _ in 0..50 {
-        let outcome = clients.sidecar.ping_opt(
-            &request,
-            CallOption::default().timeout(Duration::from_millis(1)),
-        );
-        match outcome {
-            Ok(response) => assert_eq!(response.payload, request.payload),
-            Err(GrpcError::RpcFailure(status))
-                if status.code() == RpcStatusCode::DEADLINE_EXCEEDED =>
-            {
-                expired += 1
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            clients
+                .sidecar
+                .ping_async_opt(
+                    &request,
+                    CallOption::default().timeout(Duration::from_millis(500)),
+                )
+                .unwrap()
+        })
+        .collect();
+    sidecar.wait_for_log("failpoint rpc::ping: held");
+    for call in calls {
+        match futures_executor::block_on(call) {
+            Err(GrpcError::RpcFailure(status)) => {
+                assert_eq!(status.code(), RpcStatusCode::DEADLINE_EXCEEDED)
             }
-            Err(other) => panic!("expected OK or DEADLINE_EXCEEDED, got {other:?}"),
+            other => panic!("expected DEADLINE_EXCEEDED, got {other:?}"),
         }
     }
-    assert!(expired > 0, "no call expired: the test proved nothing");
-    wait_for_in_flight(sidecar.health_addr(), 0.0);
+    gate.release();
+    let scrape = wait_for_in_flight(sidecar.health_addr(), 0.0);
+    let calls = scrape.get("gpu_sidecar_ping_calls_total{transport=\"unix\"}");
+    assert!(calls >= 1.0, "no Ping reached its handler");
+    assert_eq!(
+        scrape.get("gpu_sidecar_ping_errors_total{transport=\"unix\"}"),
+        calls,
+        "every Ping that reached its handler expired there"
+    );
     assert_eq!(clients.ping(b"on time").unwrap().payload, b"on time");
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());

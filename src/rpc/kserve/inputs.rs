@@ -17,7 +17,7 @@
 //! field the protocol gives its datatype (narrowed and written little-endian). BYTES elements
 //! are counted against the shape and checked to be UTF-8 without NUL bytes.
 
-use super::{invalid, DecodeError};
+use super::error::{invalid, DecodeError};
 use crate::proto::grpc_service::model_infer_request::InferInputTensor;
 use crate::proto::grpc_service::InferTensorContents;
 use crate::tensor::{

@@ -21,30 +21,17 @@
 //! model's version (`model/request.rs`). A message that breaks the protocol is refused with
 //! a message naming the tensor and what is wrong.
 
+mod error;
 mod inputs;
 mod outputs;
 mod params;
 
+pub use self::error::DecodeError;
 pub use self::outputs::response;
 
+use self::error::invalid;
 use crate::model::request::InferRequest;
 use crate::proto::grpc_service::ModelInferRequest;
-
-/// Why a message is refused before it reaches a model: INVALID_ARGUMENT.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// The request, or the answer it asks for, is larger than the configured limit (never
-    /// RESOURCE_EXHAUSTED, which tells a client to back off and retry).
-    #[error("the {what} is {size} bytes, over sidecar.rpc.max-message-size ({limit} bytes): send fewer rows per request, or raise the limit")]
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
-    /// The message breaks the protocol.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// Fails if `message`, a request or an answer (`what`), is larger than `limit` bytes.
 pub fn check_size(
@@ -89,10 +76,6 @@ pub fn decode(request: &mut ModelInferRequest) -> Result<InferRequest, DecodeErr
         outputs: outputs::requested(&request.outputs)?,
         timeout,
     })
-}
-
-fn invalid(message: String) -> DecodeError {
-    DecodeError::Invalid(message)
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! decoded, and its answer encoded from the model's named outputs, their bytes in
 //! `raw_output_contents`.
 
-use super::{params, DecodeError};
+use super::error::DecodeError;
+use super::params;
 use crate::model::request::RequestedOutput;
 use crate::proto::grpc_service::model_infer_request::InferRequestedOutputTensor;
 use crate::proto::grpc_service::model_infer_response::InferOutputTensor;

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use super::{invalid, DecodeError};
+use super::error::{invalid, DecodeError};
 use crate::proto::grpc_service::infer_parameter::Parameter_choice;
 use crate::proto::grpc_service::model_infer_request::InferRequestedOutputTensor;
 use crate::proto::grpc_service::{InferParameter, ModelInferRequest};

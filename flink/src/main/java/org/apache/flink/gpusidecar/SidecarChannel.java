@@ -49,7 +49,11 @@ final class SidecarChannel implements AutoCloseable {
     private static final java.util.logging.Logger BOOTSTRAP_LOG =
             java.util.logging.Logger.getLogger(Bootstrap.class.getName());
 
-    static {
+    /**
+     * Gives Netty's Bootstrap its quiet logger; {@link SidecarClient} calls it when it is
+     * loaded, before Bootstrap is, so that Bootstrap takes it when it is initialised.
+     */
+    static synchronized void quietNettyBootstrap() {
         BOOTSTRAP_LOG.setLevel(java.util.logging.Level.SEVERE);
         InternalLoggerFactory previous = InternalLoggerFactory.getDefaultFactory();
         InternalLoggerFactory.setDefaultFactory(JdkLoggerFactory.INSTANCE);

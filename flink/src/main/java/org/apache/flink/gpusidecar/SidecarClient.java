@@ -54,6 +54,10 @@ import org.slf4j.LoggerFactory;
 public final class SidecarClient implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SidecarClient.class);
 
+    static {
+        SidecarChannel.quietNettyBootstrap();
+    }
+
     private final Endpoint endpoint;
     private final String modelName;
     private final SidecarOptions options;

@@ -1,0 +1,70 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! What the other threads send the GPU-owner thread: its commands (heartbeats, loads,
+//! retirements, the stop) and the [`LoadOrder`] of one model version; plain data that the
+//! handles and the owner's loop share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::error::GpuError;
+use crate::backend::Interrupter;
+use crate::config::{BatchingConfig, ThreadCount};
+use crate::model::text::TextStage;
+use crate::model::ModelVersion;
+use crate::serving::MemorySample;
+
+/// What ends the execution in progress of each resident session, by its load's number.
+pub type Interrupters = std::collections::BTreeMap<u64, Interrupter>;
+
+/// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
+pub type HeartbeatReply = Option<MemorySample>;
+
+/// Messages to the GPU-owner thread.
+pub enum GpuCommand {
+    /// Answer on the channel, to show the thread is not stuck.
+    Heartbeat(Sender<HeartbeatReply>),
+    /// Make a model version resident and serve its queue.
+    Load(Box<LoadOrder>, Sender<Result<Arc<ModelVersion>, GpuError>>),
+    /// Serve a version's queue until nothing of it waits or runs, then free it.
+    Retire { name: String, version: u64 },
+    /// Answer what is queued without running it, free everything and end the thread.
+    Stop,
+}
+
+/// One model version to make resident, as configured.
+#[derive(Debug)]
+pub struct LoadOrder {
+    pub name: String,
+    pub version: u64,
+    pub path: PathBuf,
+    pub intra_op_threads: Option<ThreadCount>,
+    pub batching: BatchingConfig,
+    /// The tokenizer, when the model serves text in: bound to the model as it is built.
+    pub text: Option<TextStage>,
+}
+
+impl std::fmt::Debug for GpuCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GpuCommand::Heartbeat(_) => f.write_str("Heartbeat"),
+            GpuCommand::Load(order, _) => write!(f, "Load({} {})", order.name, order.version),
+            GpuCommand::Retire { name, version } => write!(f, "Retire({name} {version})"),
+            GpuCommand::Stop => f.write_str("Stop"),
+        }
+    }
+}
