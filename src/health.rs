@@ -77,7 +77,7 @@ pub struct HealthServer {
     // Declared before `_backend_folder`: tiny_http removes its socket when dropped, then the
     // folder goes.
     server: Arc<Server>,
-    _backend_folder: tempfile::TempDir,
+    _backend_folder: guard::BackendFolder,
     /// Stops the guard's accept loop.
     accepting_stopped: Arc<AtomicBool>,
     /// Stops tiny_http's request loop.

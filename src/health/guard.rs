@@ -49,20 +49,49 @@ const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 
 /// The prefix of the private folders in the temp dir.
 const BACKEND_FOLDER_PREFIX: &str = "gpu-sidecar-health-";
+/// The file in each private folder that its sidecar holds locked for as long as it runs.
+const OWNER_LOCK: &str = "owner.lock";
+/// How old a private folder without a lock (a sidecar of an earlier release, or one killed
+/// between making the folder and locking it) must be before it counts as left behind.
+const UNLOCKED_FOLDER_AGE: Duration = Duration::from_secs(60);
+
+/// The private folder of a running sidecar's health socket: removed when dropped, and locked
+/// meanwhile so that no other sidecar takes it for one left behind.
+#[derive(Debug)]
+pub struct BackendFolder {
+    _lock: std::fs::File,
+    _folder: tempfile::TempDir,
+}
 
 /// The private socket on which tiny_http listens, in a new folder only this user can enter
 /// (removed with the returned guard). Folders left by killed sidecars are removed first.
-pub fn backend_listener() -> io::Result<(UnixListener, PathBuf, tempfile::TempDir)> {
+pub fn backend_listener() -> io::Result<(UnixListener, PathBuf, BackendFolder)> {
     remove_stale_backend_folders(&std::env::temp_dir());
     let folder = tempfile::Builder::new()
         .prefix(BACKEND_FOLDER_PREFIX)
         .tempdir()?;
+    // Locked under another name, then renamed into place (the lock goes with the file): a
+    // sidecar starting at the same moment sees no lock file (a new folder, left alone) or a
+    // held one, never a free lock or a socket that refuses between its bind and its listen.
+    let unlocked = folder.path().join(format!("{OWNER_LOCK}.new"));
+    let lock = std::fs::File::create(&unlocked)?;
+    lock.lock()?;
+    std::fs::rename(&unlocked, folder.path().join(OWNER_LOCK))?;
     let path = folder.path().join("health.sock");
-    Ok((UnixListener::bind(&path)?, path, folder))
+    let listener = UnixListener::bind(&path)?;
+    Ok((
+        listener,
+        path,
+        BackendFolder {
+            _lock: lock,
+            _folder: folder,
+        },
+    ))
 }
 
-/// Removes the private folders of sidecars that were killed (nobody accepts on their
-/// socket); folders of live sidecars, and anything not ours, are left alone.
+/// Removes the private folders of sidecars that were killed (their lock is free, the kernel
+/// having released it with the process); folders of live sidecars, and anything not ours,
+/// are left alone.
 fn remove_stale_backend_folders(temp: &Path) {
     let Ok(entries) = std::fs::read_dir(temp) else {
         return;
@@ -72,16 +101,30 @@ fn remove_stale_backend_folders(temp: &Path) {
         if !name.to_string_lossy().starts_with(BACKEND_FOLDER_PREFIX) {
             continue;
         }
-        let socket = entry.path().join("health.sock");
-        let refused = matches!(
-            UnixStream::connect(&socket),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
-        );
-        if refused && std::fs::remove_dir_all(entry.path()).is_ok() {
+        if left_behind(&entry.path()) && std::fs::remove_dir_all(entry.path()).is_ok() {
             log::debug!(
                 "removed {} left by a killed sidecar",
                 entry.path().display()
             );
+        }
+    }
+}
+
+/// Whether the private folder `folder` belongs to no running sidecar: its lock can be taken,
+/// or, without a lock file, it is old and nobody accepts on its socket.
+fn left_behind(folder: &Path) -> bool {
+    match std::fs::File::open(folder.join(OWNER_LOCK)) {
+        // Taken, the lock is let go when the file closes: a folder of a dead sidecar.
+        Ok(lock) => lock.try_lock().is_ok(),
+        Err(_) => {
+            let old = std::fs::metadata(folder)
+                .and_then(|m| m.modified())
+                .is_ok_and(|made| made.elapsed().unwrap_or_default() >= UNLOCKED_FOLDER_AGE);
+            let refused = matches!(
+                UnixStream::connect(folder.join("health.sock")),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+            );
+            old && refused
         }
     }
 }
@@ -433,20 +476,35 @@ mod tests {
     }
 
     #[test]
-    fn only_folders_whose_socket_nobody_serves_are_removed() {
+    fn only_folders_whose_owner_is_gone_are_removed() {
         let temp = tempfile::tempdir().unwrap();
-        let dead = temp.path().join(format!("{BACKEND_FOLDER_PREFIX}dead"));
-        let live = temp.path().join(format!("{BACKEND_FOLDER_PREFIX}live"));
-        let other = temp.path().join("someone-else");
-        for folder in [&dead, &live, &other] {
-            std::fs::create_dir(folder).unwrap();
-        }
+        let folder = |name: &str| {
+            let path = temp.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            path
+        };
+        let dead = folder(&format!("{BACKEND_FOLDER_PREFIX}dead"));
+        let live = folder(&format!("{BACKEND_FOLDER_PREFIX}live"));
+        // Locked, and its socket not listening yet (between bind and listen): still live.
+        let starting = folder(&format!("{BACKEND_FOLDER_PREFIX}starting"));
+        // Made a moment ago, not yet locked: left alone.
+        let new = folder(&format!("{BACKEND_FOLDER_PREFIX}new"));
+        let other = folder("someone-else");
+        std::fs::File::create(dead.join(OWNER_LOCK)).unwrap();
         drop(UnixListener::bind(dead.join("health.sock")).unwrap());
+        let live_lock = std::fs::File::create(live.join(OWNER_LOCK)).unwrap();
+        live_lock.lock().unwrap();
         let _serving = UnixListener::bind(live.join("health.sock")).unwrap();
+        let starting_lock = std::fs::File::create(starting.join(OWNER_LOCK)).unwrap();
+        starting_lock.lock().unwrap();
+        drop(UnixListener::bind(starting.join("health.sock")).unwrap());
+        drop(UnixListener::bind(new.join("health.sock")).unwrap());
         drop(UnixListener::bind(other.join("health.sock")).unwrap());
         remove_stale_backend_folders(temp.path());
         assert!(!dead.exists());
         assert!(live.exists());
+        assert!(starting.exists());
+        assert!(new.exists());
         assert!(other.exists());
     }
 

@@ -455,13 +455,21 @@ mod held_calls {
         sidecar.wait_for_log("failpoint rpc::ping: held");
         drop(pending);
         drop(clients);
-        // Let go once the client is gone: its reply has no one to go to.
+        // Let go once the client is gone: its reply has no one to go to. Whether the
+        // sidecar hears of the disconnect before it replies is a race it cannot see (a reply
+        // written to a connection the client has just closed counts as delivered), so the
+        // check is what holds either way: the call ends, is counted once, leaves nothing in
+        // flight, and the sidecar serves on.
         gate.release();
         let scrape = wait_for_in_flight(health, 0.0);
         assert_eq!(
-            scrape.get("gpu_sidecar_ping_errors_total{transport=\"unix\"}"),
-            1.0,
-            "the undelivered reply was not counted"
+            scrape.get("gpu_sidecar_ping_calls_total{transport=\"unix\"}"),
+            1.0
+        );
+        assert!(
+            scrape.get("gpu_sidecar_ping_errors_total{transport=\"unix\"}") <= 1.0,
+            "{:#?}",
+            scrape.samples
         );
         let clients = Clients::connect(&sidecar.grpc_target());
         assert_eq!(clients.ping(b"next").unwrap().payload, b"next");
