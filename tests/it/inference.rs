@@ -1235,10 +1235,16 @@ fn message_sizes_over(tcp: bool) {
     let (mut sink, mut receiver) = limited.model_stream_infer_opt(patient()).unwrap();
     block_on(async {
         for (id, rows) in [("big", ten_mb_rows), ("wide", 7_000_000 / 16), ("small", 2)] {
-            sink.send((zero_features(id, rows), WriteFlags::default()))
+            if let Err(e) = sink
+                .send((zero_features(id, rows), WriteFlags::default()))
                 .await
-                .unwrap();
-            let answer = receiver.next().await.unwrap().unwrap();
+            {
+                panic!("sending {id:?}: {e}; log:\n{}", sidecar.log());
+            }
+            let answer = match receiver.next().await {
+                Some(Ok(answer)) => answer,
+                other => panic!("answer to {id:?}: {other:?}; log:\n{}", sidecar.log()),
+            };
             assert_eq!(answer.infer_response.id, id);
             match id {
                 "big" => too_large(&answer.error_message, "request"),
