@@ -97,6 +97,11 @@ impl fmt::Display for Config {
         writeln!(f, "sidecar.health.port = {}", self.health.port)?;
         writeln!(
             f,
+            "sidecar.health.execution-timeout = \"{}\"",
+            humantime::format_duration(self.health.execution_timeout)
+        )?;
+        writeln!(
+            f,
             "sidecar.shutdown.grace-period = \"{}\"  # {} ms",
             humantime::format_duration(self.shutdown.grace_period.0),
             self.shutdown.grace_period.0.as_millis()

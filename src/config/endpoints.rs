@@ -19,6 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -48,7 +49,22 @@ impl RpcConfig {
         self.max_message_size
             .map_or(DEFAULT_MAX_MESSAGE_SIZE, |m| m.0)
     }
+
+    /// The most bytes gRPC itself takes in for one message: the limit and a margin, so that a
+    /// request a little over the limit is still read and refused by the sidecar (naming the
+    /// key, its stream open), and one far over it is refused by gRPC before it is held in
+    /// memory.
+    pub fn receive_limit(&self) -> usize {
+        let limit = self.max_message_size();
+        limit
+            .saturating_add((limit / 8).max(RECEIVE_MARGIN))
+            .min(i32::MAX as usize)
+    }
 }
+
+/// The least a request may be over `max-message-size` and still be read whole, to be refused
+/// by the sidecar itself.
+const RECEIVE_MARGIN: usize = 1 << 20;
 
 /// The default `sidecar.rpc.max-message-size`: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
@@ -83,12 +99,47 @@ impl TryFrom<toml::Value> for MessageSize {
 
 /// `[sidecar.health]`: the HTTP health endpoint.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HealthConfig {
     #[serde(default = "default_health_host")]
     pub host: IpAddr,
     /// 0 picks a free port; the bound address is logged.
     pub port: u16,
+    /// How long one execution may run before the GPU-owner thread counts as hung (NOT_LIVE,
+    /// the watchdog no longer fed): long enough for any real execution.
+    #[serde(default = "default_execution_timeout", with = "execution_timeout")]
+    pub execution_timeout: Duration,
+}
+
+/// The default `sidecar.health.execution-timeout`: no sane execution takes ten minutes.
+pub const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest `execution-timeout` accepted (a typo guard: a day).
+const MAX_EXECUTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+fn default_execution_timeout() -> Duration {
+    DEFAULT_EXECUTION_TIMEOUT
+}
+
+/// `sidecar.health.execution-timeout`: a Flink-style duration, more than 0, at most a day.
+mod execution_timeout {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::MAX_EXECUTION_TIMEOUT;
+    use crate::config::values::parse_duration;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        let timeout = parse_duration(&text).map_err(serde::de::Error::custom)?;
+        if timeout.is_zero() || timeout > MAX_EXECUTION_TIMEOUT {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is out of range: more than 0 and at most {}",
+                humantime::format_duration(MAX_EXECUTION_TIMEOUT)
+            )));
+        }
+        Ok(timeout)
+    }
 }
 
 fn default_health_host() -> IpAddr {

@@ -20,12 +20,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::clock::ExecutionClock;
 use super::served::Served;
 use crate::model::assemble;
 use crate::model::job::{Job, JobFailure};
 
 /// Runs one execution of `served` for `batch` and answers each job with its rows.
-pub fn execute(served: &mut Served, mut batch: Vec<Job>, stopping: &AtomicBool) {
+pub fn execute(
+    served: &mut Served,
+    mut batch: Vec<Job>,
+    stopping: &AtomicBool,
+    clock: &ExecutionClock,
+) {
     let model = Arc::clone(&served.model);
     let recorder = model.recorder();
     let started = Instant::now();
@@ -35,15 +41,17 @@ pub fn execute(served: &mut Served, mut batch: Vec<Job>, stopping: &AtomicBool) 
         job.leave_queue();
         recorder.left_queue(started.saturating_duration_since(job.enqueued));
     }
-    // Test builds only: holds the execution, so that tests can fill the queue. It holds
-    // after the queue times are counted: `inference_queue_seconds_count` tells a test
-    // that its requests left the queue and are held here.
-    #[cfg(feature = "failpoints")]
-    crate::failpoint::hold("gpu::execute");
     recorder.set_queue_depth(model.queue_counts().waiting());
     let inputs = assemble::concatenate(&batch, &model.signature);
     let inputs_ready = Instant::now();
+    clock.begin();
+    // Test builds only: holds the execution, so that tests can fill the queue or hold a long
+    // execution. It holds after the queue times are counted: `inference_queue_seconds_count`
+    // tells a test that its requests left the queue and are held here.
+    #[cfg(feature = "failpoints")]
+    crate::failpoint::hold("gpu::execute");
     let outcome = served.session.run(inputs);
+    clock.end();
     let ran = Instant::now();
     recorder.executed(requests, rows, inputs_ready - started, ran - inputs_ready);
     match outcome {

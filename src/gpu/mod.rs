@@ -28,6 +28,7 @@
 //! own. It answers the main thread's heartbeats between executions. At shutdown it answers
 //! what is still queued, then frees the sessions and releases the context on itself.
 
+mod clock;
 mod command;
 mod cuda;
 mod error;
@@ -49,6 +50,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 pub use self::command::{HeartbeatReply, LoadOrder};
 pub use self::error::GpuError;
 
+use self::clock::ExecutionClock;
 use self::command::{GpuCommand, Interrupters};
 use self::cuda::PrimaryContext;
 use self::owner::Owner;
@@ -96,6 +98,8 @@ pub struct GpuOwner {
     interrupters: Arc<Mutex<Interrupters>>,
     /// Set when stopping: a failed execution then means it was ended on purpose.
     stopping: Arc<AtomicBool>,
+    /// When the execution in progress began, if one is.
+    execution: Arc<ExecutionClock>,
     /// Whether the thread holds a GPU context (cleared when auto mode falls back to the CPU).
     context_held: Arc<AtomicBool>,
     /// When the model load in progress began, if one is.
@@ -124,6 +128,8 @@ impl GpuOwner {
         let interrupter_slot = Arc::clone(&interrupters);
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping_flag = Arc::clone(&stopping);
+        let execution = Arc::new(ExecutionClock::default());
+        let execution_clock = Arc::clone(&execution);
         let context_held = Arc::new(AtomicBool::new(false));
         let context_flag = Arc::clone(&context_held);
         let loading_since = Arc::new(Mutex::new(None));
@@ -148,6 +154,7 @@ impl GpuOwner {
                     control: &control,
                     interrupters: &interrupter_slot,
                     stopping: &stopping_flag,
+                    execution: &execution_clock,
                     context_held: &context_flag,
                     loading_since: &loading_slot,
                 },
@@ -163,6 +170,7 @@ impl GpuOwner {
             load: load_control,
             interrupters,
             stopping,
+            execution,
             context_held,
             loading_since,
             heartbeat: None,
@@ -190,6 +198,12 @@ impl GpuOwner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map(|since| since.elapsed())
+    }
+
+    /// How long the execution in progress has been running, if one is: the thread answers
+    /// no heartbeat meanwhile.
+    pub fn executing_for(&self) -> Option<Duration> {
+        self.execution.running_for()
     }
 
     /// How far the model loads have got: (bytes read in all, size of the file being read if

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 
+use super::clock::ExecutionClock;
 use super::command::{GpuCommand, Interrupters};
 use super::cuda::PrimaryContext;
 use super::execute::{execute, refuse_job};
@@ -41,6 +42,8 @@ pub(super) struct Shared<'a> {
     pub interrupters: &'a Mutex<Interrupters>,
     /// Set when stopping: a failed execution then means it was ended on purpose.
     pub stopping: &'a AtomicBool,
+    /// When the execution in progress began.
+    pub execution: &'a ExecutionClock,
     /// Cleared when the context is released early.
     pub context_held: &'a AtomicBool,
     /// Set while a load runs.
@@ -166,7 +169,7 @@ impl<'a> Owner<'a> {
             this.model.recorder().set_queue_depth(counts.waiting());
             return;
         }
-        execute(this, batch, self.shared.stopping);
+        execute(this, batch, self.shared.stopping, self.shared.execution);
     }
 
     /// Handles a command; false when the thread is to stop.

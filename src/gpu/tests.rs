@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 
+use super::clock::ExecutionClock;
 use super::command::{GpuCommand, Interrupters, LoadOrder};
 use super::owner::{Owner, Shared};
 use crate::backend::{
@@ -81,6 +82,7 @@ struct Parts {
     control: LoadControl,
     interrupters: Mutex<Interrupters>,
     stopping: AtomicBool,
+    execution: ExecutionClock,
     context_held: AtomicBool,
     loading_since: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
@@ -92,6 +94,7 @@ impl Parts {
             control: LoadControl::default(),
             interrupters: Mutex::new(Interrupters::new()),
             stopping: AtomicBool::new(false),
+            execution: ExecutionClock::default(),
             context_held: AtomicBool::new(false),
             loading_since: Mutex::new(None),
             metrics: Arc::new(Metrics::new(Transport::Unix).unwrap()),
@@ -109,6 +112,7 @@ impl Parts {
                 control: &self.control,
                 interrupters: &self.interrupters,
                 stopping: &self.stopping,
+                execution: &self.execution,
                 context_held: &self.context_held,
                 loading_since: &self.loading_since,
             },

@@ -143,13 +143,15 @@ impl RpcServer {
                 .build(),
         );
         // gRPC core sets SO_REUSEPORT by default, which would let a second sidecar bind the
-        // same TCP port; refuse that. Its own message limits are lifted: the services check
-        // sidecar.rpc.max-message-size themselves and answer INVALID_ARGUMENT naming it,
-        // where gRPC core would answer RESOURCE_EXHAUSTED ("back off and retry") and end a
-        // whole stream for one large message.
+        // same TCP port; refuse that. The services check sidecar.rpc.max-message-size
+        // themselves and answer INVALID_ARGUMENT naming it, where gRPC core would answer
+        // RESOURCE_EXHAUSTED and end a whole stream for one large message; gRPC's own limit
+        // sits a margin above it, so that only a request far over the limit is refused by
+        // gRPC (and ends its stream), before it costs more memory than the limit.
+        let receive_limit = i32::try_from(config.receive_limit()).unwrap_or(i32::MAX);
         let channel_args = ChannelBuilder::new(Arc::clone(&environment))
             .reuse_port(false)
-            .max_receive_message_len(-1)
+            .max_receive_message_len(receive_limit)
             .max_send_message_len(-1)
             .build_args();
         let mut server = ServerBuilder::new(Arc::clone(&environment))

@@ -186,6 +186,7 @@ impl Supervisor<'_> {
             ));
         }
         let mut silences = Vec::with_capacity(2);
+        let mut hung = None;
         if let Some(gpu) = gpu.as_mut() {
             let (mut silent_for, sample) = gpu.heartbeat();
             // A model version being loaded (a new one while serving) keeps the thread from
@@ -195,6 +196,26 @@ impl Supervisor<'_> {
                 .is_some_and(|loading| loading < LOAD_STALL_LIMIT)
             {
                 silent_for = Duration::ZERO;
+            }
+            // So does an execution in progress, up to `execution-timeout`: only a hung one
+            // runs longer, and then it counts from its start.
+            if let Some(running) = gpu.executing_for() {
+                let timeout = self.config.health.execution_timeout;
+                if running < timeout {
+                    silent_for = Duration::ZERO;
+                } else {
+                    if self.lifecycle.is_live() {
+                        log::warn!(
+                            "an execution has run for {} ms, over sidecar.health.execution-timeout ({}): the GPU-owner thread counts as hung",
+                            running.as_millis(),
+                            humantime::format_duration(timeout)
+                        );
+                    }
+                    hung = Some(Verdict::Stalled {
+                        component: "gpu-owner",
+                        silent_for: running,
+                    });
+                }
             }
             if let Some(sample) = sample {
                 self.metrics.record_gpu_memory(
@@ -208,7 +229,8 @@ impl Supervisor<'_> {
         if let Some(health) = health.as_ref() {
             silences.push(("health", health.silent_for()));
         }
-        match liveness.judge(&silences) {
+        let verdict = liveness.judge(&silences);
+        match hung.unwrap_or(verdict) {
             Verdict::Alive => {
                 if let Some(component) = self.lifecycle.set_stalled(None) {
                     log::info!("the {component} thread answers again: live");
@@ -241,6 +263,11 @@ impl Supervisor<'_> {
         let begun = Instant::now();
         let grace = self.config.shutdown.grace_period.0;
         let lifecycle = &self.lifecycle;
+        // The repository thread takes no more work first: a poll tick, a SIGHUP or an order
+        // while the sidecar drains starts no load (one in progress ends with the GPU thread).
+        if let Some(repository) = &self.components.repository {
+            repository.ask_to_stop();
+        }
         if lifecycle.begin_draining() {
             log::info!("draining: health reports NOT_READY, gRPC health NOT_SERVING");
         }
@@ -264,9 +291,6 @@ impl Supervisor<'_> {
         // The repository thread ends after its order in progress; a load in progress ends
         // when the GPU-owner thread stops.
         let repository = components.repository.take();
-        if let Some(repository) = &repository {
-            repository.ask_to_stop();
-        }
         if let Some(gpu) = components.gpu.take() {
             // The grace period is over: what still runs is ended, what is queued answered.
             note(gpu.stop(THREAD_STOP_TIMEOUT).map_err(Error::from));

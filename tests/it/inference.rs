@@ -1162,7 +1162,7 @@ fn tritons_python_client_works_unmodified() {
 }
 
 /// A request of `rows` rows of the sample model's `features`, all zeros, as raw bytes.
-fn zero_features(id: &str, rows: usize) -> ModelInferRequest {
+pub(crate) fn zero_features(id: &str, rows: usize) -> ModelInferRequest {
     ModelInferRequest {
         model_name: "affine".to_string(),
         id: id.to_string(),

@@ -23,6 +23,7 @@ mod gpu;
 mod inference;
 mod launch_script;
 mod lifecycle;
+mod loading;
 mod reliability;
 mod repository;
 mod rpc;

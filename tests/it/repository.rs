@@ -41,7 +41,7 @@ use crate::util::{
 use gpu_sidecar::proto::health::health_check_response::ServingStatus;
 
 /// A config serving what `sidecar` says (lines of the `[sidecar]` table), on a socket in `dir`.
-fn config_text(dir: &TestDir, sidecar: &str, tables: &str) -> String {
+pub(crate) fn config_text(dir: &TestDir, sidecar: &str, tables: &str) -> String {
     format!(
         r#"
 [sidecar]
@@ -74,7 +74,7 @@ fn serve(dir: &TestDir, sidecar: &str, tables: &str) -> Sidecar {
 
 /// Publishes the fixture `fixture` as `version` of `model` in the repository `repository`
 /// as a careful operator does: written in a hidden folder, then renamed into place.
-fn publish(repository: &Path, model: &str, version: u64, fixture: &str) {
+pub(crate) fn publish(repository: &Path, model: &str, version: u64, fixture: &str) {
     let folder = repository.join(model);
     let staging = folder.join(format!(".{version}.partial"));
     std::fs::create_dir_all(&staging).unwrap();

@@ -215,6 +215,8 @@ pub struct ConfigText {
     pub gpu_mode: String,
     /// Lines added to `[sidecar.rpc]`.
     pub rpc_extra: String,
+    /// Lines added to `[sidecar.health]`.
+    pub health_extra: String,
     /// Tables added at the end.
     pub extra: String,
 }
@@ -229,6 +231,7 @@ impl ConfigText {
             grace_period: "10 s".to_string(),
             gpu_mode: "auto".to_string(),
             rpc_extra: String::new(),
+            health_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -244,6 +247,7 @@ uri = "{}"
 
 [sidecar.health]
 port = {}
+{}
 
 [sidecar.shutdown]
 grace-period = "{}"
@@ -259,6 +263,7 @@ level = "debug"
             self.rpc_extra,
             self.model,
             self.health_port,
+            self.health_extra,
             self.grace_period,
             self.gpu_mode,
             self.extra

@@ -260,15 +260,29 @@ impl Keeper {
             _ => never(),
         };
         loop {
+            // A stop comes before any order or poll that is ready beside it: once the sidecar
+            // drains, no load starts.
+            if stop.try_recv().is_ok() {
+                break;
+            }
             select! {
-                recv(stop) -> _ => return,
+                recv(stop) -> _ => break,
                 recv(orders) -> order => match order {
-                    Ok(order) => self.obey(order),
-                    Err(_) => return,
+                    Ok(order) if stop.is_empty() => self.obey(order),
+                    Ok(order) => {
+                        log::info!("repository: stopping; not carrying out {order:?}");
+                        break;
+                    }
+                    Err(_) => break,
                 },
-                recv(polls) -> _ => self.rescan(),
+                recv(polls) -> _ => {
+                    if stop.is_empty() {
+                        self.rescan();
+                    }
+                }
             }
         }
+        log::info!("repository: stopped; no model is loaded or unloaded from now on");
     }
 
     fn obey(&mut self, order: Order) {

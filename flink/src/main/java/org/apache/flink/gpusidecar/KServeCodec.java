@@ -187,4 +187,21 @@ final class KServeCodec {
         }
         return errorMessage.substring(0, colon);
     }
+
+    /** gRPC's refusal of a message over its receive limit: "larger than max (N vs. M)". */
+    private static final java.util.regex.Pattern LARGER_THAN_MAX =
+            java.util.regex.Pattern.compile("larger than max \\((\\d+) vs\\. (\\d+)\\)");
+
+    /**
+     * The receive limit M of a status by which gRPC refused a message too large to take in
+     * ("Received message larger than max (N vs. M)", RESOURCE_EXHAUSTED), or -1 for any other
+     * status (a full queue is RESOURCE_EXHAUSTED too, and is worth a retry).
+     */
+    static long receiveLimitOf(io.grpc.Status status) {
+        if (status.getCode() != io.grpc.Status.Code.RESOURCE_EXHAUSTED || status.getDescription() == null) {
+            return -1;
+        }
+        java.util.regex.Matcher matcher = LARGER_THAN_MAX.matcher(status.getDescription());
+        return matcher.find() ? Long.parseLong(matcher.group(2)) : -1;
+    }
 }

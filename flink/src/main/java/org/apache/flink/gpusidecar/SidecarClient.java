@@ -319,12 +319,33 @@ public final class SidecarClient implements AutoCloseable {
                 }
                 stream = null;
                 streamStatus = SidecarChannel.describe(status);
+                failOversized(status);
                 if (!closed && reconnectAttempt.get() == 0) {
                     LOG.info("{}: stream ended ({}); reconnecting", describe(), streamStatus);
                 } else {
                     LOG.debug("{}: stream ended ({})", describe(), streamStatus);
                 }
                 scheduleReconnect();
+            }
+        }
+    }
+
+    /**
+     * When gRPC itself refused a message far over the sidecar's limit (RESOURCE_EXHAUSTED,
+     * "Received message larger than max (N vs. M)"), which ends the whole stream: fails the
+     * requests over M, which would be refused again, and lets the reconnect send the others.
+     */
+    private void failOversized(Status status) {
+        long limit = KServeCodec.receiveLimitOf(status);
+        if (limit < 0) {
+            return;
+        }
+        for (PendingRequest request : pending.values()) {
+            long size = request.request.getSerializedSize();
+            if (size > limit) {
+                fail(request, new SidecarException("RESOURCE_EXHAUSTED", describe() + ": the request is "
+                        + size + " bytes, more than the sidecar takes in (" + limit
+                        + " bytes: sidecar.rpc.max-message-size and its margin); not retried"));
             }
         }
     }

@@ -44,6 +44,35 @@ class ResilienceTest {
 
     @TempDir Path folder;
 
+    /**
+     * A record far over the sidecar's message limit is refused by gRPC itself, which ends the
+     * whole stream ("larger than max"): the client fails that record alone, without retrying
+     * it, and answers the others on the stream it opens again.
+     */
+    @Test
+    void aRecordFarOverTheMessageLimitFailsAloneWithoutARetry() throws Exception {
+        try (SidecarProcess sidecar =
+                SidecarProcess.start(
+                        folder, "affine", List.of("max-message-size = \"1 MiB\""), "max-batch-size = 0")) {
+            try (SidecarClient client =
+                    SidecarClient.connect(
+                            sidecar.endpoint(),
+                            "affine",
+                            SidecarOptions.defaults().withRequestTimeout(Duration.ofSeconds(30)))) {
+                int rows = 1 << 18; // 4 MiB of features: far over 1 MiB and its margin
+                var huge = client.infer(java.util.Map.of("features", Tensor.of(new float[rows * 4], rows, 4)));
+                java.util.concurrent.ExecutionException e =
+                        assertThrows(java.util.concurrent.ExecutionException.class, huge::get);
+                SidecarException refusal = (SidecarException) e.getCause();
+                assertEquals("RESOURCE_EXHAUSTED", refusal.code());
+                assertTrue(refusal.getMessage().contains("more than the sidecar takes in"), refusal.getMessage());
+                var small = client.infer(java.util.Map.of("features", Tensor.of(new float[8], 2, 4))).get();
+                assertEquals(2, small.get("scores").shape()[0]);
+                assertEquals(0, client.retries());
+            }
+        }
+    }
+
     @Test
     void aSidecarKilledAndRestartedMidJobLosesAndRepeatsNoRecord() throws Exception {
         restartMidJob(true);

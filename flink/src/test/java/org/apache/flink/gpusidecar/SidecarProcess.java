@@ -70,9 +70,27 @@ final class SidecarProcess implements AutoCloseable {
     /** Starts the sidecar on the model file {@code modelFile}, named {@code model}. */
     static SidecarProcess start(Path folder, Path modelFile, String model, String... batching)
             throws Exception {
+        return start(folder, modelFile, model, java.util.List.of(), batching);
+    }
+
+    /**
+     * Starts the sidecar on the fixture {@code model} with {@code rpc} lines added to {@code
+     * [sidecar.rpc]} and {@code batching} lines to {@code [sidecar.batching]}.
+     */
+    static SidecarProcess start(Path folder, String model, java.util.List<String> rpc, String... batching)
+            throws Exception {
+        return start(folder, fixture(model + ".onnx"), model, rpc, batching);
+    }
+
+    private static SidecarProcess start(
+            Path folder, Path modelFile, String model, java.util.List<String> rpc, String... batching)
+            throws Exception {
         Path socket = folder.resolve("sidecar.sock");
         StringBuilder toml = new StringBuilder();
         toml.append("[sidecar.rpc]\nendpoint = \"unix:").append(socket).append("\"\n");
+        for (String line : rpc) {
+            toml.append(line).append('\n');
+        }
         toml.append("[sidecar.model]\nuri = \"").append(modelFile.toAbsolutePath()).append("\"\n");
         toml.append("name = \"").append(model).append("\"\n");
         toml.append("runtime-library = \"").append(existing("sidecar.runtime", "bin/dev.sh runtime")).append("\"\n");

@@ -1,0 +1,223 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Big models and loads beside serving: requests far over the message limit refused before
+//! they are held in memory, models with ONNX external data, loads that never stop the other
+//! models' requests, and liveness that follows an execution in progress.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use futures_executor::block_on;
+use futures_util::{SinkExt, StreamExt};
+use grpcio::{RpcStatusCode, WriteFlags};
+
+use crate::inference::{client, patient, status_of, zero_features};
+#[cfg(feature = "failpoints")]
+use crate::util::Gate;
+use crate::util::{http, ConfigText, Sidecar, TestDir, PATIENCE};
+
+/// The peak resident memory of process `pid` (VmHWM), in bytes.
+pub(crate) fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// A request far over `max-message-size` is refused by gRPC itself (RESOURCE_EXHAUSTED,
+/// "larger than max") as soon as it has arrived, held once and never parsed (gRPC 1.56
+/// checks a message's size only once it is whole, so the peak grows by about the request,
+/// not twice it as before); one a little over is refused by the sidecar naming the key, on a
+/// stream that stays open.
+#[test]
+fn an_oversized_request_costs_about_the_limit_in_memory() {
+    let dir = TestDir::new();
+    dir.copy_fixture("affine", "affine.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "affine.onnx".to_string();
+    config.rpc_extra = "max-message-size = \"8 MiB\"".to_string();
+    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&config.render()),
+        &[("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    let client = client(&sidecar.grpc_target());
+    // Warm the paths a request takes, so that what grows after is the request's.
+    let (code, _) = status_of(client.model_infer_opt(&zero_features("over", 550_000), patient()));
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    let before = peak_rss(sidecar.pid());
+    let huge = 160 << 20;
+    let (code, message) =
+        status_of(client.model_infer_opt(&zero_features("huge", huge / 16), patient()));
+    let grown = peak_rss(sidecar.pid()).saturating_sub(before);
+    assert_eq!(code, RpcStatusCode::RESOURCE_EXHAUSTED, "{message}");
+    assert!(message.contains("larger than max"), "{message}");
+    assert!(
+        grown < (huge as u64) * 5 / 4,
+        "a {huge}-byte request grew the peak resident memory by {grown} bytes"
+    );
+    // A little over the limit (8.5 MiB): the sidecar's own refusal, and the stream serves on.
+    let (mut sink, mut receiver) = client.model_stream_infer_opt(patient()).unwrap();
+    block_on(async {
+        for (id, rows) in [("over", (17 << 19) / 16), ("small", 2)] {
+            sink.send((zero_features(id, rows), WriteFlags::default()))
+                .await
+                .unwrap_or_else(|e| panic!("sending {id:?}: {e}"));
+            let answer = receiver.next().await.unwrap().unwrap();
+            assert_eq!(answer.infer_response.id, id);
+            if id == "over" {
+                assert!(
+                    answer.error_message.starts_with("INVALID_ARGUMENT: ")
+                        && answer
+                            .error_message
+                            .contains("sidecar.rpc.max-message-size"),
+                    "{}",
+                    answer.error_message
+                );
+            } else {
+                assert_eq!(answer.error_message, "", "the stream still serves");
+            }
+        }
+        sink.close().await.unwrap();
+    });
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+/// A sidecar serving `affine` whose executions are held at `gate`, with `health` lines added
+/// to `[sidecar.health]`.
+#[cfg(feature = "failpoints")]
+fn held_executions(gate: &Gate, health: &str) -> (TestDir, Sidecar) {
+    let dir = TestDir::new();
+    dir.copy_fixture("affine", "affine.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "affine.onnx".to_string();
+    config.health_extra = health.to_string();
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&config.render()),
+        &[
+            ("CUDA_VISIBLE_DEVICES", ""),
+            ("FAILPOINTS", &gate.at("gpu::execute")),
+        ],
+    );
+    sidecar.wait_ready();
+    (dir, sidecar)
+}
+
+/// `/health/live`'s status code now.
+fn live_status(sidecar: &Sidecar) -> u16 {
+    http(sidecar.health_addr(), "GET", "/health/live")
+        .unwrap()
+        .0
+}
+
+/// An execution in progress is work, not a stall: held for longer than the liveness check's
+/// stall limit (2 s), the sidecar stays live throughout, and the request is answered.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_long_execution_keeps_the_sidecar_live() {
+    let gate = Gate::new();
+    let (_dir, mut sidecar) = held_executions(&gate, "");
+    let client = client(&sidecar.grpc_target());
+    let answer = client
+        .model_infer_async_opt(&zero_features("long", 2), patient())
+        .unwrap();
+    sidecar.wait_for_log("failpoint gpu::execute: held");
+    let held = Instant::now();
+    let mut checks = 0;
+    while held.elapsed() < Duration::from_millis(3000) {
+        assert_eq!(live_status(&sidecar), 200, "{}", sidecar.log());
+        checks += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(checks > 10);
+    gate.release();
+    assert_eq!(block_on(answer).unwrap().outputs[0].shape, [2, 3]);
+    assert!(!sidecar.log().contains("NOT_LIVE"), "{}", sidecar.log());
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+/// An execution past `sidecar.health.execution-timeout` counts as hung: NOT_LIVE (and the
+/// watchdog starved, as for any stall) until it ends; then live again.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_execution_past_its_timeout_turns_the_sidecar_not_live() {
+    let gate = Gate::new();
+    let (_dir, mut sidecar) = held_executions(&gate, "execution-timeout = \"1 s\"");
+    let client = client(&sidecar.grpc_target());
+    let answer = client
+        .model_infer_async_opt(&zero_features("hung", 1), patient())
+        .unwrap();
+    sidecar.wait_for_log(
+        "over sidecar.health.execution-timeout (1s): the GPU-owner thread counts as hung",
+    );
+    sidecar.wait_for_log("/health/live reports NOT_LIVE");
+    assert_eq!(live_status(&sidecar), 503);
+    gate.release();
+    block_on(answer).unwrap();
+    sidecar.wait_for_log("the gpu-owner thread answers again: live");
+    assert_eq!(live_status(&sidecar), 200);
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+/// Once the sidecar drains, the repository thread takes no more work: a version published
+/// while a call holds the drain open, and a SIGHUP asking for a rescan, start no load.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_version_published_while_draining_is_not_loaded() {
+    use crate::repository::{config_text, publish};
+    let dir = TestDir::new();
+    let repository = dir.path().join("models");
+    publish(&repository, "affine", 1, "affine");
+    let path = dir.write_config(&config_text(
+        &dir,
+        "repository = \"models\"\nrepository-control = \"poll\"\nrepository-poll-interval = \"100 ms\"",
+        "",
+    ));
+    let gate = Gate::new();
+    let mut sidecar = Sidecar::spawn(
+        &path,
+        &[
+            ("CUDA_VISIBLE_DEVICES", ""),
+            ("FAILPOINTS", &gate.at("rpc::ping")),
+        ],
+    );
+    sidecar.wait_ready();
+    let clients = crate::util::Clients::connect(&sidecar.grpc_target());
+    let target = sidecar.grpc_target();
+    let ping = thread::spawn(move || crate::util::Clients::connect(&target).ping(b"held"));
+    sidecar.wait_for_log("failpoint rpc::ping: held");
+    sidecar.signal(libc::SIGTERM);
+    sidecar.wait_for_log("repository: stopped; no model is loaded or unloaded from now on");
+    sidecar.wait_for_log("for 1 in-flight call(s)");
+    publish(&repository, "affine", 2, "affine_v2");
+    sidecar.signal(libc::SIGHUP);
+    gate.release();
+    assert_eq!(ping.join().unwrap().unwrap().payload, b"held");
+    drop(clients);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    assert!(
+        !sidecar.log().contains("version 2"),
+        "a load started while draining:\n{}",
+        sidecar.log()
+    );
+}
