@@ -17,6 +17,7 @@
 //! and runs one batch of tensors at a time. Both live on the GPU-owner thread only.
 //! [`onnx`] is ONNX Runtime's; a second backend (or a fake in tests) is one more file.
 
+pub mod external;
 pub mod onnx;
 mod positions;
 mod zipmap;

@@ -197,6 +197,20 @@ impl OnnxSession {
             // (the arena serves fixed shapes as well without them).
             .with_memory_pattern(false)
             .map_err(builder_error)?;
+        // The model is handed over as bytes; its external data files (if it has any) are read
+        // by the runtime from the model's folder, as their locations are relative to it.
+        if let Some(folder) = path
+            .parent()
+            .and_then(Path::to_str)
+            .filter(|f| !f.is_empty())
+        {
+            builder = builder
+                .with_config_entry(
+                    "session.model_external_initializers_file_folder_path",
+                    folder,
+                )
+                .map_err(builder_error)?;
+        }
         if let Provider::Cuda(ordinal) = options.provider {
             let cuda = ort::ep::CUDA::default()
                 .with_device_id(ordinal)

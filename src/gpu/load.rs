@@ -61,7 +61,21 @@ impl Owner<'_> {
             path.display()
         );
         let bytes = file::read_model(&path, self.shared.control)?;
-        let size_bytes = bytes.bytes.len() as u64;
+        let size_bytes = bytes.total_size();
+        if let (Some(context), false) = (&self.context, bytes.data_files.is_empty()) {
+            // With its data files the model may not fit after all: refuse it before a session
+            // tries to take the memory.
+            check_fits(context, &path, size_bytes)?;
+        }
+        for data in &bytes.data_files {
+            log::info!(
+                "model {:?} version {}: weights in {} ({})",
+                order.name,
+                order.version,
+                data.path.display(),
+                ByteSize(data.size)
+            );
+        }
         let options = |provider| SessionOptions {
             provider,
             intra_op_threads: order.intra_op_threads.map_or_else(

@@ -23,6 +23,7 @@ use crate::gpu::GpuError;
 use crate::model;
 use crate::model::text::TextStage;
 use crate::repository::{self, RepositoryError};
+use crate::serving::ByteSize;
 
 /// What `--check-config` checks beyond the file itself, without starting anything: that the
 /// model files (or the repository's model folders) are there and readable, that tokenizers
@@ -48,14 +49,24 @@ pub fn preflight(config: &Config) -> Result<String, Error> {
     }
     let mut served = Vec::with_capacity(specs.len());
     for spec in &specs {
+        let model_error = |e| Error::Gpu(GpuError::Model(e));
+        let mut data_files = Vec::new();
         let versions = match &spec.source {
             ModelSource::File(path) => {
-                model::file::check_model_file(path).map_err(|e| Error::Gpu(GpuError::Model(e)))?;
+                data_files = model::file::check_model_file(path).map_err(model_error)?;
                 vec![1]
             }
             ModelSource::Folder(folder) => {
-                let found: Vec<u64> = repository::scan::versions(folder).into_keys().collect();
-                spec.version_policy.select(&found)
+                let found = repository::scan::versions(folder);
+                let picked = spec
+                    .version_policy
+                    .select(&found.keys().copied().collect::<Vec<_>>());
+                for version in &picked {
+                    data_files.extend(
+                        model::file::check_model_file(&found[version]).map_err(model_error)?,
+                    );
+                }
+                picked
             }
         };
         let at_start = config
@@ -76,7 +87,19 @@ pub fn preflight(config: &Config) -> Result<String, Error> {
         if let Some(text) = &spec.text {
             TextStage::load(text)?;
         }
-        served.push(format!("{} {versions:?}", spec.name));
+        let external: Vec<String> = data_files
+            .iter()
+            .map(|data| format!("{} ({})", data.path.display(), ByteSize(data.size)))
+            .collect();
+        served.push(if external.is_empty() {
+            format!("{} {versions:?}", spec.name)
+        } else {
+            format!(
+                "{} {versions:?} with external data {}",
+                spec.name,
+                external.join(", ")
+            )
+        });
     }
     let (_, source, version) = backend::onnx::load_library(config.runtime_library())
         .map_err(|e| Error::Gpu(GpuError::Runtime(e)))?;

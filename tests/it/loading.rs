@@ -221,3 +221,114 @@ fn a_version_published_while_draining_is_not_loaded() {
         sidecar.log()
     );
 }
+
+/// Copies the external-data fixture (`external.onnx` and `external.onnx.data`) into
+/// `folder` as `name`, its data file beside it under the name the model gives.
+fn copy_external(folder: &std::path::Path, name: &str) {
+    std::fs::create_dir_all(folder).unwrap();
+    std::fs::copy(
+        crate::util::fixture_path("models/external.onnx"),
+        folder.join(name),
+    )
+    .unwrap();
+    std::fs::copy(
+        crate::util::fixture_path("models/external.onnx.data"),
+        folder.join("external.onnx.data"),
+    )
+    .unwrap();
+}
+
+/// Asks `sidecar` for model `model` on the fixture's inputs; the answer equals what ONNX
+/// Runtime computed in process.
+fn assert_served_as_in_process(sidecar: &Sidecar, model: &str) {
+    let expected = crate::inference::expected("external");
+    let response = client(&sidecar.grpc_target())
+        .model_infer_opt(
+            &crate::inference::raw_request(model, "ext", &expected.inputs),
+            patient(),
+        )
+        .unwrap_or_else(|e| panic!("{model}: {e}; log:\n{}", sidecar.log()));
+    crate::inference::assert_outputs(&response, &expected.outputs);
+}
+
+/// A model whose weights are in an external data file beside it is served, and answers as
+/// ONNX Runtime does in process: as `[sidecar.model]`, as a `[[sidecar.models]]` table, and as
+/// a version in a repository; its data file counts in what the load read and its identity.
+#[test]
+fn a_model_with_external_data_is_served_every_way() {
+    let dir = TestDir::new();
+    copy_external(dir.path(), "external.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "external.onnx".to_string();
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&config.render()),
+        &[("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    assert_served_as_in_process(&sidecar, "external");
+    sidecar.wait_for_log("weights in ");
+    assert!(
+        sidecar.log().contains("external.onnx.data (73.00 KiB)"),
+        "{}",
+        sidecar.log()
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+
+    let tables = TestDir::new();
+    copy_external(&tables.path().join("weights"), "model.onnx");
+    let path = tables.write_config(&crate::repository::config_text(
+        &tables,
+        "",
+        "[[sidecar.models]]\nname = \"ext\"\nuri = \"weights/model.onnx\"\n",
+    ));
+    let mut sidecar = Sidecar::spawn(&path, &[("CUDA_VISIBLE_DEVICES", "")]);
+    sidecar.wait_ready();
+    assert_served_as_in_process(&sidecar, "ext");
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+
+    let repository = TestDir::new();
+    copy_external(&repository.path().join("models/ext/1"), "model.onnx");
+    let path = repository.write_config(&crate::repository::config_text(
+        &repository,
+        "repository = \"models\"",
+        "",
+    ));
+    let mut sidecar = Sidecar::spawn(&path, &[("CUDA_VISIBLE_DEVICES", "")]);
+    sidecar.wait_ready();
+    assert_served_as_in_process(&sidecar, "ext");
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+/// `--check-config` lists a model's external data files, and exits 2 naming one that is
+/// missing, or one the model places outside its folder.
+#[test]
+fn check_config_lists_external_data_and_names_a_missing_file() {
+    let dir = TestDir::new();
+    copy_external(dir.path(), "external.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "external.onnx".to_string();
+    let path = dir.write_config(&config.render());
+    let check = |envs: &[(&str, &str)]| {
+        let mut sidecar =
+            Sidecar::spawn_args(&["--check-config", "-c", path.to_str().unwrap()], envs);
+        let code = sidecar.exit_code(PATIENCE);
+        (code, format!("{}\n{}", sidecar.stdout(), sidecar.log()))
+    };
+    let (code, output) = check(&[]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("with external data ") && output.contains("external.onnx.data (73.00 KiB)"),
+        "{output}"
+    );
+    std::fs::remove_file(dir.path().join("external.onnx.data")).unwrap();
+    let (code, output) = check(&[]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("keeps its weights in")
+            && output.contains("external.onnx.data, which does not exist"),
+        "{output}"
+    );
+}
