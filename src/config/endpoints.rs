@@ -57,14 +57,14 @@ impl RpcConfig {
     pub fn receive_limit(&self) -> usize {
         let limit = self.max_message_size();
         limit
-            .saturating_add((limit / 8).max(RECEIVE_MARGIN))
+            .saturating_add((limit / 4).max(RECEIVE_MARGIN))
             .min(i32::MAX as usize)
     }
 }
 
 /// The least a request may be over `max-message-size` and still be read whole, to be refused
 /// by the sidecar itself.
-const RECEIVE_MARGIN: usize = 1 << 20;
+const RECEIVE_MARGIN: usize = 4 << 20;
 
 /// The default `sidecar.rpc.max-message-size`: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;

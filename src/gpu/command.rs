@@ -12,20 +12,18 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! What the other threads send the GPU-owner thread: its commands (heartbeats, loads,
-//! retirements, the stop) and the [`LoadOrder`] of one model version; plain data that the
-//! handles and the owner's loop share.
+//! What the other threads send the GPU-owner thread: its commands (heartbeats, versions to
+//! adopt, retirements, the stop), and the [`LoadOrder`] of one model version that the loader
+//! takes; plain data that the handles and the owner's loop share.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use super::error::GpuError;
+use super::served::Served;
 use crate::backend::Interrupter;
 use crate::config::{BatchingConfig, ThreadCount};
 use crate::model::text::TextStage;
-use crate::model::ModelVersion;
 use crate::serving::MemorySample;
 
 /// What ends the execution in progress of each resident session, by its load's number.
@@ -39,7 +37,9 @@ pub enum GpuCommand {
     /// Answer on the channel, to show the thread is not stuck.
     Heartbeat(Sender<HeartbeatReply>),
     /// Make a model version resident and serve its queue.
-    Load(Box<LoadOrder>, Sender<Result<Arc<ModelVersion>, GpuError>>),
+    /// Serve a version the loader made (the flag: `auto` mode found no usable CUDA
+    /// provider, so the context may go); answers once it takes requests.
+    Adopt(Box<Served>, bool, Sender<()>),
     /// Serve a version's queue until nothing of it waits or runs, then free it.
     Retire { name: String, version: u64 },
     /// Answer what is queued without running it, free everything and end the thread.
@@ -62,7 +62,9 @@ impl std::fmt::Debug for GpuCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GpuCommand::Heartbeat(_) => f.write_str("Heartbeat"),
-            GpuCommand::Load(order, _) => write!(f, "Load({} {})", order.name, order.version),
+            GpuCommand::Adopt(served, _, _) => {
+                write!(f, "Adopt({} {})", served.model.name, served.model.version)
+            }
             GpuCommand::Retire { name, version } => write!(f, "Retire({name} {version})"),
             GpuCommand::Stop => f.write_str("Stop"),
         }

@@ -15,7 +15,10 @@
 //! The CUDA driver, on the GPU-owner thread: deciding whether a GPU is used
 //! (`sidecar.gpu.mode`), initialising the driver, retaining the device's primary context and
 //! making it current (ONNX Runtime's CUDA execution provider then runs in that same context),
-//! reading the device's memory, and releasing the context on this thread at the end. CUDA
+//! reading the device's memory, and releasing the context on this thread at the end. The
+//! loader (the repository thread) makes the same primary context current on itself while it
+//! builds a session ([`LoaderContext`]), holding a reference of its own so that a shutdown
+//! cannot destroy the context under a load. CUDA
 //! comes through cudarc's raw `result`/`sys` layer, loaded at run time: the binary neither
 //! links nor needs libcuda, and `is_culib_present()` is asked before any other call (which
 //! would panic without the library). All of the crate's `unsafe` is here.
@@ -147,6 +150,51 @@ impl Drop for PrimaryContext {
         // `retain`, on this thread.
         if let Err(e) = unsafe { cuda::primary_ctx::release(self.device) } {
             log::warn!("releasing the context of GPU {} failed: {e}", self.ordinal);
+        }
+    }
+}
+
+/// The device's primary context made current on the loader's thread while it builds a
+/// session: one more reference to the context the GPU-owner thread made (not a new one),
+/// released on drop, on the same thread.
+pub(super) struct LoaderContext {
+    device: CUdevice,
+    pub(super) ordinal: i32,
+    /// Not `Send`: made current on, and released from, one thread.
+    _loader_thread: PhantomData<*const ()>,
+}
+
+impl LoaderContext {
+    /// Retains device `ordinal`'s primary context and makes it current on this thread.
+    pub(super) fn bind(ordinal: i32) -> Result<Self, GpuError> {
+        let device = cuda::device::get(ordinal).call("cuDeviceGet")?;
+        // SAFETY: `device` was returned by cuDeviceGet; the matching release is in `Drop`.
+        let context =
+            unsafe { cuda::primary_ctx::retain(device) }.call("cuDevicePrimaryCtxRetain")?;
+        let bound = LoaderContext {
+            device,
+            ordinal,
+            _loader_thread: PhantomData,
+        };
+        // SAFETY: `context` is the live primary context just retained.
+        unsafe { cuda::ctx::set_current(context) }.call("cuCtxSetCurrent")?;
+        Ok(bound)
+    }
+}
+
+impl Drop for LoaderContext {
+    fn drop(&mut self) {
+        // SAFETY: a null context is allowed and makes no context current on this thread;
+        // `device` came from cuDeviceGet and its primary context was retained once, by `bind`,
+        // on this thread.
+        unsafe {
+            let _ = cuda_sys::cuCtxSetCurrent(std::ptr::null_mut());
+            if let Err(e) = cuda::primary_ctx::release(self.device) {
+                log::warn!(
+                    "releasing the loader's reference to the context of GPU {} failed: {e}",
+                    self.ordinal
+                );
+            }
         }
     }
 }

@@ -12,22 +12,27 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! Making a model version resident on the GPU-owner thread: the free-memory check, reading
-//! the file, the session (on the GPU, or the CPU when `auto` mode finds no usable CUDA
-//! provider), the warm-up execution, the padding probe, the text stage bound to the model;
-//! then the one [`ModelVersion`] that the repository, the handlers and this thread share.
+//! Making a model version resident, on the loader's thread (the repository thread), never on
+//! the GPU-owner thread, which serves every other model meanwhile: the free-memory check,
+//! reading the file (and its external data), the session (on the GPU, with the device's
+//! primary context current on this thread, or the CPU when `auto` mode finds no usable CUDA
+//! provider), the warm-up execution, the padding probe, the text stage bound; then the one
+//! [`ModelVersion`] that the repository, the handlers and the GPU-owner thread share, handed
+//! to the GPU-owner thread, which adopts it in a moment. Loads are made one at a time.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::command::LoadOrder;
-use super::cuda::{self, PrimaryContext};
+use crossbeam_channel::bounded;
+
+use super::command::{GpuCommand, LoadOrder};
+use super::cuda::{self, LoaderContext};
 use super::error::GpuError;
-use super::owner::Owner;
 use super::probe;
 use super::served::Served;
+use super::{GpuLoader, Runtime};
 use crate::backend::{LoadError, Provider, SessionOptions};
 use crate::config::GpuMode;
 use crate::model::batcher::BatchPolicy;
@@ -39,18 +44,49 @@ use crate::model::ModelVersion;
 use crate::serving::ByteSize;
 use crate::tensor::Signature;
 
-impl Owner<'_> {
-    /// Makes the version of `order` resident, beside those served, and serves its queue.
-    pub fn load(&mut self, order: LoadOrder) -> Result<Arc<ModelVersion>, GpuError> {
+impl GpuLoader {
+    /// Makes the version of `order` resident, beside those served, and has the GPU-owner
+    /// thread serve its queue; waits until it does, or the version could not be made. Runs on
+    /// the calling thread; a second load waits for the first.
+    pub fn load(&self, order: LoadOrder) -> Result<Arc<ModelVersion>, GpuError> {
+        let _one_at_a_time = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        let runtime = self.runtime.get().ok_or(GpuError::Stopped)?;
+        let (served, model, fell_back) = self.build(runtime, order)?;
+        // Test builds only: holds the loader after a load, as a long load would.
+        #[cfg(feature = "failpoints")]
+        crate::failpoint::hold("gpu::after_load");
+        let (reply, adopted) = bounded(1);
+        self.commands
+            .send(GpuCommand::Adopt(Box::new(served), fell_back, reply))
+            .map_err(|_| GpuError::Stopped)?;
+        // Not adopted (the thread stopped): the session is freed here, as it was made.
+        adopted.recv().map_err(|_| GpuError::Stopped)?;
+        Ok(model)
+    }
+
+    /// Builds the version of `order` on this thread, ready to serve: read, the session made
+    /// (on the GPU, with the device's context current on this thread, or the CPU), warmed up,
+    /// probed, its text stage bound. Returns the GPU-owner thread's part and whether `auto`
+    /// mode fell back to the CPU for want of a usable CUDA provider.
+    pub(super) fn build(
+        &self,
+        runtime: &Runtime,
+        order: LoadOrder,
+    ) -> Result<(Served, Arc<ModelVersion>, bool), GpuError> {
         let started = Instant::now();
-        self.loads += 1;
-        let load_number = self.loads;
         let path = order.path.clone();
-        if let Some(context) = &self.context {
+        let device = runtime
+            .device
+            .filter(|_| self.context_held.load(Ordering::Relaxed));
+        // The device's context, current here while the session is made and warmed up; let
+        // go (on this thread) when this function returns, the session's memory staying
+        // with the context the GPU-owner thread holds.
+        let context = device.map(LoaderContext::bind).transpose()?;
+        if let Some(context) = &context {
             // A regular file tells its size: refuse a model that cannot fit before reading it.
             if let Ok(metadata) = std::fs::metadata(&path) {
                 if metadata.is_file() {
-                    check_fits(context, &path, metadata.len())?;
+                    check_fits(context.ordinal, &path, metadata.len())?;
                 }
             }
         }
@@ -60,12 +96,12 @@ impl Owner<'_> {
             order.version,
             path.display()
         );
-        let bytes = file::read_model(&path, self.shared.control)?;
+        let bytes = file::read_model(&path, &self.control)?;
         let size_bytes = bytes.total_size();
-        if let (Some(context), false) = (&self.context, bytes.data_files.is_empty()) {
+        if let (Some(context), false) = (&context, bytes.data_files.is_empty()) {
             // With its data files the model may not fit after all: refuse it before a session
             // tries to take the memory.
-            check_fits(context, &path, size_bytes)?;
+            check_fits(context.ordinal, &path, size_bytes)?;
         }
         for data in &bytes.data_files {
             log::info!(
@@ -87,13 +123,16 @@ impl Owner<'_> {
             ),
             max_batch_size: order.batching.max_batch_size,
         };
-        let provider = self
-            .context
+        let provider = context
             .as_ref()
             .map_or(Provider::Cpu, |c| Provider::Cuda(c.ordinal));
-        let mut session = match self.runtime.load(&path, &bytes.bytes, &options(provider)) {
+        let mut fell_back = false;
+        let mut session = match runtime
+            .backend
+            .load(&path, &bytes.bytes, &options(provider))
+        {
             Err(e @ LoadError::CudaProvider { .. }) => {
-                if self.gpu.mode == GpuMode::Required {
+                if runtime.mode == GpuMode::Required {
                     return Err(GpuError::Required {
                         reason: e.to_string(),
                     });
@@ -101,13 +140,10 @@ impl Owner<'_> {
                 log::warn!(
                     "sidecar.gpu.mode is \"auto\": {e}; running the models on the CPU, in host memory"
                 );
-                // The context is of no use without the provider: release it, unless other
-                // sessions are on it.
-                if self.served.is_empty() {
-                    self.context = None;
-                    self.shared.context_held.store(false, Ordering::Relaxed);
-                }
-                self.runtime
+                // The GPU-owner thread lets the context go if no session is on it.
+                fell_back = true;
+                runtime
+                    .backend
                     .load(&path, &bytes.bytes, &options(Provider::Cpu))?
             }
             other => other?,
@@ -142,7 +178,9 @@ impl Owner<'_> {
         let policy = BatchPolicy {
             max_rows: signature.max_batch_size as usize,
             max_tokens: order.batching.max_batch_tokens as usize,
-            max_padding: order.batching.max_padding(self.context.is_some()),
+            max_padding: order
+                .batching
+                .max_padding(matches!(session.provider(), Provider::Cuda(_))),
             max_delay: order.batching.max_queue_delay,
             delay_mode: order.batching.delay_mode,
         };
@@ -155,7 +193,7 @@ impl Owner<'_> {
             sha256: bytes.sha256.clone(),
             location: session.provider().location(),
             load_time: started.elapsed(),
-            runtime_version: self.runtime_version.clone(),
+            runtime_version: runtime.version.clone(),
             signature,
             text,
             batching: order.batching,
@@ -174,25 +212,17 @@ impl Owner<'_> {
             model.load_time.as_secs_f64()
         );
         log_signature(&model.signature);
-        self.shared
-            .interrupters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(load_number, session.interrupter());
-        self.served.push(Served {
+        let served = Served {
             model: Arc::clone(&model),
-            load_number,
+            load_number: 0,
             session,
             queue: receiver,
             policy,
             pending: VecDeque::new(),
             arrived_before: 0,
             retiring: false,
-        });
-        // Test builds only: holds the thread after a load, as a long load would.
-        #[cfg(feature = "failpoints")]
-        crate::failpoint::hold("gpu::after_load");
-        Ok(model)
+        };
+        Ok((served, model, fell_back))
     }
 }
 
@@ -218,17 +248,14 @@ fn log_signature(signature: &Signature) {
     }
 }
 
-/// Fails unless `size_bytes` fit in the free memory of the device whose context is current.
-fn check_fits(
-    context: &PrimaryContext,
-    path: &std::path::Path,
-    size_bytes: u64,
-) -> Result<(), GpuError> {
+/// Fails unless `size_bytes` fit in the free memory of device `ordinal`, whose context is
+/// current on this thread.
+fn check_fits(ordinal: i32, path: &std::path::Path, size_bytes: u64) -> Result<(), GpuError> {
     let (free, _total) = cuda::memory_info()?;
     if size_bytes > free {
         return Err(GpuError::ModelTooLarge {
             path: path.to_path_buf(),
-            ordinal: context.ordinal,
+            ordinal,
             needed: size_bytes,
             free,
         });

@@ -42,7 +42,7 @@ mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
@@ -55,30 +55,49 @@ use self::command::{GpuCommand, Interrupters};
 use self::cuda::PrimaryContext;
 use self::owner::Owner;
 use crate::backend::onnx::{self, OnnxRuntime};
-use crate::config::GpuConfig;
+use crate::backend::Backend;
+use crate::config::{GpuConfig, GpuMode};
 use crate::metrics::Metrics;
 use crate::model::file::LoadControl;
-use crate::model::ModelVersion;
 use crate::serving::{MemorySample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
-/// The repository's handle on the GPU-owner thread: it orders loads and retirements.
+/// What the loader builds sessions with, once the GPU-owner thread has brought them up.
+pub(crate) struct Runtime {
+    pub(crate) backend: Box<dyn Backend + Send + Sync>,
+    /// ONNX Runtime's version.
+    pub(crate) version: String,
+    /// The ordinal of the device whose primary context the GPU-owner thread holds, if any.
+    pub(crate) device: Option<i32>,
+    pub(crate) mode: GpuMode,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("version", &self.version)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The repository's handle on the GPU: it makes versions resident (on the calling thread,
+/// see `load.rs`) for the GPU-owner thread to adopt, and orders retirements.
 #[derive(Debug, Clone)]
 pub struct GpuLoader {
     commands: Sender<GpuCommand>,
+    /// Set by the GPU-owner thread once the device and the runtime are up.
+    runtime: Arc<OnceLock<Runtime>>,
+    /// Progress of the read, shared with the main thread; a stop request ends it.
+    control: Arc<LoadControl>,
+    /// Whether the GPU-owner thread still holds the device's context.
+    context_held: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    /// Held while a load runs: loads are made one at a time.
+    loading: Arc<Mutex<()>>,
 }
 
 impl GpuLoader {
-    /// Has the version of `order` made resident; waits until it is (and serves its queue)
-    /// or could not be.
-    pub fn load(&self, order: LoadOrder) -> Result<Arc<ModelVersion>, GpuError> {
-        let (reply, outcome) = bounded(1);
-        self.commands
-            .send(GpuCommand::Load(Box::new(order), reply))
-            .map_err(|_| GpuError::Stopped)?;
-        outcome.recv().unwrap_or(Err(GpuError::Stopped))
-    }
-
     /// Has a version taken out of the routing table finish what it has, then be freed.
     pub fn retire(&self, name: &str, version: u64) {
         let _ = self.commands.send(GpuCommand::Retire {
@@ -102,8 +121,11 @@ pub struct GpuOwner {
     execution: Arc<ExecutionClock>,
     /// Whether the thread holds a GPU context (cleared when auto mode falls back to the CPU).
     context_held: Arc<AtomicBool>,
-    /// When the model load in progress began, if one is.
-    loading_since: Arc<Mutex<Option<Instant>>>,
+    /// What the loader needs, set once the thread has brought up the device and runtime.
+    runtime: Arc<OnceLock<Runtime>>,
+    metrics: Arc<Metrics>,
+    /// Held while a load runs, by whichever loader handle makes it.
+    loading: Arc<Mutex<()>>,
     /// The reply to the last heartbeat, while it is awaited, and when it was sent.
     heartbeat: Option<(Receiver<HeartbeatReply>, Instant)>,
     /// Receives, once, the outcome of bringing up the device and the runtime.
@@ -112,8 +134,8 @@ pub struct GpuOwner {
 
 impl GpuOwner {
     /// Starts the `gpu-owner` thread, which brings up the GPU per `gpu` and ONNX Runtime from
-    /// `runtime_library`, reports on [`GpuOwner::ready`], then carries out the loads of
-    /// [`GpuOwner::loader`] and serves until stopped.
+    /// `runtime_library`, reports on [`GpuOwner::ready`], then adopts the versions that
+    /// [`GpuOwner::loader`] makes and serves until stopped.
     pub fn start(
         gpu: GpuConfig,
         runtime_library: Option<PathBuf>,
@@ -123,7 +145,9 @@ impl GpuOwner {
         let (commands, command_receiver) = unbounded();
         let (ready_sender, ready) = bounded(1);
         let load_control = Arc::new(LoadControl::default());
-        let control = Arc::clone(&load_control);
+        let runtime = Arc::new(OnceLock::new());
+        let runtime_slot = Arc::clone(&runtime);
+        let thread_metrics = Arc::clone(&metrics);
         let interrupters = Arc::new(Mutex::new(Interrupters::new()));
         let interrupter_slot = Arc::clone(&interrupters);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -132,31 +156,29 @@ impl GpuOwner {
         let execution_clock = Arc::clone(&execution);
         let context_held = Arc::new(AtomicBool::new(false));
         let context_flag = Arc::clone(&context_held);
-        let loading_since = Arc::new(Mutex::new(None));
-        let loading_slot = Arc::clone(&loading_since);
         let thread = ComponentThread::spawn("gpu-owner", events, move || {
-            let (context, runtime, info) = match bring_up(&gpu, runtime_library.as_deref()) {
+            let (context, backend, info) = match bring_up(&gpu, runtime_library.as_deref()) {
                 Ok(up) => up,
                 Err(e) => {
                     let _ = ready_sender.send(Err(e));
                     return Ok(());
                 }
             };
-            let runtime_version = info.runtime_version.clone();
             context_flag.store(context.is_some(), Ordering::Relaxed);
+            let _ = runtime_slot.set(Runtime {
+                backend: Box::new(backend),
+                version: info.runtime_version.clone(),
+                device: context.as_ref().map(|c| c.ordinal),
+                mode: gpu.mode,
+            });
             let _ = ready_sender.send(Ok(info));
             let mut owner = Owner::new(
-                metrics,
-                Box::new(runtime),
-                runtime_version,
-                gpu,
+                thread_metrics,
                 owner::Shared {
-                    control: &control,
                     interrupters: &interrupter_slot,
                     stopping: &stopping_flag,
                     execution: &execution_clock,
                     context_held: &context_flag,
-                    loading_since: &loading_slot,
                 },
                 context,
             );
@@ -172,16 +194,23 @@ impl GpuOwner {
             stopping,
             execution,
             context_held,
-            loading_since,
+            runtime,
+            metrics,
+            loading: Arc::new(Mutex::new(())),
             heartbeat: None,
             ready,
         })
     }
 
-    /// The handle through which the repository orders loads.
+    /// The handle through which the repository makes versions resident.
     pub fn loader(&self) -> GpuLoader {
         GpuLoader {
             commands: self.commands.clone(),
+            runtime: Arc::clone(&self.runtime),
+            control: Arc::clone(&self.load),
+            context_held: Arc::clone(&self.context_held),
+            metrics: Arc::clone(&self.metrics),
+            loading: Arc::clone(&self.loading),
         }
     }
 
@@ -189,15 +218,6 @@ impl GpuOwner {
     /// CPU and released it.
     pub fn gpu_in_use(&self) -> bool {
         self.context_held.load(Ordering::Relaxed)
-    }
-
-    /// How long the model load in progress has taken, if one is: the thread answers no
-    /// heartbeat meanwhile.
-    pub fn loading_for(&self) -> Option<Duration> {
-        self.loading_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|since| since.elapsed())
     }
 
     /// How long the execution in progress has been running, if one is: the thread answers

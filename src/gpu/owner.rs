@@ -17,9 +17,8 @@
 //! with work (round-robin), gathering its batch, retiring and freeing versions, and at the end
 //! answering what is left and releasing everything on this thread.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 
@@ -28,17 +27,13 @@ use super::command::{GpuCommand, Interrupters};
 use super::cuda::PrimaryContext;
 use super::execute::{execute, refuse_job};
 use super::served::Served;
-use crate::backend::Backend;
-use crate::config::GpuConfig;
+use crate::backend::Provider;
 use crate::metrics::Metrics;
 use crate::model::batcher;
-use crate::model::file::LoadControl;
 use crate::model::job::JobFailure;
 
 /// What the owner shares with its [`super::GpuOwner`] handle on the main thread.
 pub(super) struct Shared<'a> {
-    /// How far the load in progress has read.
-    pub control: &'a LoadControl,
     pub interrupters: &'a Mutex<Interrupters>,
     /// Set when stopping: a failed execution then means it was ended on purpose.
     pub stopping: &'a AtomicBool,
@@ -46,8 +41,6 @@ pub(super) struct Shared<'a> {
     pub execution: &'a ExecutionClock,
     /// Cleared when the context is released early.
     pub context_held: &'a AtomicBool,
-    /// Set while a load runs.
-    pub loading_since: &'a Mutex<Option<Instant>>,
 }
 
 /// The GPU-owner thread's state while serving.
@@ -57,38 +50,50 @@ pub(super) struct Owner<'a> {
     pub served: Vec<Served>,
     /// Where the round-robin looks first for work.
     next: usize,
-    /// Loads carried out so far.
-    pub loads: u64,
-    /// Where a version's series are made, and removed once it is freed.
-    pub metrics: Arc<Metrics>,
-    pub runtime: Box<dyn Backend>,
-    pub runtime_version: String,
-    pub gpu: GpuConfig,
+    /// Versions adopted so far.
+    adopted: u64,
+    /// Where a freed version's series are removed.
+    metrics: Arc<Metrics>,
     pub shared: Shared<'a>,
     pub context: Option<PrimaryContext>,
 }
 
 impl<'a> Owner<'a> {
     /// An owner serving nothing yet, on `context` (none: the CPU).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        runtime: Box<dyn Backend>,
-        runtime_version: String,
-        gpu: GpuConfig,
-        shared: Shared<'a>,
-        context: Option<PrimaryContext>,
-    ) -> Self {
+    pub fn new(metrics: Arc<Metrics>, shared: Shared<'a>, context: Option<PrimaryContext>) -> Self {
         Owner {
             served: Vec::new(),
             next: 0,
-            loads: 0,
+            adopted: 0,
             metrics,
-            runtime,
-            runtime_version,
-            gpu,
             shared,
             context,
         }
+    }
+
+    /// Serves `served`, a version the loader made, beside the others, in a moment. With
+    /// `fell_back` (`auto` mode found no usable CUDA provider), the context is let go unless
+    /// a session is on it.
+    pub fn adopt(&mut self, mut served: Served, fell_back: bool) {
+        self.adopted += 1;
+        served.load_number = self.adopted;
+        let on_gpu = |s: &Served| matches!(s.session.provider(), Provider::Cuda(_));
+        if fell_back && self.context.is_some() && !self.served.iter().any(on_gpu) {
+            self.context = None;
+            self.shared.context_held.store(false, Ordering::Relaxed);
+            log::info!("released the GPU context: no model runs on it");
+        }
+        self.shared
+            .interrupters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(served.load_number, served.session.interrupter());
+        log::debug!(
+            "model {:?} version {} adopted",
+            served.model.name,
+            served.model.version
+        );
+        self.served.push(served);
     }
 
     /// Serves the queues and carries out `commands` between executions, until told to stop
@@ -186,19 +191,9 @@ impl<'a> Owner<'a> {
                 let _ = reply.send(sample);
                 true
             }
-            GpuCommand::Load(order, reply) => {
-                *self
-                    .shared
-                    .loading_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                let loaded = self.load(*order);
-                *self
-                    .shared
-                    .loading_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
-                let _ = reply.send(loaded);
+            GpuCommand::Adopt(served, fell_back, reply) => {
+                self.adopt(*served, fell_back);
+                let _ = reply.send(());
                 true
             }
             GpuCommand::Retire { name, version } => {

@@ -12,24 +12,25 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The GPU-owner thread's loop, run here on a fake backend: batching, round-robin between
-//! models, retirement.
+//! The loader and the GPU-owner thread's loop, run here on a fake backend: versions made and
+//! adopted, batching, round-robin between models, retirement.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
 use super::clock::ExecutionClock;
 use super::command::{GpuCommand, Interrupters, LoadOrder};
 use super::owner::{Owner, Shared};
+use super::{GpuLoader, Runtime};
 use crate::backend::{
     Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions,
 };
-use crate::config::{BatchingConfig, GpuConfig};
+use crate::config::{BatchingConfig, GpuMode};
 use crate::metrics::{Metrics, Transport};
 use crate::model::file::LoadControl;
 use crate::model::job::{Job, JobResult};
@@ -77,47 +78,85 @@ impl Backend for EchoBackend {
     }
 }
 
-/// What an [`Owner`] borrows, made for a test, with no GPU.
+/// What an [`Owner`] borrows, and a loader on the echo backend, made for a test, with no GPU.
 struct Parts {
-    control: LoadControl,
     interrupters: Mutex<Interrupters>,
     stopping: AtomicBool,
     execution: ExecutionClock,
     context_held: AtomicBool,
-    loading_since: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
+    loader: GpuLoader,
 }
 
 impl Parts {
     fn new() -> Self {
+        let metrics = Arc::new(Metrics::new(Transport::Unix).unwrap());
+        let runtime = Arc::new(OnceLock::new());
+        runtime
+            .set(Runtime {
+                backend: Box::new(EchoBackend),
+                version: "test".to_string(),
+                device: None,
+                mode: GpuMode::Auto,
+            })
+            .unwrap();
         Parts {
-            control: LoadControl::default(),
             interrupters: Mutex::new(Interrupters::new()),
             stopping: AtomicBool::new(false),
             execution: ExecutionClock::default(),
             context_held: AtomicBool::new(false),
-            loading_since: Mutex::new(None),
-            metrics: Arc::new(Metrics::new(Transport::Unix).unwrap()),
+            loader: GpuLoader {
+                commands: unbounded().0,
+                runtime,
+                control: Arc::new(LoadControl::default()),
+                context_held: Arc::new(AtomicBool::new(false)),
+                metrics: Arc::clone(&metrics),
+                loading: Arc::new(Mutex::new(())),
+            },
+            metrics,
         }
     }
 
-    /// An owner on the echo backend, serving nothing yet.
+    /// An owner serving nothing yet.
     fn owner(&self) -> Owner<'_> {
         Owner::new(
             Arc::clone(&self.metrics),
-            Box::new(EchoBackend),
-            "test".to_string(),
-            GpuConfig::default(),
             Shared {
-                control: &self.control,
                 interrupters: &self.interrupters,
                 stopping: &self.stopping,
                 execution: &self.execution,
                 context_held: &self.context_held,
-                loading_since: &self.loading_since,
             },
             None,
         )
+    }
+
+    /// Makes version `version` of model `name` from `file` (on this thread, as the loader
+    /// does) and has `owner` adopt it.
+    fn load(
+        &self,
+        owner: &mut Owner<'_>,
+        file: &Path,
+        name: &str,
+        version: u64,
+    ) -> Arc<ModelVersion> {
+        let batching = BatchingConfig {
+            max_queue_delay: Duration::from_millis(20),
+            ..BatchingConfig::default()
+        };
+        let order = LoadOrder {
+            name: name.to_string(),
+            version,
+            path: file.to_path_buf(),
+            intra_op_threads: None,
+            batching,
+            text: None,
+        };
+        let runtime = self.loader.runtime.get().unwrap();
+        let (served, model, fell_back) = self.loader.build(runtime, order).unwrap();
+        assert!(!fell_back);
+        owner.adopt(served, fell_back);
+        model
     }
 }
 
@@ -139,24 +178,6 @@ fn job(rows: u8, fill: u8) -> (Job, mpsc::Receiver<JobResult>) {
     Job::for_tests(vec![input], usize::from(rows))
 }
 
-/// Loads version `version` of model `name` on `owner`.
-fn load(owner: &mut Owner<'_>, file: &Path, name: &str, version: u64) -> Arc<ModelVersion> {
-    let batching = BatchingConfig {
-        max_queue_delay: Duration::from_millis(20),
-        ..BatchingConfig::default()
-    };
-    owner
-        .load(LoadOrder {
-            name: name.to_string(),
-            version,
-            path: file.to_path_buf(),
-            intra_op_threads: None,
-            batching,
-            text: None,
-        })
-        .unwrap()
-}
-
 #[test]
 fn the_owner_batches_runs_and_answers_every_model_in_turn_through_any_backend() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,8 +185,8 @@ fn the_owner_batches_runs_and_answers_every_model_in_turn_through_any_backend() 
     std::fs::write(&file, b"any bytes: the echo backend reads none").unwrap();
     let parts = Parts::new();
     let mut owner = parts.owner();
-    let busy = load(&mut owner, &file, "busy", 1);
-    let light = load(&mut owner, &file, "light", 1);
+    let busy = parts.load(&mut owner, &file, "busy", 1);
+    let light = parts.load(&mut owner, &file, "light", 1);
     // Three requests of the busy model and one of the light one wait before the loop
     // starts: one execution runs the busy model's three, one the light model's.
     let mut answers = Vec::new();
@@ -209,7 +230,7 @@ fn a_retired_version_runs_what_it_queued_then_is_freed() {
     std::fs::write(&file, b"echo").unwrap();
     let parts = Parts::new();
     let mut owner = parts.owner();
-    let old = load(&mut owner, &file, "m", 1);
+    let old = parts.load(&mut owner, &file, "m", 1);
     let (job, answer) = job(1, 7);
     old.queue.submit(job).unwrap();
     let (commands_in, commands) = unbounded();

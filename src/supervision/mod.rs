@@ -189,16 +189,9 @@ impl Supervisor<'_> {
         let mut hung = None;
         if let Some(gpu) = gpu.as_mut() {
             let (mut silent_for, sample) = gpu.heartbeat();
-            // A model version being loaded (a new one while serving) keeps the thread from
-            // answering: that is work, not a stall, up to a limit that a hung load meets.
-            if gpu
-                .loading_for()
-                .is_some_and(|loading| loading < LOAD_STALL_LIMIT)
-            {
-                silent_for = Duration::ZERO;
-            }
-            // So does an execution in progress, up to `execution-timeout`: only a hung one
-            // runs longer, and then it counts from its start.
+            // An execution in progress keeps the thread from answering: that is work, not a
+            // stall, up to `execution-timeout`; only a hung one runs longer, and then it
+            // counts from its start. (Loads run on the loader, not this thread.)
             if let Some(running) = gpu.executing_for() {
                 let timeout = self.config.health.execution_timeout;
                 if running < timeout {
@@ -309,10 +302,6 @@ impl Supervisor<'_> {
         first_error.map_or(Ok(()), Err)
     }
 }
-
-/// How long a model load may keep the GPU-owner thread from answering heartbeats before it
-/// counts as stuck (reading a large model and creating its session on a GPU take minutes).
-const LOAD_STALL_LIMIT: Duration = Duration::from_secs(600);
 
 /// Marks the sidecar not live and describes the thread's end.
 fn thread_died(lifecycle: &Lifecycle, name: String, failure: Option<String>) -> Error {

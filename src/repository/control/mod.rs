@@ -102,6 +102,7 @@ impl RepositoryOrders {
 
     /// Asks for model `name` to be loaded; the answer comes once it is (or is not).
     pub fn load(&self, name: &str) -> oneshot::Receiver<Result<(), RepositoryError>> {
+        log::info!("RepositoryModelLoad {name:?}: ordered");
         let (answer, answered) = oneshot::channel();
         let _ = self.orders.send(Order::Load {
             name: name.to_string(),

@@ -59,7 +59,7 @@ class ResilienceTest {
                             sidecar.endpoint(),
                             "affine",
                             SidecarOptions.defaults().withRequestTimeout(Duration.ofSeconds(30)))) {
-                int rows = 1 << 18; // 4 MiB of features: far over 1 MiB and its margin
+                int rows = 1 << 19; // 8 MiB of features: far over 1 MiB and its 4 MiB margin
                 var huge = client.infer(java.util.Map.of("features", Tensor.of(new float[rows * 4], rows, 4)));
                 java.util.concurrent.ExecutionException e =
                         assertThrows(java.util.concurrent.ExecutionException.class, huge::get);
