@@ -35,6 +35,11 @@
 #   bin/dev.sh e2e              the end-to-end test in a real Flink distribution (fetched into
 #                               .flink/): the tarball installed, a cluster started, SQL queries
 #                               through the SQL client, the sidecar killed mid-query, uninstalled
+#   bin/dev.sh gpu-check [REPORT]  on a machine with an NVIDIA GPU: the GPU tests (--ignored),
+#                               the sample model served with gpu.mode = "required" and its
+#                               answers compared with ONNX Runtime's on the CPU, the bench at
+#                               1/16/64 clients; a Markdown report (default
+#                               target/gpu-check.md). Without a GPU it says so and exits 0
 #
 # `run` and `test` fetch the runtime first when .onnxruntime/ lacks it; ORT_DYLIB_PATH, when
 # set, names another library instead (e.g. the `onnxruntime-gpu` wheel's, for CUDA).
@@ -311,8 +316,115 @@ PYTHON
 }
 
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e | gpu-check [REPORT]" >&2
     exit 2
+}
+
+# The GPU acceptance check (see the header). Uses the release binaries in target/release/
+# (built here when cargo is at hand: a GPU machine may have no Rust toolchain, so build them
+# elsewhere and bring them), and ONNX Runtime's CUDA library from ORT_DYLIB_PATH or the
+# onnxruntime-gpu wheel fetched into .onnxruntime-gpu/.
+gpu_check() {
+    local report=${1:-target/gpu-check.md}
+    mkdir -p "$(dirname "$report")"
+    if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+        echo "gpu-check: no NVIDIA GPU here (nvidia-smi finds none): nothing to check" >&2
+        printf '# gpu-sidecar GPU check\n\nNo NVIDIA GPU on this machine (nvidia-smi finds none): nothing was checked.\n' >"$report"
+        return 0
+    fi
+    if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+        fetch_runtime onnxruntime-gpu "$RUNTIME_DIR-gpu" "$ONNXRUNTIME_GPU_VERSION"
+        ORT_DYLIB_PATH="$(pwd)/$RUNTIME_DIR-gpu/libonnxruntime.so"
+        export ORT_DYLIB_PATH
+        LD_LIBRARY_PATH="$(pwd)/$RUNTIME_DIR-gpu:${LD_LIBRARY_PATH:-}"
+        export LD_LIBRARY_PATH
+    fi
+    if command -v cargo >/dev/null 2>&1; then
+        cargo build --release --workspace --bins >&2
+    fi
+    local sidecar=target/release/gpu-sidecar bench=target/release/gpu-sidecar-bench
+    if [ ! -x "$sidecar" ] || [ ! -x "$bench" ]; then
+        echo "gpu-check: $sidecar and $bench are needed: build them (cargo build --release --workspace --bins)" >&2
+        exit 1
+    fi
+    local work tests_outcome="skipped: no cargo on this machine"
+    work="$(mktemp -d)"
+    # 1. The GPU tests, which also compare the CUDA provider's answers with the CPU's.
+    if command -v cargo >/dev/null 2>&1; then
+        if cargo test --features failpoints --test it gpu:: -- --ignored --nocapture >"$work/tests.log" 2>&1; then
+            tests_outcome="passed ($(grep -c '^test .* ok$' "$work/tests.log") tests)"
+        else
+            tests_outcome="FAILED (see the log below)"
+        fi
+    fi
+    # 2. The sample model served with gpu.mode = "required", then the bench against it.
+    cat >"$work/sidecar.toml" <<TOML
+[sidecar.rpc]
+endpoint = "unix:$work/sidecar.sock"
+[sidecar.model]
+uri = "$(pwd)/tests/fixtures/models/affine.onnx"
+name = "affine"
+[sidecar.health]
+port = 0
+[sidecar.gpu]
+mode = "required"
+TOML
+    "$sidecar" -c "$work/sidecar.toml" 2>"$work/sidecar.log" &
+    local pid=$!
+    local waited=0
+    until grep -q "READY in" "$work/sidecar.log" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null || [ $waited -ge 600 ]; then
+            echo "gpu-check: the sidecar did not become READY on the GPU:" >&2
+            cat "$work/sidecar.log" >&2
+            kill "$pid" 2>/dev/null || true
+            exit 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    local health
+    health=$(sed -n 's|.*health endpoint listening on http://\([^/]*\)/health.*|\1|p' "$work/sidecar.log" | head -n 1)
+    "$bench" --target "unix:$work/sidecar.sock" --health "$health" --mode unary,stream \
+        --concurrency 1,16,64 --duration "5 s" --json >"$work/bench.json" 2>"$work/bench.log" || true
+    kill -TERM "$pid"
+    wait "$pid" || true
+    # 3. The report.
+    {
+        echo "# gpu-sidecar GPU check"
+        echo
+        echo "- machine: $(uname -srm), $(date -u +%Y-%m-%dT%H:%MZ)"
+        echo "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -n 1)"
+        echo "- CUDA and cuDNN libraries found: $( (ldconfig -p 2>/dev/null; ls "$(dirname "$ORT_DYLIB_PATH")" 2>/dev/null) | grep -oE 'lib(cudart|cublas|cudnn)[a-z_]*\.so[.0-9]*' | sort -u | tr '\n' ' ')"
+        echo "- ONNX Runtime: $ORT_DYLIB_PATH"
+        echo "- sidecar: $(grep -m1 'using GPU' "$work/sidecar.log" | sed 's/.*) //')"
+        echo "- GPU tests (--ignored): $tests_outcome"
+        echo
+        echo "## Bench (sample model, gpu.mode = \"required\")"
+        echo
+        python3 - "$work/bench.json" <<'PYTHON'
+import json, sys
+print("| mode | clients | requests/s | p50 µs | p99 µs | errors |")
+print("|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    try:
+        run = json.loads(line)
+    except ValueError:
+        continue
+    latency = run.get("latency_us", {})
+    print(f"| {run.get('kind')} | {run.get('concurrency')} | {run.get('throughput_per_second', 0):.0f} "
+          f"| {latency.get('p50', 0):.0f} | {latency.get('p99', 0):.0f} | {sum(run.get('errors', {}).values())} |")
+PYTHON
+        if [ -s "$work/tests.log" ]; then
+            echo
+            echo "## GPU tests"
+            echo
+            echo '```'
+            grep -E '^test |test result|spawn to READY|^GPU ' "$work/tests.log"
+            echo '```'
+        fi
+    } >"$report"
+    rm -rf "$work"
+    echo "gpu-check: report in $report" >&2
 }
 
 [ $# -ge 1 ] || usage
@@ -374,6 +486,9 @@ case "$command" in
         maven -q test-compile
         maven -q exec:exec -Dexec.executable=java -Dexec.classpathScope=test \
             -Dexec.args="-Dsidecar.binary=$(pwd)/target/release/gpu-sidecar -Dsidecar.runtime=$ORT_DYLIB_PATH -Dsidecar.fixtures=$(pwd)/tests/fixtures/models -classpath %classpath org.apache.flink.gpusidecar.FlinkBench $*"
+        ;;
+    gpu-check)
+        gpu_check "$@"
         ;;
     *)
         usage

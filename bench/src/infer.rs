@@ -298,6 +298,7 @@ fn cpu_session(model: &Path, batch: usize) -> Result<OnnxSession, String> {
         provider: Provider::Cpu,
         intra_op_threads: thread::available_parallelism().map_or(1, |n| n.get()),
         max_batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
+        cuda: Default::default(),
     };
     OnnxSession::create(model, &bytes, &options).map_err(|e| e.to_string())
 }

@@ -26,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::CudaOptions;
 use crate::serving::ModelLocation;
 use crate::tensor::{DataType, Signature, Tensor};
 
@@ -132,6 +133,8 @@ pub struct SessionOptions {
     pub intra_op_threads: usize,
     /// The configured `max-batch-size`; 0 turns batching off.
     pub max_batch_size: u32,
+    /// The CUDA provider's options, with [`Provider::Cuda`].
+    pub cuda: CudaOptions,
 }
 
 /// A runtime that turns a model's bytes into sessions.

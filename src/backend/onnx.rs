@@ -30,6 +30,7 @@ use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 use super::positions;
 use super::zipmap::{self, ClassKeys};
 use super::{Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions};
+use crate::config::{ArenaExtendStrategy, ConvAlgoSearch};
 use crate::tensor::{
     bytes_elements, encode_bytes_elements, DataType, Signature, Tensor, TensorSpec,
 };
@@ -212,10 +213,26 @@ impl OnnxSession {
                 .map_err(builder_error)?;
         }
         if let Provider::Cuda(ordinal) = options.provider {
-            let cuda = ort::ep::CUDA::default()
+            let settings = &options.cuda;
+            let mut cuda = ort::ep::CUDA::default()
                 .with_device_id(ordinal)
-                .build()
-                .error_on_failure();
+                .with_arena_extend_strategy(match settings.arena_extend_strategy {
+                    ArenaExtendStrategy::SameAsRequested => {
+                        ort::ep::ArenaExtendStrategy::SameAsRequested
+                    }
+                    ArenaExtendStrategy::NextPowerOfTwo => {
+                        ort::ep::ArenaExtendStrategy::NextPowerOfTwo
+                    }
+                })
+                .with_conv_algorithm_search(match settings.cudnn_conv_algo_search {
+                    ConvAlgoSearch::Exhaustive => ort::ep::cuda::ConvAlgorithmSearch::Exhaustive,
+                    ConvAlgoSearch::Heuristic => ort::ep::cuda::ConvAlgorithmSearch::Heuristic,
+                    ConvAlgoSearch::Default => ort::ep::cuda::ConvAlgorithmSearch::Default,
+                });
+            if let Some(limit) = settings.gpu_memory_limit {
+                cuda = cuda.with_memory_limit(usize::try_from(limit).unwrap_or(usize::MAX));
+            }
+            let cuda = cuda.build().error_on_failure();
             builder =
                 builder
                     .with_execution_providers([cuda])

@@ -17,7 +17,9 @@
 
 use std::fmt;
 
-use super::{BatchingConfig, Config, Endpoint, RepositoryControl, TextConfig, ThreadCount};
+use super::{
+    BatchingConfig, Config, CudaOptions, Endpoint, RepositoryControl, TextConfig, ThreadCount,
+};
 
 /// The effective configuration, one `key = value` line per key, defaults filled in.
 impl fmt::Display for Config {
@@ -54,6 +56,7 @@ impl fmt::Display for Config {
             )?;
             writeln!(f, "sidecar.model.name = {:?}", model.name())?;
             write_model_settings(f, "sidecar.model", model.intra_op_threads, &model.text)?;
+            write_cuda(f, "sidecar.model", &model.cuda())?;
         }
         for (i, table) in self.models.iter().enumerate() {
             let key = format!("sidecar.models[{i}]");
@@ -65,6 +68,7 @@ impl fmt::Display for Config {
                 table.uri.path.display()
             )?;
             write_model_settings(f, &key, table.intra_op_threads, &table.text)?;
+            write_cuda(f, &key, &table.cuda())?;
             if let Some(policy) = &table.version_policy {
                 writeln!(f, "{key}.version-policy = {policy}")?;
             }
@@ -116,6 +120,28 @@ impl fmt::Display for Config {
                 .to_lowercase()
         )
     }
+}
+
+/// The lines of a model's CUDA provider options, under `key`.
+fn write_cuda(f: &mut fmt::Formatter<'_>, key: &str, cuda: &CudaOptions) -> fmt::Result {
+    match cuda.gpu_memory_limit {
+        Some(limit) => writeln!(
+            f,
+            "{key}.gpu-memory-limit = \"{}\"  # {limit} bytes, on a GPU",
+            bytesize::ByteSize(limit)
+        )?,
+        None => writeln!(f, "# {key}.gpu-memory-limit: unset (no cap)")?,
+    }
+    writeln!(
+        f,
+        "{key}.arena-extend-strategy = \"{}\"  # on a GPU",
+        cuda.arena_extend_strategy
+    )?;
+    writeln!(
+        f,
+        "{key}.cudnn-conv-algo-search = \"{}\"  # on a GPU",
+        cuda.cudnn_conv_algo_search
+    )
 }
 
 /// The lines of a model's own settings, under `key`.

@@ -52,8 +52,8 @@ impl RpcConfig {
 
     /// The most bytes gRPC itself takes in for one message: the limit and a margin, so that a
     /// request a little over the limit is still read and refused by the sidecar (naming the
-    /// key, its stream open), and one far over it is refused by gRPC before it is held in
-    /// memory.
+    /// key, its stream open), and one far over it is refused by gRPC as soon as it has
+    /// arrived, never parsed.
     pub fn receive_limit(&self) -> usize {
         let limit = self.max_message_size();
         limit

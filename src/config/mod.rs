@@ -26,6 +26,7 @@
 //! here.
 
 mod batching;
+mod cuda;
 mod display;
 mod endpoints;
 mod models;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use self::batching::{BatchingConfig, DelayMode};
+pub use self::cuda::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, MemoryLimit};
 pub use self::endpoints::{
     Endpoint, HealthConfig, MessageSize, RpcConfig, SocketMode, DEFAULT_MAX_MESSAGE_SIZE,
 };
@@ -144,6 +146,7 @@ impl Config {
             text: model.text.clone(),
             batching: self.batching.clone(),
             version_policy: VersionPolicy::default(),
+            cuda: model.cuda(),
         });
         let tables = self.models.iter().map(|table| ModelSpec {
             name: table.name.0.clone(),
@@ -157,6 +160,7 @@ impl Config {
             text: table.text.clone(),
             batching: table.batching.clone().unwrap_or(self.batching.clone()),
             version_policy: table.version_policy.clone().unwrap_or_default(),
+            cuda: table.cuda(),
         });
         shorthand.chain(tables).collect()
     }

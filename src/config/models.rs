@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::batching::BatchingConfig;
+use super::cuda::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, MemoryLimit};
 use super::values::parse_duration;
 
 /// The longest `max-length` accepted, in tokens.
@@ -44,6 +45,12 @@ pub struct ModelConfig {
     pub intra_op_threads: Option<ThreadCount>,
     /// Text in: the tokenizer and pooling in front of a model of token ids.
     pub text: Option<TextConfig>,
+    /// ONNX Runtime's CUDA provider: the most device memory its arena takes.
+    gpu_memory_limit: Option<MemoryLimit>,
+    /// How the arena grows; default `same-as-requested`.
+    arena_extend_strategy: Option<ArenaExtendStrategy>,
+    /// How cuDNN picks convolution algorithms; default `exhaustive`.
+    cudnn_conv_algo_search: Option<ConvAlgoSearch>,
 }
 
 /// `[sidecar.model.text]`: a model of token ids served text in, embeddings out.
@@ -138,6 +145,12 @@ pub struct ModelTable {
     pub batching: Option<BatchingConfig>,
     /// Which versions are served, when `uri` is a folder of versions.
     pub version_policy: Option<VersionPolicy>,
+    /// ONNX Runtime's CUDA provider: the most device memory its arena takes.
+    gpu_memory_limit: Option<MemoryLimit>,
+    /// How the arena grows; default `same-as-requested`.
+    arena_extend_strategy: Option<ArenaExtendStrategy>,
+    /// How cuDNN picks convolution algorithms; default `exhaustive`.
+    cudnn_conv_algo_search: Option<ConvAlgoSearch>,
 }
 
 /// A repository model's `model.toml`: its settings, all optional.
@@ -151,6 +164,12 @@ pub struct ModelSettings {
     /// Which of its versions are served.
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// ONNX Runtime's CUDA provider: the most device memory its arena takes.
+    gpu_memory_limit: Option<MemoryLimit>,
+    /// How the arena grows; default `same-as-requested`.
+    arena_extend_strategy: Option<ArenaExtendStrategy>,
+    /// How cuDNN picks convolution algorithms; default `exhaustive`.
+    cudnn_conv_algo_search: Option<ConvAlgoSearch>,
 }
 
 impl ModelSettings {
@@ -287,7 +306,27 @@ pub struct ModelSpec {
     pub text: Option<TextConfig>,
     pub batching: BatchingConfig,
     pub version_policy: VersionPolicy,
+    /// Its CUDA provider options (used on a GPU).
+    pub cuda: CudaOptions,
 }
+
+/// A model table's CUDA provider options, defaults filled in.
+macro_rules! cuda_options {
+    ($table:ty) => {
+        impl $table {
+            pub fn cuda(&self) -> CudaOptions {
+                CudaOptions::from_keys(
+                    self.gpu_memory_limit,
+                    self.arena_extend_strategy,
+                    self.cudnn_conv_algo_search,
+                )
+            }
+        }
+    };
+}
+cuda_options!(ModelConfig);
+cuda_options!(ModelTable);
+cuda_options!(ModelSettings);
 
 /// Where a model's versions are.
 #[derive(Debug, Clone, PartialEq, Eq)]

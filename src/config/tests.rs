@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
         [sidecar.rpc]
         endpoint = "unix:/tmp/s.sock"
         [sidecar.model]
@@ -27,7 +27,7 @@ const MINIMAL: &str = r#"
         port = 0
     "#;
 
-fn parse(text: &str) -> Result<Config, Problem> {
+pub(super) fn parse(text: &str) -> Result<Config, Problem> {
     Config::parse(text, Path::new("/etc/flink"))
 }
 
@@ -71,7 +71,7 @@ fn a_models_text_is_checked_against_its_own_batching() {
     );
 }
 
-fn parse_err(text: &str) -> (String, String) {
+pub(super) fn parse_err(text: &str) -> (String, String) {
     match parse(text).expect_err("config should be rejected") {
         Problem::Key(key, message) => (key, message),
         Problem::Missing(key) => (key, "is required".to_string()),

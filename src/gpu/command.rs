@@ -22,7 +22,7 @@ use crossbeam_channel::Sender;
 
 use super::served::Served;
 use crate::backend::Interrupter;
-use crate::config::{BatchingConfig, ThreadCount};
+use crate::config::{BatchingConfig, CudaOptions, ThreadCount};
 use crate::model::text::TextStage;
 use crate::serving::MemorySample;
 
@@ -56,6 +56,8 @@ pub struct LoadOrder {
     pub batching: BatchingConfig,
     /// The tokenizer, when the model serves text in: bound to the model as it is built.
     pub text: Option<TextStage>,
+    /// ONNX Runtime's CUDA provider options, when it runs on a GPU.
+    pub cuda: CudaOptions,
 }
 
 impl std::fmt::Debug for GpuCommand {

@@ -122,6 +122,7 @@ impl GpuLoader {
                 |threads| threads.0,
             ),
             max_batch_size: order.batching.max_batch_size,
+            cuda: order.cuda,
         };
         let provider = context
             .as_ref()
@@ -197,6 +198,7 @@ impl GpuLoader {
             signature,
             text,
             batching: order.batching,
+            cuda: order.cuda,
             queue,
         });
         log::info!(

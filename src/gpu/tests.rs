@@ -151,6 +151,7 @@ impl Parts {
             intra_op_threads: None,
             batching,
             text: None,
+            cuda: Default::default(),
         };
         let runtime = self.loader.runtime.get().unwrap();
         let (served, model, fell_back) = self.loader.build(runtime, order).unwrap();

@@ -30,7 +30,7 @@ use super::queue::{QueueCounts, SubmitError, Submitter};
 use super::request::{self, InferRequest, RequestError};
 use super::stats::Recorder;
 use super::text::{TextInfo, TextModel};
-use crate::config::BatchingConfig;
+use crate::config::{BatchingConfig, CudaOptions};
 use crate::serving::ModelLocation;
 use crate::tensor::{NamedTensor, Signature, Tensor};
 
@@ -55,6 +55,8 @@ pub struct ModelVersion {
     pub text: Option<TextModel>,
     /// How its requests are queued and batched, as configured.
     pub batching: BatchingConfig,
+    /// ONNX Runtime's CUDA provider options, as configured (used on a GPU).
+    pub cuda: CudaOptions,
     pub(crate) queue: Submitter,
     pub(crate) recorder: Recorder,
 }
@@ -209,6 +211,7 @@ impl ModelVersion {
             signature: Arc::new(signature),
             text: None,
             batching: BatchingConfig::default(),
+            cuda: CudaOptions::default(),
             queue,
             recorder: Recorder::new(metrics),
         }

@@ -89,6 +89,7 @@ fn read_model(folder: &Path, name: &str, batching: &BatchingConfig) -> Result<Fo
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModelSettings::default(),
         Err(e) => return Err(format!("cannot read {}: {e}", settings_path.display())),
     };
+    let cuda = settings.cuda();
     Ok(Found {
         versions: versions(folder),
         spec: ModelSpec {
@@ -97,6 +98,7 @@ fn read_model(folder: &Path, name: &str, batching: &BatchingConfig) -> Result<Fo
             intra_op_threads: settings.intra_op_threads,
             text: settings.text,
             batching: settings.batching.unwrap_or_else(|| batching.clone()),
+            cuda,
             version_policy: settings.version_policy,
         },
     })

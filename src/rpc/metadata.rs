@@ -170,6 +170,16 @@ pub fn model_config(model: &ModelVersion, gpu: Option<&DeviceInfo>) -> config_pb
             );
         }
     }
+    // ONNX Runtime's CUDA provider options, as configured (they apply on a GPU).
+    for (key, value) in model.cuda.pairs() {
+        config.parameters.insert(
+            format!("cuda.{key}"),
+            config_pb::ModelParameter {
+                string_value: value,
+                ..Default::default()
+            },
+        );
+    }
     if signature.batching() {
         config.scheduling_choice =
             Some(config_pb::model_config::Scheduling_choice::DynamicBatching(

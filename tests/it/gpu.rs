@@ -412,7 +412,7 @@ fn required_mode_on_a_gpu_serves_the_model_from_device_memory() {
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     let log = sidecar.log();
     assert!(
-        log.contains("freed the model's session and released the context of GPU"),
+        log.contains("model session(s) and released the context of GPU"),
         "{log}"
     );
     println!("{log}");
@@ -493,4 +493,52 @@ fn a_load_on_request_larger_than_free_device_memory_is_refused_and_the_sidecar_s
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     assert_context_only_on_owner_and_loader(&log, sidecar.pid());
+}
+
+/// A model's CUDA provider options are read, shown by `--check-config` and in ModelConfig's
+/// parameters, and handed to the provider (here, on the fake driver with a runtime without
+/// CUDA, `auto` falls back to the CPU, and the model is served with them set all the same).
+#[test]
+fn a_models_cuda_options_are_shown_and_the_model_served() {
+    let dir = TestDir::new();
+    dir.write_model("model.bin", 4096);
+    let mut config = ConfigText::new(&dir);
+    config.extra = String::new();
+    let text = config.render().replace(
+        "uri = \"model.bin\"",
+        "uri = \"model.bin\"\ngpu-memory-limit = \"2 GiB\"\narena-extend-strategy = \"next-power-of-two\"\ncudnn-conv-algo-search = \"heuristic\"",
+    );
+    let path = dir.write_config(&text);
+    let mut check = Sidecar::spawn_args(&["--check-config", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(check.exit_code(PATIENCE), 0, "{}", check.log());
+    let shown = check.stdout();
+    for line in [
+        "sidecar.model.gpu-memory-limit = \"2.0 GiB\"",
+        "sidecar.model.arena-extend-strategy = \"next-power-of-two\"",
+        "sidecar.model.cudnn-conv-algo-search = \"heuristic\"",
+    ] {
+        assert!(shown.contains(line), "{line} missing from:\n{shown}");
+    }
+    let (lib_dir, _) = fake_driver(&dir);
+    let mut sidecar = Sidecar::spawn(&path, &[("LD_LIBRARY_PATH", lib_dir.as_str())]);
+    sidecar.wait_ready();
+    let config = crate::inference::client(&sidecar.grpc_target())
+        .model_config_opt(
+            &gpu_sidecar::proto::grpc_service::ModelConfigRequest {
+                name: "model".into(),
+                ..Default::default()
+            },
+            CallOption::default().timeout(PATIENCE),
+        )
+        .unwrap()
+        .config;
+    for (key, value) in [
+        ("cuda.gpu-memory-limit", "2.0 GiB"),
+        ("cuda.arena-extend-strategy", "next-power-of-two"),
+        ("cuda.cudnn-conv-algo-search", "heuristic"),
+    ] {
+        assert_eq!(config.parameters[key].string_value, value, "{key}");
+    }
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }

@@ -207,6 +207,7 @@ impl Keeper {
             intra_op_threads: spec.intra_op_threads,
             batching: spec.batching.clone(),
             text: stage.cloned(),
+            cuda: spec.cuda,
         };
         let loaded = self
             .gpu
