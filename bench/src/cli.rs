@@ -104,6 +104,10 @@ pub(crate) struct Args {
     /// --duration twice, without a switch and with a new version loaded a third of the way in.
     #[arg(long, requires = "spawn")]
     pub(crate) swap: bool,
+    /// With --swap: load this model instead, as another model beside the one the clients
+    /// call (a load that must not hold up their requests), a new version of it per run.
+    #[arg(long, value_name = "PATH", requires = "swap")]
+    pub(crate) load_beside: Option<PathBuf>,
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     pub(crate) json: bool,

@@ -166,12 +166,18 @@ fn run(args: &Args) -> Result<(), BenchError> {
                     .join(format!("repository-{}", spawner.label()));
                 let folder = swap::lay_out(&repository, &model)?;
                 let mut sidecar = Spawner {
-                    repository: Some(repository),
+                    repository: Some(repository.clone()),
                     ..spawner
                 }
                 .spawn()?;
                 sidecar.target.max_batch_size = Some(max_batch_size);
-                measure_swap(args, &environment, &sidecar.target, &folder, &model)?;
+                match &args.load_beside {
+                    Some(beside) => {
+                        let folder = repository.join(swap::BESIDE_NAME);
+                        measure_swap(args, &environment, &sidecar.target, &folder, beside)?
+                    }
+                    None => measure_swap(args, &environment, &sidecar.target, &folder, &model)?,
+                }
                 continue;
             }
             let mut startups = Vec::with_capacity(args.startup_runs);

@@ -41,6 +41,8 @@ use crate::{BenchError, Target};
 
 /// The repository folder's model, as spawned sidecars serve it.
 pub const MODEL_NAME: &str = "model";
+/// The model loaded beside it with `--load-beside`.
+pub const BESIDE_NAME: &str = "beside";
 
 /// Lays out `repository/model/1/model.onnx` from `model`; returns the model's folder.
 pub fn lay_out(repository: &Path, model: &Path) -> std::io::Result<PathBuf> {
@@ -62,15 +64,24 @@ pub struct SwapRun {
     pub device_bytes: (Option<u64>, Option<u64>),
 }
 
-/// Runs `clients` streaming `request` for `duration`; with `switch_to` (a version number),
-/// publishes `model` as that version in `folder` a third of the way in and loads it.
+/// A load during a run: `model` published as `version` of the model `name` in `folder`.
+#[derive(Debug, Clone, Copy)]
+pub struct Switch<'a> {
+    pub name: &'a str,
+    pub version: u64,
+    pub folder: &'a Path,
+    pub model: &'a Path,
+}
+
+/// Runs `clients` streaming `request` for `duration`; with `switch_to`, publishes its model
+/// a third of the way in and loads it.
 pub fn run(
     clients: &[GrpcInferenceServiceClient],
     request: &ModelInferRequest,
     duration: Duration,
     deadline: Duration,
     health: Option<SocketAddr>,
-    switch_to: Option<(u64, &Path, &Path)>,
+    switch_to: Option<Switch<'_>>,
 ) -> SwapRun {
     let sample = || health.map(memory).unwrap_or_default();
     let before = sample();
@@ -88,18 +99,19 @@ pub fn run(
                 thread::sleep(Duration::from_millis(50));
             }
         });
-        let switcher = switch_to.map(|(version, folder, model)| {
+        let switcher = switch_to.map(|switch| {
             let client = &clients[0];
             scope.spawn(move || {
                 thread::sleep(duration / 3);
                 let began = Instant::now();
-                let outcome = publish(folder, version, model)
+                let version = switch.version;
+                let outcome = publish(switch.folder, version, switch.model)
                     .map_err(|e| format!("publishing version {version}: {e}"))
                     .and_then(|()| {
                         client
                             .repository_model_load_opt(
                                 &RepositoryModelLoadRequest {
-                                    model_name: MODEL_NAME.to_string(),
+                                    model_name: switch.name.to_string(),
                                     ..Default::default()
                                 },
                                 CallOption::default().timeout(Duration::from_secs(600)),
@@ -177,10 +189,14 @@ pub(crate) fn measure_swap(
     let request = infer::template(&probe, rows).map_err(unreachable)?;
     if !args.json {
         println!(
-            "\n{} ({}), stream inference of {rows} row(s), max-batch-size {}: a version switch under load, {} per run",
+            "\n{} ({}), stream inference of {rows} row(s), max-batch-size {}: {} under load, {} per run",
             target.label,
             target.grpc,
             target.max_batch_size.map_or_else(|| "as served".to_string(), |n| n.to_string()),
+            match &args.load_beside {
+                Some(beside) => format!("a load of {} beside it", beside.display()),
+                None => "a version switch".to_string(),
+            },
             humantime::format_duration(args.duration),
         );
         println!(
@@ -198,7 +214,12 @@ pub(crate) fn measure_swap(
             "device MiB"
         );
     }
-    let mut next_version = 2;
+    // A new version of the model the clients call, or of the one loaded beside it.
+    let (name, mut next_version) = if args.load_beside.is_some() {
+        (BESIDE_NAME, 1)
+    } else {
+        (MODEL_NAME, 2)
+    };
     for &concurrency in &args.concurrency {
         let clients: Vec<_> = (0..concurrency)
             .map(|_| infer::connect(environment, &target.grpc))
@@ -212,7 +233,12 @@ pub(crate) fn measure_swap(
             args.deadline,
         );
         for switch in [false, true] {
-            let switch_to = switch.then_some((next_version, folder, model));
+            let switch_to = switch.then_some(Switch {
+                name,
+                version: next_version,
+                folder,
+                model,
+            });
             let run = run(
                 &clients,
                 &request,
