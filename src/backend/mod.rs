@@ -12,9 +12,10 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! Model backends: what the GPU-owner thread needs of a runtime, and nothing more. A
-//! [`Backend`] loads a model's bytes into a [`Session`]; a session describes its signature
-//! and runs one batch of tensors at a time. Both live on the GPU-owner thread only.
+//! Model backends: what the loader and the GPU-owner thread need of a runtime, and nothing
+//! more. A [`Backend`] loads a model's bytes into a [`Session`] (on the loader's thread); a
+//! session describes its signature and runs one batch of tensors at a time (on the GPU-owner
+//! thread, once adopted). [`external`] finds a model's external data files.
 //! [`onnx`] is ONNX Runtime's; a second backend (or a fake in tests) is one more file.
 
 pub mod external;
@@ -138,7 +139,7 @@ pub struct SessionOptions {
 }
 
 /// A runtime that turns a model's bytes into sessions.
-pub trait Backend {
+pub trait Backend: Send + Sync {
     /// Creates a session from the model's bytes where `options` say; `path` is for messages.
     /// With the CUDA provider, failure to set it up is a [`LoadError::CudaProvider`].
     fn load(

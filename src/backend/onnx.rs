@@ -12,10 +12,11 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! ONNX Runtime as a [`Backend`], on the GPU-owner thread: loading the runtime's shared
-//! library at run time (nothing is linked or downloaded at build time), creating sessions with
-//! the CUDA execution provider on the device whose primary context this thread holds (or on
-//! the CPU), reading the model's signature, and running one execution on tensors of raw bytes.
+//! ONNX Runtime as a [`Backend`]: loading the runtime's shared library at run time (nothing is
+//! linked or downloaded at build time; on the GPU-owner thread), creating sessions with the
+//! CUDA execution provider on the device whose primary context is current on the calling
+//! thread (the loader's), or on the CPU, reading the model's signature, and running one
+//! execution on tensors of raw bytes (on the GPU-owner thread).
 //! `gpu-sidecar-bench --runtime-only` uses the same session in process.
 
 use std::fmt;

@@ -12,15 +12,17 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The GPU-owner thread: the only thread that touches CUDA and the ONNX Runtime sessions.
+//! The GPU-owner thread, which owns the device's context and runs every execution, and the
+//! loader that makes model versions resident beside it.
 //!
-//! At start-up it brings up the device ([`cuda`]: driver, primary context) and loads the
-//! backend (ONNX Runtime, [`crate::backend`]), or runs on the CPU without a GPU. Then it
-//! takes orders from the repository thread through the [`GpuLoader`]: a [`LoadOrder`] makes
-//! one model version resident ([`load`]: the free-memory check, the session, warm-up, the
-//! padding probe of [`probe`], the text stage bound) and returns it as the one
-//! [`ModelVersion`] everyone shares; a retirement lets a version finish what it has queued
-//! and running, then frees its session, here.
+//! At start-up the GPU-owner thread brings up the device ([`cuda`]: driver, primary context)
+//! and loads the backend (ONNX Runtime, [`crate::backend`]), or runs on the CPU without a
+//! GPU. The repository thread makes versions through the [`GpuLoader`], on itself: a
+//! [`LoadOrder`] is read and built ([`load`]: the free-memory check, the session with the
+//! device's context current on the loader's thread, warm-up, the padding probe of [`probe`],
+//! the text stage bound) into the one `ModelVersion` everyone shares, which the GPU-owner
+//! thread then adopts between two executions; a retirement lets a version finish what it has
+//! queued and running, then frees its session on the GPU-owner thread.
 //!
 //! While serving ([`owner`]), it drains the versions' queues one execution at a time
 //! ([`execute`]), taking the versions that have work in turn (round-robin by execution): a
@@ -64,7 +66,7 @@ use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
 /// What the loader builds sessions with, once the GPU-owner thread has brought them up.
 pub(crate) struct Runtime {
-    pub(crate) backend: Box<dyn Backend + Send + Sync>,
+    pub(crate) backend: Box<dyn Backend>,
     /// ONNX Runtime's version.
     pub(crate) version: String,
     /// The ordinal of the device whose primary context the GPU-owner thread holds, if any.
