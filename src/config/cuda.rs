@@ -21,6 +21,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use super::values::byte_count;
+
 /// The CUDA provider options of one model, with defaults filled in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CudaOptions {
@@ -65,12 +67,7 @@ impl TryFrom<toml::Value> for MemoryLimit {
     type Error = String;
 
     fn try_from(value: toml::Value) -> Result<Self, Self::Error> {
-        let bytes = match &value {
-            toml::Value::Integer(n) => u64::try_from(*n).ok(),
-            toml::Value::String(s) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0),
-            _ => None,
-        };
-        match bytes {
+        match byte_count(&value) {
             Some(n) if n >= 1 << 20 => Ok(MemoryLimit(n)),
             Some(n) => Err(format!(
                 "{n} bytes is too little for a model: give at least 1 MiB, e.g. \"8 GiB\""

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::values::byte_count;
+
 /// The longest path a Unix socket address can hold (`sun_path` is 108 bytes with its NUL).
 const MAX_UNIX_SOCKET_PATH: usize = 107;
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
@@ -79,13 +81,7 @@ impl TryFrom<toml::Value> for MessageSize {
     type Error = String;
 
     fn try_from(value: toml::Value) -> Result<Self, Self::Error> {
-        let bytes = match &value {
-            toml::Value::Integer(n) => u64::try_from(*n).ok(),
-            // bytesize reads "64 MiB", "64MiB", "100 MB", "4096".
-            toml::Value::String(s) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0),
-            _ => None,
-        };
-        match bytes {
+        match byte_count(&value) {
             Some(n @ 1024..=0x7fff_ffff) => Ok(MessageSize(n as usize)),
             Some(n) => Err(format!(
                 "{n} bytes is out of range: give 1 KiB to 2 GiB, e.g. \"64 MiB\""

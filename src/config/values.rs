@@ -134,6 +134,16 @@ impl TryFrom<String> for GracePeriod {
     }
 }
 
+/// A byte count as written in the config: a number of bytes, or bytes with a unit
+/// (`"64 MiB"`, `"64MiB"`, `"100 MB"`, `"4096"`, read with `bytesize`); `None` otherwise.
+pub fn byte_count(value: &toml::Value) -> Option<u64> {
+    match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0),
+        _ => None,
+    }
+}
+
 /// Parses a Flink-style duration (`"30 s"`, `"500 ms"`, `"2 min"`, `"1 h"`, or a bare number of
 /// milliseconds). Fails with a message that shows the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -28,6 +28,11 @@ use crate::inference::{client, patient, status_of, zero_features};
 use crate::util::Gate;
 use crate::util::{http, ConfigText, Sidecar, TestDir, PATIENCE};
 
+/// Repository lines: explicit control, `affine` loaded at start.
+#[cfg(feature = "failpoints")]
+const EXPLICIT_AFFINE_AT_START: &str =
+    "repository-control = \"explicit\"\nstartup-models = [\"affine\"]";
+
 /// The peak resident memory of process `pid` (VmHWM), in bytes.
 pub(crate) fn peak_rss(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -184,24 +189,16 @@ fn an_execution_past_its_timeout_turns_the_sidecar_not_live() {
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_version_published_while_draining_is_not_loaded() {
-    use crate::repository::{config_text, publish};
+    use crate::repository::{publish, repository_sidecar};
     let dir = TestDir::new();
     let repository = dir.path().join("models");
     publish(&repository, "affine", 1, "affine");
-    let path = dir.write_config(&config_text(
-        &dir,
-        "repository = \"models\"\nrepository-control = \"poll\"\nrepository-poll-interval = \"100 ms\"",
-        "",
-    ));
     let gate = Gate::new();
-    let mut sidecar = Sidecar::spawn(
-        &path,
-        &[
-            ("CUDA_VISIBLE_DEVICES", ""),
-            ("FAILPOINTS", &gate.at("rpc::ping")),
-        ],
+    let mut sidecar = repository_sidecar(
+        &dir,
+        "repository-control = \"poll\"\nrepository-poll-interval = \"100 ms\"",
+        &gate.at("rpc::ping"),
     );
-    sidecar.wait_ready();
     let clients = crate::util::Clients::connect(&sidecar.grpc_target());
     let target = sidecar.grpc_target();
     let ping = thread::spawn(move || crate::util::Clients::connect(&target).ping(b"held"));
@@ -429,26 +426,20 @@ fn a_load_never_stops_another_models_requests() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use crate::repository::{config_text, publish};
+    use crate::repository::{publish, repository_sidecar};
     use gpu_sidecar::proto::grpc_service::{ModelInferRequest, RepositoryModelLoadRequest};
 
     let dir = TestDir::new();
     let repository = dir.path().join("models");
     publish(&repository, "affine", 1, "affine");
     write_big_model(&repository.join("big/1/model.onnx"), 256 * 1024);
-    let path = dir.write_config(&config_text(
-        &dir,
-        "repository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = [\"affine\"]",
-        "",
-    ));
     let gate = Gate::new();
     // The start-up load passes; the next is held once built, before the GPU thread adopts it.
-    let failpoints = format!("gpu::after_load=1*off->{}", gate.action());
-    let mut sidecar = Sidecar::spawn(
-        &path,
-        &[("CUDA_VISIBLE_DEVICES", ""), ("FAILPOINTS", &failpoints)],
+    let mut sidecar = repository_sidecar(
+        &dir,
+        EXPLICIT_AFFINE_AT_START,
+        &format!("gpu::after_load=1*off->{}", gate.action()),
     );
-    sidecar.wait_ready();
     let target = sidecar.grpc_target();
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
@@ -533,7 +524,7 @@ fn rss(pid: i32) -> u64 {
 #[cfg(feature = "failpoints")]
 #[test]
 fn loads_are_made_one_at_a_time_and_a_failed_one_frees_what_it_took() {
-    use crate::repository::{config_text, publish};
+    use crate::repository::{publish, repository_sidecar};
     use gpu_sidecar::proto::grpc_service::RepositoryModelLoadRequest;
 
     let dir = TestDir::new();
@@ -546,18 +537,12 @@ fn loads_are_made_one_at_a_time_and_a_failed_one_frees_what_it_took() {
         256 * 1024,
         b"NoSuchOp",
     );
-    let path = dir.write_config(&config_text(
-        &dir,
-        "repository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = [\"affine\"]",
-        "",
-    ));
     let gate = Gate::new();
-    let failpoints = format!("gpu::after_load=1*off->1*{}->off", gate.action());
-    let mut sidecar = Sidecar::spawn(
-        &path,
-        &[("CUDA_VISIBLE_DEVICES", ""), ("FAILPOINTS", &failpoints)],
+    let mut sidecar = repository_sidecar(
+        &dir,
+        EXPLICIT_AFFINE_AT_START,
+        &format!("gpu::after_load=1*off->1*{}->off", gate.action()),
     );
-    sidecar.wait_ready();
     let client = client(&sidecar.grpc_target());
     let load = |name: &str| {
         client

@@ -72,6 +72,22 @@ fn serve(dir: &TestDir, sidecar: &str, tables: &str) -> Sidecar {
     sidecar
 }
 
+/// A sidecar on the repository `dir/models` (CPU only), with `sidecar` lines in `[sidecar]`
+/// and `FAILPOINTS` set to `failpoints`, READY.
+pub(crate) fn repository_sidecar(dir: &TestDir, sidecar: &str, failpoints: &str) -> Sidecar {
+    let path = dir.write_config(&config_text(
+        dir,
+        &format!("repository = \"models\"\n{sidecar}"),
+        "",
+    ));
+    let mut sidecar = Sidecar::spawn(
+        &path,
+        &[("CUDA_VISIBLE_DEVICES", ""), ("FAILPOINTS", failpoints)],
+    );
+    sidecar.wait_ready();
+    sidecar
+}
+
 /// Publishes the fixture `fixture` as `version` of `model` in the repository `repository`
 /// as a careful operator does: written in a hidden folder, then renamed into place.
 pub(crate) fn publish(repository: &Path, model: &str, version: u64, fixture: &str) {
@@ -982,19 +998,13 @@ fn a_long_load_while_serving_keeps_the_sidecar_live() {
     let repository = dir.path().join("models");
     publish(&repository, "affine", 1, "affine");
     publish(&repository, "second", 1, "affine_v2");
-    let path = dir.write_config(&config_text(
-        &dir,
-        "repository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = [\"affine\"]",
-        "",
-    ));
     // The first load (at start) passes; the next is held at the gate until released.
     let gate = Gate::new();
-    let failpoints = format!("gpu::after_load=1*off->{}", gate.action());
-    let mut sidecar = Sidecar::spawn(
-        &path,
-        &[("CUDA_VISIBLE_DEVICES", ""), ("FAILPOINTS", &failpoints)],
+    let sidecar = repository_sidecar(
+        &dir,
+        "repository-control = \"explicit\"\nstartup-models = [\"affine\"]",
+        &format!("gpu::after_load=1*off->{}", gate.action()),
     );
-    sidecar.wait_ready();
     let client = client(&sidecar.grpc_target());
     let load = client
         .repository_model_load_async_opt(
