@@ -51,15 +51,21 @@ impl GpuLoader {
     pub fn load(&self, order: LoadOrder) -> Result<Arc<ModelVersion>, GpuError> {
         let _one_at_a_time = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         let runtime = self.runtime.get().ok_or(GpuError::Stopped)?;
-        let (served, model, fell_back) = self.build(runtime, order)?;
+        // The device's context stays current here until the version is adopted: a session
+        // the GPU-owner thread does not take (it stopped meanwhile) is freed on this thread,
+        // where it was made, with the context still held.
+        let (served, model, fell_back, _context) = self.build(runtime, order)?;
         // Test builds only: holds the loader after a load, as a long load would.
         #[cfg(feature = "failpoints")]
         crate::failpoint::hold("gpu::after_load");
         let (reply, adopted) = bounded(1);
-        self.commands
-            .send(GpuCommand::Adopt(Box::new(served), fell_back, reply))
-            .map_err(|_| GpuError::Stopped)?;
-        // Not adopted (the thread stopped): the session is freed here, as it was made.
+        if let Err(unsent) =
+            self.commands
+                .send(GpuCommand::Adopt(Box::new(served), fell_back, reply))
+        {
+            drop(unsent.into_inner());
+            return Err(GpuError::Stopped);
+        }
         adopted.recv().map_err(|_| GpuError::Stopped)?;
         Ok(model)
     }
@@ -72,14 +78,14 @@ impl GpuLoader {
         &self,
         runtime: &Runtime,
         order: LoadOrder,
-    ) -> Result<(Served, Arc<ModelVersion>, bool), GpuError> {
+    ) -> Result<(Served, Arc<ModelVersion>, bool, Option<LoaderContext>), GpuError> {
         let started = Instant::now();
         let path = order.path.clone();
         let device = runtime
             .device
             .filter(|_| self.context_held.load(Ordering::Relaxed));
         // The device's context, current here while the session is made and warmed up; let
-        // go (on this thread) when this function returns, the session's memory staying
+        // go (on this thread) once the version is adopted, the session's memory staying
         // with the context the GPU-owner thread holds.
         let context = device.map(LoaderContext::bind).transpose()?;
         if let Some(context) = &context {
@@ -224,7 +230,7 @@ impl GpuLoader {
             arrived_before: 0,
             retiring: false,
         };
-        Ok((served, model, fell_back))
+        Ok((served, model, fell_back, context))
     }
 }
 

@@ -185,6 +185,10 @@ impl GpuOwner {
                 context,
             );
             owner.run(&command_receiver);
+            // Versions sent to be adopted and not taken are dropped with the channel, here,
+            // while the context is held; a loader sending one later hears at once that it
+            // was not taken, and frees it on its own thread, its context still current.
+            drop(command_receiver);
             owner.release();
             Ok(())
         })?;

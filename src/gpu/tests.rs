@@ -154,7 +154,7 @@ impl Parts {
             cuda: Default::default(),
         };
         let runtime = self.loader.runtime.get().unwrap();
-        let (served, model, fell_back) = self.loader.build(runtime, order).unwrap();
+        let (served, model, fell_back, _) = self.loader.build(runtime, order).unwrap();
         assert!(!fell_back);
         owner.adopt(served, fell_back);
         model
