@@ -21,6 +21,7 @@
 pub mod external;
 pub mod onnx;
 mod positions;
+mod values;
 mod zipmap;
 
 use std::fmt;

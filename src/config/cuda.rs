@@ -139,8 +139,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::batching::BatchingConfig;
+    use crate::config::models::ModelSettings;
     use crate::config::tests::{parse, parse_err, MINIMAL};
-    use crate::config::{BatchingConfig, ModelSettings};
 
     #[test]
     fn a_models_cuda_options_are_read_with_their_defaults_and_checked() {

@@ -122,7 +122,7 @@ mod execution_timeout {
 
     use serde::Deserialize;
 
-    use super::MAX_EXECUTION_TIMEOUT;
+    use crate::config::endpoints::MAX_EXECUTION_TIMEOUT;
     use crate::config::values::parse_duration;
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

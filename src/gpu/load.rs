@@ -230,6 +230,9 @@ impl GpuLoader {
             arrived_before: 0,
             retiring: false,
         };
+        // A session on the CPU needs no context: let it go now, before the GPU-owner thread
+        // (which lets its own go when no session is on the device) adopts the version.
+        let context = if fell_back { None } else { context };
         Ok((served, model, fell_back, context))
     }
 }
