@@ -23,7 +23,8 @@ use std::thread;
 
 use grpcio::RpcStatusCode;
 
-use crate::util::{http, Clients, ConfigText, Gate, Sidecar, TestDir, PATIENCE};
+use crate::gate::Gate;
+use crate::util::{http, Clients, ConfigText, Sidecar, TestDir, PATIENCE};
 
 /// Spawns a sidecar with `failpoints` set and the given grace period.
 fn sidecar_with(failpoints: &str, grace_period: &str) -> (TestDir, Sidecar) {

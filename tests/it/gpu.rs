@@ -25,8 +25,9 @@ use std::process::Command;
 use gpu_sidecar::proto::sidecar::ModelLocation;
 use grpcio::CallOption;
 
+use crate::scrape::Scrape;
 use crate::util::{
-    binary, expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Scrape, Sidecar, TestDir,
+    binary, expect_exit_1, ready_sidecar, sha256_of, Clients, ConfigText, Sidecar, TestDir,
     PATIENCE,
 };
 

@@ -14,8 +14,8 @@
 
 //! `bin/gpu-sidecar.sh`, the TaskManager launch script, run against the real binary: disabled
 //! by default, start waits for READY, a second start is refused, stop leaves nothing behind,
-//! a stale pid file is cleaned up, a start-up failure is reported, a stuck sidecar is killed;
-//! its supervisor restarts a sidecar that dies, with backoff, and gives up when it must.
+//! a stale pid file is cleaned up, a start-up failure is reported, a stuck sidecar is killed.
+//! The supervisor's tests are in [`crate::launch_supervisor`].
 
 use std::fs;
 use std::path::PathBuf;
@@ -27,28 +27,28 @@ use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 
 use crate::util::{binary, http, padded_model, TestDir, PATIENCE};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/gpu-sidecar.sh");
+pub(crate) const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/gpu-sidecar.sh");
 
 /// What one run of the script printed, and its exit code.
 #[derive(Debug)]
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// A Flink-like layout in a temp dir (conf/, pid/, log/) and the script run against it. On
 /// drop, the supervisors and sidecars named by the pid files, if still running, are killed by
 /// pid (supervisors first, so that they restart nothing).
-struct Launcher {
-    dir: TestDir,
+pub(crate) struct Launcher {
+    pub(crate) dir: TestDir,
     /// Pids seen in the pid files, killed on drop if still alive.
-    started: Vec<i32>,
+    pub(crate) started: Vec<i32>,
 }
 
 impl Launcher {
     /// A conf/sidecar.toml with a 4 KiB model, a socket in the dir and the given grace period.
-    fn new(grace_period: &str) -> Self {
+    pub(crate) fn new(grace_period: &str) -> Self {
         let dir = TestDir::new();
         let conf = dir.path().join("conf");
         fs::create_dir(&conf).unwrap();
@@ -61,7 +61,7 @@ impl Launcher {
         launcher
     }
 
-    fn write_config(&self, model: &str, grace_period: &str) {
+    pub(crate) fn write_config(&self, model: &str, grace_period: &str) {
         let text = format!(
             "[sidecar.rpc]\nendpoint = \"unix:{}\"\n[sidecar.model]\nuri = \"{model}\"\n\
              [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"{grace_period}\"\n",
@@ -70,18 +70,18 @@ impl Launcher {
         fs::write(self.dir.path().join("conf/sidecar.toml"), text).unwrap();
     }
 
-    fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.dir.path().join("pid/flink-tester-gpu-sidecar.pid")
     }
 
-    fn supervisor_pid_file(&self) -> PathBuf {
+    pub(crate) fn supervisor_pid_file(&self) -> PathBuf {
         self.dir
             .path()
             .join("pid/flink-tester-gpu-sidecar-supervisor.pid")
     }
 
     /// The pid in the supervisor's pid file, if there is one.
-    fn supervisor_pid(&self) -> Option<i32> {
+    pub(crate) fn supervisor_pid(&self) -> Option<i32> {
         fs::read_to_string(self.supervisor_pid_file())
             .ok()
             .and_then(|text| text.trim().parse().ok())
@@ -89,7 +89,7 @@ impl Launcher {
 
     /// Waits until the pid file names a live sidecar other than `old` whose health is READY,
     /// and returns its pid.
-    fn wait_for_restart(&mut self, old: i32) -> i32 {
+    pub(crate) fn wait_for_restart(&mut self, old: i32) -> i32 {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(pid) = self.pid().filter(|&pid| pid != old && is_alive(pid)) {
@@ -108,7 +108,7 @@ impl Launcher {
     }
 
     /// Waits until the supervisor has ended.
-    fn wait_for_supervisor_end(&self, supervisor: i32) {
+    pub(crate) fn wait_for_supervisor_end(&self, supervisor: i32) {
         let deadline = Instant::now() + PATIENCE;
         while is_alive(supervisor) {
             assert!(
@@ -120,24 +120,24 @@ impl Launcher {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 
-    fn remember(&mut self, pid: i32) {
+    pub(crate) fn remember(&mut self, pid: i32) {
         if !self.started.contains(&pid) {
             self.started.push(pid);
         }
     }
 
-    fn log_file(&self) -> PathBuf {
+    pub(crate) fn log_file(&self) -> PathBuf {
         self.dir
             .path()
             .join("log/flink-tester-gpu-sidecar-testhost.log")
     }
 
     /// Runs `gpu-sidecar.sh command` with the sidecar enabled or not, plus `envs`.
-    fn run(&mut self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Outcome {
+    pub(crate) fn run(&mut self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Outcome {
         let outcome = run_command(self.command(command, enabled, envs));
         for pid in [self.pid(), self.supervisor_pid()].into_iter().flatten() {
             self.remember(pid);
@@ -146,7 +146,7 @@ impl Launcher {
     }
 
     /// The command line of `gpu-sidecar.sh command` against this layout.
-    fn command(&self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Command {
+    pub(crate) fn command(&self, command: &str, enabled: bool, envs: &[(&str, &str)]) -> Command {
         let mut script = Command::new("bash");
         script
             .arg(SCRIPT)
@@ -173,14 +173,14 @@ impl Launcher {
     }
 
     /// The pid in the pid file, if there is one.
-    fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         fs::read_to_string(self.pid_file())
             .ok()
             .and_then(|text| text.trim().parse().ok())
     }
 
     /// The health address the script reported on a successful start.
-    fn health_addr(outcome: &Outcome) -> std::net::SocketAddr {
+    pub(crate) fn health_addr(outcome: &Outcome) -> std::net::SocketAddr {
         outcome
             .stdout
             .split("health http://")
@@ -205,7 +205,7 @@ impl Drop for Launcher {
 
 /// Runs the script to its end. Its output is read to the end too: a process left holding the
 /// caller's stdout or stderr (a supervisor that did not detach) would hang this.
-fn run_command(mut script: Command) -> Outcome {
+pub(crate) fn run_command(mut script: Command) -> Outcome {
     let output = script.output().expect("run bash");
     Outcome {
         code: output.status.code().expect("script exited"),
@@ -214,7 +214,7 @@ fn run_command(mut script: Command) -> Outcome {
     }
 }
 
-fn is_alive(pid: i32) -> bool {
+pub(crate) fn is_alive(pid: i32) -> bool {
     let Some(pid) = Pid::from_raw(pid) else {
         return false;
     };
@@ -230,7 +230,7 @@ fn is_alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn assert_code(outcome: &Outcome, code: i32) {
+pub(crate) fn assert_code(outcome: &Outcome, code: i32) {
     assert_eq!(outcome.code, code, "{outcome:#?}");
 }
 
@@ -375,132 +375,6 @@ fn a_missing_model_is_refused_before_starting() {
     );
     assert!(!launcher.pid_file().exists());
     assert!(!launcher.dir.path().join("log").exists());
-}
-
-/// Restart delays short enough for tests: 100 ms, doubling to 400 ms.
-const QUICK_RESTARTS: [(&str, &str); 2] = [
-    ("GPU_SIDECAR_RESTART_DELAY_MS", "100"),
-    ("GPU_SIDECAR_RESTART_MAX_DELAY_MS", "400"),
-];
-
-#[test]
-fn the_supervisor_restarts_a_dead_sidecar_then_gives_up_after_a_crash_loop() {
-    let mut launcher = Launcher::new("10 s");
-    let started = launcher.run("start", true, &QUICK_RESTARTS);
-    assert_code(&started, 0);
-    let supervisor = launcher.supervisor_pid().expect("supervisor pid file");
-    assert!(is_alive(supervisor));
-    let status = launcher.run("status", true, &[]);
-    assert!(
-        status
-            .stdout
-            .contains(&format!("READY; supervised by pid {supervisor}")),
-        "{status:#?}"
-    );
-    let mut pid = launcher.pid().unwrap();
-    // Five crashes within five minutes are restarted, each after a longer wait.
-    for crash in 1..=5 {
-        kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
-        pid = launcher.wait_for_restart(pid);
-        let log = launcher.log();
-        assert!(
-            log.contains(&format!(
-                "ended with signal 9 (crash {crash} of at most 5 within 5 minutes); restarting in"
-            )),
-            "{log}"
-        );
-    }
-    for delay in ["0.100 s", "0.200 s", "0.400 s"] {
-        assert!(launcher.log().contains(&format!("restarting in {delay}")));
-    }
-    // The sixth is not.
-    kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
-    launcher.wait_for_supervisor_end(supervisor);
-    assert!(
-        launcher
-            .log()
-            .contains("its 6th crash within 5 minutes: giving up"),
-        "{}",
-        launcher.log()
-    );
-    assert!(!launcher.pid_file().exists());
-    assert!(!launcher.supervisor_pid_file().exists());
-    let status = launcher.run("status", true, &[]);
-    assert_code(&status, 3);
-    assert!(
-        status.stdout.contains("crashed 6 times within 5 minutes"),
-        "{status:#?}"
-    );
-    // A start afterwards is a fresh start.
-    assert_code(&launcher.run("start", true, &[]), 0);
-    assert_code(&launcher.run("stop", true, &[]), 0);
-}
-
-#[test]
-fn exit_2_is_not_restarted() {
-    let mut launcher = Launcher::new("10 s");
-    assert_code(&launcher.run("start", true, &QUICK_RESTARTS), 0);
-    let supervisor = launcher.supervisor_pid().unwrap();
-    let pid = launcher.pid().unwrap();
-    // The config goes bad while it runs; the restart then exits 2.
-    launcher.write_config("model.bin", "soon");
-    kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
-    launcher.wait_for_supervisor_end(supervisor);
-    let log = launcher.log();
-    assert!(
-        log.contains("ended with exit code 2 (a bad configuration, or a model it cannot serve): not restarting it"),
-        "{log}"
-    );
-    assert_eq!(
-        log.matches("started gpu-sidecar as pid").count(),
-        2,
-        "one start and one restart: {log}"
-    );
-    let status = launcher.run("status", true, &[]);
-    assert_code(&status, 3);
-    assert!(status.stdout.contains("exit code 2"), "{status:#?}");
-    assert!(!launcher.pid_file().exists());
-}
-
-#[test]
-fn stop_during_a_backoff_wait_returns_at_once_and_leaves_nothing() {
-    let mut launcher = Launcher::new("10 s");
-    let long_wait = [("GPU_SIDECAR_RESTART_DELAY_MS", "60000")];
-    assert_code(&launcher.run("start", true, &long_wait), 0);
-    let supervisor = launcher.supervisor_pid().unwrap();
-    let pid = launcher.pid().unwrap();
-    kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !launcher.log().contains("restarting in 60.000 s") {
-        assert!(Instant::now() < deadline, "{}", launcher.log());
-        thread::sleep(Duration::from_millis(20));
-    }
-    let status = launcher.run("status", true, &[]);
-    assert_code(&status, 1);
-    assert!(status.stdout.contains("restarting it"), "{status:#?}");
-    let began = Instant::now();
-    let stopped = launcher.run("stop", true, &[]);
-    assert_code(&stopped, 0);
-    assert!(
-        began.elapsed() < Duration::from_secs(10),
-        "stop waited out the backoff"
-    );
-    assert!(!is_alive(supervisor));
-    assert!(!launcher.pid_file().exists());
-    assert!(!launcher.supervisor_pid_file().exists());
-    assert_eq!(
-        fs::read_dir(launcher.dir.path().join("pid"))
-            .unwrap()
-            .count(),
-        0,
-        "files left in the pid folder"
-    );
-    assert_eq!(
-        launcher.log().matches("started gpu-sidecar as pid").count(),
-        1,
-        "restarted after stop: {}",
-        launcher.log()
-    );
 }
 
 #[test]

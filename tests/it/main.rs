@@ -19,14 +19,25 @@ mod cli;
 mod deployment;
 mod exported;
 mod faults;
+#[cfg(feature = "failpoints")]
+mod gate;
 mod gpu;
+#[cfg(feature = "failpoints")]
+mod held;
 mod inference;
 mod launch_script;
+mod launch_supervisor;
 mod lifecycle;
 mod loading;
+#[cfg(feature = "failpoints")]
+mod loads_beside;
 mod reliability;
 mod repository;
+mod repository_control;
+mod requests;
 mod rpc;
+mod scrape;
 mod supervision;
+mod swap;
 mod text;
 mod util;

@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 use gpu_sidecar::proto::sidecar::PingRequest;
 use grpcio::{CallOption, Error as GrpcError, RpcStatusCode};
 
-use crate::util::{
-    expect_exit_1, http, ready_sidecar, Clients, ConfigText, Scrape, TestDir, PATIENCE,
-};
+use crate::scrape::Scrape;
+use crate::util::{expect_exit_1, http, ready_sidecar, Clients, ConfigText, TestDir, PATIENCE};
 
 /// The longest any single call may take in these tests before it counts as hung.
 const HUNG: Duration = Duration::from_secs(5);
@@ -338,7 +337,7 @@ fn wait_for_in_flight(addr: SocketAddr, wanted: f64) -> Scrape {
 #[cfg(feature = "failpoints")]
 #[test]
 fn pings_whose_deadline_has_passed_leave_nothing_in_flight() {
-    let gate = crate::util::Gate::new();
+    let gate = crate::gate::Gate::new();
     let dir = TestDir::new();
     dir.write_model("model.bin", 64);
     let path = dir.write_config(&ConfigText::new(&dir).render());
@@ -419,7 +418,8 @@ mod held_calls {
     //! or its deadline pass while the call is in flight.
 
     use super::*;
-    use crate::util::{Gate, Sidecar};
+    use crate::gate::Gate;
+    use crate::util::Sidecar;
 
     /// A sidecar whose Ping handler holds every call at `gate` until it is released.
     fn held_sidecar(gate: &Gate) -> (TestDir, Sidecar) {

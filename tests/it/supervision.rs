@@ -20,9 +20,12 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "failpoints")]
+use crate::gate::Gate;
+use crate::scrape::Scrape;
 use crate::util::{
-    http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Gate, Scrape,
-    Sidecar, TestDir, PATIENCE,
+    http, mkfifo, open_fifo_writer, padded_model, ready_sidecar, Clients, ConfigText, Sidecar,
+    TestDir, PATIENCE,
 };
 
 /// A stand-in for systemd's notification socket.

@@ -454,7 +454,7 @@ fn the_adaptive_delay_never_holds_a_lone_caller() {
 #[cfg(feature = "failpoints")]
 #[test]
 fn the_adaptive_delay_batches_a_burst() {
-    let gate = crate::util::Gate::new();
+    let gate = crate::gate::Gate::new();
     let failpoints = format!("gpu::execute=1*{}", gate.action());
     let (_dir, sidecar) = serve_text_with(
         "",
@@ -473,7 +473,7 @@ fn the_adaptive_delay_batches_a_burst() {
         sidecar.wait_for_log("failpoint gpu::execute: held");
         let deadline = Instant::now() + crate::util::PATIENCE;
         loop {
-            let scrape = crate::util::Scrape::fetch(sidecar.health_addr());
+            let scrape = crate::scrape::Scrape::fetch(sidecar.health_addr());
             let arrived = scrape.get("gpu_sidecar_inference_queue_seconds_count")
                 + scrape.get("gpu_sidecar_inference_queue_depth");
             if arrived >= 16.0 {

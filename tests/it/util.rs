@@ -17,7 +17,6 @@
 //! and waiting with deadlines. Every sidecar a test starts is killed by pid when its handle
 //! drops, if the test has not stopped it.
 
-use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -116,41 +115,6 @@ impl TestDir {
             .collect();
         names.sort();
         names
-    }
-}
-
-/// A failpoint gate (the daemon's `failpoint::hold`, test builds only): the sidecar holds
-/// whichever thread reaches the point while the gate's file exists, and logs
-/// "failpoint NAME: held" as it does. Closed when made; [`Gate::release`] opens it for good.
-pub struct Gate {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Gate {
-    pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("gpu-sidecar-gate")
-            .tempdir()
-            .expect("temp dir");
-        let path = dir.path().join("closed");
-        fs::write(&path, b"").expect("gate file");
-        Gate { _dir: dir, path }
-    }
-
-    /// The `FAILPOINTS` action that holds a point at this gate.
-    pub fn action(&self) -> String {
-        format!("return({})", self.path.display())
-    }
-
-    /// `FAILPOINTS` for `point` held at this gate every time it is reached.
-    pub fn at(&self, point: &str) -> String {
-        format!("{point}={}", self.action())
-    }
-
-    /// Lets every thread held at the gate, and every later one, through.
-    pub fn release(&self) {
-        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -611,114 +575,5 @@ pub fn open_fifo_writer(sidecar: &mut Sidecar, fifo: &Path) -> fs::File {
             }
             Err(e) => panic!("open {}: {e}", fifo.display()),
         }
-    }
-}
-
-/// A scrape of `/metrics`, parsed: each sample by its series (`name{label="v",...}`), and each
-/// family's declared type.
-#[derive(Debug)]
-pub struct Scrape {
-    pub samples: BTreeMap<String, f64>,
-    pub types: BTreeMap<String, String>,
-}
-
-impl Scrape {
-    /// Fetches and parses `/metrics`; panics on anything that is not the Prometheus text
-    /// format (a sample line `series value`, `# HELP name text`, `# TYPE name type`).
-    pub fn fetch(addr: SocketAddr) -> Self {
-        let (status, body) = http(addr, "GET", "/metrics").expect("GET /metrics");
-        assert_eq!(status, 200, "{body}");
-        Self::parse(&body)
-    }
-
-    pub fn parse(text: &str) -> Self {
-        let mut samples = BTreeMap::new();
-        let mut types = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            if let Some(comment) = line.strip_prefix("# ") {
-                let mut words = comment.splitn(3, ' ');
-                match (words.next(), words.next(), words.next()) {
-                    (Some("HELP"), Some(_), Some(_)) => {}
-                    (Some("TYPE"), Some(name), Some(kind)) => {
-                        assert!(
-                            ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                            "bad type in {line:?}"
-                        );
-                        types.insert(name.to_string(), kind.to_string());
-                    }
-                    _ => panic!("bad comment line {line:?}"),
-                }
-                continue;
-            }
-            let (series, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad sample line {line:?}"));
-            let name_end = series.find('{').unwrap_or(series.len());
-            let name = &series[..name_end];
-            assert!(
-                !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-                "bad metric name in {line:?}"
-            );
-            if name_end < series.len() {
-                assert!(series.ends_with('}'), "bad labels in {line:?}");
-            }
-            let value: f64 = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                other => other
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-            };
-            assert!(
-                samples.insert(series.to_string(), value).is_none(),
-                "series {series} twice"
-            );
-        }
-        Scrape { samples, types }
-    }
-
-    /// The sum of the series of `series`'s name that carry (at least) its labels, as
-    /// PromQL's `sum(name{labels})`: `inference_requests_total{outcome="ok"}` counts every
-    /// model's; panics if none matches.
-    pub fn get(&self, series: &str) -> f64 {
-        let (name, wanted) = split_series(series);
-        let matching: Vec<f64> = self
-            .samples
-            .iter()
-            .filter(|(sample, _)| {
-                let (sample_name, labels) = split_series(sample);
-                sample_name == name && wanted.iter().all(|label| labels.contains(label))
-            })
-            .map(|(_, &value)| value)
-            .collect();
-        assert!(
-            !matching.is_empty(),
-            "no series {series} in {:#?}",
-            self.samples
-        );
-        matching.iter().sum()
-    }
-
-    /// Whether any series of family `prefix` exists.
-    pub fn has_family(&self, prefix: &str) -> bool {
-        self.samples.keys().any(|series| series.starts_with(prefix))
-    }
-}
-
-/// A series' name and its labels (`key="value"` each).
-fn split_series(series: &str) -> (&str, Vec<&str>) {
-    match series.split_once('{') {
-        Some((name, labels)) => (
-            name,
-            labels
-                .trim_end_matches('}')
-                .split(',')
-                .filter(|label| !label.is_empty())
-                .collect(),
-        ),
-        None => (series, Vec::new()),
     }
 }
