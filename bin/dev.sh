@@ -58,6 +58,8 @@ ensure_packages() {
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
     command -v readelf >/dev/null 2>&1 || missing+=(binutils)
     command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+    # promtool and a real Prometheus server, for the tests of deploy/prometheus/.
+    { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
     [ "${#missing[@]}" -eq 0 ] && return 0
 
     local apt=()
@@ -130,7 +132,8 @@ ensure_runtime() {
 
 # Builds the release tarball target/dist/gpu-sidecar-VERSION-linux-x86_64.tar.gz: the binary,
 # the scripts, the sample config and model, the client jar and ONNX Runtime's library (the CPU
-# one, or with `--runtime gpu` the onnxruntime-gpu one), LICENSE, NOTICE and INSTALL, in one
+# one, or with `--runtime gpu` the onnxruntime-gpu one), the Grafana dashboard and Prometheus
+# alert rules (deploy/), LICENSE, NOTICE and INSTALL, in one
 # folder gpu-sidecar-VERSION/ that runs wherever it is unpacked. `--debug` packs the debug
 # binary (for the tests: no second, optimised build of the gRPC core).
 dist() {
@@ -164,7 +167,10 @@ dist() {
     local name=gpu-sidecar-$version
     local stage=target/dist/$name
     rm -rf "$stage" "target/dist/$name-linux-x86_64.tar.gz"
-    mkdir -p "$stage/bin" "$stage/conf" "$stage/models" "$stage/lib/onnxruntime"
+    mkdir -p "$stage/bin" "$stage/conf" "$stage/models" "$stage/lib/onnxruntime" \
+        "$stage/deploy/grafana" "$stage/deploy/prometheus"
+    cp deploy/grafana/gpu-sidecar.json "$stage/deploy/grafana/"
+    cp deploy/prometheus/gpu-sidecar-alerts.yml deploy/prometheus/gpu-sidecar-alerts.test.yml "$stage/deploy/prometheus/"
     cp "target/$profile/gpu-sidecar" bin/gpu-sidecar.sh bin/gpu-sidecar-taskmanager.sh "$stage/bin/"
     cp -P "$runtime_dir"/lib*.so* "$runtime_dir/LICENSE" "$runtime_dir/ThirdPartyNotices.txt" "$stage/lib/onnxruntime/"
     cp "$jar" "$stage/lib/"

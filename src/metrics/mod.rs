@@ -162,6 +162,7 @@ pub struct Metrics {
     model_load_failures: IntCounterVec,
     inference_requests: IntCounterVec,
     inference_queue_depth: IntGaugeVec,
+    inference_queue_capacity: IntGaugeVec,
     inference_batch_rows: HistogramVec,
     inference_queue_time: HistogramVec,
     inference_compute_time: HistogramVec,

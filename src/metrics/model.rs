@@ -95,7 +95,7 @@ impl Metrics {
     }
 
     /// Records version `version` of model `name` resident (`size_bytes` at `location`,
-    /// loaded in `load_time`) and taking requests.
+    /// loaded in `load_time`, its queue holding `queue_capacity` requests) and taking requests.
     pub fn model_loaded(
         &self,
         name: &str,
@@ -103,6 +103,7 @@ impl Metrics {
         location: ModelLocation,
         size_bytes: u64,
         load_time: Duration,
+        queue_capacity: u32,
     ) {
         let version = version.to_string();
         let labels = [name, version.as_str()];
@@ -116,6 +117,12 @@ impl Metrics {
         self.model_load_duration
             .with_label_values(&labels)
             .set(load_time.as_secs_f64());
+        self.inference_queue_capacity
+            .with_label_values(&labels)
+            .set(i64::from(queue_capacity));
+        // The model's load-failure count exists from its first load, at zero, so that a
+        // dashboard shows 0 rather than no data, and increase() sees the first failure.
+        self.model_load_failures.with_label_values(&[name]);
         self.model_ready.with_label_values(&labels).set(1);
     }
 
@@ -148,6 +155,7 @@ impl Metrics {
             ]);
         }
         let _ = self.inference_queue_depth.remove_label_values(&labels);
+        let _ = self.inference_queue_capacity.remove_label_values(&labels);
         let _ = self.inference_batch_rows.remove_label_values(&labels);
         let _ = self.inference_queue_time.remove_label_values(&labels);
         let _ = self.inference_compute_time.remove_label_values(&labels);

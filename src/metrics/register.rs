@@ -151,6 +151,13 @@ impl Metrics {
                 ),
                 &["model", "version"],
             )?,
+            inference_queue_capacity: IntGaugeVec::new(
+                opts(
+                    "inference_queue_capacity",
+                    "The most requests each model version's queue holds (its max-queue-size).",
+                ),
+                &["model", "version"],
+            )?,
             inference_batch_rows: HistogramVec::new(
                 HistogramOpts::new(
                     "inference_batch_rows",
@@ -215,6 +222,7 @@ impl Metrics {
             Box::new(metrics.model_load_failures.clone()),
             Box::new(metrics.inference_requests.clone()),
             Box::new(metrics.inference_queue_depth.clone()),
+            Box::new(metrics.inference_queue_capacity.clone()),
             Box::new(metrics.inference_batch_rows.clone()),
             Box::new(metrics.inference_queue_time.clone()),
             Box::new(metrics.inference_compute_time.clone()),

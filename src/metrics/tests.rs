@@ -69,7 +69,7 @@ fn exposition_follows_calls_and_lifecycle() {
     metrics.ping_finished(Duration::from_millis(3), false);
     lifecycle.set_ready(ServingInfo::for_tests());
     metrics.record_ready(Duration::from_millis(1500), &ServingInfo::for_tests());
-    metrics.model_loaded("m", 1, ModelLocation::HostMemory, 1, Duration::ZERO);
+    metrics.model_loaded("m", 1, ModelLocation::HostMemory, 1, Duration::ZERO, 8);
     let text = metrics.render(&lifecycle);
     assert_eq!(
         sample(&text, "gpu_sidecar_state{state=\"ready\"}"),
@@ -93,6 +93,17 @@ fn exposition_follows_calls_and_lifecycle() {
     assert_eq!(
         sample(&text, "gpu_sidecar_startup_duration_seconds"),
         Some(1.5)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "gpu_sidecar_inference_queue_capacity{model=\"m\",version=\"1\"}"
+        ),
+        Some(8.0)
+    );
+    assert_eq!(
+        sample(&text, "gpu_sidecar_model_load_failures_total{model=\"m\"}"),
+        Some(0.0)
     );
     assert_eq!(
         sample(

@@ -127,6 +127,12 @@ mkdir -p "$release"
 tar -C "$release" -xzf "$tarball"
 release=$(echo "$release"/gpu-sidecar-*)
 
+deploy_check() {
+    test -s "$release/deploy/grafana/gpu-sidecar.json" &&
+        (cd "$release/deploy/prometheus" && promtool test rules gpu-sidecar-alerts.test.yml)
+}
+check "the tarball's deploy/ has the Grafana dashboard, and alert rules that pass promtool's unit tests" deploy_check
+
 # --- 1. The tarball alone, with an empty environment ------------------------------------------
 standalone_check() {
     local socket=$work/standalone.sock port config log

@@ -31,6 +31,7 @@ mod lifecycle;
 mod loading;
 #[cfg(feature = "failpoints")]
 mod loads_beside;
+mod operations;
 mod reliability;
 mod repository;
 mod repository_control;

@@ -440,13 +440,14 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<LogLines> {
     log
 }
 
-/// A minimal HTTP/1.1 request; returns the status code and body.
+/// A minimal HTTP request (HTTP/1.0, so that no answer comes chunked); returns the status code
+/// and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -223,6 +223,7 @@ impl Keeper {
             loaded.location,
             loaded.size_bytes,
             loaded.load_time,
+            loaded.batching.max_queue_size,
         );
         model.versions_mut().add(loaded);
         log::info!("model {name:?} version {version} takes requests");
