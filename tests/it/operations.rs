@@ -80,34 +80,56 @@ struct Prometheus {
 impl Prometheus {
     /// Scrapes `target` every second as job `gpu-sidecar`, evaluating `rules` every second.
     fn start(target: SocketAddr, rules: &str) -> Self {
-        let dir = TestDir::new();
+        let mut dir = TestDir::new();
         std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\nscrape_configs:\n  - job_name: gpu-sidecar\n    static_configs:\n      - targets: ['{target}']\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let addr = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap()
-        };
-        let child = Command::new("prometheus")
-            .current_dir(dir.path())
-            .arg("--config.file=prometheus.yml")
-            .arg("--storage.tsdb.path=data")
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start prometheus: {e}; {INSTALL_HINT}"));
-        let prometheus = Prometheus {
-            child,
-            addr,
-            _dir: dir,
-        };
-        prometheus.wait_until("ready", || {
-            matches!(http(prometheus.addr, "GET", "/-/ready"), Ok((200, _)))
-        });
-        prometheus
+        // A free port, found by binding and letting go: another process may take it between,
+        // so a server that cannot listen is started again on another.
+        for _ in 0..3 {
+            let addr = {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap()
+            };
+            let child = Command::new("prometheus")
+                .current_dir(dir.path())
+                .arg("--config.file=prometheus.yml")
+                .arg("--storage.tsdb.path=data")
+                .arg(format!("--web.listen-address={addr}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start prometheus: {e}; {INSTALL_HINT}"));
+            let mut prometheus = Prometheus {
+                child,
+                addr,
+                _dir: dir,
+            };
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                if let Ok((200, _)) = http(prometheus.addr, "GET", "/-/ready") {
+                    return prometheus;
+                }
+                if let Some(status) = prometheus.child.try_wait().unwrap() {
+                    let log = prometheus.log();
+                    assert!(
+                        log.contains("address already in use"),
+                        "prometheus exited ({status}):\n{log}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Prometheus not ready within {PATIENCE:?}\n{}",
+                    prometheus.log()
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+            dir = std::mem::replace(&mut prometheus._dir, TestDir::new());
+        }
+        panic!("prometheus found no free port in 3 tries");
     }
 
     fn log(&self) -> String {
