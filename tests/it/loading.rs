@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use grpcio::{RpcStatusCode, WriteFlags};
 
 use crate::inference::{client, patient, status_of, zero_features};
-use crate::util::{ConfigText, Sidecar, TestDir, PATIENCE};
+use crate::util::{fixture_sidecar, ConfigText, Sidecar, TestDir, PATIENCE};
 
 /// The peak resident memory of process `pid` (VmHWM), in bytes.
 pub(crate) fn peak_rss(pid: i32) -> u64 {
@@ -41,17 +41,10 @@ pub(crate) fn peak_rss(pid: i32) -> u64 {
 /// stream that stays open.
 #[test]
 fn an_oversized_request_costs_about_the_limit_in_memory() {
-    let dir = TestDir::new();
-    dir.copy_fixture("affine", "affine.onnx");
-    let mut config = ConfigText::new(&dir);
-    config.model = "affine.onnx".to_string();
-    config.rpc_extra = "max-message-size = \"8 MiB\"".to_string();
-    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
-    let mut sidecar = Sidecar::spawn(
-        &dir.write_config(&config.render()),
-        &[("CUDA_VISIBLE_DEVICES", "")],
-    );
-    sidecar.wait_ready();
+    let (_dir, mut sidecar) = fixture_sidecar("affine", |config| {
+        config.rpc_extra = "max-message-size = \"8 MiB\"".to_string();
+        config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+    });
     let client = client(&sidecar.grpc_target());
     // Warm the paths a request takes, so that what grows after is the request's.
     let (code, _) = status_of(client.model_infer_opt(&zero_features("over", 550_000), patient()));

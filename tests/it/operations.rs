@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use grpcio::RpcStatusCode;
 
 use crate::inference::{client, patient, status_of, zero_features};
-use crate::util::{http, project_root, ConfigText, Sidecar, TestDir, PATIENCE};
+use crate::util::{fixture_sidecar, http, project_root, TestDir, PATIENCE};
 
 /// How to get Prometheus's tools when they are missing.
 const INSTALL_HINT: &str =
@@ -210,16 +210,9 @@ const GPU_ONLY: [&str; 1] = ["GPU memory"];
 
 #[test]
 fn a_real_prometheus_answers_every_dashboard_query_and_alerts_when_the_sidecar_stops() {
-    let dir = TestDir::new();
-    dir.copy_fixture("affine", "affine.onnx");
-    let mut config = ConfigText::new(&dir);
-    config.model = "affine.onnx".to_string();
-    config.rpc_extra = "max-message-size = \"1 MiB\"".to_string();
-    let mut sidecar = Sidecar::spawn(
-        &dir.write_config(&config.render()),
-        &[("CUDA_VISIBLE_DEVICES", "")],
-    );
-    sidecar.wait_ready();
+    let (_dir, mut sidecar) = fixture_sidecar("affine", |config| {
+        config.rpc_extra = "max-message-size = \"1 MiB\"".to_string();
+    });
     // The shipped rules, with GpuSidecarDown's wait cut from 2 minutes to none.
     let rules = std::fs::read_to_string(deploy("prometheus/gpu-sidecar-alerts.yml")).unwrap();
     let shipped_wait = "expr: up{job=\"gpu-sidecar\"} == 0\n        for: 2m";

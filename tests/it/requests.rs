@@ -25,7 +25,7 @@ use grpcio::{RpcStatusCode, WriteFlags};
 
 use crate::inference::*;
 use crate::scrape::Scrape;
-use crate::util::{ConfigText, Sidecar, TestDir, PATIENCE};
+use crate::util::{fixture_sidecar, ConfigText, Sidecar, TestDir, PATIENCE};
 
 /// The lookup model answers row i of the table for index i: [2i, 2i+1].
 pub(crate) fn lookup_request(id: &str, indices: &[i64]) -> ModelInferRequest {
@@ -252,17 +252,10 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
 
 #[test]
 fn after_the_grace_period_the_execution_is_ended_and_the_queue_answered() {
-    let dir = TestDir::new();
-    dir.copy_fixture("slow", "slow.onnx");
-    let mut config = ConfigText::new(&dir);
-    config.model = "slow.onnx".to_string();
-    config.grace_period = "1 s".to_string();
-    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
-    let mut sidecar = Sidecar::spawn(
-        &dir.write_config(&config.render()),
-        &[("CUDA_VISIBLE_DEVICES", "")],
-    );
-    sidecar.wait_ready();
+    let (_dir, mut sidecar) = fixture_sidecar("slow", |config| {
+        config.grace_period = "1 s".to_string();
+        config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+    });
     let client = client(&sidecar.grpc_target());
     let expected = expected("slow");
     let quick = client

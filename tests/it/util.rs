@@ -548,6 +548,25 @@ pub fn ready_sidecar(configure: impl FnOnce(&mut ConfigText)) -> (TestDir, Sidec
     (dir, sidecar)
 }
 
+/// A READY sidecar (CPU only) serving fixture model `fixture`, its config as `configure` sets.
+pub fn fixture_sidecar(
+    fixture: &str,
+    configure: impl FnOnce(&mut ConfigText),
+) -> (TestDir, Sidecar) {
+    let dir = TestDir::new();
+    let file = format!("{fixture}.onnx");
+    dir.copy_fixture(fixture, &file);
+    let mut config = ConfigText::new(&dir);
+    config.model = file;
+    configure(&mut config);
+    let mut sidecar = Sidecar::spawn(
+        &dir.write_config(&config.render()),
+        &[("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    (dir, sidecar)
+}
+
 /// Makes a FIFO at `path`.
 pub fn mkfifo(path: &Path) {
     let mode = rustix::fs::Mode::from_raw_mode(0o600);
