@@ -15,6 +15,7 @@
  */
 
 package org.apache.flink.gpusidecar;
+import inference.GrpcService.InferParameter;
 import inference.GrpcService.ModelInferRequest;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -37,5 +38,18 @@ final class PendingRequest {
         this.id = id;
         this.request = request;
         this.deadlineNanos = deadlineNanos;
+    }
+
+    /**
+     * The request as sent at {@code nowNanos}: with the time the client still waits for it as
+     * the protocol's {@code timeout} parameter (microseconds, as Triton defines it, at least 1),
+     * so that the server drops it from its queue once nobody waits for the answer. The inputs'
+     * bytes are shared, not copied.
+     */
+    ModelInferRequest withRemainingTime(long nowNanos) {
+        long micros = Math.max(1, (deadlineNanos - nowNanos + 999) / 1000);
+        return request.toBuilder()
+                .putParameters("timeout", InferParameter.newBuilder().setInt64Param(micros).build())
+                .build();
     }
 }

@@ -49,7 +49,9 @@ import org.slf4j.LoggerFactory;
  * request is sent again on the new one; INVALID_ARGUMENT, NOT_FOUND and the other codes fail
  * the request with the sidecar's message. A request that has no answer when its timeout passes
  * fails with DEADLINE_EXCEEDED and the last status seen for it. Every request is answered at
- * most once.
+ * most once. Each sending of a request (the first, a retry, a resend after a reconnect)
+ * carries the time left to it as the protocol's {@code timeout} parameter, so that the sidecar
+ * never runs what the client has stopped waiting for.
  */
 public final class SidecarClient implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SidecarClient.class);
@@ -211,7 +213,7 @@ public final class SidecarClient implements AutoCloseable {
                 scheduleReconnect();
                 return;
             }
-            stream.onNext(request.request);
+            stream.onNext(request.withRemainingTime(System.nanoTime()));
             request.sentOn = generation;
         }
     }
@@ -229,7 +231,7 @@ public final class SidecarClient implements AutoCloseable {
         stream = call;
         for (PendingRequest request : pending.values()) {
             if (!request.backingOff && request.sentOn < opened) {
-                stream.onNext(request.request);
+                stream.onNext(request.withRemainingTime(System.nanoTime()));
                 request.sentOn = opened;
             }
         }

@@ -234,6 +234,30 @@ class SidecarClientTest {
     }
 
     @Test
+    void everySendingCarriesTheTimeLeftAsTheTimeoutParameter() throws Exception {
+        // The first attempt is refused, the retry answered: both carry a timeout, in
+        // microseconds, at most the request timeout, the retry's less than the first's.
+        List<Long> timeouts = new ArrayList<>();
+        service.script =
+                (request, stream, out) -> {
+                    synchronized (timeouts) {
+                        timeouts.add(request.getParametersOrThrow("timeout").getInt64Param());
+                    }
+                    int attempt = service.attempts.get(request.getId()).get();
+                    out.onNext(attempt == 1 ? refusal(request, "RESOURCE_EXHAUSTED: the queue is full (1 requests)") : answer(request));
+                };
+        SidecarClient client = connect(quick().withBackoff(Duration.ofMillis(20), Duration.ofMillis(40)));
+        assertArrayEquals(new float[] {2f, 2f}, y(send(client, 1)));
+        synchronized (timeouts) {
+            assertEquals(2, timeouts.size(), timeouts.toString());
+            long limit = Duration.ofSeconds(WAIT_SECONDS).toNanos() / 1000;
+            assertTrue(timeouts.get(0) > 0 && timeouts.get(0) <= limit, timeouts.toString());
+            // The retry waited out a backoff of at least half the initial 20 ms.
+            assertTrue(timeouts.get(1) <= timeouts.get(0) - 10_000, timeouts.toString());
+        }
+    }
+
+    @Test
     void invalidArgumentFailsTheRequestWithTheSidecarsMessageAndIsNotRetried() throws Exception {
         service.script = (request, stream, out) -> out.onNext(refusal(request, "INVALID_ARGUMENT: input \"x\": shape [1, 2] is wrong"));
         SidecarClient client = connect(quick());
