@@ -54,6 +54,10 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
     private SidecarOptions options = SidecarOptions.defaults();
 
     private transient SidecarClient client;
+    // Messages name a record by its subtask and position, never by its contents (large, and
+    // possibly personal data, in the TaskManager's log and the web UI).
+    private transient int subtask;
+    private transient long records; // counted on the task thread, which alone calls asyncInvoke
 
     /**
      * @param endpoint where the sidecar listens: {@code unix:/path.sock} or {@code host:port}
@@ -104,6 +108,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
 
     @Override
     public void open(OpenContext openContext) throws Exception {
+        subtask = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
         client = SidecarClient.connect(endpoint, model, options);
         MetricGroup metrics = getRuntimeContext().getMetricGroup().addGroup("gpuSidecar");
         metrics.gauge("inFlight", (Gauge<Integer>) client::inFlight);
@@ -113,6 +118,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
 
     @Override
     public void asyncInvoke(IN record, ResultFuture<OUT> result) {
+        String which = "record #" + ++records + " of subtask " + subtask;
         Map<String, Tensor> inputs;
         try {
             inputs = codec.encode(record, client.model());
@@ -120,8 +126,8 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
             result.completeExceptionally(
                     new SidecarException(
                             "INVALID_ARGUMENT",
-                            "cannot make the inputs of model '" + model + "' from record " + record
-                                    + ": " + e.getMessage(),
+                            "cannot make the inputs of model '" + model + "' from " + which + ": "
+                                    + e.getMessage(),
                             e));
             return;
         }
@@ -140,7 +146,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
                                         new SidecarException(
                                                 "INTERNAL",
                                                 "cannot read the outputs of model '" + model
-                                                        + "' for record " + record + ": "
+                                                        + "' for " + which + ": "
                                                         + e.getMessage(),
                                                 e));
                                 return;
@@ -156,8 +162,8 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
         result.completeExceptionally(
                 new SidecarException(
                         "DEADLINE_EXCEEDED",
-                        "Flink's async timeout passed before the sidecar answered record " + record
-                                + "; " + status));
+                        "Flink's async timeout passed before the sidecar answered a record of subtask "
+                                + subtask + "; " + status));
     }
 
     @Override
