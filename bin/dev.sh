@@ -75,6 +75,11 @@ ensure_packages() {
     echo "installing ${missing[*]} with apt-get" >&2
     "${apt[@]}" update -q
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
+    # Debian's package enables a Prometheus service (on :9090); the tests start their own on
+    # a loopback port, so one installed here for them does not stay running as a service.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        "${apt[@]:0:${#apt[@]}-1}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 }
 
 # The ONNX Runtime release whose CPU library the tests and `run` use.

@@ -130,8 +130,8 @@ mod execution_timeout {
         let timeout = parse_duration(&text).map_err(serde::de::Error::custom)?;
         if timeout.is_zero() || timeout > MAX_EXECUTION_TIMEOUT {
             return Err(serde::de::Error::custom(format!(
-                "{text:?} is out of range: more than 0 and at most {}",
-                humantime::format_duration(MAX_EXECUTION_TIMEOUT)
+                "{text:?} is out of range: give more than 0 and at most \"{} h\" (a day), e.g. \"10 min\"",
+                MAX_EXECUTION_TIMEOUT.as_secs() / 3600
             )));
         }
         Ok(timeout)
