@@ -43,8 +43,8 @@ pub enum ModelLocation {
 /// What the models run on, once the GPU-owner thread has brought it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServingInfo {
-    /// `None` when running without a GPU.
-    pub gpu: Option<DeviceInfo>,
+    /// The GPUs served on, one GPU-owner thread each; none when running without a GPU.
+    pub gpus: Vec<DeviceInfo>,
     /// The ONNX Runtime version serving every model.
     pub runtime_version: String,
 }
@@ -53,7 +53,7 @@ impl ServingInfo {
     #[cfg(test)]
     pub fn for_tests() -> Self {
         ServingInfo {
-            gpu: None,
+            gpus: Vec::new(),
             runtime_version: "test".to_string(),
         }
     }

@@ -18,7 +18,8 @@
 use std::fmt;
 
 use super::{
-    BatchingConfig, Config, CudaOptions, Endpoint, RepositoryControl, TextConfig, ThreadCount,
+    BatchingConfig, Config, CudaOptions, Endpoint, Placement, RepositoryControl, TextConfig,
+    ThreadCount,
 };
 
 /// The effective configuration, one `key = value` line per key, defaults filled in.
@@ -57,6 +58,7 @@ impl fmt::Display for Config {
             writeln!(f, "sidecar.model.name = {:?}", model.name())?;
             write_model_settings(f, "sidecar.model", model.intra_op_threads, &model.text)?;
             write_cuda(f, "sidecar.model", &model.cuda())?;
+            write_placement(f, "sidecar.model", &model.placement())?;
         }
         for (i, table) in self.models.iter().enumerate() {
             let key = format!("sidecar.models[{i}]");
@@ -69,6 +71,7 @@ impl fmt::Display for Config {
             )?;
             write_model_settings(f, &key, table.intra_op_threads, &table.text)?;
             write_cuda(f, &key, &table.cuda())?;
+            write_placement(f, &key, &table.placement())?;
             if let Some(policy) = &table.version_policy {
                 writeln!(f, "{key}.version-policy = {policy}")?;
             }
@@ -111,7 +114,10 @@ impl fmt::Display for Config {
             self.shutdown.grace_period.0.as_millis()
         )?;
         writeln!(f, "sidecar.gpu.mode = \"{}\"", self.gpu.mode)?;
-        writeln!(f, "sidecar.gpu.device = {}", self.gpu.device.0)?;
+        match &self.gpu.devices {
+            Some(devices) => writeln!(f, "sidecar.gpu.devices = {devices}")?,
+            None => writeln!(f, "sidecar.gpu.device = {}", self.gpu.device.0)?,
+        }
         write!(
             f,
             "sidecar.log.level = \"{}\"",
@@ -141,6 +147,19 @@ fn write_cuda(f: &mut fmt::Formatter<'_>, key: &str, cuda: &CudaOptions) -> fmt:
         f,
         "{key}.cudnn-conv-algo-search = \"{}\"  # on a GPU",
         cuda.cudnn_conv_algo_search
+    )
+}
+
+/// The lines of a model's devices and instances, under `key`.
+fn write_placement(f: &mut fmt::Formatter<'_>, key: &str, placement: &Placement) -> fmt::Result {
+    match &placement.devices {
+        Some(devices) => writeln!(f, "{key}.devices = {devices:?}")?,
+        None => writeln!(f, "# {key}.devices: unset (all of the sidecar's)")?,
+    }
+    writeln!(
+        f,
+        "{key}.instances = {}  # per device, or on the CPU without a GPU",
+        placement.instances
     )
 }
 

@@ -30,6 +30,7 @@ mod cuda;
 mod display;
 mod endpoints;
 mod models;
+mod placement;
 mod values;
 
 use std::fs;
@@ -49,6 +50,7 @@ pub use self::models::{
     ModelConfig, ModelName, ModelSettings, ModelSource, ModelSpec, ModelTable, ModelUri, Pooling,
     RepositoryControl, TextConfig, ThreadCount, VersionPolicy,
 };
+pub use self::placement::{DeviceSelection, Placement, MAX_INSTANCES};
 pub use self::values::{
     parse_duration, DeviceOrdinal, GpuConfig, GpuMode, GracePeriod, LogConfig, LogLevel,
     ShutdownConfig,
@@ -147,6 +149,7 @@ impl Config {
             batching: self.batching.clone(),
             version_policy: VersionPolicy::default(),
             cuda: model.cuda(),
+            placement: model.placement(),
         });
         let tables = self.models.iter().map(|table| ModelSpec {
             name: table.name.0.clone(),
@@ -161,6 +164,7 @@ impl Config {
             batching: table.batching.clone().unwrap_or(self.batching.clone()),
             version_policy: table.version_policy.clone().unwrap_or_default(),
             cuda: table.cuda(),
+            placement: table.placement(),
         });
         shorthand.chain(tables).collect()
     }
@@ -223,6 +227,13 @@ impl Config {
         let mut config = file.sidecar;
         if config.model.is_none() && config.models.is_empty() && config.repository.is_none() {
             return Err(Problem::Missing("sidecar.model.uri".to_string()));
+        }
+        if has_key(&table, "sidecar.gpu.device") && has_key(&table, "sidecar.gpu.devices") {
+            return Err(Problem::Key(
+                "sidecar.gpu.devices".to_string(),
+                "and sidecar.gpu.device are both set: keep devices (several GPUs) or device (one)"
+                    .to_string(),
+            ));
         }
         config
             .validate(base)
@@ -294,6 +305,8 @@ impl Config {
             if let Some(library) = model.runtime_library.take() {
                 self.runtime_library = Some(library);
             }
+            self.gpu
+                .check_placement(&model.placement(), "sidecar.model.devices")?;
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, table) in self.models.iter_mut().enumerate() {
@@ -326,6 +339,8 @@ impl Config {
             if let Some(text) = &mut table.text {
                 validate_text(text, &format!("{key}.text"), base, &batching, &batching_key)?;
             }
+            self.gpu
+                .check_placement(&table.placement(), &format!("{key}.devices"))?;
         }
         if let Some(repository) = &mut self.repository {
             if repository.as_os_str().is_empty() {

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use super::batching::BatchingConfig;
 use super::cuda::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, MemoryLimit};
+use super::placement::{DeviceList, InstanceCount, Placement};
 use super::values::parse_duration;
 
 /// The longest `max-length` accepted, in tokens.
@@ -51,6 +52,10 @@ pub struct ModelConfig {
     arena_extend_strategy: Option<ArenaExtendStrategy>,
     /// How cuDNN picks convolution algorithms; default `exhaustive`.
     cudnn_conv_algo_search: Option<ConvAlgoSearch>,
+    /// The devices it runs on; default: all of the sidecar's.
+    devices: Option<DeviceList>,
+    /// Instances per device (on the CPU without a GPU); default 1.
+    instances: Option<InstanceCount>,
 }
 
 /// `[sidecar.model.text]`: a model of token ids served text in, embeddings out.
@@ -151,6 +156,10 @@ pub struct ModelTable {
     arena_extend_strategy: Option<ArenaExtendStrategy>,
     /// How cuDNN picks convolution algorithms; default `exhaustive`.
     cudnn_conv_algo_search: Option<ConvAlgoSearch>,
+    /// The devices it runs on; default: all of the sidecar's.
+    devices: Option<DeviceList>,
+    /// Instances per device (on the CPU without a GPU); default 1.
+    instances: Option<InstanceCount>,
 }
 
 /// A repository model's `model.toml`: its settings, all optional.
@@ -170,6 +179,10 @@ pub struct ModelSettings {
     arena_extend_strategy: Option<ArenaExtendStrategy>,
     /// How cuDNN picks convolution algorithms; default `exhaustive`.
     cudnn_conv_algo_search: Option<ConvAlgoSearch>,
+    /// The devices it runs on; default: all of the sidecar's.
+    devices: Option<DeviceList>,
+    /// Instances per device (on the CPU without a GPU); default 1.
+    instances: Option<InstanceCount>,
 }
 
 impl ModelSettings {
@@ -308,9 +321,11 @@ pub struct ModelSpec {
     pub version_policy: VersionPolicy,
     /// Its CUDA provider options (used on a GPU).
     pub cuda: CudaOptions,
+    /// Its devices and instances.
+    pub placement: Placement,
 }
 
-/// A model table's CUDA provider options, defaults filled in.
+/// A model table's CUDA provider options and placement, defaults filled in.
 macro_rules! cuda_options {
     ($table:ty) => {
         impl $table {
@@ -320,6 +335,10 @@ macro_rules! cuda_options {
                     self.arena_extend_strategy,
                     self.cudnn_conv_algo_search,
                 )
+            }
+
+            pub fn placement(&self) -> Placement {
+                Placement::from_keys(self.devices.as_ref(), self.instances)
             }
         }
     };

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::placement::{DeviceSelection, Placement};
+
 /// The longest grace period accepted: long enough for any drain, short enough to catch typos.
 pub(super) const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -50,6 +52,43 @@ pub struct GpuConfig {
     /// The CUDA device ordinal (as the driver numbers them after `CUDA_VISIBLE_DEVICES`).
     #[serde(default)]
     pub device: DeviceOrdinal,
+    /// Several devices, one GPU-owner thread each; unset: `device` alone.
+    #[serde(default)]
+    pub devices: Option<DeviceSelection>,
+}
+
+impl GpuConfig {
+    /// The devices to serve on: `devices`, else `device` alone.
+    pub fn selection(&self) -> DeviceSelection {
+        self.devices
+            .clone()
+            .unwrap_or_else(|| DeviceSelection::Listed(vec![self.device.0]))
+    }
+
+    /// Fails (naming `key`) when `placement` names a device the sidecar does not serve on,
+    /// where the sidecar's devices are listed; with `"all"` the driver decides, at the load.
+    pub fn check_placement(
+        &self,
+        placement: &Placement,
+        key: &str,
+    ) -> Result<(), (String, String)> {
+        let (Some(wanted), DeviceSelection::Listed(served)) =
+            (&placement.devices, self.selection())
+        else {
+            return Ok(());
+        };
+        match wanted.iter().find(|d| !served.contains(d)) {
+            Some(device) => Err((
+                key.to_string(),
+                format!(
+                    "names device {device}, which the sidecar does not serve on (sidecar.gpu.{} = {}): add it there, or leave the model's devices out to use all of them",
+                    if self.devices.is_some() { "devices" } else { "device" },
+                    if self.devices.is_some() { format!("{served:?}") } else { served[0].to_string() },
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Whether the sidecar uses a GPU.

@@ -22,7 +22,7 @@ use crossbeam_channel::Sender;
 
 use super::served::Served;
 use crate::backend::Interrupter;
-use crate::config::{BatchingConfig, CudaOptions, ThreadCount};
+use crate::config::{BatchingConfig, CudaOptions, Placement, ThreadCount};
 use crate::model::text::TextStage;
 use crate::serving::MemorySample;
 
@@ -32,12 +32,11 @@ pub type Interrupters = std::collections::BTreeMap<u64, Interrupter>;
 /// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
 pub type HeartbeatReply = Option<MemorySample>;
 
-/// Messages to the GPU-owner thread.
+/// Messages to a GPU-owner thread.
 pub enum GpuCommand {
     /// Answer on the channel, to show the thread is not stuck.
     Heartbeat(Sender<HeartbeatReply>),
-    /// Make a model version resident and serve its queue.
-    /// Serve a version the loader made (the flag: `auto` mode found no usable CUDA
+    /// Serve an instance of a version the loader made (the flag: `auto` mode found no usable CUDA
     /// provider, so the context may go); answers once it takes requests.
     Adopt(Box<Served>, bool, Sender<()>),
     /// Serve a version's queue until nothing of it waits or runs, then free it.
@@ -58,6 +57,8 @@ pub struct LoadOrder {
     pub text: Option<TextStage>,
     /// ONNX Runtime's CUDA provider options, when it runs on a GPU.
     pub cuda: CudaOptions,
+    /// Its devices and instances.
+    pub placement: Placement,
 }
 
 impl std::fmt::Debug for GpuCommand {

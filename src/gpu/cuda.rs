@@ -29,7 +29,7 @@ use cudarc::driver::result::{self as cuda, DriverError};
 use cudarc::driver::sys::{self as cuda_sys, CUdevice, CUdevice_attribute};
 
 use super::error::GpuError;
-use crate::config::{GpuConfig, GpuMode};
+use crate::config::{DeviceSelection, GpuConfig, GpuMode};
 use crate::serving::{ByteSize, DeviceInfo, MemorySample};
 
 /// Attaches the name of the failed call to a driver error.
@@ -49,9 +49,10 @@ pub(super) fn memory_info() -> Result<(u64, u64), GpuError> {
     Ok((free as u64, total as u64))
 }
 
-/// Opens the configured device and makes its primary context current on this thread, or
-/// returns `None` when no GPU is to be used. Fails in `required` mode without a GPU.
-pub(super) fn open_device(config: &GpuConfig) -> Result<Option<PrimaryContext>, GpuError> {
+/// Finds the devices to serve on: initialises the driver and resolves `sidecar.gpu.devices`
+/// (or `device`) against what it shows; `None` when no GPU is to be used. Fails in
+/// `required` mode without a GPU, and for an ordinal the driver lacks.
+pub(super) fn find_devices(config: &GpuConfig) -> Result<Option<Vec<i32>>, GpuError> {
     if config.mode == GpuMode::Off {
         log::info!("sidecar.gpu.mode is \"off\": running without a GPU");
         return Ok(None);
@@ -74,15 +75,23 @@ pub(super) fn open_device(config: &GpuConfig) -> Result<Option<PrimaryContext>, 
     if count == 0 {
         return no_gpu(config.mode, "the driver sees no CUDA device".to_string());
     }
-    let ordinal = config.device.0;
-    if ordinal >= count {
-        return Err(GpuError::NoSuchDevice { ordinal, count });
+    let (key, ordinals) = match config.selection() {
+        DeviceSelection::All => ("sidecar.gpu.devices", (0..count).collect()),
+        DeviceSelection::Listed(list) if config.devices.is_some() => ("sidecar.gpu.devices", list),
+        DeviceSelection::Listed(list) => ("sidecar.gpu.device", list),
+    };
+    if let Some(&ordinal) = ordinals.iter().find(|&&ordinal| ordinal >= count) {
+        return Err(GpuError::NoSuchDevice {
+            key,
+            ordinal,
+            count,
+        });
     }
-    PrimaryContext::retain(ordinal).map(Some)
+    Ok(Some(ordinals))
 }
 
 /// The outcome when no GPU is found: an error in `required` mode, else host mode.
-fn no_gpu(mode: GpuMode, reason: String) -> Result<Option<PrimaryContext>, GpuError> {
+fn no_gpu(mode: GpuMode, reason: String) -> Result<Option<Vec<i32>>, GpuError> {
     if mode == GpuMode::Required {
         return Err(GpuError::Required { reason });
     }
@@ -90,7 +99,7 @@ fn no_gpu(mode: GpuMode, reason: String) -> Result<Option<PrimaryContext>, GpuEr
     Ok(None)
 }
 
-/// A retained primary context, current on the GPU-owner thread; released on drop.
+/// A retained primary context, current on its device's GPU-owner thread; released on drop.
 pub(super) struct PrimaryContext {
     device: CUdevice,
     pub(super) ordinal: i32,
@@ -101,7 +110,7 @@ pub(super) struct PrimaryContext {
 
 impl PrimaryContext {
     /// Retains the primary context of device `ordinal`, makes it current and logs the device.
-    fn retain(ordinal: i32) -> Result<Self, GpuError> {
+    pub(super) fn retain(ordinal: i32) -> Result<Self, GpuError> {
         let device = cuda::device::get(ordinal).call("cuDeviceGet")?;
         let name = cuda::device::get_name(device).call("cuDeviceGetName")?;
         // SAFETY: `device` was returned by cuDeviceGet.
@@ -159,6 +168,7 @@ impl Drop for PrimaryContext {
 /// released on drop, on the same thread.
 pub(super) struct LoaderContext {
     device: CUdevice,
+    context: cuda_sys::CUcontext,
     pub(super) ordinal: i32,
     /// Not `Send`: made current on, and released from, one thread.
     _loader_thread: PhantomData<*const ()>,
@@ -173,12 +183,21 @@ impl LoaderContext {
             unsafe { cuda::primary_ctx::retain(device) }.call("cuDevicePrimaryCtxRetain")?;
         let bound = LoaderContext {
             device,
+            context,
             ordinal,
             _loader_thread: PhantomData,
         };
         // SAFETY: `context` is the live primary context just retained.
         unsafe { cuda::ctx::set_current(context) }.call("cuCtxSetCurrent")?;
         Ok(bound)
+    }
+}
+
+impl LoaderContext {
+    /// Makes the context current on this thread again (after another device's was).
+    pub(super) fn make_current(&self) -> Result<(), GpuError> {
+        // SAFETY: `context` is the primary context this value retained, live until its drop.
+        unsafe { cuda::ctx::set_current(self.context) }.call("cuCtxSetCurrent")
     }
 }
 

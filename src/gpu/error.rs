@@ -24,6 +24,7 @@ use crate::backend::LoadError;
 use crate::model::file::ModelError;
 use crate::model::text::TextError;
 use crate::serving::ByteSize;
+use crate::shutdown::ShutdownError;
 
 /// Why the GPU or a model could not be brought up.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +33,22 @@ pub enum GpuError {
     #[error("sidecar.gpu.mode is \"required\" but no GPU can be used: {reason}")]
     Required { reason: String },
     /// The configured device ordinal does not exist.
-    #[error("sidecar.gpu.device is {ordinal} but the driver sees {count} device(s) (ordinals 0 to {})", count - 1)]
-    NoSuchDevice { ordinal: i32, count: i32 },
+    #[error("{key} {} {ordinal} but the driver sees {count} device(s) (ordinals 0 to {}): name devices it shows (after CUDA_VISIBLE_DEVICES), or use \"all\"", if key.ends_with('s') { "lists" } else { "is" }, count - 1)]
+    NoSuchDevice {
+        key: &'static str,
+        ordinal: i32,
+        count: i32,
+    },
+    /// A model names a device the sidecar does not serve on.
+    #[error("model {name:?} names device {ordinal} in its devices, but the sidecar serves on {served:?}: add the device to sidecar.gpu.devices, or leave the model's devices out to use all of them")]
+    NotServedDevice {
+        name: String,
+        ordinal: i32,
+        served: Vec<i32>,
+    },
+    /// A GPU-owner thread could not be started.
+    #[error(transparent)]
+    Thread(#[from] ShutdownError),
     /// A CUDA driver call failed.
     #[error("CUDA call {call} failed: {source}")]
     Driver {
@@ -69,7 +84,7 @@ impl GpuError {
         match self {
             GpuError::Model(e) => e.is_not_a_model(),
             GpuError::Runtime(e) => e.is_model_refusal(),
-            GpuError::Text(_) => true,
+            GpuError::Text(_) | GpuError::NotServedDevice { .. } => true,
             _ => false,
         }
     }

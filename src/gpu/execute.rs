@@ -16,22 +16,18 @@
 //! are joined, the session runs them, each job is answered with its rows (or the typed
 //! failure), and the version's recorder counts it for `ModelStatistics` and Prometheus alike.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::clock::ExecutionClock;
+use super::owner::Shared;
 use super::served::Served;
 use crate::model::assemble;
 use crate::model::job::{Job, JobFailure};
 
 /// Runs one execution of `served` for `batch` and answers each job with its rows.
-pub fn execute(
-    served: &mut Served,
-    mut batch: Vec<Job>,
-    stopping: &AtomicBool,
-    clock: &ExecutionClock,
-) {
+pub(super) fn execute(served: &mut Served, mut batch: Vec<Job>, shared: &Shared<'_>) {
+    let (stopping, clock) = (shared.stopping, shared.execution);
     let model = Arc::clone(&served.model);
     let recorder = model.recorder();
     let started = Instant::now();
@@ -48,8 +44,12 @@ pub fn execute(
     // Test builds only: holds the execution, so that tests can fill the queue or hold a long
     // execution. It holds after the queue times are counted: `inference_queue_seconds_count`
     // tells a test that its requests left the queue and are held here.
+    // `gpu::execute@NAME` holds the executions of the thread NAME alone.
     #[cfg(feature = "failpoints")]
-    crate::failpoint::hold("gpu::execute");
+    {
+        crate::failpoint::hold("gpu::execute");
+        crate::failpoint::hold(&format!("gpu::execute@{}", shared.lane));
+    }
     let outcome = served.session.run(inputs);
     clock.end();
     let ran = Instant::now();

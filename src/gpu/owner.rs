@@ -12,9 +12,10 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//! The GPU-owner thread's serving loop: the resident versions ([`Served`]), taking the
+//! A GPU-owner thread's serving loop: its resident instances ([`Served`]), taking the
 //! commands of the repository and main threads between executions, choosing the next version
-//! with work (round-robin), gathering its batch, retiring and freeing versions, and at the end
+//! with work (round-robin), gathering its batch from the version's queue (which its other
+//! instances, on other threads, drain too), retiring and freeing instances, and at the end
 //! answering what is left and releasing everything on this thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,14 +27,17 @@ use super::clock::ExecutionClock;
 use super::command::{GpuCommand, Interrupters};
 use super::cuda::PrimaryContext;
 use super::execute::{execute, refuse_job};
+use super::lane::Resident;
 use super::served::Served;
 use crate::backend::Provider;
 use crate::metrics::Metrics;
 use crate::model::batcher;
 use crate::model::job::JobFailure;
 
-/// What the owner shares with its [`super::GpuOwner`] handle on the main thread.
+/// What the owner shares with its handle ([`super::lane::Lane`]) and the other threads.
 pub(super) struct Shared<'a> {
+    /// The thread's name.
+    pub lane: &'a str,
     pub interrupters: &'a Mutex<Interrupters>,
     /// Set when stopping: a failed execution then means it was ended on purpose.
     pub stopping: &'a AtomicBool,
@@ -41,6 +45,8 @@ pub(super) struct Shared<'a> {
     pub execution: &'a ExecutionClock,
     /// Cleared when the context is released early.
     pub context_held: &'a AtomicBool,
+    /// Copies of each version resident, over every thread.
+    pub resident: &'a Mutex<Resident>,
 }
 
 /// The GPU-owner thread's state while serving.
@@ -88,6 +94,13 @@ impl<'a> Owner<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(served.load_number, served.session.interrupter());
+        *self
+            .shared
+            .resident
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((served.model.name.clone(), served.model.version))
+            .or_default() += 1;
         log::debug!(
             "model {:?} version {} adopted",
             served.model.name,
@@ -174,7 +187,7 @@ impl<'a> Owner<'a> {
             this.model.recorder().set_queue_depth(counts.waiting());
             return;
         }
-        execute(this, batch, self.shared.stopping, self.shared.execution);
+        execute(this, batch, &self.shared);
     }
 
     /// Handles a command; false when the thread is to stop.
@@ -197,14 +210,15 @@ impl<'a> Owner<'a> {
                 true
             }
             GpuCommand::Retire { name, version } => {
-                match self.served.iter_mut().find(|served| {
+                // Every instance of it here; a thread without one has nothing to do.
+                for served in self.served.iter_mut().filter(|served| {
                     served.model.name == name && served.model.version == version && !served.retiring
                 }) {
-                    Some(served) => {
-                        log::info!("model {name:?} version {version}: takes no new requests; freed once its {} queued request(s) have run", served.model.queue_counts().waiting());
-                        served.retiring = true;
-                    }
-                    None => log::warn!("model {name:?} version {version} is not resident"),
+                    log::debug!(
+                        "model {name:?} version {version}: an instance on {} retires",
+                        self.shared.lane
+                    );
+                    served.retiring = true;
                 }
                 true
             }
@@ -235,16 +249,30 @@ impl<'a> Owner<'a> {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&load_number);
             drop(session);
-            // A version unloaded and loaded again before this copy was freed shares its
-            // series: they stay for the copy that serves.
-            if !self
-                .served
-                .iter()
-                .any(|other| other.model.name == *name && other.model.version == version)
-            {
+            // Its other instances, and a copy of the version unloaded and loaded again before
+            // this one was freed, share its series: they stay for those that serve.
+            let last = {
+                let mut resident = self
+                    .shared
+                    .resident
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let key = (name.clone(), version);
+                let copies = resident.entry(key.clone()).or_insert(1);
+                *copies -= 1;
+                let last = *copies == 0;
+                if last {
+                    resident.remove(&key);
+                }
+                last
+            };
+            if last {
                 self.metrics.model_freed(name, version);
             }
-            log::info!("model {name:?} version {version}: freed its session");
+            log::info!(
+                "model {name:?} version {version}: freed its session on {}",
+                self.shared.lane
+            );
         }
     }
 

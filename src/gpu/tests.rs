@@ -18,21 +18,22 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
 use super::clock::ExecutionClock;
 use super::command::{GpuCommand, Interrupters, LoadOrder};
+use super::lane::Pool;
+use super::load::Target;
 use super::owner::{Owner, Shared};
 use super::{GpuLoader, Runtime};
 use crate::backend::{
     Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions,
 };
-use crate::config::{BatchingConfig, GpuMode};
+use crate::config::{BatchingConfig, GpuConfig, GpuMode, Placement};
 use crate::metrics::{Metrics, Transport};
-use crate::model::file::LoadControl;
 use crate::model::job::{Job, JobResult};
 use crate::model::ModelVersion;
 use crate::tensor::{DataType, Signature, Tensor, TensorSpec};
@@ -81,51 +82,45 @@ impl Backend for EchoBackend {
 /// What an [`Owner`] borrows, and a loader on the echo backend, made for a test, with no GPU.
 struct Parts {
     interrupters: Mutex<Interrupters>,
-    stopping: AtomicBool,
     execution: ExecutionClock,
     context_held: AtomicBool,
-    metrics: Arc<Metrics>,
+    pool: Arc<Pool>,
     loader: GpuLoader,
 }
 
 impl Parts {
     fn new() -> Self {
         let metrics = Arc::new(Metrics::new(Transport::Unix).unwrap());
-        let runtime = Arc::new(OnceLock::new());
-        runtime
+        let pool = Arc::new(Pool::new(GpuConfig::default(), metrics, unbounded().0));
+        pool.runtime
             .set(Runtime {
                 backend: Box::new(EchoBackend),
                 version: "test".to_string(),
-                device: None,
                 mode: GpuMode::Auto,
             })
             .unwrap();
         Parts {
             interrupters: Mutex::new(Interrupters::new()),
-            stopping: AtomicBool::new(false),
             execution: ExecutionClock::default(),
             context_held: AtomicBool::new(false),
             loader: GpuLoader {
-                commands: unbounded().0,
-                runtime,
-                control: Arc::new(LoadControl::default()),
-                context_held: Arc::new(AtomicBool::new(false)),
-                metrics: Arc::clone(&metrics),
-                loading: Arc::new(Mutex::new(())),
+                pool: Arc::clone(&pool),
             },
-            metrics,
+            pool,
         }
     }
 
     /// An owner serving nothing yet.
     fn owner(&self) -> Owner<'_> {
         Owner::new(
-            Arc::clone(&self.metrics),
+            Arc::clone(&self.pool.metrics),
             Shared {
+                lane: "test",
                 interrupters: &self.interrupters,
-                stopping: &self.stopping,
+                stopping: &self.pool.stopping,
                 execution: &self.execution,
                 context_held: &self.context_held,
+                resident: &self.pool.resident,
             },
             None,
         )
@@ -152,9 +147,18 @@ impl Parts {
             batching,
             text: None,
             cuda: Default::default(),
+            placement: Placement::default(),
         };
-        let runtime = self.loader.runtime.get().unwrap();
-        let (served, model, fell_back, _) = self.loader.build(runtime, order).unwrap();
+        let runtime = self.pool.runtime.get().unwrap();
+        let target = Target {
+            commands: unbounded().0,
+            device: None,
+        };
+        let (mut built, model) = self
+            .loader
+            .build(runtime, order, &[target], Vec::new(), &mut Vec::new())
+            .unwrap();
+        let (served, fell_back) = built.pop().unwrap();
         assert!(!fell_back);
         owner.adopt(served, fell_back);
         model

@@ -203,7 +203,7 @@ impl Metrics {
     /// Records READY: the start-up duration and the GPU.
     pub fn record_ready(&self, startup: Duration, serving: &ServingInfo) {
         self.startup_duration.set(startup.as_secs_f64());
-        if let Some(device) = &serving.gpu {
+        for device in &serving.gpus {
             self.record_device(device);
         }
     }

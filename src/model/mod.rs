@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use self::admit::AdmitError;
-pub use self::version::ModelVersion;
+pub use self::version::{Instances, ModelVersion};
 use crate::lifecycle::{Lifecycle, State};
 
 /// What a version is doing, when it does not take requests.

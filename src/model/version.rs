@@ -34,6 +34,21 @@ use crate::config::{BatchingConfig, CudaOptions};
 use crate::serving::ModelLocation;
 use crate::tensor::{NamedTensor, Signature, Tensor};
 
+/// Where a version's instances run (Triton's instance group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instances {
+    /// Its devices, `count` instances on each; empty: `count` instances on the CPU.
+    pub devices: Vec<i32>,
+    pub count: u32,
+}
+
+impl Instances {
+    /// All of its instances.
+    pub fn total(&self) -> u32 {
+        self.count * u32::try_from(self.devices.len().max(1)).unwrap_or(u32::MAX)
+    }
+}
+
 /// A model version resident and warmed up, with everything it serves.
 #[derive(Debug)]
 pub struct ModelVersion {
@@ -57,6 +72,8 @@ pub struct ModelVersion {
     pub batching: BatchingConfig,
     /// ONNX Runtime's CUDA provider options, as configured (used on a GPU).
     pub cuda: CudaOptions,
+    /// Where its instances run, each with its own session, all fed by its one queue.
+    pub instances: Instances,
     pub(crate) queue: Submitter,
     pub(crate) recorder: Recorder,
 }
@@ -212,6 +229,10 @@ impl ModelVersion {
             text: None,
             batching: BatchingConfig::default(),
             cuda: CudaOptions::default(),
+            instances: Instances {
+                devices: Vec::new(),
+                count: 1,
+            },
             queue,
             recorder: Recorder::new(metrics),
         }

@@ -90,6 +90,7 @@ fn read_model(folder: &Path, name: &str, batching: &BatchingConfig) -> Result<Fo
         Err(e) => return Err(format!("cannot read {}: {e}", settings_path.display())),
     };
     let cuda = settings.cuda();
+    let placement = settings.placement();
     Ok(Found {
         versions: versions(folder),
         spec: ModelSpec {
@@ -99,6 +100,7 @@ fn read_model(folder: &Path, name: &str, batching: &BatchingConfig) -> Result<Fo
             text: settings.text,
             batching: settings.batching.unwrap_or_else(|| batching.clone()),
             cuda,
+            placement,
             version_policy: settings.version_policy,
         },
     })

@@ -25,7 +25,6 @@ use crate::model::stats::Phase;
 use crate::model::ModelVersion;
 use crate::proto::grpc_service as pb;
 use crate::proto::model_config as config_pb;
-use crate::serving::DeviceInfo;
 use crate::tensor::{DataType, Signature, TensorSpec};
 
 /// The platform name Triton gives ONNX models.
@@ -83,7 +82,7 @@ pub fn model_metadata(model: &ModelVersion, versions: &[u64]) -> pb::ModelMetada
 }
 
 /// `ModelConfig`: a truthful minimal Triton model configuration.
-pub fn model_config(model: &ModelVersion, gpu: Option<&DeviceInfo>) -> config_pb::ModelConfig {
+pub fn model_config(model: &ModelVersion) -> config_pb::ModelConfig {
     use config_pb::model_instance_group::Kind;
     let batching = &model.batching;
     let signature = &model.signature;
@@ -121,13 +120,14 @@ pub fn model_config(model: &ModelVersion, gpu: Option<&DeviceInfo>) -> config_pb
             .collect(),
         instance_group: vec![config_pb::ModelInstanceGroup {
             name: format!("{}_0", model.name),
-            kind: match gpu {
-                Some(_) => Kind::KIND_GPU,
-                None => Kind::KIND_CPU,
+            kind: if model.instances.devices.is_empty() {
+                Kind::KIND_CPU
+            } else {
+                Kind::KIND_GPU
             }
             .into(),
-            count: 1,
-            gpus: gpu.iter().map(|g| g.ordinal).collect(),
+            count: i32::try_from(model.instances.count).unwrap_or(i32::MAX),
+            gpus: model.instances.devices.clone(),
             ..Default::default()
         }],
         ..Default::default()

@@ -111,7 +111,8 @@ fn ping_response(
         });
     }
     if let Some(serving) = lifecycle.serving() {
-        if let Some(device) = &serving.gpu {
+        // The first of the GPUs served on; the metrics list them all.
+        if let Some(device) = serving.gpus.first() {
             response.gpu_in_use = true;
             response.gpu = protobuf::MessageField::some(pb::GpuDevice {
                 ordinal: device.ordinal.unsigned_abs(),

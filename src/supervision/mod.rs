@@ -187,37 +187,38 @@ impl Supervisor<'_> {
         }
         let mut silences = Vec::with_capacity(2);
         let mut hung = None;
-        if let Some(gpu) = gpu.as_mut() {
-            let (mut silent_for, sample) = gpu.heartbeat();
+        for lane in gpu.as_ref().map(GpuOwner::check).unwrap_or_default() {
+            let mut silent_for = lane.silent_for;
             // An execution in progress keeps the thread from answering: that is work, not a
             // stall, up to `execution-timeout`; only a hung one runs longer, and then it
-            // counts from its start. (Loads run on the loader, not this thread.)
-            if let Some(running) = gpu.executing_for() {
+            // counts from its start. (Loads run on the loader, not these threads.)
+            if let Some(running) = lane.executing_for {
                 let timeout = self.config.health.execution_timeout;
                 if running < timeout {
                     silent_for = Duration::ZERO;
                 } else {
                     if self.lifecycle.is_live() {
                         log::warn!(
-                            "an execution has run for {} ms, over sidecar.health.execution-timeout ({}): the GPU-owner thread counts as hung",
+                            "an execution has run for {} ms, over sidecar.health.execution-timeout ({}): the {} thread counts as hung",
                             running.as_millis(),
-                            humantime::format_duration(timeout)
+                            humantime::format_duration(timeout),
+                            lane.name
                         );
                     }
-                    hung = Some(Verdict::Stalled {
-                        component: "gpu-owner",
+                    hung.get_or_insert(Verdict::Stalled {
+                        component: lane.name,
                         silent_for: running,
                     });
                 }
             }
-            if let Some(sample) = sample {
+            if let Some(sample) = lane.memory {
                 self.metrics.record_gpu_memory(
                     sample.ordinal,
                     sample.free_bytes,
                     sample.total_bytes,
                 );
             }
-            silences.push(("gpu-owner", silent_for));
+            silences.push((lane.name, silent_for));
         }
         if let Some(health) = health.as_ref() {
             silences.push(("health", health.silent_for()));

@@ -109,10 +109,9 @@ impl Supervisor<'_> {
                         }),
                     }
                     let mut serving = serving.take().expect("the GPU is up before models load");
-                    if !gpu.gpu_in_use() {
-                        // `auto` fell back to the CPU and released the context.
-                        serving.gpu = None;
-                    }
+                    // `auto` fell back to the CPU and released the contexts.
+                    let in_use = gpu.devices_in_use();
+                    serving.gpus.retain(|device| in_use.contains(&device.ordinal));
                     self.declare_ready(serving, &repository);
                     return Ok(false);
                 }
@@ -123,7 +122,7 @@ impl Supervisor<'_> {
                     }
                     Ok(Event::Reload) => log::info!("SIGHUP during start-up: ignored"),
                     // Each of these threads reports its own failure before it ends.
-                    Ok(Event::ThreadExited { name, failure }) if name == "gpu-owner" => {
+                    Ok(Event::ThreadExited { name, failure }) if name.starts_with("gpu-owner") => {
                         return match gpu_ready.try_recv() {
                             Ok(Err(e)) => Err(e.into()),
                             _ => Err(thread_died(&self.lifecycle, name, failure)),
@@ -187,9 +186,17 @@ impl Supervisor<'_> {
                 n => format!("{n} model versions: {}", models.join(", ")),
             },
             serving.runtime_version,
-            match &serving.gpu {
-                Some(device) => format!("GPU {}", device.ordinal),
-                None => "the CPU, no GPU".to_string(),
+            match serving.gpus.as_slice() {
+                [] => "the CPU, no GPU".to_string(),
+                [device] => format!("GPU {}", device.ordinal),
+                devices => format!(
+                    "GPUs {}",
+                    devices
+                        .iter()
+                        .map(|d| d.ordinal.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             },
             self.components.rpc.as_ref().map_or("", |rpc| rpc.bound())
         );

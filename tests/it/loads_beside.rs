@@ -92,7 +92,7 @@ fn an_execution_past_its_timeout_turns_the_sidecar_not_live() {
         .model_infer_async_opt(&zero_features("hung", 1), patient())
         .unwrap();
     sidecar.wait_for_log(
-        "over sidecar.health.execution-timeout (1s): the GPU-owner thread counts as hung",
+        "over sidecar.health.execution-timeout (1s): the gpu-owner thread counts as hung",
     );
     sidecar.wait_for_log("/health/live reports NOT_LIVE");
     assert_eq!(live_status(&sidecar), 503);

@@ -208,6 +208,7 @@ impl Keeper {
             batching: spec.batching.clone(),
             text: stage.cloned(),
             cuda: spec.cuda,
+            placement: spec.placement.clone(),
         };
         let loaded = self
             .gpu

@@ -211,13 +211,7 @@ pub fn create_service(service: InferenceService) -> Service {
         |s, req| {
             s.version(&req.name, &req.version)
                 .map(|version| ModelConfigResponse {
-                    config: Some(model_config(
-                        &version,
-                        s.lifecycle
-                            .serving()
-                            .and_then(|serving| serving.gpu.as_ref()),
-                    ))
-                    .into(),
+                    config: Some(model_config(&version)).into(),
                     ..Default::default()
                 })
         }
