@@ -315,11 +315,13 @@ impl GpuLoader {
             model.load_time.as_secs_f64()
         );
         log_signature(&model.signature);
+        let requeue = (targets.len() > 1).then(|| model.queue.channel());
         let served = |session| Served {
             model: Arc::clone(&model),
             load_number: 0,
             session,
             queue: receiver.clone(),
+            requeue: requeue.clone(),
             policy,
             pending: VecDeque::new(),
             arrived_before: 0,

@@ -183,6 +183,17 @@ impl<'a> Owner<'a> {
             // fill.
             || !commands.is_empty() || before.iter().chain(after).any(Served::has_work),
         );
+        if let Some(requeue) = &this.requeue {
+            // The version's other instances may be free: what this one does not run now goes
+            // back to the shared queue (behind what arrived meanwhile) instead of waiting
+            // here for this instance.
+            while let Some(job) = this.pending.pop_front() {
+                if let Err(unsent) = requeue.send(job) {
+                    this.pending.push_front(unsent.into_inner());
+                    break;
+                }
+            }
+        }
         if batch.is_empty() {
             this.model.recorder().set_queue_depth(counts.waiting());
             return;

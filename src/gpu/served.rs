@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::Session;
 use crate::model::batcher::BatchPolicy;
@@ -35,6 +35,8 @@ pub struct Served {
     pub load_number: u64,
     pub session: Box<dyn Session>,
     pub queue: Receiver<Job>,
+    /// Where jobs taken and not run now go back, when the version has other instances.
+    pub requeue: Option<Sender<Job>>,
     pub policy: BatchPolicy,
     /// Jobs taken off the queue that have not run yet, oldest first.
     pub pending: VecDeque<Job>,

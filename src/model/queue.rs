@@ -97,6 +97,12 @@ impl Submitter {
     pub fn counts(&self) -> &Arc<QueueCounts> {
         &self.counts
     }
+
+    /// The channel itself, for an instance that gives back jobs it took and will not run
+    /// now (they keep the places they hold).
+    pub fn channel(&self) -> Sender<Job> {
+        self.sender.clone()
+    }
 }
 
 /// The queue of at most `capacity` waiting jobs: the handlers' [`Submitter`], and the

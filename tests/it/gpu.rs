@@ -99,7 +99,7 @@ fn the_binary_does_not_link_libcuda() {
 
 /// The fake driver, compiled into `dir`: returns the folder to put on LD_LIBRARY_PATH and the
 /// file it logs its calls to.
-fn fake_driver(dir: &TestDir) -> (String, PathBuf) {
+pub(crate) fn fake_driver(dir: &TestDir) -> (String, PathBuf) {
     let lib_dir = dir.path().join("fake-driver");
     fs::create_dir(&lib_dir).unwrap();
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake_libcuda.c");
@@ -117,7 +117,7 @@ fn fake_driver(dir: &TestDir) -> (String, PathBuf) {
 }
 
 /// Spawns a sidecar on the fake driver with `knobs`; returns it and the driver's call log.
-fn spawn_on_fake_driver(
+pub(crate) fn spawn_on_fake_driver(
     dir: &TestDir,
     config: &ConfigText,
     knobs: &[(&str, &str)],
@@ -134,7 +134,7 @@ fn spawn_on_fake_driver(
 }
 
 /// The fake driver's calls: (thread id, call).
-fn driver_calls(log: &std::path::Path) -> Vec<(String, String)> {
+pub(crate) fn driver_calls(log: &std::path::Path) -> Vec<(String, String)> {
     fs::read_to_string(log)
         .unwrap_or_default()
         .lines()

@@ -17,6 +17,9 @@
 
 mod cli;
 mod deployment;
+mod devices;
+#[cfg(feature = "failpoints")]
+mod dispatch;
 mod exported;
 mod faults;
 #[cfg(feature = "failpoints")]
