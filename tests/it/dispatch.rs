@@ -78,7 +78,9 @@ fn a_held_device_leaves_the_other_serving_the_same_model() {
             .model_infer_async_opt(&lookup_request("probe", &[1]), patient())
             .unwrap();
         let (sender, answer) = mpsc::channel();
-        std::thread::spawn(move || sender.send(block_on(call)));
+        std::thread::spawn(move || {
+            let _ = sender.send(block_on(call));
+        });
         let outcome = loop {
             if holds(&sidecar, point) == 1 {
                 break None;
