@@ -37,3 +37,9 @@ pub fn hold(name: &str) {
     }
     log::info!("failpoint {name}: released");
 }
+
+/// Whether the point `name` is configured to fire (any action): for points that stand for a
+/// failure rather than a wait.
+pub fn fires(name: &str) -> bool {
+    fail::eval(name, |_| ()).is_some()
+}

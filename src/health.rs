@@ -225,8 +225,19 @@ fn answer(
         "/metrics" => (200, metrics.render(lifecycle), metrics::CONTENT_TYPE),
         "/health/live" if lifecycle.is_live() => text(200, "LIVE"),
         "/health/live" => text(503, "NOT_LIVE"),
-        _ if lifecycle.is_ready() => text(200, "READY"),
-        _ => text(503, "NOT_READY"),
+        _ => {
+            let (status, mut body) = if lifecycle.is_ready() {
+                (200, "READY".to_string())
+            } else {
+                (503, "NOT_READY".to_string())
+            };
+            // A GPU out of service does not by itself make the sidecar unready (its models'
+            // other instances serve), but whoever looks is told.
+            for (ordinal, reason) in lifecycle.failed_devices() {
+                body.push_str(&format!("\nGPU {ordinal} out of service: {reason}"));
+            }
+            text(status, &body)
+        }
     }
 }
 

@@ -61,6 +61,8 @@ struct Inner {
     stalled_component: Option<String>,
     /// A model that should be served and has no version that takes requests, if any.
     missing_model: Option<String>,
+    /// The GPUs taken out of service, with why.
+    failed_devices: Vec<(i32, String)>,
 }
 
 /// The state every thread shares (behind an `Arc`).
@@ -87,6 +89,7 @@ impl Lifecycle {
                 failed_component: None,
                 stalled_component: None,
                 missing_model: None,
+                failed_devices: Vec::new(),
             }),
             serving: OnceLock::new(),
             started_at: Instant::now(),
@@ -166,6 +169,18 @@ impl Lifecycle {
             }
         }
         before
+    }
+
+    /// Records that GPU `ordinal` was taken out of service, and why.
+    pub fn mark_device_failed(&self, ordinal: i32, reason: &str) {
+        self.lock()
+            .failed_devices
+            .push((ordinal, reason.to_string()));
+    }
+
+    /// The GPUs taken out of service, with why.
+    pub fn failed_devices(&self) -> Vec<(i32, String)> {
+        self.lock().failed_devices.clone()
     }
 
     /// The model that should be served and is not, if any.

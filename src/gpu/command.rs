@@ -45,6 +45,16 @@ pub enum GpuCommand {
     Stop,
 }
 
+/// A model version left without an instance: every one of its instances was on GPUs that
+/// failed. The repository takes it out of its routing table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostVersion {
+    pub name: String,
+    pub version: u64,
+    /// The GPU whose failure took its last instance.
+    pub device: i32,
+}
+
 /// One model version to make resident, as configured.
 #[derive(Debug)]
 pub struct LoadOrder {

@@ -46,6 +46,9 @@ pub enum GpuError {
         ordinal: i32,
         served: Vec<i32>,
     },
+    /// Every device a model is placed on is out of service.
+    #[error("model {name:?} runs on GPUs {devices:?}, and each of them failed and is out of service: place it on others (its devices), or restart the sidecar once they are repaired")]
+    DevicesFailed { name: String, devices: Vec<i32> },
     /// A GPU-owner thread could not be started.
     #[error(transparent)]
     Thread(#[from] ShutdownError),

@@ -30,13 +30,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 
 use super::clock::ExecutionClock;
-use super::command::{GpuCommand, HeartbeatReply, Interrupters};
+use super::command::{GpuCommand, HeartbeatReply, Interrupters, LostVersion};
 use super::cuda::{self, PrimaryContext};
 use super::error::GpuError;
 use super::owner::{Owner, Shared};
 use super::Runtime;
 use crate::backend::onnx;
 use crate::config::GpuConfig;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::model::file::LoadControl;
 use crate::serving::{DeviceInfo, MemorySample, ServingInfo};
@@ -67,6 +68,8 @@ pub(super) struct Lane {
     /// Whether it holds its device's context (cleared when `auto` mode falls back to the
     /// CPU).
     pub context_held: Arc<AtomicBool>,
+    /// Set when its device failed: it serves nothing more, and takes no new instance.
+    pub failed: Arc<AtomicBool>,
     /// Taken when the thread is joined.
     pub thread: Option<ComponentThread>,
     /// The reply to the last heartbeat, while it is awaited, and when it was sent.
@@ -132,6 +135,10 @@ pub(super) struct Pool {
     pub loading: Mutex<()>,
     pub resident: Mutex<Resident>,
     pub gpu: GpuConfig,
+    /// Told of each GPU taken out of service.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Versions left without an instance, for the repository.
+    pub lost: (Sender<LostVersion>, Receiver<LostVersion>),
 }
 
 /// How a GPU-owner thread begins.
@@ -149,7 +156,12 @@ pub(super) enum Start {
 }
 
 impl Pool {
-    pub fn new(gpu: GpuConfig, metrics: Arc<Metrics>, events: Sender<Event>) -> Self {
+    pub fn new(
+        gpu: GpuConfig,
+        metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
+        events: Sender<Event>,
+    ) -> Self {
         Pool {
             lanes: Mutex::new(Vec::new()),
             runtime: OnceLock::new(),
@@ -160,6 +172,8 @@ impl Pool {
             loading: Mutex::new(()),
             resident: Mutex::new(Resident::new()),
             gpu,
+            lifecycle,
+            lost: unbounded(),
         }
     }
 
@@ -193,13 +207,15 @@ impl Pool {
         let interrupters = Arc::new(Mutex::new(Interrupters::new()));
         let execution = Arc::new(ExecutionClock::default());
         let context_held = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
         // A handful per process, each living as long as it: the liveness check names them.
         let name: &'static str = Box::leak(name.into_boxed_str());
         let pool = Arc::clone(self);
-        let (lane_interrupters, lane_execution, lane_context) = (
+        let (lane_interrupters, lane_execution, lane_context, lane_failed) = (
             Arc::clone(&interrupters),
             Arc::clone(&execution),
             Arc::clone(&context_held),
+            Arc::clone(&failed),
         );
         let thread = ComponentThread::spawn(name, self.events.clone(), move || {
             let shared = Shared {
@@ -208,7 +224,10 @@ impl Pool {
                 stopping: &pool.stopping,
                 execution: &lane_execution,
                 context_held: &lane_context,
+                failed: &lane_failed,
                 resident: &pool.resident,
+                lifecycle: &pool.lifecycle,
+                lost: &pool.lost.0,
             };
             run_lane(&pool, name, start, receiver, shared);
             Ok(())
@@ -220,6 +239,7 @@ impl Pool {
             interrupters,
             execution,
             context_held,
+            failed,
             thread: Some(thread),
             heartbeat: None,
         });

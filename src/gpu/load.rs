@@ -101,8 +101,9 @@ impl Pool {
             }
             return Ok((targets, Vec::new()));
         }
-        let devices = placement.devices.clone().unwrap_or_else(|| served.clone());
-        for &ordinal in &devices {
+        let wanted = placement.devices.clone().unwrap_or_else(|| served.clone());
+        let mut devices = Vec::with_capacity(wanted.len());
+        for &ordinal in &wanted {
             let lane = lanes
                 .iter()
                 .find(|lane| lane.place == Place::Device(ordinal))
@@ -111,6 +112,13 @@ impl Pool {
                     ordinal,
                     served: served.clone(),
                 })?;
+            if lane.failed.load(Ordering::Relaxed) {
+                log::warn!(
+                    "model {name:?}: GPU {ordinal} is out of service; no instance goes there"
+                );
+                continue;
+            }
+            devices.push(ordinal);
             let held = lane.context_held.load(Ordering::Relaxed);
             for _ in 0..placement.instances {
                 targets.push(Target {
@@ -118,6 +126,12 @@ impl Pool {
                     device: held.then_some(ordinal),
                 });
             }
+        }
+        if devices.is_empty() {
+            return Err(GpuError::DevicesFailed {
+                name: name.to_string(),
+                devices: wanted,
+            });
         }
         Ok((targets, devices))
     }

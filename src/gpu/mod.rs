@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use self::command::{HeartbeatReply, LoadOrder};
+pub use self::command::{HeartbeatReply, LoadOrder, LostVersion};
 pub use self::error::GpuError;
 pub use self::lane::LaneCheck;
 
@@ -62,6 +62,7 @@ use self::command::GpuCommand;
 use self::lane::{Place, Pool, Start};
 use crate::backend::Backend;
 use crate::config::{DeviceSelection, GpuConfig, GpuMode};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::serving::ServingInfo;
 use crate::shutdown::{Event, ShutdownError};
@@ -96,6 +97,11 @@ impl std::fmt::Debug for GpuLoader {
 }
 
 impl GpuLoader {
+    /// Where the versions left without an instance (their GPUs failed) are told.
+    pub fn lost_versions(&self) -> Receiver<LostVersion> {
+        self.pool.lost.1.clone()
+    }
+
     /// Has a version taken out of the routing table finish what it has, then be freed, on
     /// every thread that has an instance of it.
     pub fn retire(&self, name: &str, version: u64) {
@@ -129,6 +135,7 @@ impl GpuOwner {
         gpu: GpuConfig,
         runtime_library: Option<PathBuf>,
         metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
         events: Sender<Event>,
     ) -> Result<Self, ShutdownError> {
         // With `devices`, every thread is named by its device; else the one is `gpu-owner`.
@@ -137,7 +144,7 @@ impl GpuOwner {
             (Some(_), DeviceSelection::Listed(list)) => format!("gpu-owner-{}", list[0]),
             (Some(_), DeviceSelection::All) => "gpu-owner-0".to_string(),
         };
-        let pool = Arc::new(Pool::new(gpu, metrics, events));
+        let pool = Arc::new(Pool::new(gpu, metrics, lifecycle, events));
         let (ready_sender, ready) = bounded(1);
         pool.start_lane(
             name,

@@ -21,15 +21,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 
 use super::clock::ExecutionClock;
-use super::command::{GpuCommand, Interrupters};
+use super::command::{GpuCommand, Interrupters, LostVersion};
 use super::cuda::PrimaryContext;
 use super::execute::{execute, refuse_job};
 use super::lane::Resident;
 use super::served::Served;
 use crate::backend::Provider;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::model::batcher;
 use crate::model::job::JobFailure;
@@ -45,8 +46,14 @@ pub(super) struct Shared<'a> {
     pub execution: &'a ExecutionClock,
     /// Cleared when the context is released early.
     pub context_held: &'a AtomicBool,
+    /// Set when the thread's device failed.
+    pub failed: &'a AtomicBool,
     /// Copies of each version resident, over every thread.
     pub resident: &'a Mutex<Resident>,
+    /// Told of a GPU taken out of service.
+    pub lifecycle: &'a Lifecycle,
+    /// Where a version left without an instance is told.
+    pub lost: &'a Sender<LostVersion>,
 }
 
 /// The GPU-owner thread's state while serving.
@@ -58,6 +65,8 @@ pub(super) struct Owner<'a> {
     next: usize,
     /// Versions adopted so far.
     adopted: u64,
+    /// The device the thread serves on, if any (its context may have been let go since).
+    device: Option<i32>,
     /// Where a freed version's series are removed.
     metrics: Arc<Metrics>,
     pub shared: Shared<'a>,
@@ -71,6 +80,7 @@ impl<'a> Owner<'a> {
             served: Vec::new(),
             next: 0,
             adopted: 0,
+            device: context.as_ref().map(|c| c.ordinal),
             metrics,
             shared,
             context,
@@ -198,7 +208,88 @@ impl<'a> Owner<'a> {
             this.model.recorder().set_queue_depth(counts.waiting());
             return;
         }
-        execute(this, batch, &self.shared);
+        if let Some(reason) = execute(this, batch, &self.shared, self.device) {
+            self.fail_device(&reason);
+        }
+    }
+
+    /// Takes the thread's device out of service after a failure that ends its context: its
+    /// instances no longer serve (what they took and did not run goes back to their queues
+    /// for the other instances, or, where none is left, is answered UNAVAILABLE and the
+    /// version is reported lost), and the failure shows in the log, the metrics and health.
+    fn fail_device(&mut self, reason: &str) {
+        let Some(device) = self.device else {
+            return;
+        };
+        self.shared.failed.store(true, Ordering::Relaxed);
+        self.metrics.record_gpu_failed(device);
+        self.shared.lifecycle.mark_device_failed(device, reason);
+        log::error!(
+            "GPU {device} failed ({reason}): taken out of service; the {} model instance(s) on it no longer serve, their models' other instances do",
+            self.served.len()
+        );
+        for mut served in std::mem::take(&mut self.served) {
+            self.shared
+                .interrupters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&served.load_number);
+            let last = self.forget_copy(&served);
+            let (name, version) = (served.model.name.clone(), served.model.version);
+            let requeue = served.requeue.take().filter(|_| !last);
+            let mut answered = 0;
+            for job in served.pending.drain(..) {
+                match &requeue {
+                    Some(requeue) => {
+                        if let Err(unsent) = requeue.send(job) {
+                            unsent.into_inner().answer(Err(JobFailure::NoInstance));
+                        }
+                    }
+                    None => {
+                        job.answer(Err(JobFailure::NoInstance));
+                        answered += 1;
+                    }
+                }
+            }
+            if last {
+                // Nothing drains its queue any more: what waits there is answered now, and
+                // the repository takes the version out of its routing table.
+                for job in served.queue.try_iter() {
+                    job.answer(Err(JobFailure::NoInstance));
+                    answered += 1;
+                }
+                served.model.recorder().set_queue_depth(0);
+                log::error!(
+                    "model {name:?} version {version}: no instance serves it any more; {answered} waiting request(s) answered UNAVAILABLE"
+                );
+                self.metrics.model_freed(&name, version);
+                let _ = self.shared.lost.send(LostVersion {
+                    name,
+                    version,
+                    device,
+                });
+            }
+            // The session goes with the device's context still held by this thread.
+            drop(served);
+        }
+        self.next = 0;
+    }
+
+    /// Counts one copy of `served`'s version less as resident; true when it was the last.
+    fn forget_copy(&self, served: &Served) -> bool {
+        let mut resident = self
+            .shared
+            .resident
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (served.model.name.clone(), served.model.version);
+        let copies = resident.entry(key.clone()).or_insert(1);
+        *copies = copies.saturating_sub(1);
+        let last = *copies == 0;
+        if last {
+            resident.remove(&key);
+        }
+        last
     }
 
     /// Handles a command; false when the thread is to stop.
@@ -208,16 +299,23 @@ impl<'a> Owner<'a> {
                 // Test builds only: makes the thread stop answering for a while.
                 #[cfg(feature = "failpoints")]
                 crate::failpoint::hold("gpu::heartbeat");
+                // A failed device's context is not asked.
                 let sample = self
                     .context
                     .as_ref()
+                    .filter(|_| !self.shared.failed.load(Ordering::Relaxed))
                     .and_then(PrimaryContext::memory_sample);
                 let _ = reply.send(sample);
                 true
             }
             GpuCommand::Adopt(served, fell_back, reply) => {
-                self.adopt(*served, fell_back);
-                let _ = reply.send(());
+                if self.shared.failed.load(Ordering::Relaxed) {
+                    // Sent before the failure was seen: freed here, the loader not answered.
+                    drop(served);
+                } else {
+                    self.adopt(*served, fell_back);
+                    let _ = reply.send(());
+                }
                 true
             }
             GpuCommand::Retire { name, version } => {
@@ -247,36 +345,17 @@ impl<'a> Owner<'a> {
             if self.next > index {
                 self.next -= 1;
             }
-            let Served {
-                model,
-                load_number,
-                session,
-                ..
-            } = served;
-            let (name, version) = (&model.name, model.version);
             self.shared
                 .interrupters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&load_number);
-            drop(session);
+                .remove(&served.load_number);
             // Its other instances, and a copy of the version unloaded and loaded again before
             // this one was freed, share its series: they stay for those that serve.
-            let last = {
-                let mut resident = self
-                    .shared
-                    .resident
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let key = (name.clone(), version);
-                let copies = resident.entry(key.clone()).or_insert(1);
-                *copies -= 1;
-                let last = *copies == 0;
-                if last {
-                    resident.remove(&key);
-                }
-                last
-            };
+            let last = self.forget_copy(&served);
+            let Served { model, session, .. } = served;
+            let (name, version) = (&model.name, model.version);
+            drop(session);
             if last {
                 self.metrics.model_freed(name, version);
             }

@@ -33,6 +33,7 @@ use crate::backend::{
     Backend, Interrupter, LoadError, Provider, RunError, Session, SessionOptions,
 };
 use crate::config::{BatchingConfig, GpuConfig, GpuMode, Placement};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, Transport};
 use crate::model::job::{Job, JobResult};
 use crate::model::ModelVersion;
@@ -84,6 +85,7 @@ struct Parts {
     interrupters: Mutex<Interrupters>,
     execution: ExecutionClock,
     context_held: AtomicBool,
+    failed: AtomicBool,
     pool: Arc<Pool>,
     loader: GpuLoader,
 }
@@ -91,7 +93,12 @@ struct Parts {
 impl Parts {
     fn new() -> Self {
         let metrics = Arc::new(Metrics::new(Transport::Unix).unwrap());
-        let pool = Arc::new(Pool::new(GpuConfig::default(), metrics, unbounded().0));
+        let pool = Arc::new(Pool::new(
+            GpuConfig::default(),
+            metrics,
+            Arc::new(Lifecycle::new()),
+            unbounded().0,
+        ));
         pool.runtime
             .set(Runtime {
                 backend: Box::new(EchoBackend),
@@ -103,6 +110,7 @@ impl Parts {
             interrupters: Mutex::new(Interrupters::new()),
             execution: ExecutionClock::default(),
             context_held: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             loader: GpuLoader {
                 pool: Arc::clone(&pool),
             },
@@ -120,7 +128,10 @@ impl Parts {
                 stopping: &self.pool.stopping,
                 execution: &self.execution,
                 context_held: &self.context_held,
+                failed: &self.failed,
                 resident: &self.pool.resident,
+                lifecycle: &self.pool.lifecycle,
+                lost: &self.pool.lost.0,
             },
             None,
         )

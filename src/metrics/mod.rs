@@ -156,6 +156,7 @@ pub struct Metrics {
     gpu_info: IntGaugeVec,
     gpu_memory_total: IntGaugeVec,
     gpu_memory_used: IntGaugeVec,
+    gpu_failed: IntGaugeVec,
     model_resident: IntGaugeVec,
     model_load_duration: GaugeVec,
     model_ready: IntGaugeVec,
@@ -227,6 +228,16 @@ impl Metrics {
         self.gpu_memory_total
             .with_label_values(&[ordinal.as_str()])
             .set(i64::try_from(device.total_memory_bytes).unwrap_or(i64::MAX));
+        self.gpu_failed
+            .with_label_values(&[ordinal.as_str()])
+            .set(0);
+    }
+
+    /// Records that GPU `ordinal` was taken out of service.
+    pub fn record_gpu_failed(&self, ordinal: i32) {
+        self.gpu_failed
+            .with_label_values(&[ordinal.to_string().as_str()])
+            .set(1);
     }
 
     /// Records a sample of the GPU's memory, as the driver reports it.

@@ -109,6 +109,13 @@ impl Metrics {
                 ),
                 &["ordinal"],
             )?,
+            gpu_failed: IntGaugeVec::new(
+                opts(
+                    "gpu_failed",
+                    "1 for a GPU taken out of service after a CUDA error that ends its context (its instances no longer serve), 0 for one that serves.",
+                ),
+                &["ordinal"],
+            )?,
             model_resident: IntGaugeVec::new(
                 opts(
                     "model_resident_bytes",
@@ -216,6 +223,7 @@ impl Metrics {
             Box::new(metrics.gpu_info.clone()),
             Box::new(metrics.gpu_memory_total.clone()),
             Box::new(metrics.gpu_memory_used.clone()),
+            Box::new(metrics.gpu_failed.clone()),
             Box::new(metrics.model_resident.clone()),
             Box::new(metrics.model_load_duration.clone()),
             Box::new(metrics.model_ready.clone()),

@@ -33,6 +33,9 @@ pub enum AdmitError {
     /// The model is known but no version of it is loaded.
     #[error("model {name:?} is not loaded ({why}); load it with RepositoryModelLoad, or see RepositoryIndex")]
     NotLoaded { name: String, why: String },
+    /// The model's versions were taken out of service (their GPUs failed).
+    #[error("model {name:?} is out of service: {why}")]
+    OutOfService { name: String, why: String },
     /// The model has no such version.
     #[error("model {name:?} has no version {version:?}: it serves {serving}; leave the version out for the newest")]
     NoSuchVersion {

@@ -56,6 +56,12 @@ pub enum JobFailure {
     /// The backend failed on its batch.
     #[error("ONNX Runtime failed to run the batch: {0}")]
     Execution(RunError),
+    /// The device running its batch failed, and was taken out of service.
+    #[error("GPU {device} failed while running the request's batch ({reason}); the GPU is out of service, and the request may be sent again")]
+    DeviceFailed { device: i32, reason: String },
+    /// Every instance of its model version was on devices that failed; it was not run.
+    #[error("no instance of the model version serves any more (its GPUs failed); the request was not run: send it again once the model is served elsewhere")]
+    NoInstance,
 }
 
 /// What a job is answered with: its outputs (in the order it asked for them) with their

@@ -57,6 +57,8 @@ pub enum VersionState {
     Unavailable(String),
     /// Taken out of service (a newer version replaced it, or the model was unloaded).
     Unloaded,
+    /// Every instance of it was on GPUs that failed, for this reason.
+    OutOfService(String),
 }
 
 /// One model, as the request path sees it: its versions that take requests, and what the
@@ -99,9 +101,20 @@ impl Versions {
                 .others
                 .values()
                 .any(|state| *state == VersionState::Loading);
+            let lost = match self.others.iter().next_back() {
+                Some((version, VersionState::OutOfService(reason))) => {
+                    Some(format!("version {version} {reason}"))
+                }
+                _ => None,
+            };
             if self.serving.is_empty() && !known && loading {
                 AdmitError::ModelLoading {
                     name: name.to_string(),
+                }
+            } else if let (true, Some(why)) = (self.serving.is_empty(), lost) {
+                AdmitError::OutOfService {
+                    name: name.to_string(),
+                    why,
                 }
             } else if self.serving.is_empty() && !known {
                 AdmitError::NotLoaded {

@@ -223,6 +223,7 @@ impl Repository {
                     VersionState::Loading => ("LOADING", String::new()),
                     VersionState::Unavailable(reason) => ("UNAVAILABLE", reason.clone()),
                     VersionState::Unloaded => ("UNAVAILABLE", "unloaded".to_string()),
+                    VersionState::OutOfService(reason) => ("UNAVAILABLE", reason.clone()),
                 };
                 lines.entry(version).or_insert(IndexEntry {
                     name: name.clone(),

@@ -78,7 +78,9 @@ impl Failure {
                 | AdmitError::NoSuchVersion { .. },
             ) => (Code::NOT_FOUND, Outcome::Invalid),
             Failure::Admission(
-                AdmitError::VersionUnavailable { .. } | AdmitError::ModelLoading { .. },
+                AdmitError::VersionUnavailable { .. }
+                | AdmitError::ModelLoading { .. }
+                | AdmitError::OutOfService { .. },
             ) => (Code::UNAVAILABLE, Outcome::Unavailable),
             Failure::Repository(e) => (repository_code(e), Outcome::Invalid),
             Failure::Decode(_) | Failure::Request(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
@@ -94,6 +96,10 @@ impl Failure {
             Failure::Job(JobFailure::Cancelled) => (Code::CANCELLED, Outcome::Cancelled),
             // A stop is not a failure: the caller may retry elsewhere or later.
             Failure::Job(JobFailure::NotRun | JobFailure::Stopped) => {
+                (Code::UNAVAILABLE, Outcome::Unavailable)
+            }
+            // Nor is a device that failed under it: another instance, or a later load, serves.
+            Failure::Job(JobFailure::DeviceFailed { .. } | JobFailure::NoInstance) => {
                 (Code::UNAVAILABLE, Outcome::Unavailable)
             }
             Failure::Job(JobFailure::Execution(_)) => (Code::INTERNAL, Outcome::Internal),
@@ -153,7 +159,7 @@ mod tests {
 
     #[test]
     fn each_failure_has_its_code_and_outcome() {
-        let cases: [(Failure, RpcStatusCode, Outcome); 14] = [
+        let cases: [(Failure, RpcStatusCode, Outcome); 16] = [
             (
                 DecodeError::Invalid("d".into()).into(),
                 RpcStatusCode::INVALID_ARGUMENT,
@@ -209,6 +215,20 @@ mod tests {
             ),
             (
                 JobFailure::Stopped.into(),
+                RpcStatusCode::UNAVAILABLE,
+                Outcome::Unavailable,
+            ),
+            (
+                JobFailure::DeviceFailed {
+                    device: 1,
+                    reason: "CUDA error".into(),
+                }
+                .into(),
+                RpcStatusCode::UNAVAILABLE,
+                Outcome::Unavailable,
+            ),
+            (
+                JobFailure::NoInstance.into(),
                 RpcStatusCode::UNAVAILABLE,
                 Outcome::Unavailable,
             ),

@@ -72,6 +72,7 @@ impl Supervisor<'_> {
             config.gpu.clone(),
             config.runtime_library().map(Path::to_path_buf),
             Arc::clone(&self.metrics),
+            Arc::clone(&self.lifecycle),
             self.events.clone(),
         )?;
         let mut gpu_ready = gpu.ready.clone();

@@ -207,3 +207,140 @@ fn one_cpu_instance_runs_one_execution_while_the_other_request_waits() {
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }
+
+/// Sends `request` in the background; its answer arrives on the returned receiver.
+fn send(
+    client: &gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient,
+    request: &ModelInferRequest,
+) -> mpsc::Receiver<grpcio::Result<ModelInferResponse>> {
+    let call = client.model_infer_async_opt(request, patient()).unwrap();
+    let (sender, answer) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(block_on(call));
+    });
+    answer
+}
+
+/// A sidecar on two fake devices serving lookup, with `failpoints` and `model` lines.
+fn on_two_devices(dir: &TestDir, model: &str, failpoints: &str) -> Sidecar {
+    let path = dir.write_config(&lookup_config(dir, "devices = [0, 1]", model));
+    let (lib_dir, _) = fake_driver(dir);
+    let mut sidecar = Sidecar::spawn(
+        &path,
+        &[
+            ("LD_LIBRARY_PATH", lib_dir.as_str()),
+            ("FAKE_CUDA_DEVICES", "2"),
+            ("FAILPOINTS", failpoints),
+        ],
+    );
+    sidecar.wait_ready();
+    sidecar
+}
+
+/// Asserts that `answer` is UNAVAILABLE because GPU 1 failed under it.
+fn assert_device_1_failed(answer: grpcio::Result<ModelInferResponse>) {
+    let (code, message) = crate::inference::status_of(answer);
+    assert_eq!(code, grpcio::RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(
+        message.contains("GPU 1 failed while running the request's batch")
+            && message.contains("the request may be sent again"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_failed_device_is_taken_out_and_its_models_other_instance_serves_what_waits() {
+    let gate = Gate::new();
+    let dir = TestDir::new();
+    let failpoints = format!(
+        "gpu::device_fails@gpu-owner-1=return;{}",
+        gate.at("gpu::execute@gpu-owner-0")
+    );
+    let mut sidecar = on_two_devices(&dir, "", &failpoints);
+    let client = client(&sidecar.grpc_target());
+    // One request at a time until device 0 holds one and device 1 has failed under one.
+    let deadline = Instant::now() + PATIENCE;
+    let mut held = None;
+    let mut failed = 0;
+    while held.is_none() || failed == 0 {
+        let answer = send(&client, &lookup_request("probe", &[2]));
+        loop {
+            if held.is_none() && holds(&sidecar, "gpu::execute@gpu-owner-0") == 1 {
+                held = Some(answer);
+                break;
+            }
+            if let Ok(outcome) = answer.recv_timeout(Duration::from_millis(20)) {
+                assert_device_1_failed(outcome);
+                failed += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", sidecar.log());
+        }
+    }
+    assert!(
+        sidecar.log().contains("GPU 1 failed (CUDA failure 999"),
+        "{}",
+        sidecar.log()
+    );
+    // Device 1 takes nothing more: what arrives waits for device 0, and is not lost.
+    let waiting: Vec<_> = (0..3)
+        .map(|i| send(&client, &lookup_request(&format!("w{i}"), &[i])))
+        .collect();
+    wait_scrape(&sidecar, "three requests wait for device 0", |scrape| {
+        scrape.get("gpu_sidecar_inference_queue_depth") == 3.0
+            && scrape.get("gpu_sidecar_gpu_failed{ordinal=\"1\"}") == 1.0
+    });
+    let (status, body) = crate::util::http(sidecar.health_addr(), "GET", "/health/ready").unwrap();
+    assert_eq!(status, 200, "the model still has an instance: {body}");
+    assert!(
+        body.starts_with("READY\nGPU 1 out of service: CUDA failure 999"),
+        "{body}"
+    );
+    gate.release();
+    let response = held.unwrap().recv_timeout(PATIENCE).unwrap().unwrap();
+    assert_eq!(lookup_rows(&response), expected_rows(&[2]));
+    for (i, answer) in waiting.into_iter().enumerate() {
+        let response = answer.recv_timeout(PATIENCE).unwrap().unwrap();
+        assert_eq!(lookup_rows(&response), expected_rows(&[i as i64]));
+    }
+    assert_eq!(failed, 1, "one request ran on the device that failed");
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}
+
+#[test]
+fn a_model_whose_every_device_failed_is_unavailable_and_the_sidecar_not_ready() {
+    let dir = TestDir::new();
+    let mut sidecar = on_two_devices(
+        &dir,
+        "devices = [1]",
+        "gpu::device_fails@gpu-owner-1=return",
+    );
+    let client = client(&sidecar.grpc_target());
+    assert_device_1_failed(client.model_infer_opt(&lookup_request("first", &[1]), patient()));
+    // The version has no instance left: the repository takes it out, and says so.
+    let deadline = Instant::now() + PATIENCE;
+    let body = loop {
+        let (status, body) =
+            crate::util::http(sidecar.health_addr(), "GET", "/health/ready").unwrap();
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        body.starts_with("NOT_READY\nGPU 1 out of service"),
+        "{body}"
+    );
+    let (code, message) = crate::inference::status_of(
+        client.model_infer_opt(&lookup_request("later", &[1]), patient()),
+    );
+    assert_eq!(code, grpcio::RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(
+        message.contains("model \"lookup\" is out of service: version 1 had every instance on GPUs that failed (the last: GPU 1)"),
+        "{message}"
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+}

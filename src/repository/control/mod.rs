@@ -37,9 +37,9 @@ use futures_channel::oneshot;
 use super::scan::{self, FileStamp};
 use super::{names, Repository, RepositoryError};
 use crate::config::{BatchingConfig, Config, ModelSpec, RepositoryControl};
-use crate::gpu::GpuLoader;
+use crate::gpu::{GpuLoader, LostVersion};
 use crate::metrics::Metrics;
-use crate::model::{AdmitError, ModelHandle};
+use crate::model::{AdmitError, ModelHandle, VersionState};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
 /// What a load or unload request is answered with.
@@ -260,6 +260,7 @@ impl Keeper {
             RepositoryControl::Poll => tick(self.plan.poll_interval),
             _ => never(),
         };
+        let lost = self.gpu.lost_versions();
         loop {
             // A stop comes before any order or poll that is ready beside it: once the sidecar
             // drains, no load starts.
@@ -281,9 +282,40 @@ impl Keeper {
                         self.rescan();
                     }
                 }
+                recv(lost) -> lost => {
+                    if let Ok(lost) = lost {
+                        self.version_lost(&lost);
+                    }
+                }
             }
         }
         log::info!("repository: stopped; no model is loaded or unloaded from now on");
+    }
+
+    /// Takes a version whose every instance was on GPUs that failed out of the routing
+    /// table: its requests are refused (UNAVAILABLE) rather than queued for nobody, and its
+    /// model is NOT_READY unless another version serves.
+    fn version_lost(&mut self, lost: &LostVersion) {
+        let LostVersion {
+            name,
+            version,
+            device,
+        } = lost;
+        let Ok(model) = self.repository.model(name) else {
+            return;
+        };
+        let removed = model.versions_mut().remove(*version).is_some();
+        if removed {
+            model.versions_mut().set_state(
+                *version,
+                VersionState::OutOfService(format!(
+                    "had every instance on GPUs that failed (the last: GPU {device}): place it on others, or restart the sidecar once they are repaired"
+                )),
+            );
+            self.metrics.model_retiring(name, *version);
+            log::error!("model {name:?} version {version}: no instance left (GPU {device} failed); taken out of service");
+        }
+        self.repository.update_readiness();
     }
 
     fn obey(&mut self, order: Order) {
