@@ -25,8 +25,10 @@
 //! - `grpc-cq-N`, grpcio's completion-queue threads, run the gRPC handlers ([`rpc`]): they
 //!   decode inference requests and submit them through the [`model`]'s handle without
 //!   blocking.
-//! - `gpu-owner` alone touches CUDA and the [`backend`]'s session ([`gpu`]): it gathers
-//!   queued requests into batches, runs them, and answers each request with its rows.
+//! - `gpu-owner` (`gpu-owner-N`, one per device with `sidecar.gpu.devices`) alone touches
+//!   its device's CUDA context and runs its instances' sessions ([`gpu`], [`backend`]): it
+//!   gathers queued requests into batches, runs them, and answers each request with its
+//!   rows; without a GPU, a model's further CPU instances run on `cpu-instance-N` threads.
 //!
 //! They share the [`lifecycle::Lifecycle`] and talk over crossbeam channels. Plain data that
 //! several of them speak lives in leaf modules: [`tensor`], [`serving`], [`proto`].

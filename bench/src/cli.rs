@@ -61,6 +61,13 @@ pub(crate) struct Args {
     /// (0: batching off).
     #[arg(long, value_delimiter = ',', default_value = "64")]
     pub(crate) max_batch_size: Vec<u32>,
+    /// sidecar.model.instances of the spawned sidecars (instances of the model, on each GPU
+    /// or on the CPU), one sidecar per value.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub(crate) instances: Vec<u32>,
+    /// sidecar.model.intra-op-threads of the spawned sidecars [default: the sidecar's].
+    #[arg(long)]
+    pub(crate) intra_op_threads: Option<usize>,
     /// sidecar.batching.max-queue-delay of the spawned sidecars.
     #[arg(long, default_value = "1 ms")]
     pub(crate) max_queue_delay: String,

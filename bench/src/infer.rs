@@ -387,9 +387,12 @@ pub(crate) fn measure_inference(
     let batching = target
         .max_batch_size
         .map_or_else(|| "as served".to_string(), |n| n.to_string());
+    let instances = target
+        .instances
+        .map_or_else(String::new, |n| format!(", instances {n}"));
     if !args.json {
         println!(
-            "\n{} ({}), {} inference, max-batch-size {batching}: closed loop, {} warm-up, {} per run",
+            "\n{} ({}), {} inference, max-batch-size {batching}{instances}: closed loop, {} warm-up, {} per run",
             target.label,
             target.grpc,
             mode.label(),
@@ -486,6 +489,7 @@ pub(crate) fn measure_inference(
                 json["mode"] = serde_json::json!(mode.label());
                 json["rows"] = serde_json::json!(rows);
                 json["max_batch_size"] = serde_json::json!(target.max_batch_size);
+                json["instances"] = serde_json::json!(target.instances);
                 json["rows_per_second"] = serde_json::json!(rows_per_second);
                 json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
                 if let Some((batch, result)) = &runtime {

@@ -75,6 +75,8 @@ pub(crate) struct Target {
     pub(crate) health: Option<SocketAddr>,
     /// The batching of a spawned sidecar.
     pub(crate) max_batch_size: Option<u32>,
+    /// The model's instances in a spawned sidecar.
+    pub(crate) instances: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -126,6 +128,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             grpc: grpc.clone(),
             health: args.health,
             max_batch_size: None,
+            instances: None,
         };
         return measure(args, &environment, &target, args.model.as_deref());
     }
@@ -147,14 +150,21 @@ fn run(args: &Args) -> Result<(), BenchError> {
             path
         }
     };
+    let sidecars = args.max_batch_size.iter().flat_map(|&max_batch_size| {
+        args.instances
+            .iter()
+            .map(move |&instances| (max_batch_size, instances))
+    });
     for &transport in &args.transports {
-        for &max_batch_size in &args.max_batch_size {
+        for (max_batch_size, instances) in sidecars.clone() {
             let spawner = Spawner {
                 binary: binary.clone(),
                 folder: workspace.path().to_path_buf(),
                 model: model.clone(),
                 transport,
                 max_batch_size,
+                instances,
+                intra_op_threads: args.intra_op_threads,
                 max_queue_delay: args.max_queue_delay.clone(),
                 delay_mode: args.delay_mode.clone(),
                 tokenizer: args.tokenizer.clone(),
@@ -190,6 +200,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             }
             let mut sidecar = spawner.spawn()?;
             sidecar.target.max_batch_size = Some(max_batch_size);
+            sidecar.target.instances = Some(instances);
             measure(args, &environment, &sidecar.target, Some(&model))?;
         }
     }

@@ -41,6 +41,9 @@ pub(crate) struct Spawner {
     pub(crate) model: PathBuf,
     pub(crate) transport: Transport,
     pub(crate) max_batch_size: u32,
+    /// The model's instances and their intra-op threads (unset: the sidecar's default).
+    pub(crate) instances: u32,
+    pub(crate) intra_op_threads: Option<usize>,
     pub(crate) max_queue_delay: String,
     pub(crate) delay_mode: String,
     pub(crate) tokenizer: Option<PathBuf>,
@@ -93,7 +96,13 @@ impl Spawner {
                     )),
                 match &self.repository {
                     Some(_) => String::new(),
-                    None => format!("[sidecar.model]\nuri = {:?}\n", self.model.display()),
+                    None => format!(
+                        "[sidecar.model]\nuri = {:?}\ninstances = {}\n{}",
+                        self.model.display(),
+                        self.instances,
+                        self.intra_op_threads
+                            .map_or_else(String::new, |n| format!("intra-op-threads = {n}\n"))
+                    ),
                 },
                 self.max_batch_size,
                 self.max_queue_delay,
@@ -147,6 +156,7 @@ impl Spawner {
                 grpc,
                 health: Some(health),
                 max_batch_size: None,
+                instances: None,
             },
         })
     }

@@ -141,6 +141,10 @@ fn inference_runs_account_for_every_request_and_report_the_batches() {
         "1,3",
         "--max-batch-size",
         "8,0",
+        "--instances",
+        "1,2",
+        "--intra-op-threads",
+        "1",
         "--requests",
         "40",
         "--startup-runs",
@@ -150,8 +154,17 @@ fn inference_runs_account_for_every_request_and_report_the_batches() {
         "200 ms",
     ]);
     let runs: Vec<_> = lines.iter().filter(|l| l["kind"] == "inference").collect();
-    // 2 batch sizes x 2 modes x 2 row counts.
-    assert_eq!(runs.len(), 8, "{lines:#?}");
+    // 2 batch sizes x 2 instance counts x 2 modes x 2 row counts.
+    assert_eq!(runs.len(), 16, "{lines:#?}");
+    for instances in [1, 2] {
+        assert_eq!(
+            runs.iter()
+                .filter(|run| run["instances"] == instances)
+                .count(),
+            8,
+            "{lines:#?}"
+        );
+    }
     for run in &runs {
         assert_eq!(run["requests"], 40, "{run}");
         assert_eq!(run["ok"], 40, "{run}");

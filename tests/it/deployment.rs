@@ -200,10 +200,18 @@ fn the_readme_kubernetes_manifests_are_valid_and_consistent() {
             "{probe}"
         );
     }
-    assert_eq!(
-        sidecar["resources"]["limits"]["nvidia.com/gpu"].as_i64(),
-        Some(1),
-        "the sidecar holds the GPU"
+    // The sidecar holds the node's GPUs, and serves on each of them; the TaskManager
+    // requests none.
+    let gpus = sidecar["resources"]["limits"]["nvidia.com/gpu"]
+        .as_i64()
+        .expect("the sidecar requests GPUs");
+    assert!(gpus >= 1, "{gpus} GPUs");
+    if gpus > 1 {
+        assert_eq!(unquoted(&settings["sidecar.gpu.devices"]), "all");
+    }
+    assert!(
+        main["resources"]["limits"]["nvidia.com/gpu"].is_badvalue(),
+        "the TaskManager requests no GPU: the sidecar holds them"
     );
 
     // The socket's folder is an emptyDir that both containers mount there.

@@ -266,3 +266,33 @@ fn the_free_memory_check_runs_on_each_device_of_the_model() {
         sidecar.log()
     );
 }
+
+#[test]
+fn the_readme_example_of_several_gpus_is_a_valid_config() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme
+        .find("### Every GPU on the host")
+        .expect("the README's section")..];
+    let start = section.find("```toml\n").expect("its example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("\n```").unwrap()];
+    let dir = TestDir::new();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("embedder/1")).unwrap();
+    dir.copy_fixture("lookup", "models/embedder/1/model.onnx");
+    dir.copy_fixture("lookup", "models/fraud.onnx");
+    let text = format!(
+        "[sidecar.rpc]\nendpoint = \"unix:{}\"\n[sidecar.health]\nport = 0\n{example}\n",
+        dir.socket().display()
+    );
+    let path = dir.write_config(&text);
+    let mut check = Sidecar::spawn_args(&["--check-config", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(check.exit_code(PATIENCE), 0, "{}", check.log());
+    for line in [
+        "sidecar.gpu.devices = \"all\"",
+        "sidecar.models[1].devices = [2, 3]",
+        "sidecar.models[1].instances = 1",
+        "sidecar.models[0].instances = 1",
+    ] {
+        assert!(check.stdout().contains(line), "{line}: {}", check.stdout());
+    }
+}

@@ -17,9 +17,10 @@
 //! control), or rescans the repository every poll interval and on SIGHUP (poll control).
 //!
 //! Bringing a model to what it should serve: the versions its policy picks that are not
-//! resident are loaded, one by one, by the GPU-owner thread, beside those serving; each takes
-//! requests once warmed up. Then the versions the policy no longer picks are taken out of the
-//! routing table, and the GPU-owner thread frees each once it has run what it queued. A load
+//! resident are loaded, one by one, on this thread (the GPU loader), beside those serving; each
+//! takes requests once warmed up. Then the versions the policy no longer picks are taken out of
+//! the routing table, and the GPU-owner threads free each once it has run what it queued. A
+//! version whose every instance was on GPUs that failed is taken out too, out of service. A load
 //! that fails leaves what serves untouched: the versions going out stay until a version the
 //! policy picks is ready. A version whose load failed is not tried again by a poll until its
 //! file changes. How a model is brought to its policy is [`policy`]'s.
