@@ -31,7 +31,7 @@ use super::lane::Resident;
 use super::served::Served;
 use crate::backend::Provider;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ThreadMetrics};
 use crate::model::batcher;
 use crate::model::job::JobFailure;
 
@@ -67,6 +67,8 @@ pub(super) struct Owner<'a> {
     adopted: u64,
     /// The device the thread serves on, if any (its context may have been let go since).
     device: Option<i32>,
+    /// What the thread counts of its executions.
+    counters: ThreadMetrics,
     /// Where a freed version's series are removed.
     metrics: Arc<Metrics>,
     pub shared: Shared<'a>,
@@ -81,6 +83,12 @@ impl<'a> Owner<'a> {
             next: 0,
             adopted: 0,
             device: context.as_ref().map(|c| c.ordinal),
+            counters: metrics.for_thread(
+                shared.lane,
+                &context
+                    .as_ref()
+                    .map_or_else(|| "cpu".to_string(), |c| c.ordinal.to_string()),
+            ),
             metrics,
             shared,
             context,
@@ -208,7 +216,10 @@ impl<'a> Owner<'a> {
             this.model.recorder().set_queue_depth(counts.waiting());
             return;
         }
-        if let Some(reason) = execute(this, batch, &self.shared, self.device) {
+        let started = std::time::Instant::now();
+        let failure = execute(this, batch, &self.shared, self.device);
+        self.counters.executed(started.elapsed());
+        if let Some(reason) = failure {
             self.fail_device(&reason);
         }
     }

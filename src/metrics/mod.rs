@@ -26,8 +26,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 use crate::config::Endpoint;
@@ -168,8 +168,25 @@ pub struct Metrics {
     inference_queue_time: HistogramVec,
     inference_compute_time: HistogramVec,
     inference_executions: IntCounterVec,
+    thread_executions: IntCounterVec,
+    thread_busy: CounterVec,
     inference_rows: IntCounterVec,
     inference_streams_open: IntGauge,
+}
+
+/// What one GPU-owner or CPU instance thread counts of its executions.
+#[derive(Debug, Clone)]
+pub struct ThreadMetrics {
+    executions: IntCounter,
+    busy: Counter,
+}
+
+impl ThreadMetrics {
+    /// Counts one execution that ran for `busy`.
+    pub fn executed(&self, busy: Duration) {
+        self.executions.inc();
+        self.busy.inc_by(busy.as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -231,6 +248,15 @@ impl Metrics {
         self.gpu_failed
             .with_label_values(&[ordinal.as_str()])
             .set(0);
+    }
+
+    /// The execution counters of the thread `thread`, on `device` (an ordinal, or "cpu").
+    pub fn for_thread(&self, thread: &str, device: &str) -> ThreadMetrics {
+        let labels = [thread, device];
+        ThreadMetrics {
+            executions: self.thread_executions.with_label_values(&labels),
+            busy: self.thread_busy.with_label_values(&labels),
+        }
     }
 
     /// Records that GPU `ordinal` was taken out of service.

@@ -16,8 +16,8 @@
 //! and its calls, the GPU, the models and their inference series.
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use super::{
@@ -192,6 +192,20 @@ impl Metrics {
                 .buckets(INFERENCE_TIME_BUCKETS.to_vec()),
                 &["model", "version"],
             )?,
+            thread_executions: IntCounterVec::new(
+                opts(
+                    "thread_executions_total",
+                    "Executions run by each GPU-owner thread (one per device) or CPU instance thread, whatever the model.",
+                ),
+                &["thread", "device"],
+            )?,
+            thread_busy: CounterVec::new(
+                opts(
+                    "thread_busy_seconds_total",
+                    "Seconds each GPU-owner thread (one per device) or CPU instance thread spent running executions: its rate is the share of time the device was busy with this sidecar's work.",
+                ),
+                &["thread", "device"],
+            )?,
             inference_executions: IntCounterVec::new(
                 opts("inference_executions_total", "Executions of the model."),
                 &["model", "version"],
@@ -235,6 +249,8 @@ impl Metrics {
             Box::new(metrics.inference_queue_time.clone()),
             Box::new(metrics.inference_compute_time.clone()),
             Box::new(metrics.inference_executions.clone()),
+            Box::new(metrics.thread_executions.clone()),
+            Box::new(metrics.thread_busy.clone()),
             Box::new(metrics.inference_rows.clone()),
             Box::new(metrics.inference_streams_open.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),

@@ -111,6 +111,20 @@ fn every_device_gets_a_gpu_owner_thread_that_holds_its_context_alone() {
         let response = futures_executor::block_on(answer).unwrap();
         assert_eq!(lookup_rows(&response), expected_rows(&[i as i64 % 4]));
     }
+    // Every execution ran on one of the four threads, each counted under its device.
+    let scrape = crate::scrape::Scrape::fetch(sidecar.health_addr());
+    let per_thread: f64 = (0..4)
+        .map(|device| {
+            scrape.get(&format!(
+                "gpu_sidecar_thread_executions_total{{thread=\"gpu-owner-{device}\",device=\"{device}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(
+        per_thread,
+        scrape.get("gpu_sidecar_inference_executions_total{model=\"lookup\",version=\"1\"}"),
+        "{scrape:#?}"
+    );
     for device in 0..4 {
         assert!(
             sidecar

@@ -182,6 +182,17 @@ fn two_cpu_instances_run_two_executions_at_once() {
         );
     }
     assert_eq!(counts(&client(&sidecar.grpc_target()), "lookup"), (2, 2));
+    // One execution on each instance's thread.
+    let scrape = Scrape::fetch(sidecar.health_addr());
+    for thread in ["gpu-owner", "cpu-instance-1"] {
+        assert_eq!(
+            scrape.get(&format!(
+                "gpu_sidecar_thread_executions_total{{thread=\"{thread}\",device=\"cpu\"}}"
+            )),
+            1.0,
+            "{scrape:#?}"
+        );
+    }
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     assert!(
