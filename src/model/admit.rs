@@ -13,7 +13,9 @@
 // limitations under the License.
 
 //! Why a request was not admitted to a model's queue: [`AdmitError`], from routing (the
-//! sidecar's state, the model and version asked for) or from the queue (full, closed).
+//! sidecar's state, the model and version asked for) or from the queue (full, closed). The
+//! routing errors begin with Triton's own words, which its clients and tools match, and go
+//! on with the sidecar's detail.
 
 /// Why a request was not admitted to a model's queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,26 +27,26 @@ pub enum AdmitError {
     #[error("the sidecar is shutting down and takes no new requests")]
     ShuttingDown,
     /// No model of that name is served or known.
-    #[error("unknown model {name:?}: this sidecar serves {served}")]
+    #[error("Request for unknown model: '{name}' is not found: this sidecar serves {served}")]
     UnknownModel { name: String, served: String },
     /// The model's first version is being loaded: worth a retry.
-    #[error("model {name:?} is loading and takes requests once a version of it is warmed up: retry shortly")]
+    #[error("Request for unknown model: '{name}' has no available versions: model {name:?} is loading and takes requests once a version of it is warmed up: retry shortly")]
     ModelLoading { name: String },
     /// The model is known but no version of it is loaded.
-    #[error("model {name:?} is not loaded ({why}); load it with RepositoryModelLoad, or see RepositoryIndex")]
+    #[error("Request for unknown model: '{name}' has no available versions: model {name:?} is not loaded ({why}); load it with RepositoryModelLoad, or see RepositoryIndex")]
     NotLoaded { name: String, why: String },
     /// The model's versions were taken out of service (their GPUs failed).
-    #[error("model {name:?} is out of service: {why}")]
+    #[error("Request for unknown model: '{name}' has no available versions: model {name:?} is out of service: {why}")]
     OutOfService { name: String, why: String },
     /// The model has no such version.
-    #[error("model {name:?} has no version {version:?}: it serves {serving}; leave the version out for the newest")]
+    #[error("Request for unknown model: '{name}' version {version} is not found: model {name:?} has no version {version:?}: it serves {serving}; leave the version out for the newest")]
     NoSuchVersion {
         name: String,
         version: String,
         serving: String,
     },
     /// The version asked for is known and does not take requests.
-    #[error("version {version:?} of model {name:?} is not available: it serves {serving}; leave the version out for the newest")]
+    #[error("Request for unknown model: '{name}' version {version} is not at ready state: version {version:?} of model {name:?} is not available: it serves {serving}; leave the version out for the newest")]
     VersionUnavailable {
         name: String,
         version: String,

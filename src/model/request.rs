@@ -69,13 +69,14 @@ pub struct CheckedInputs {
 /// Checks the `given` inputs against `signature` (and `text`, the version's text stage, when
 /// it serves texts) and takes their tensors in the model's input order.
 pub fn check_inputs(
+    model: &str,
     signature: &Signature,
     text: Option<&TextModel>,
     given: Vec<NamedTensor>,
 ) -> Result<CheckedInputs, RequestError> {
     if let Some(text) = text {
         if given.iter().any(|input| input.name == text.info().input) {
-            return check_texts(signature, text, given);
+            return check_texts(model, signature, text, given);
         }
     }
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
@@ -86,8 +87,9 @@ pub fn check_inputs(
             .iter()
             .position(|spec| spec.name == input.name)
             .ok_or_else(|| {
+                // Triton's words first: its clients match them.
                 invalid(format!(
-                    "unknown input {:?}: the model's inputs are {}",
+                    "unexpected inference input '{}' for model '{model}': the model's inputs are {}",
                     input.name,
                     names(&signature.inputs)
                 ))
@@ -96,7 +98,7 @@ pub fn check_inputs(
             return Err(invalid(format!("input {:?} is given twice", input.name)));
         }
         let spec = &signature.inputs[index];
-        check_input(signature, spec, &input)?;
+        check_input(model, signature, spec, &input)?;
         if signature.batching() {
             let these = input.tensor.shape[0] as usize;
             match &rows {
@@ -115,7 +117,15 @@ pub fn check_inputs(
     let inputs = slots
         .into_iter()
         .zip(&signature.inputs)
-        .map(|(slot, spec)| slot.ok_or_else(|| invalid(format!("missing input {:?}", spec.name))))
+        .map(|(slot, spec)| {
+            slot.ok_or_else(|| {
+                invalid(format!(
+                    "expected {} inputs for model '{model}': missing input {:?}",
+                    signature.inputs.len(),
+                    spec.name
+                ))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     check_sequence_lengths(signature, &inputs)?;
     Ok(CheckedInputs {
@@ -127,6 +137,7 @@ pub fn check_inputs(
 
 /// Checks one input against the model's `spec`: datatype, shape, and the size of its data.
 fn check_input(
+    model: &str,
     signature: &Signature,
     spec: &TensorSpec,
     input: &NamedTensor,
@@ -134,12 +145,12 @@ fn check_input(
     let name = &input.name;
     if input.datatype != spec.datatype {
         return Err(invalid(format!(
-            "input {name:?}: datatype {} does not match the model's {}",
-            input.datatype, spec.datatype
+            "inference input '{name}' data-type is '{}', but model '{model}' expects '{}': send it as {}",
+            input.datatype, spec.datatype, spec.datatype
         )));
     }
     let shape = &input.tensor.shape;
-    check_shape(signature, spec, shape)?;
+    check_shape(model, signature, spec, shape)?;
     // BYTES elements were counted against the shape as they were decoded.
     let Some(element_size) = spec.datatype.size() else {
         return Ok(());
@@ -192,6 +203,7 @@ fn check_sequence_lengths(signature: &Signature, inputs: &[Tensor]) -> Result<()
 /// Checks a request of texts (one BYTES input, shape `[n]` or `[n, 1]`) and tokenizes them
 /// into the model's inputs.
 fn check_texts(
+    model: &str,
     signature: &Signature,
     text: &TextModel,
     mut given: Vec<NamedTensor>,
@@ -230,7 +242,7 @@ fn check_texts(
         },
         ..Default::default()
     };
-    check_input(&served, &spec, &input)?;
+    check_input(model, &served, &spec, &input)?;
     let elements = bytes_elements(&input.tensor.data)
         .map_err(|e| invalid(format!("input {:?}: {e}", info.input)))?;
     if signature.batching() && elements.len() > signature.max_batch_size as usize {
@@ -258,6 +270,7 @@ fn check_texts(
 /// Checks a request shape against the model's: same rank, fixed dimensions equal, and with
 /// batching a first dimension from 1 to `max-batch-size`.
 fn check_shape(
+    model: &str,
     signature: &Signature,
     spec: &TensorSpec,
     shape: &[i64],
@@ -269,9 +282,15 @@ fn check_shape(
         } else {
             ""
         };
+        // Triton's words first (its dimensions without spaces), then the sidecar's.
+        let compact = |dims: &[i64]| {
+            let dims: Vec<String> = dims.iter().map(i64::to_string).collect();
+            format!("[{}]", dims.join(","))
+        };
         invalid(format!(
-            "input {name:?}: shape {shape:?} does not match the model's {:?}{hint}",
-            spec.dims
+            "unexpected shape for input '{name}' for model '{model}'. Expected {}, got {}{hint}",
+            compact(&spec.dims),
+            compact(shape)
         ))
     };
     if shape.len() != spec.dims.len() {

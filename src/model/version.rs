@@ -96,7 +96,7 @@ impl ModelVersion {
 
     /// Checks `request` against the version (tokenizing its texts, if it sends texts).
     pub fn check(&self, request: InferRequest) -> Result<Checked, RequestError> {
-        check(&self.signature, self.text.as_ref(), request)
+        check(&self.name, &self.signature, self.text.as_ref(), request)
     }
 
     /// The named outputs of an answer, made as `answering` says from the execution's
@@ -177,6 +177,7 @@ pub struct Checked {
 /// Checks `request` against `signature` (and `text`, the version's text stage): its inputs
 /// ([`request`]) and the outputs it asks for ([`outputs`]).
 pub fn check(
+    model: &str,
     signature: &Signature,
     text: Option<&TextModel>,
     request: InferRequest,
@@ -186,7 +187,7 @@ pub fn check(
         outputs: asked,
         timeout,
     } = request;
-    let given = request::check_inputs(signature, text, inputs)?;
+    let given = request::check_inputs(model, signature, text, inputs)?;
     let info = text.map(TextModel::info);
     let texts = given.token_mask.is_some();
     let (outputs, mut answering) = outputs::requested_outputs(signature, info, &asked, texts)?;
@@ -300,7 +301,7 @@ mod tests {
     }
 
     fn message(signature: &Signature, request: InferRequest) -> String {
-        match check(signature, None, request) {
+        match check("m", signature, None, request) {
             Ok(_) => panic!("should be refused"),
             Err(RequestError::Invalid(m)) => m,
             Err(other) => panic!("not INVALID_ARGUMENT: {other:?}"),
@@ -309,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_valid_request_is_reordered_to_the_model_inputs() {
-        let checked = check(&model(8), None, request()).unwrap();
+        let checked = check("m", &model(8), None, request()).unwrap();
         assert_eq!(checked.request.rows, 2);
         assert_eq!(checked.request.inputs[0].shape, [2, 2]);
         assert_eq!(checked.request.inputs[1].data, [1, 2]);
@@ -323,7 +324,7 @@ mod tests {
         let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|r| r.inputs[1].name = "w".into()),
-                "unknown input \"w\": the model's inputs are \"x\", \"k\"",
+                "unexpected inference input 'w' for model 'm': the model's inputs are \"x\", \"k\"",
             ),
             (
                 Box::new(|r| {
@@ -333,15 +334,15 @@ mod tests {
             ),
             (
                 Box::new(|r| r.inputs[1].datatype = DataType::Fp64),
-                "datatype FP64 does not match the model's FP32",
+                "data-type is 'FP64', but model 'm' expects 'FP32'",
             ),
             (
                 Box::new(|r| r.inputs[1].tensor.shape = vec![2, 3]),
-                "shape [2, 3] does not match",
+                "Expected [-1,2], got [2,3]",
             ),
             (
                 Box::new(|r| r.inputs[1].tensor.shape = vec![2]),
-                "shape [2] does not match",
+                "Expected [-1,2], got [2]",
             ),
             (
                 Box::new(|r| {
@@ -406,7 +407,7 @@ mod tests {
     fn without_batching_the_model_shape_is_required() {
         let mut signature = model(0);
         signature.inputs[0].dims = vec![2, 2];
-        let checked = check(&signature, None, request()).unwrap();
+        let checked = check("m", &signature, None, request()).unwrap();
         assert_eq!(checked.request.rows, 1);
         let mut three = request();
         three.inputs[0].tensor = Tensor {
@@ -417,16 +418,14 @@ mod tests {
             shape: vec![3, 2],
             data: vec![0; 24],
         };
-        assert!(message(&signature, three).ends_with("does not match the model's [2, 2]"));
+        assert!(message(&signature, three).ends_with("Expected [2,2], got [3,2]"));
         // With a dimension of any size, the message says what -1 means.
         let mut wide = request();
         wide.inputs[1].tensor = Tensor {
             shape: vec![1, 3],
             data: vec![0; 12],
         };
-        assert!(
-            message(&model(8), wide).ends_with("does not match the model's [-1, 2] (-1: any size)")
-        );
+        assert!(message(&model(8), wide).ends_with("Expected [-1,2], got [1,3] (-1: any size)"));
     }
 
     #[test]
@@ -434,7 +433,10 @@ mod tests {
         let mut signature = model(8);
         signature.outputs[1].datatype = DataType::Unsupported("BF16");
         assert_eq!(
-            check(&signature, None, request()).unwrap().request.outputs,
+            check("m", &signature, None, request())
+                .unwrap()
+                .request
+                .outputs,
             [0]
         );
         let mut r = request();
@@ -454,7 +456,7 @@ mod tests {
         let mut signature = model(8);
         signature.outputs.swap(0, 1);
         signature.outputs[1].dims = vec![-1, 2];
-        let checked = check(&signature, None, r).unwrap();
+        let checked = check("m", &signature, None, r).unwrap();
         assert_eq!(checked.request.outputs, [1, 0]);
         assert_eq!(checked.request.timeout, Some(Duration::from_micros(1500)));
         use crate::model::outputs::OutputForm;

@@ -56,6 +56,37 @@ def check_strings(url):
     print("tritonclient strings check passed over", url)
 
 
+def refusal(call):
+    """The message of the InferenceServerException that `call` raises."""
+    try:
+        call()
+    except InferenceServerException as e:
+        return e.message()
+    check(False, "refused")
+
+
+def check_triton_wording(client, features):
+    """The refusals that Triton's clients and tools match begin with Triton's own words."""
+    def affine(name="features", datatype="FP32", data=features[:2], version=""):
+        tensor = grpcclient.InferInput(name, list(data.shape), datatype)
+        tensor.set_data_from_numpy(data)
+        return lambda: client.infer(MODEL, [tensor], model_version=version)
+
+    for message, words in [
+        (refusal(lambda: client.get_model_metadata("no-such-model")),
+         "Request for unknown model: 'no-such-model' is not found"),
+        (refusal(lambda: client.get_model_config("no-such-model")),
+         "Request for unknown model: 'no-such-model' is not found"),
+        (refusal(affine(version="7")), f"Request for unknown model: '{MODEL}' version 7 is not found"),
+        (refusal(affine(name="pixels")), f"unexpected inference input 'pixels' for model '{MODEL}'"),
+        (refusal(affine(data=features[:2, :3])),
+         f"unexpected shape for input 'features' for model '{MODEL}'. Expected [-1,4], got [2,3]"),
+        (refusal(affine(datatype="FP64", data=features[:2].astype(np.float64))),
+         f"inference input 'features' data-type is 'FP64', but model '{MODEL}' expects 'FP32'"),
+    ]:
+        check(message.startswith(words), f"{message!r} does not begin with Triton's {words!r}")
+
+
 def load_expected(fixture):
     with open(os.path.join(HERE, "..", "fixtures", "models", fixture + ".expected.json")) as f:
         expected = json.load(f)
@@ -187,6 +218,9 @@ def main():
         check(False, "an unknown model is refused")
     except InferenceServerException as e:
         check(e.status() == "StatusCode.NOT_FOUND", f"unknown model status {e.status()}")
+        check(e.message().startswith("Request for unknown model: 'no-such-model' is not found"),
+              f"Triton's words for an unknown model: {e.message()}")
+    check_triton_wording(client, features)
     stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
     check(int(stats["inference_stats"]["success"]["count"]) >= 2 + features.shape[0],
           f"statistics {stats}")

@@ -404,7 +404,9 @@ fn a_model_without_a_batch_dimension_runs_one_request_at_a_time() {
     ));
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
     assert!(
-        message.contains("shape [1, 3] does not match the model's [2, 3]"),
+        message.contains(
+            "unexpected shape for input 'x' for model 'fixed'. Expected [2,3], got [1,3]"
+        ),
         "{message}"
     );
 }

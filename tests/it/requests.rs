@@ -178,7 +178,7 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
                 r
             },
             RpcStatusCode::NOT_FOUND,
-            "unknown model \"resnet\"",
+            "Request for unknown model: 'resnet' is not found: this sidecar serves",
         ),
         (
             {
@@ -187,7 +187,7 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
                 r
             },
             RpcStatusCode::INVALID_ARGUMENT,
-            "input \"features\": datatype FP64 does not match the model's FP32",
+            "inference input 'features' data-type is 'FP64', but model 'affine' expects 'FP32': send it as FP32",
         ),
         (
             {
@@ -206,7 +206,7 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
         (
             raw_request("affine", "", &[]),
             RpcStatusCode::INVALID_ARGUMENT,
-            "missing input \"features\"",
+            "expected 1 inputs for model 'affine': missing input \"features\"",
         ),
     ];
     for (request, code, needle) in &cases {
@@ -224,7 +224,7 @@ fn bad_requests_never_reach_the_runtime_and_streams_stay_open() {
         assert!(
             answer
                 .error_message
-                .starts_with("INVALID_ARGUMENT: input \"features\""),
+                .starts_with("INVALID_ARGUMENT: inference input 'features' data-type is 'FP64'"),
             "{answer:?}"
         );
         assert_eq!(answer.infer_response.id, "bad");

@@ -18,9 +18,9 @@ package org.apache.flink.gpusidecar;
 
 /** Reading what a failed job said. */
 final class Failures {
-    /** What the sidecar says of an input of the wrong shape (src/rpc/tensors.rs). */
+    /** What the sidecar says of an input of the wrong shape, in Triton's words (src/model/request.rs). */
     static final String SIDECAR_SHAPE_MESSAGE =
-            "input \"features\": shape [1, 3] does not match the model's [-1, 4]";
+            "unexpected shape for input 'features' for model 'affine'. Expected [-1,4], got [1,3] (-1: any size)";
 
     private Failures() {}
 
