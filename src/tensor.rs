@@ -186,7 +186,7 @@ impl Signature {
     }
 
     /// Inputs of `rows` rows whose other dynamic dimensions are `length`, every element
-    /// `value` (integer inputs), 1 (floating point) or empty (BYTES).
+    /// `value` (integer inputs), 1 (floating point) or `"0"` (BYTES).
     pub fn filled_inputs(&self, rows: usize, length: usize, value: i64) -> Vec<Tensor> {
         self.inputs
             .iter()
@@ -202,10 +202,11 @@ impl Signature {
                     })
                     .collect();
                 let count = element_count(&shape).unwrap_or(0);
-                let data = if value == 0 {
-                    // Zeros, or for BYTES empty elements: a zero length each.
-                    let element = spec.datatype.size().unwrap_or(BYTES_LENGTH_PREFIX);
-                    vec![0; count * element]
+                let data = if spec.datatype == DataType::Bytes {
+                    // "0" each: a string a model that parses its strings as numbers accepts.
+                    (0..count).flat_map(|_| [1, 0, 0, 0, b'0']).collect()
+                } else if value == 0 {
+                    vec![0; count * spec.datatype.size().unwrap_or(0)]
                 } else {
                     (0..count)
                         .flat_map(|_| spec.datatype.encode_integer(value))

@@ -69,7 +69,7 @@ pub enum LoadError {
         served: String,
     },
     /// The warm-up execution failed.
-    #[error("the warm-up execution of model {} failed: {source}", path.display())]
+    #[error("the warm-up execution of model {} failed: {source}; give the model a warmup it accepts (\"zeros\", \"random\", or a file of sample data per input)", path.display())]
     WarmUp { path: PathBuf, source: RunError },
 }
 
@@ -82,6 +82,7 @@ impl LoadError {
             LoadError::Session { .. }
                 | LoadError::NotATensor { .. }
                 | LoadError::UnservedInput { .. }
+                | LoadError::WarmUp { .. }
         )
     }
 }

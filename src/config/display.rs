@@ -59,6 +59,7 @@ impl fmt::Display for Config {
             write_model_settings(f, "sidecar.model", model.intra_op_threads, &model.text)?;
             write_cuda(f, "sidecar.model", &model.cuda())?;
             write_placement(f, "sidecar.model", &model.placement())?;
+            writeln!(f, "sidecar.model.warmup = {}", model.warmup)?;
         }
         for (i, table) in self.models.iter().enumerate() {
             let key = format!("sidecar.models[{i}]");
@@ -72,6 +73,7 @@ impl fmt::Display for Config {
             write_model_settings(f, &key, table.intra_op_threads, &table.text)?;
             write_cuda(f, &key, &table.cuda())?;
             write_placement(f, &key, &table.placement())?;
+            writeln!(f, "{key}.warmup = {}", table.warmup)?;
             if let Some(policy) = &table.version_policy {
                 writeln!(f, "{key}.version-policy = {policy}")?;
             }

@@ -32,6 +32,7 @@ mod endpoints;
 mod models;
 mod placement;
 mod values;
+mod warmup;
 
 use std::fs;
 use std::io;
@@ -55,6 +56,7 @@ pub use self::values::{
     parse_duration, DeviceOrdinal, GpuConfig, GpuMode, GracePeriod, LogConfig, LogLevel,
     ShutdownConfig,
 };
+pub use self::warmup::Warmup;
 
 /// The keys without a default, checked before anything else so that an empty or partial file
 /// names what it lacks.
@@ -150,6 +152,7 @@ impl Config {
             version_policy: VersionPolicy::default(),
             cuda: model.cuda(),
             placement: model.placement(),
+            warmup: model.warmup.clone(),
         });
         let tables = self.models.iter().map(|table| ModelSpec {
             name: table.name.0.clone(),
@@ -165,6 +168,7 @@ impl Config {
             version_policy: table.version_policy.clone().unwrap_or_default(),
             cuda: table.cuda(),
             placement: table.placement(),
+            warmup: table.warmup.clone(),
         });
         shorthand.chain(tables).collect()
     }
@@ -307,6 +311,7 @@ impl Config {
             }
             self.gpu
                 .check_placement(&model.placement(), "sidecar.model.devices")?;
+            model.warmup.resolve(base);
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, table) in self.models.iter_mut().enumerate() {
@@ -341,6 +346,7 @@ impl Config {
             }
             self.gpu
                 .check_placement(&table.placement(), &format!("{key}.devices"))?;
+            table.warmup.resolve(base);
         }
         if let Some(repository) = &mut self.repository {
             if repository.as_os_str().is_empty() {

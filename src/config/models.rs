@@ -27,6 +27,7 @@ use super::batching::BatchingConfig;
 use super::cuda::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, MemoryLimit};
 use super::placement::{DeviceList, InstanceCount, Placement};
 use super::values::parse_duration;
+use super::warmup::Warmup;
 
 /// The longest `max-length` accepted, in tokens.
 const MAX_LENGTH_LIMIT: u32 = 1 << 20;
@@ -52,6 +53,9 @@ pub struct ModelConfig {
     arena_extend_strategy: Option<ArenaExtendStrategy>,
     /// How cuDNN picks convolution algorithms; default `exhaustive`.
     cudnn_conv_algo_search: Option<ConvAlgoSearch>,
+    /// What its warm-up execution runs; default: zeros.
+    #[serde(default)]
+    pub warmup: Warmup,
     /// The devices it runs on; default: all of the sidecar's.
     devices: Option<DeviceList>,
     /// Instances per device (on the CPU without a GPU); default 1.
@@ -156,6 +160,9 @@ pub struct ModelTable {
     arena_extend_strategy: Option<ArenaExtendStrategy>,
     /// How cuDNN picks convolution algorithms; default `exhaustive`.
     cudnn_conv_algo_search: Option<ConvAlgoSearch>,
+    /// What its warm-up execution runs; default: zeros.
+    #[serde(default)]
+    pub warmup: Warmup,
     /// The devices it runs on; default: all of the sidecar's.
     devices: Option<DeviceList>,
     /// Instances per device (on the CPU without a GPU); default 1.
@@ -179,6 +186,9 @@ pub struct ModelSettings {
     arena_extend_strategy: Option<ArenaExtendStrategy>,
     /// How cuDNN picks convolution algorithms; default `exhaustive`.
     cudnn_conv_algo_search: Option<ConvAlgoSearch>,
+    /// What its warm-up execution runs; default: zeros.
+    #[serde(default)]
+    pub warmup: Warmup,
     /// The devices it runs on; default: all of the sidecar's.
     devices: Option<DeviceList>,
     /// Instances per device (on the CPU without a GPU); default 1.
@@ -206,6 +216,7 @@ impl ModelSettings {
         if let Some(text) = &mut settings.text {
             validate_text(text, "text", folder, &batching, batching_key)?;
         }
+        settings.warmup.resolve(folder);
         Ok(settings)
     }
 }
@@ -323,6 +334,8 @@ pub struct ModelSpec {
     pub cuda: CudaOptions,
     /// Its devices and instances.
     pub placement: Placement,
+    /// What its warm-up execution runs.
+    pub warmup: Warmup,
 }
 
 /// A model table's CUDA provider options and placement, defaults filled in.

@@ -22,7 +22,7 @@ use crossbeam_channel::Sender;
 
 use super::served::Served;
 use crate::backend::Interrupter;
-use crate::config::{BatchingConfig, CudaOptions, Placement, ThreadCount};
+use crate::config::{BatchingConfig, CudaOptions, Placement, ThreadCount, Warmup};
 use crate::model::text::TextStage;
 use crate::serving::MemorySample;
 
@@ -69,6 +69,8 @@ pub struct LoadOrder {
     pub cuda: CudaOptions,
     /// Its devices and instances.
     pub placement: Placement,
+    /// What its warm-up execution runs.
+    pub warmup: Warmup,
 }
 
 impl std::fmt::Debug for GpuCommand {

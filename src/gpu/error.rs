@@ -23,6 +23,7 @@ use cudarc::driver::result::DriverError;
 use crate::backend::LoadError;
 use crate::model::file::ModelError;
 use crate::model::text::TextError;
+use crate::model::warmup::WarmupError;
 use crate::serving::ByteSize;
 use crate::shutdown::ShutdownError;
 
@@ -75,6 +76,9 @@ pub enum GpuError {
     /// The model's tokenizer does not fit the model.
     #[error(transparent)]
     Text(#[from] TextError),
+    /// The model's warm-up inputs could not be made.
+    #[error("model {}: {source}", path.display())]
+    Warmup { path: PathBuf, source: WarmupError },
     /// The thread stopped (shutdown) before the order was carried out.
     #[error("the GPU-owner thread stopped before the model was loaded")]
     Stopped,
@@ -87,7 +91,7 @@ impl GpuError {
         match self {
             GpuError::Model(e) => e.is_not_a_model(),
             GpuError::Runtime(e) => e.is_model_refusal(),
-            GpuError::Text(_) | GpuError::NotServedDevice { .. } => true,
+            GpuError::Text(_) | GpuError::NotServedDevice { .. } | GpuError::Warmup { .. } => true,
             _ => false,
         }
     }

@@ -43,6 +43,7 @@ use crate::model::file::{self, ModelBytes};
 use crate::model::queue;
 use crate::model::stats::Recorder;
 use crate::model::text::TextStage;
+use crate::model::warmup;
 use crate::model::{Instances, ModelVersion};
 use crate::serving::ByteSize;
 use crate::tensor::Signature;
@@ -398,7 +399,12 @@ impl GpuLoader {
             }
             other => other?,
         };
-        let warm_up = session.signature().zero_inputs(1);
+        let warm_up = warmup::inputs(session.signature(), &order.warmup).map_err(|source| {
+            GpuError::Warmup {
+                path: path.clone(),
+                source,
+            }
+        })?;
         session.run(warm_up).map_err(|source| LoadError::WarmUp {
             path: path.clone(),
             source,

@@ -159,6 +159,7 @@ impl Parts {
             text: None,
             cuda: Default::default(),
             placement: Placement::default(),
+            warmup: Default::default(),
         };
         let runtime = self.pool.runtime.get().unwrap();
         let target = Target {

@@ -40,6 +40,7 @@ pub mod stats;
 pub mod testing;
 pub mod text;
 pub mod version;
+pub mod warmup;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

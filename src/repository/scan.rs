@@ -101,6 +101,7 @@ fn read_model(folder: &Path, name: &str, batching: &BatchingConfig) -> Result<Fo
             batching: settings.batching.unwrap_or_else(|| batching.clone()),
             cuda,
             placement,
+            warmup: settings.warmup,
             version_policy: settings.version_policy,
         },
     })

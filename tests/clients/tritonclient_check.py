@@ -19,6 +19,8 @@ client (tritonclient[grpc], unmodified), and exits non-zero on the first disagre
     python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock   (or host:port)
     python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock strings
         (a sidecar serving tests/fixtures/models/strings.onnx: BYTES in, the same text out)
+    python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock simple_string
+        (a sidecar serving tests/fixtures/models/simple_string.onnx: numbers as strings)
     python3 tests/clients/tritonclient_check.py unix:/tmp/s.sock repository
         (a sidecar with a repository in explicit control: "affine" loaded at start, version 1
         the affine fixture; "second" not loaded, version 1 affine_v2's fixture)
@@ -87,6 +89,26 @@ def check_triton_wording(client, features):
         check(message.startswith(words), f"{message!r} does not begin with Triton's {words!r}")
 
 
+def check_simple_string(url):
+    """Numbers written as strings (Triton's simple_string): BYTES in, parsed by the model,
+    BYTES out, equal to what ONNX Runtime computed in process."""
+    client = grpcclient.InferenceServerClient(url)
+    path = os.path.join(HERE, "..", "fixtures", "models", "simple_string.expected.json")
+    with open(path) as f:
+        expected = json.load(f)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = expected["inputs"][name]
+        data = np.array([t.encode() for t in tensor["data"]], dtype=np.object_).reshape(tensor["shape"])
+        inputs.append(grpcclient.InferInput(name, list(data.shape), "BYTES"))
+        inputs[-1].set_data_from_numpy(data)
+    result = client.infer("simple_string", inputs)
+    for name in ("OUTPUT0", "OUTPUT1"):
+        got = [v.decode() for v in result.as_numpy(name).ravel()]
+        check(got == expected["outputs"][name]["data"], f"{name}: {got}")
+    print("tritonclient simple_string check passed over", url)
+
+
 def load_expected(fixture):
     with open(os.path.join(HERE, "..", "fixtures", "models", fixture + ".expected.json")) as f:
         expected = json.load(f)
@@ -150,6 +172,8 @@ def main():
         return check_strings(url)
     if sys.argv[2:] == ["repository"]:
         return check_repository(url)
+    if sys.argv[2:] == ["simple_string"]:
+        return check_simple_string(url)
     with open(os.path.join(HERE, "..", "fixtures", "models", "affine.expected.json")) as f:
         expected = json.load(f)
     features = np.array(expected["inputs"]["features"]["data"], dtype=np.float32).reshape(

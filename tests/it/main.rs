@@ -45,3 +45,4 @@ mod supervision;
 mod swap;
 mod text;
 mod util;
+mod warmup;

@@ -345,6 +345,22 @@ fn tritons_python_client_works_unmodified() {
     );
     sidecar.signal(libc::SIGTERM);
     assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    // Numbers as strings, which the model parses: it starts (its warm-up sends "0").
+    let (_dir, mut sidecar) = serve("simple_string", false, "", &[]);
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(sidecar.grpc_target())
+        .arg("simple_string")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "simple_string: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }
 
 /// Requests and answers over `sidecar.rpc.max-message-size` are refused with

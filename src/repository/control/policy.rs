@@ -209,6 +209,7 @@ impl Keeper {
             text: stage.cloned(),
             cuda: spec.cuda,
             placement: spec.placement.clone(),
+            warmup: spec.warmup.clone(),
         };
         let loaded = self
             .gpu
