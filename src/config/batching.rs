@@ -28,9 +28,9 @@ const DEFAULT_MAX_QUEUE_SIZE: u32 = 1024;
 /// As text-embeddings-inference's default: 64 rows of 256 tokens.
 const DEFAULT_MAX_BATCH_TOKENS: u32 = 16384;
 /// Limits that catch typos: more rows or waiting requests than this is never meant.
-const MAX_BATCH_SIZE_LIMIT: u32 = 1 << 20;
-const MAX_QUEUE_SIZE_LIMIT: u32 = 1 << 20;
-const MAX_QUEUE_DELAY_LIMIT: Duration = Duration::from_secs(10);
+pub const MAX_BATCH_SIZE_LIMIT: u32 = 1 << 20;
+pub const MAX_QUEUE_SIZE_LIMIT: u32 = 1 << 20;
+pub const MAX_QUEUE_DELAY_LIMIT: Duration = Duration::from_secs(10);
 
 /// `[sidecar.batching]`: the dynamic batcher in front of the model.
 #[derive(Debug, Clone, Deserialize)]

@@ -41,7 +41,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use self::batching::{BatchingConfig, DelayMode};
+pub use self::batching::{
+    BatchingConfig, DelayMode, MAX_BATCH_SIZE_LIMIT, MAX_QUEUE_DELAY_LIMIT, MAX_QUEUE_SIZE_LIMIT,
+};
 pub use self::cuda::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, MemoryLimit};
 pub use self::endpoints::{
     Endpoint, HealthConfig, MessageSize, RpcConfig, SocketMode, DEFAULT_MAX_MESSAGE_SIZE,

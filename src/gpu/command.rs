@@ -17,6 +17,7 @@
 //! takes; plain data that the handles and the owner's loop share.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
@@ -24,6 +25,7 @@ use super::served::Served;
 use crate::backend::Interrupter;
 use crate::config::{BatchingConfig, CudaOptions, Placement, ThreadCount, Warmup};
 use crate::model::text::TextStage;
+use crate::model::ModelVersion;
 use crate::serving::MemorySample;
 
 /// What ends the execution in progress of each resident session, by its load's number.
@@ -39,8 +41,8 @@ pub enum GpuCommand {
     /// Serve an instance of a version the loader made (the flag: `auto` mode found no usable CUDA
     /// provider, so the context may go); answers once it takes requests.
     Adopt(Box<Served>, bool, Sender<()>),
-    /// Serve a version's queue until nothing of it waits or runs, then free it.
-    Retire { name: String, version: u64 },
+    /// Serve this copy of a version's queue until nothing of it waits or runs, then free it.
+    Retire(Arc<ModelVersion>),
     /// Answer what is queued without running it, free everything and end the thread.
     Stop,
 }
@@ -80,7 +82,7 @@ impl std::fmt::Debug for GpuCommand {
             GpuCommand::Adopt(served, _, _) => {
                 write!(f, "Adopt({} {})", served.model.name, served.model.version)
             }
-            GpuCommand::Retire { name, version } => write!(f, "Retire({name} {version})"),
+            GpuCommand::Retire(model) => write!(f, "Retire({} {})", model.name, model.version),
             GpuCommand::Stop => f.write_str("Stop"),
         }
     }

@@ -64,6 +64,7 @@ use crate::backend::Backend;
 use crate::config::{DeviceSelection, GpuConfig, GpuMode};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::model::ModelVersion;
 use crate::serving::ServingInfo;
 use crate::shutdown::{Event, ShutdownError};
 
@@ -102,14 +103,11 @@ impl GpuLoader {
         self.pool.lost.1.clone()
     }
 
-    /// Has a version taken out of the routing table finish what it has, then be freed, on
-    /// every thread that has an instance of it.
-    pub fn retire(&self, name: &str, version: u64) {
+    /// Has this copy of a version, taken out of the routing table, finish what it has, then
+    /// be freed, on every thread that has an instance of it.
+    pub fn retire(&self, version: &Arc<ModelVersion>) {
         for lane in self.pool.lanes().iter() {
-            let _ = lane.commands.send(GpuCommand::Retire {
-                name: name.to_string(),
-                version,
-            });
+            let _ = lane.commands.send(GpuCommand::Retire(Arc::clone(version)));
         }
     }
 }

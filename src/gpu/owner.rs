@@ -329,13 +329,17 @@ impl<'a> Owner<'a> {
                 }
                 true
             }
-            GpuCommand::Retire { name, version } => {
-                // Every instance of it here; a thread without one has nothing to do.
-                for served in self.served.iter_mut().filter(|served| {
-                    served.model.name == name && served.model.version == version && !served.retiring
-                }) {
+            GpuCommand::Retire(model) => {
+                // Every instance of this copy here; a thread without one has nothing to do.
+                for served in self
+                    .served
+                    .iter_mut()
+                    .filter(|served| Arc::ptr_eq(&served.model, &model))
+                {
                     log::debug!(
-                        "model {name:?} version {version}: an instance on {} retires",
+                        "model {:?} version {}: an instance on {} retires",
+                        model.name,
+                        model.version,
                         self.shared.lane
                     );
                     served.retiring = true;

@@ -252,10 +252,7 @@ fn a_retired_version_runs_what_it_queued_then_is_freed() {
     old.queue.submit(job).unwrap();
     let (commands_in, commands) = unbounded();
     commands_in
-        .send(GpuCommand::Retire {
-            name: "m".to_string(),
-            version: 1,
-        })
+        .send(GpuCommand::Retire(Arc::clone(&old)))
         .unwrap();
     let waiter = std::thread::spawn(move || {
         let got = answer.recv().unwrap();

@@ -185,10 +185,10 @@ impl Versions {
     }
 
     /// Takes requests on `version` from now on.
-    pub fn add(&mut self, version: Arc<ModelVersion>) {
+    pub fn add(&mut self, version: Arc<ModelVersion>) -> Option<Arc<ModelVersion>> {
         let number = version.version;
         self.others.remove(&number);
-        self.serving.insert(number, version);
+        self.serving.insert(number, version)
     }
 
     /// Takes no more requests on `version`; what it has queued still runs.

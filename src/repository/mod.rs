@@ -24,6 +24,7 @@
 //! (checked, queued) → `gpu/owner.rs` and `model/batcher.rs` (gathered) → `gpu/execute.rs`
 //! (the execution) → back through the job's reply.
 
+pub mod config_override;
 pub mod control;
 pub mod scan;
 
@@ -67,6 +68,12 @@ pub enum RepositoryError {
         path: String,
         source: std::io::Error,
     },
+    /// A load's config override cannot be applied.
+    #[error("failed to load '{name}': its config override {reason}; what serves stays as it is")]
+    ConfigOverride { name: String, reason: String },
+    /// A load request sent model files, which the sidecar does not take.
+    #[error("failed to load '{name}': the request sends model files ({parameter}), which this sidecar does not take: put the model in its repository and load it by name")]
+    FilesInRequest { name: String, parameter: String },
     /// The sidecar stops: the repository takes no more orders.
     #[error("the sidecar is shutting down; the repository takes no more orders")]
     Stopped,

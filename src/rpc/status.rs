@@ -42,7 +42,9 @@ fn repository_code(error: &RepositoryError) -> RpcStatusCode {
         },
         RepositoryError::Unreadable { .. }
         | RepositoryError::NoVersion { .. }
-        | RepositoryError::Text { .. } => Code::INVALID_ARGUMENT,
+        | RepositoryError::Text { .. }
+        | RepositoryError::ConfigOverride { .. }
+        | RepositoryError::FilesInRequest { .. } => Code::INVALID_ARGUMENT,
         RepositoryError::Folder { .. } => Code::INTERNAL,
     }
 }

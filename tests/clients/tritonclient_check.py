@@ -130,6 +130,42 @@ def refused_not_found(call, name, what):
     check(False, f"{what} is refused")
 
 
+def check_config_override(client, features, scores):
+    """load_model with a config override (Triton's ModelConfig as JSON): applied to that load
+    and shown by ModelConfig; a malformed one, or model files in the request, fail with
+    "failed to load" and leave what serves as it was."""
+    override = {
+        "max_batch_size": 2,
+        "dynamic_batching": {"max_queue_delay_microseconds": 500,
+                             "default_queue_policy": {"max_queue_size": 8}},
+        "instance_group": [{"count": 2, "kind": "KIND_CPU"}],
+    }
+    client.load_model("second", config=json.dumps(override))
+
+    def shown():
+        config = client.get_model_config("second", as_json=True)["config"]
+        return (int(config["max_batch_size"]), config["instance_group"][0]["count"],
+                int(config["dynamic_batching"]["max_queue_delay_microseconds"]),
+                int(config["dynamic_batching"]["default_queue_policy"]["max_queue_size"]))
+    check(shown() == (2, 2, 500, 8), f"the override in ModelConfig: {shown()}")
+    two = grpcclient.InferInput("features", [2, features.shape[1]], "FP32")
+    two.set_data_from_numpy(features[:2])
+    got = client.infer("second", [two]).as_numpy("scores")
+    check(np.allclose(got, scores[:2], rtol=1e-5, atol=1e-6), "second's scores after the override")
+    for bad, words in [
+        ('{"max_batch_size": ', "is not JSON"),
+        ('{"sequence_batching": {}}', 'sets "sequence_batching"'),
+        ('{"version_policy": {"specific": {"versions": [0]}}}', "versions 0"),
+    ]:
+        message = refusal(lambda: client.load_model("second", config=bad))
+        check("failed to load 'second'" in message and words in message, f"{bad}: {message}")
+    message = refusal(lambda: client.load_model(
+        "second", config=json.dumps(override), files={"file:1/model.onnx": b"not a model"}))
+    check("failed to load 'second'" in message and "model files" in message, message)
+    check(client.is_model_ready("second") and shown() == (2, 2, 500, 8),
+          f"what serves stays after refused loads: {shown()}")
+
+
 def check_repository(url):
     """The repository extension through the client's own calls: index, load, unload."""
     client = grpcclient.InferenceServerClient(url)
@@ -151,6 +187,7 @@ def check_repository(url):
     check(not client.is_model_ready("second", "2"), "second version 2 not ready (not there)")
     got = client.infer("second", [tensor]).as_numpy("scores")
     check(np.allclose(got, scores_v2, rtol=1e-5, atol=1e-6), "second's scores")
+    check_config_override(client, features, scores_v2)
     ready = {m["name"] for m in client.get_model_repository_index(as_json=True)["models"]
              if m.get("state") == "READY"}
     check(ready == {"affine", "second"}, f"ready index {ready}")

@@ -35,6 +35,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, never, select, tick, unbounded, Receiver, Sender};
 use futures_channel::oneshot;
 
+use super::config_override::ConfigOverride;
 use super::scan::{self, FileStamp};
 use super::{names, Repository, RepositoryError};
 use crate::config::{BatchingConfig, Config, ModelSpec, RepositoryControl};
@@ -50,7 +51,11 @@ pub type Answer = oneshot::Sender<Result<(), RepositoryError>>;
 #[derive(Debug)]
 enum Order {
     /// Load (or reload: pick up new versions of) a model.
-    Load { name: String, answer: Answer },
+    Load {
+        name: String,
+        config: Option<ConfigOverride>,
+        answer: Answer,
+    },
     /// Stop serving a model; what it has queued still runs.
     Unload { name: String, answer: Answer },
     /// Rescan the repository (poll control; SIGHUP).
@@ -101,12 +106,25 @@ impl RepositoryOrders {
         (RepositoryOrders { orders }, receiver)
     }
 
-    /// Asks for model `name` to be loaded; the answer comes once it is (or is not).
-    pub fn load(&self, name: &str) -> oneshot::Receiver<Result<(), RepositoryError>> {
-        log::info!("RepositoryModelLoad {name:?}: ordered");
+    /// Asks for model `name` to be loaded, with its settings changed by `config` if given
+    /// (each version then loaded afresh); the answer comes once it is (or is not).
+    pub fn load(
+        &self,
+        name: &str,
+        config: Option<ConfigOverride>,
+    ) -> oneshot::Receiver<Result<(), RepositoryError>> {
+        log::info!(
+            "RepositoryModelLoad {name:?}: ordered{}",
+            if config.is_some() {
+                ", with a config override"
+            } else {
+                ""
+            }
+        );
         let (answer, answered) = oneshot::channel();
         let _ = self.orders.send(Order::Load {
             name: name.to_string(),
+            config,
             answer,
         });
         answered
@@ -249,7 +267,7 @@ impl Keeper {
                 log::info!("model {name:?} is in the repository and not loaded at start (sidecar.startup-models)");
                 continue;
             }
-            self.bring_to_policy(found, false)?;
+            self.bring_to_policy(found, false, false)?;
         }
         self.repository.update_readiness();
         Ok(())
@@ -321,8 +339,12 @@ impl Keeper {
 
     fn obey(&mut self, order: Order) {
         match order {
-            Order::Load { name, answer } => {
-                let outcome = self.load(&name);
+            Order::Load {
+                name,
+                config,
+                answer,
+            } => {
+                let outcome = self.load(&name, config.as_ref());
                 if let Err(e) = &outcome {
                     log::error!("RepositoryModelLoad {name:?}: {e}");
                 }
@@ -347,8 +369,10 @@ impl Keeper {
         }
     }
 
-    /// `RepositoryModelLoad`: (re)reads the model and brings it to its policy.
-    fn load(&mut self, name: &str) -> Result<(), RepositoryError> {
+    /// `RepositoryModelLoad`: (re)reads the model and brings it to its policy; with a config
+    /// override, its settings changed for this load and every version it serves loaded afresh
+    /// (the copies serving now run what they hold, then go).
+    fn load(&mut self, name: &str, config: Option<&ConfigOverride>) -> Result<(), RepositoryError> {
         if self.plan.control != RepositoryControl::Explicit {
             return Err(RepositoryError::NotExplicit {
                 control: self.plan.control,
@@ -369,7 +393,16 @@ impl Keeper {
             })?;
         let model = self.repository.model_or_new(name);
         let wanted_before = model.versions().wanted();
-        let outcome = self.bring_to_policy(found, false);
+        let outcome = match config {
+            Some(config) => {
+                let found = scan::Found {
+                    spec: config.apply(found.spec.clone()),
+                    versions: found.versions.clone(),
+                };
+                self.bring_to_policy(&found, false, true)
+            }
+            None => self.bring_to_policy(found, false, false),
+        };
         if outcome.is_err() && !wanted_before {
             // A failed load leaves things as they were: a model that was not served is still
             // not, and does not make the sidecar NOT_READY.
@@ -403,17 +436,17 @@ impl Keeper {
 
     /// Takes every version of `model` out of service; it is no longer wanted.
     fn unload_model(&mut self, model: &ModelHandle) {
-        let retired: Vec<u64> = {
+        let retired: Vec<_> = {
             let mut versions = model.versions_mut();
             versions.set_wanted(false);
             let numbers: Vec<u64> = versions.serving().keys().copied().collect();
-            for &version in &numbers {
-                versions.remove(version);
-            }
             numbers
+                .into_iter()
+                .filter_map(|version| versions.remove(version))
+                .collect()
         };
-        for version in retired {
-            self.retire(model.name(), version);
+        for version in &retired {
+            self.retire(version);
         }
         log::info!(
             "model {:?} unloaded: it takes no new requests",
@@ -432,7 +465,7 @@ impl Keeper {
         };
         for (name, found) in &known {
             self.repository.model_or_new(name);
-            if let Err(e) = self.bring_to_policy(found, true) {
+            if let Err(e) = self.bring_to_policy(found, true, false) {
                 log::error!("{e}");
             }
         }

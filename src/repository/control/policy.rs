@@ -19,12 +19,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{Keeper, Known};
 use crate::config::{ModelSource, ModelSpec};
 use crate::gpu::LoadOrder;
 use crate::model::text::TextStage;
-use crate::model::{ModelHandle, VersionState};
+use crate::model::{ModelHandle, ModelVersion, VersionState};
 use crate::repository::scan::{self, FileStamp};
 use crate::repository::RepositoryError;
 
@@ -77,6 +78,7 @@ impl Keeper {
         &mut self,
         found: &scan::Found,
         polling: bool,
+        afresh: bool,
     ) -> Result<(), RepositoryError> {
         let spec = &found.spec;
         let name = spec.name.as_str();
@@ -108,10 +110,12 @@ impl Keeper {
         }
         let mut first_error = None;
         let resident: Vec<u64> = model.versions().serving().keys().copied().collect();
+        // Afresh (new settings): every version picked is loaded again, the serving copy going
+        // once the new one takes requests.
         let to_load: Vec<u64> = picked
             .iter()
             .copied()
-            .filter(|version| !resident.contains(version))
+            .filter(|version| afresh || !resident.contains(version))
             .collect();
         let stage = if to_load.is_empty() {
             None
@@ -166,8 +170,9 @@ impl Keeper {
             }
         };
         for version in going {
-            model.versions_mut().remove(version);
-            self.retire(name, version);
+            if let Some(old) = model.versions_mut().remove(version) {
+                self.retire(&old);
+            }
         }
         {
             // Forget what became of versions no longer there.
@@ -227,15 +232,21 @@ impl Keeper {
             loaded.load_time,
             loaded.batching.max_queue_size,
         );
-        model.versions_mut().add(loaded);
+        if let Some(replaced) = model.versions_mut().add(loaded) {
+            // Loaded afresh: the copy it replaces runs what it holds, then goes; the version's
+            // series stay for the new one.
+            self.gpu.retire(&replaced);
+            log::info!("model {name:?} version {version}: the copy loaded before runs what it holds, then goes");
+        }
         log::info!("model {name:?} version {version} takes requests");
         Ok(())
     }
 
     /// Has a version taken out of the routing table run what it holds, then be freed.
-    pub(super) fn retire(&self, name: &str, version: u64) {
-        self.metrics.model_retiring(name, version);
-        self.gpu.retire(name, version);
-        log::info!("model {name:?} version {version} takes no new requests");
+    pub(super) fn retire(&self, version: &Arc<ModelVersion>) {
+        let (name, number) = (&version.name, version.version);
+        self.metrics.model_retiring(name, number);
+        self.gpu.retire(version);
+        log::info!("model {name:?} version {number} takes no new requests");
     }
 }

@@ -41,6 +41,7 @@ use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::{GaugeGuard, Metrics, Outcome};
 use crate::model::{AdmitError, ModelVersion};
 use crate::proto::grpc_service as pb;
+use crate::repository::config_override::ConfigOverride;
 use crate::repository::control::RepositoryOrders;
 use crate::repository::{Repository, RepositoryError};
 
@@ -264,8 +265,12 @@ pub fn create_service(service: InferenceService) -> Service {
             RepositoryModelLoadResponse
         ),
         move |ctx, req: RepositoryModelLoadRequest, sink| {
-            let done =
-                s.repository_order(&req.model_name, &req.parameters, |name| s.orders.load(name));
+            let done = s.repository_order(
+                &req.model_name,
+                &req.parameters,
+                |name, config| s.orders.load(name, config),
+                true,
+            );
             s.answer_later(ctx, sink, done);
         },
     );
@@ -278,9 +283,12 @@ pub fn create_service(service: InferenceService) -> Service {
             RepositoryModelUnloadResponse
         ),
         move |ctx, req: RepositoryModelUnloadRequest, sink| {
-            let done = s.repository_order(&req.model_name, &req.parameters, |name| {
-                s.orders.unload(name)
-            });
+            let done = s.repository_order(
+                &req.model_name,
+                &req.parameters,
+                |name, _| s.orders.unload(name),
+                false,
+            );
             s.answer_later(ctx, sink, done);
         },
     );
@@ -349,29 +357,52 @@ impl InferenceService {
         &self,
         name: &str,
         parameters: &std::collections::HashMap<String, pb::ModelRepositoryParameter>,
-        order: impl FnOnce(&str) -> oneshot::Receiver<Result<(), RepositoryError>>,
+        order: impl FnOnce(
+            &str,
+            Option<ConfigOverride>,
+        ) -> oneshot::Receiver<Result<(), RepositoryError>>,
+        load: bool,
     ) -> impl std::future::Future<Output = Result<(), Failure>> + Send + 'static {
-        // `unload_dependents` (Triton's client always sends it) concerns ensembles, which
-        // are not served here: there is nothing else to unload.
-        let refused = if let Some(key) = parameters
-            .keys()
-            .find(|key| key.as_str() != "unload_dependents")
-        {
-            Some(Failure::Decode(kserve::DecodeError::Invalid(format!(
-                "the parameter {key:?} is not supported: this sidecar loads models only as they are in its repository (no config override or files in the request)"
-            ))))
-        } else if self.lifecycle.state() != State::Ready {
-            Some(Failure::Admission(
+        let mut config = None;
+        let mut refused = None;
+        for (key, value) in parameters {
+            use pb::model_repository_parameter::Parameter_choice;
+            match (key.as_str(), &value.parameter_choice) {
+                // `unload_dependents` (Triton's client always sends it) concerns ensembles,
+                // which are not served here: there is nothing else to unload.
+                ("unload_dependents", _) => {}
+                ("config", Some(Parameter_choice::StringParam(json))) if load => {
+                    match ConfigOverride::parse(name, json) {
+                        Ok(parsed) => config = Some(parsed),
+                        Err(e) => refused = Some(Failure::Repository(e)),
+                    }
+                }
+                (file, _) if load && file.starts_with("file:") => {
+                    refused = Some(Failure::Repository(RepositoryError::FilesInRequest {
+                        name: name.to_string(),
+                        parameter: file.to_string(),
+                    }))
+                }
+                (other, _) => {
+                    refused = Some(Failure::Decode(kserve::DecodeError::Invalid(format!(
+                        "the parameter {other:?} is not supported: this sidecar takes a config override (\"config\", Triton's ModelConfig as JSON, on a load) and no other"
+                    ))))
+                }
+            }
+            if refused.is_some() {
+                break;
+            }
+        }
+        if refused.is_none() && self.lifecycle.state() != State::Ready {
+            refused = Some(Failure::Admission(
                 if self.lifecycle.state() == State::Starting {
                     AdmitError::Loading
                 } else {
                     AdmitError::ShuttingDown
                 },
-            ))
-        } else {
-            None
-        };
-        let answered = refused.is_none().then(|| order(name));
+            ));
+        }
+        let answered = refused.is_none().then(|| order(name, config));
         async move {
             if let Some(failure) = refused {
                 return Err(failure);
