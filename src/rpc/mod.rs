@@ -30,6 +30,7 @@ mod health;
 pub mod inference;
 pub mod kserve;
 mod metadata;
+mod shared_memory;
 mod sidecar;
 mod status;
 

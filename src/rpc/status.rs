@@ -21,6 +21,7 @@
 use grpcio::{RpcStatus, RpcStatusCode};
 
 use super::kserve::DecodeError;
+use super::shared_memory::SharedMemoryError;
 use crate::gpu::GpuError;
 use crate::metrics::Outcome;
 use crate::model::job::JobFailure;
@@ -67,6 +68,9 @@ pub enum Failure {
     /// A repository load or unload was refused or failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+    /// A shared memory region could not be registered, read or written.
+    #[error(transparent)]
+    SharedMemory(#[from] SharedMemoryError),
 }
 
 impl Failure {
@@ -105,6 +109,13 @@ impl Failure {
                 (Code::UNAVAILABLE, Outcome::Unavailable)
             }
             Failure::Job(JobFailure::Execution(_)) => (Code::INTERNAL, Outcome::Internal),
+            Failure::SharedMemory(SharedMemoryError::AlreadyRegistered { .. }) => {
+                (Code::ALREADY_EXISTS, Outcome::Invalid)
+            }
+            Failure::SharedMemory(SharedMemoryError::Io { .. }) => {
+                (Code::INTERNAL, Outcome::Internal)
+            }
+            Failure::SharedMemory(_) => (Code::INVALID_ARGUMENT, Outcome::Invalid),
         }
     }
 

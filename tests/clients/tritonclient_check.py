@@ -33,7 +33,9 @@ import sys
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+import tritonclient.utils.shared_memory as shm
+from tritonclient.utils import (InferenceServerException, serialize_byte_tensor,
+                                serialized_byte_size)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = "affine"
@@ -42,6 +44,74 @@ MODEL = "affine"
 def check(condition, what):
     if not condition:
         sys.exit(f"tritonclient check failed: {what}")
+
+
+def regions(client, sizes):
+    """Fresh system shared memory regions of `sizes` (name -> bytes), registered; returns
+    their handles. Keys are per process, so that checks running at once do not meet."""
+    client.unregister_system_shared_memory()
+    handles = {}
+    for name, size in sizes.items():
+        key = f"/gpu_sidecar_check_{os.getpid()}_{name}"
+        handles[name] = shm.create_shared_memory_region(name, key, size)
+        client.register_system_shared_memory(name, key, size)
+    return handles
+
+
+def drop_regions(client, handles):
+    client.unregister_system_shared_memory()
+    for handle in handles.values():
+        shm.destroy_shared_memory_region(handle)
+
+
+def check_shared_memory(client, features, scores, best):
+    """Inputs read from, and outputs written into, system shared memory (Triton's
+    extension, through the client's own helpers); and its refusals, one by one."""
+    metadata = client.get_server_metadata(as_json=True)
+    check("system_shared_memory" in metadata["extensions"], f"extensions {metadata}")
+    scores_size, best_size = scores.nbytes, best.nbytes
+    handles = regions(client, {"in": features.nbytes, "out": scores_size + best_size})
+    status = client.get_system_shared_memory_status(as_json=True)["regions"]
+    check(set(status) == {"in", "out"} and int(status["in"]["byte_size"]) == features.nbytes,
+          f"status {status}")
+    shm.set_shared_memory_region(handles["in"], [features])
+    tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
+    tensor.set_shared_memory("in", features.nbytes)
+    wanted = [grpcclient.InferRequestedOutput("scores"), grpcclient.InferRequestedOutput("best")]
+    wanted[0].set_shared_memory("out", scores_size)
+    wanted[1].set_shared_memory("out", best_size, offset=scores_size)
+    result = client.infer(MODEL, [tensor], outputs=wanted)
+    check(all(len(raw) == 0 for raw in result.get_response().raw_output_contents),
+          "the outputs are in shared memory, not in the message")
+    shape = list(result.get_output("scores").shape)
+    got = shm.get_contents_as_numpy(handles["out"], np.float32, shape)
+    check(np.allclose(got, scores, rtol=1e-5, atol=1e-6), "scores read from shared memory")
+    got = shm.get_contents_as_numpy(handles["out"], np.int64, list(result.get_output("best").shape),
+                                    offset=scores_size)
+    check(list(got) == list(best), f"best read from shared memory: {got}")
+
+    def infer_with(input_region="in", input_size=features.nbytes, output_size=scores_size):
+        tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
+        tensor.set_shared_memory(input_region, input_size)
+        out = grpcclient.InferRequestedOutput("scores")
+        out.set_shared_memory("out", output_size)
+        return lambda: client.infer(MODEL, [tensor], outputs=[out])
+
+    for message, words in [
+        (refusal(infer_with(input_region="nowhere")),
+         "Unable to find system shared memory region: 'nowhere'"),
+        (refusal(infer_with(input_size=features.nbytes * 2)),
+         "Invalid offset + byte size for shared memory region: 'in'"),
+        (refusal(infer_with(output_size=8)), "is too small for output \"scores\""),
+        (refusal(lambda: client.register_system_shared_memory("in", "/absent_region", 8)),
+         "shared memory region 'in' already in manager"),
+        (refusal(lambda: client.register_system_shared_memory("other", "/gpu_sidecar_absent", 8)),
+         "Unable to open system shared memory region: '/gpu_sidecar_absent'"),
+    ]:
+        check(message.startswith(words) or words in message, f"{message!r} lacks {words!r}")
+    drop_regions(client, handles)
+    check(client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {},
+          "every region unregistered")
 
 
 def check_strings(url):
@@ -55,6 +125,19 @@ def check_strings(url):
     check(list(same) == want, f"strings back {list(same)} != {want}")
     metadata = client.get_model_metadata("strings", as_json=True)
     check(metadata["inputs"][0]["datatype"] == "BYTES", f"metadata {metadata}")
+    # Strings through system shared memory, in Triton's serialised form, both ways.
+    serialized = serialize_byte_tensor(np.array(want, dtype=np.object_))
+    size = serialized_byte_size(serialized)
+    handles = regions(client, {"texts_in": size, "texts_out": size})
+    shm.set_shared_memory_region(handles["texts_in"], [serialized])
+    text = grpcclient.InferInput("text", [len(texts)], "BYTES")
+    text.set_shared_memory("texts_in", size)
+    out = grpcclient.InferRequestedOutput("same")
+    out.set_shared_memory("texts_out", size)
+    result = client.infer("strings", [text], outputs=[out])
+    got = shm.get_contents_as_numpy(handles["texts_out"], np.object_, [len(texts)])
+    check(list(got) == want, f"strings back through shared memory {list(got)} != {want}")
+    drop_regions(client, handles)
     print("tritonclient strings check passed over", url)
 
 
@@ -282,6 +365,7 @@ def main():
         check(e.message().startswith("Request for unknown model: 'no-such-model' is not found"),
               f"Triton's words for an unknown model: {e.message()}")
     check_triton_wording(client, features)
+    check_shared_memory(client, features[:2], scores[:2], best[:2])
     stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
     check(int(stats["inference_stats"]["success"]["count"]) >= 2 + features.shape[0],
           f"statistics {stats}")

@@ -39,7 +39,15 @@ use crate::model::outputs::Answering;
 use crate::model::{AdmitError, ModelVersion};
 use crate::proto::grpc_service as pb;
 use crate::rpc::kserve;
+use crate::rpc::shared_memory::OutputPlacements;
 use crate::rpc::status::Failure;
+
+/// How a request's answer is made and delivered: its outputs from the model's (pooling, top
+/// classes), and those written into shared memory regions.
+pub(super) struct Delivery {
+    pub answering: Answering,
+    pub placements: OutputPlacements,
+}
 
 /// A request refused, and the version it was routed to, if it got that far.
 pub(super) struct Refusal {
@@ -66,17 +74,22 @@ impl InferenceService {
         &self,
         request: &mut pb::ModelInferRequest,
         abandoned: Arc<AtomicBool>,
-        reply: impl FnOnce(Arc<ModelVersion>, Answering) -> Reply,
+        reply: impl FnOnce(Arc<ModelVersion>, Delivery) -> Reply,
     ) -> Result<Arc<ModelVersion>, Refusal> {
         let model = self.repository.model(&request.model_name)?;
         let asked = request.model_version.clone();
+        // Counted against the version it would have gone to.
+        let refused = |failure: Failure| Refusal {
+            failure,
+            version: model.version(&asked).ok(),
+        };
+        let placements = self
+            .shared_memory
+            .place(request)
+            .map_err(|e| refused(e.into()))?;
         let decoded = kserve::check_size("request", request, self.max_message_size)
             .and_then(|()| kserve::decode(request))
-            .map_err(|e| Refusal {
-                failure: e.into(),
-                // Counted against the version it would have gone to.
-                version: model.version(&asked).ok(),
-            })?;
+            .map_err(|e| refused(e.into()))?;
         model.route(&asked, |version| {
             let refuse = |failure: Failure| Refusal {
                 failure,
@@ -87,7 +100,13 @@ impl InferenceService {
                 .submit(
                     checked.request,
                     abandoned,
-                    reply(Arc::clone(version), checked.answering),
+                    reply(
+                        Arc::clone(version),
+                        Delivery {
+                            answering: checked.answering,
+                            placements,
+                        },
+                    ),
                 )
                 .map_err(|e| refuse(e.into()))?;
             Ok(Arc::clone(version))
@@ -100,12 +119,13 @@ impl InferenceService {
         &self,
         version: &ModelVersion,
         id: String,
-        answering: &Answering,
+        delivery: &Delivery,
         result: JobResult,
     ) -> Result<pb::ModelInferResponse, Failure> {
         let (tensors, indices) = result?;
-        let outputs = version.answer(answering, tensors, &indices);
-        let response = kserve::response(&version.name, version.version, id, outputs);
+        let outputs = version.answer(&delivery.answering, tensors, &indices);
+        let mut response = kserve::response(&version.name, version.version, id, outputs);
+        delivery.placements.write(&mut response)?;
         kserve::check_size("answer", &response, self.max_message_size)?;
         Ok(response)
     }
@@ -121,16 +141,12 @@ impl InferenceService {
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         let deadline = ctx.deadline();
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Answering, JobResult)>();
-        let admitted = self.admit(
-            &mut request,
-            Arc::clone(&abandoned),
-            |version, answering| {
-                Box::new(move |result| {
-                    let _ = answer.send((version, answering, result));
-                })
-            },
-        );
+        let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Delivery, JobResult)>();
+        let admitted = self.admit(&mut request, Arc::clone(&abandoned), |version, delivery| {
+            Box::new(move |result| {
+                let _ = answer.send((version, delivery, result));
+            })
+        });
         let service = self.clone();
         let id = std::mem::take(&mut request.id);
         let task = async move {
@@ -156,7 +172,7 @@ impl InferenceService {
                     Either::Right(((), _)) => None,
                 }
             };
-            let Some((version, answering, result)) = result else {
+            let Some((version, delivery, result)) = result else {
                 abandoned.store(true, Ordering::Relaxed);
                 let outcome = if deadline.exceeded() {
                     Outcome::Deadline
@@ -166,7 +182,7 @@ impl InferenceService {
                 service.finish(outcome, received, Some(&routed));
                 return Ok(());
             };
-            match service.respond(&version, id, &answering, result) {
+            match service.respond(&version, id, &delivery, result) {
                 Ok(response) => {
                     service.finish(Outcome::Ok, received, Some(&version));
                     sink.send((response, WriteFlags::default())).await?;

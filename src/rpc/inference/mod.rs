@@ -44,13 +44,15 @@ use crate::proto::grpc_service as pb;
 use crate::repository::config_override::ConfigOverride;
 use crate::repository::control::RepositoryOrders;
 use crate::repository::{Repository, RepositoryError};
+use crate::rpc::shared_memory::SharedMemory;
 
 /// The protocol extensions this server implements.
-const EXTENSIONS: [&str; 4] = [
+const EXTENSIONS: [&str; 5] = [
     "classification",
     "model_configuration",
     "model_repository",
     "statistics",
+    "system_shared_memory",
 ];
 
 /// The service's shared state; cloned into each handler.
@@ -62,6 +64,8 @@ pub struct InferenceService {
     orders: RepositoryOrders,
     /// `sidecar.rpc.max-message-size`, for requests and answers alike.
     max_message_size: usize,
+    /// The system shared memory regions clients registered.
+    shared_memory: Arc<SharedMemory>,
 }
 
 impl InferenceService {
@@ -78,6 +82,7 @@ impl InferenceService {
             repository,
             orders,
             max_message_size,
+            shared_memory: Arc::default(),
         }
     }
 }
@@ -254,6 +259,51 @@ pub fn create_service(service: InferenceService) -> Service {
                     .collect(),
                 ..Default::default()
             })
+        }
+    );
+    unary!(
+        builder,
+        service,
+        "SystemSharedMemoryRegister",
+        SystemSharedMemoryRegisterRequest,
+        SystemSharedMemoryRegisterResponse,
+        |s, req| {
+            s.shared_memory
+                .register(&req.name, &req.key, req.offset, req.byte_size)
+                .map(|()| SystemSharedMemoryRegisterResponse::default())
+                .map_err(Failure::from)
+        }
+    );
+    unary!(
+        builder,
+        service,
+        "SystemSharedMemoryUnregister",
+        SystemSharedMemoryUnregisterRequest,
+        SystemSharedMemoryUnregisterResponse,
+        |s, req| {
+            s.shared_memory
+                .unregister(&req.name)
+                .map(|()| SystemSharedMemoryUnregisterResponse::default())
+                .map_err(Failure::from)
+        }
+    );
+    unary!(
+        builder,
+        service,
+        "SystemSharedMemoryStatus",
+        SystemSharedMemoryStatusRequest,
+        SystemSharedMemoryStatusResponse,
+        |s, req| {
+            s.shared_memory
+                .status(&req.name)
+                .map(|regions| SystemSharedMemoryStatusResponse {
+                    regions: regions
+                        .into_iter()
+                        .map(|region| (region.name.clone(), region))
+                        .collect(),
+                    ..Default::default()
+                })
+                .map_err(Failure::from)
         }
     );
     let s = service.clone();

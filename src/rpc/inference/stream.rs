@@ -29,12 +29,11 @@ use futures_util::future::{self, Either};
 use futures_util::{stream, FutureExt, SinkExt, StreamExt};
 use grpcio::{DuplexSink, RequestStream, RpcContext, WriteFlags};
 
-use super::infer::Refusal;
+use super::infer::{Delivery, Refusal};
 use super::InferenceService;
 use crate::lifecycle::State;
 use crate::metrics::{GaugeGuard, Outcome};
 use crate::model::job::JobResult;
-use crate::model::outputs::Answering;
 use crate::model::{AdmitError, ModelVersion};
 use crate::proto::grpc_service as pb;
 use crate::rpc::status::{error_answer, Failure};
@@ -109,13 +108,13 @@ impl InferenceService {
                             service.admit(
                                 &mut request,
                                 Arc::clone(&abandoned),
-                                |version, answering| {
+                                |version, delivery| {
                                     Box::new(move |result| {
                                         let answer = StreamAnswer {
                                             id: reply_id,
                                             received,
                                             version,
-                                            answering,
+                                            delivery,
                                             result,
                                         };
                                         // The stream has ended (its client went away): the
@@ -202,11 +201,11 @@ impl InferenceService {
             id,
             received,
             version,
-            answering,
+            delivery,
             result,
         } = answer;
         let reply_id = id.clone();
-        match self.respond(&version, id, &answering, result) {
+        match self.respond(&version, id, &delivery, result) {
             Ok(response) => {
                 self.finish(Outcome::Ok, received, Some(&version));
                 pb::ModelStreamInferResponse {
@@ -242,6 +241,6 @@ struct StreamAnswer {
     /// The version that ran it.
     version: Arc<ModelVersion>,
     /// How the answer is made from the outputs.
-    answering: Answering,
+    delivery: Delivery,
     result: JobResult,
 }

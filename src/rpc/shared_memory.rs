@@ -1,0 +1,343 @@
+// Copyright 2026 The gpu-sidecar Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Triton's system shared memory extension, on the completion-queue threads: regions of
+//! `/dev/shm` that a client on the same host registers (`SystemSharedMemoryRegister`, by
+//! name, key, offset and size), inputs read from a region instead of the message, and outputs
+//! written into one. A region's file is opened once, at registration, and read and written
+//! with positioned reads and writes (no mapping): an input's bytes are read once, into the
+//! request, as if they had come in `raw_input_contents`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::proto::grpc_service as pb;
+use pb::infer_parameter::Parameter_choice;
+
+/// Where POSIX shared memory objects live.
+const SHM_FOLDER: &str = "/dev/shm";
+
+/// The request parameters that place a tensor in a region.
+const REGION: &str = "shared_memory_region";
+const OFFSET: &str = "shared_memory_offset";
+const BYTE_SIZE: &str = "shared_memory_byte_size";
+
+/// Why a region could not be registered, read or written. The messages begin with Triton's
+/// words where it has some.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedMemoryError {
+    #[error("Unable to find system shared memory region: '{name}': register it first (SystemSharedMemoryRegister)")]
+    NotFound { name: String },
+    #[error("shared memory region '{name}' already in manager: unregister it first, or register under another name")]
+    AlreadyRegistered { name: String },
+    #[error("Unable to open system shared memory region: '{key}' ({reason}): create it (shm_open, or tritonclient's create_shared_memory_region) before registering it")]
+    Open { key: String, reason: String },
+    #[error("Invalid offset + byte size for shared memory region: '{name}': {detail}")]
+    Bounds { name: String, detail: String },
+    #[error("{tensor} {name:?}: {reason}")]
+    Parameters {
+        tensor: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error("shared memory region '{region}' ({byte_size} bytes) is too small for output {output:?} of {needed} bytes: register a larger region")]
+    TooSmall {
+        region: String,
+        byte_size: u64,
+        output: String,
+        needed: usize,
+    },
+    #[error("system shared memory region '{name}': {reason}")]
+    Io { name: String, reason: String },
+}
+
+/// One registered region: its file, open, and the window of it the client named.
+#[derive(Debug)]
+struct Region {
+    key: String,
+    offset: u64,
+    byte_size: u64,
+    file: File,
+}
+
+/// The regions registered, by name.
+#[derive(Debug, Default)]
+pub struct SharedMemory {
+    regions: Mutex<BTreeMap<String, Arc<Region>>>,
+}
+
+/// Outputs a request wants written into regions: (output, region's name, region, offset in
+/// it, bytes there).
+#[derive(Debug, Default)]
+pub struct OutputPlacements(Vec<(String, String, Arc<Region>, u64, u64)>);
+
+impl SharedMemory {
+    fn regions(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Region>>> {
+        self.regions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `SystemSharedMemoryRegister`: opens `/dev/shm/KEY` and checks that `offset` and
+    /// `byte_size` lie within it.
+    pub fn register(
+        &self,
+        name: &str,
+        key: &str,
+        offset: u64,
+        byte_size: u64,
+    ) -> Result<(), SharedMemoryError> {
+        if self.regions().contains_key(name) {
+            return Err(SharedMemoryError::AlreadyRegistered {
+                name: name.to_string(),
+            });
+        }
+        let path = PathBuf::from(SHM_FOLDER).join(key.trim_start_matches('/'));
+        let open = |reason: String| SharedMemoryError::Open {
+            key: key.to_string(),
+            reason,
+        };
+        if key.trim_start_matches('/').contains('/') || key.trim_start_matches('/').is_empty() {
+            return Err(open(
+                "a key names one object of /dev/shm, such as \"/input_simple\"".to_string(),
+            ));
+        }
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| open(e.to_string()))?;
+        let size = file.metadata().map_err(|e| open(e.to_string()))?.len();
+        if offset.checked_add(byte_size).is_none_or(|end| end > size) || byte_size == 0 {
+            return Err(SharedMemoryError::Bounds {
+                name: name.to_string(),
+                detail: format!(
+                    "offset {offset} + byte size {byte_size} does not lie within the object's {size} bytes (and the size must be more than 0)"
+                ),
+            });
+        }
+        self.regions().insert(
+            name.to_string(),
+            Arc::new(Region {
+                key: key.to_string(),
+                offset,
+                byte_size,
+                file,
+            }),
+        );
+        log::info!(
+            "system shared memory region {name:?} registered: {key} at {offset}, {byte_size} bytes"
+        );
+        Ok(())
+    }
+
+    /// `SystemSharedMemoryUnregister`: the region `name`, or every region when `name` is
+    /// empty. A request reading or writing one meanwhile finishes with it.
+    pub fn unregister(&self, name: &str) -> Result<(), SharedMemoryError> {
+        let mut regions = self.regions();
+        if name.is_empty() {
+            regions.clear();
+        } else if regions.remove(name).is_none() {
+            return Err(SharedMemoryError::NotFound {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `SystemSharedMemoryStatus`: the region `name`, or every region when `name` is empty.
+    pub fn status(
+        &self,
+        name: &str,
+    ) -> Result<Vec<pb::system_shared_memory_status_response::RegionStatus>, SharedMemoryError>
+    {
+        let regions = self.regions();
+        let status = |(name, region): (&String, &Arc<Region>)| {
+            pb::system_shared_memory_status_response::RegionStatus {
+                name: name.clone(),
+                key: region.key.clone(),
+                offset: region.offset,
+                byte_size: region.byte_size,
+                ..Default::default()
+            }
+        };
+        if name.is_empty() {
+            return Ok(regions.iter().map(status).collect());
+        }
+        regions
+            .get_key_value(name)
+            .map(|found| vec![status(found)])
+            .ok_or_else(|| SharedMemoryError::NotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// Reads the inputs of `request` that name a region into its `raw_input_contents` (in
+    /// their place among the others' raw contents, as Triton's clients send them), and takes
+    /// out the outputs it wants written into a region.
+    pub fn place(
+        &self,
+        request: &mut pb::ModelInferRequest,
+    ) -> Result<OutputPlacements, SharedMemoryError> {
+        let mut placements = OutputPlacements::default();
+        for output in &mut request.outputs {
+            if let Some((name, region, offset, size)) =
+                self.placement("output", &output.name, &mut output.parameters)?
+            {
+                placements
+                    .0
+                    .push((output.name.clone(), name, region, offset, size));
+            }
+        }
+        let in_memory: Vec<bool> = request
+            .inputs
+            .iter()
+            .map(|input| input.parameters.contains_key(REGION))
+            .collect();
+        if !in_memory.contains(&true) {
+            return Ok(placements);
+        }
+        let mut given = std::mem::take(&mut request.raw_input_contents).into_iter();
+        let others_raw = given.len() > 0;
+        let mut raw = Vec::with_capacity(request.inputs.len());
+        for (input, shared) in request.inputs.iter_mut().zip(in_memory) {
+            match self.placement("input", &input.name, &mut input.parameters)? {
+                Some((name, region, offset, size)) => {
+                    let mut bytes = vec![0; size as usize];
+                    region
+                        .file
+                        .read_exact_at(&mut bytes, region.offset + offset)
+                        .map_err(|e| SharedMemoryError::Io {
+                            name,
+                            reason: format!("reading input {:?}: {e}", input.name),
+                        })?;
+                    raw.push(bytes);
+                }
+                None if !shared && others_raw => raw.push(given.next().unwrap_or_default()),
+                None => {
+                    return Err(SharedMemoryError::Parameters {
+                        tensor: "input",
+                        name: input.name.clone(),
+                        reason: "comes in typed contents beside inputs in shared memory: send it raw (raw_input_contents), or in shared memory too".to_string(),
+                    })
+                }
+            }
+        }
+        request.raw_input_contents = raw;
+        Ok(placements)
+    }
+
+    /// The region, offset and size that `parameters` (of the tensor `name`) name, taken out
+    /// of them; `None` when they name none.
+    #[allow(clippy::type_complexity)]
+    fn placement(
+        &self,
+        tensor: &'static str,
+        name: &str,
+        parameters: &mut std::collections::HashMap<String, pb::InferParameter>,
+    ) -> Result<Option<(String, Arc<Region>, u64, u64)>, SharedMemoryError> {
+        let Some(region_name) = parameters.remove(REGION) else {
+            return Ok(None);
+        };
+        let refused = |reason: String| SharedMemoryError::Parameters {
+            tensor,
+            name: name.to_string(),
+            reason,
+        };
+        let Some(Parameter_choice::StringParam(region_name)) = region_name.parameter_choice else {
+            return Err(refused(format!("{REGION} is not a string")));
+        };
+        let mut number = |key: &str, default: Option<u64>| -> Result<u64, SharedMemoryError> {
+            match parameters.remove(key).and_then(|p| p.parameter_choice) {
+                Some(Parameter_choice::Int64Param(n)) if n >= 0 => Ok(n as u64),
+                Some(Parameter_choice::Uint64Param(n)) => Ok(n),
+                None => default.ok_or_else(|| {
+                    refused(format!(
+                        "{key} is missing: give the bytes it takes in the region"
+                    ))
+                }),
+                Some(other) => Err(refused(format!("{key} is {other:?}, not a byte count"))),
+            }
+        };
+        let size = number(BYTE_SIZE, None)?;
+        let offset = number(OFFSET, Some(0))?;
+        let region = self.regions().get(&region_name).cloned().ok_or_else(|| {
+            SharedMemoryError::NotFound {
+                name: region_name.clone(),
+            }
+        })?;
+        if offset
+            .checked_add(size)
+            .is_none_or(|end| end > region.byte_size)
+        {
+            return Err(SharedMemoryError::Bounds {
+                name: region_name,
+                detail: format!(
+                    "{tensor} {name:?} takes {size} bytes at offset {offset}, past the region's {} bytes",
+                    region.byte_size
+                ),
+            });
+        }
+        Ok(Some((region_name, region, offset, size)))
+    }
+}
+
+impl OutputPlacements {
+    /// Writes the outputs placed in regions there, and empties their raw contents in the
+    /// answer (the entries stay, so that the others keep their places, as Triton's clients
+    /// read them); their tensors say where they are, as Triton's do.
+    pub fn write(&self, response: &mut pb::ModelInferResponse) -> Result<(), SharedMemoryError> {
+        for (output, name, region, offset, size) in &self.0 {
+            let Some(index) = response.outputs.iter().position(|o| &o.name == output) else {
+                continue;
+            };
+            let data = response
+                .raw_output_contents
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if data.len() as u64 > *size {
+                return Err(SharedMemoryError::TooSmall {
+                    region: name.clone(),
+                    byte_size: *size,
+                    output: output.clone(),
+                    needed: data.len(),
+                });
+            }
+            region
+                .file
+                .write_all_at(&data, region.offset + offset)
+                .map_err(|e| SharedMemoryError::Io {
+                    name: name.clone(),
+                    reason: format!("writing output {output:?}: {e}"),
+                })?;
+            let parameters = &mut response.outputs[index].parameters;
+            let string = |s: &str| pb::InferParameter {
+                parameter_choice: Some(Parameter_choice::StringParam(s.to_string())),
+                ..Default::default()
+            };
+            let number = |n: u64| pb::InferParameter {
+                parameter_choice: Some(Parameter_choice::Int64Param(n as i64)),
+                ..Default::default()
+            };
+            parameters.insert(REGION.to_string(), string(name));
+            parameters.insert(BYTE_SIZE.to_string(), number(data.len() as u64));
+            if *offset > 0 {
+                parameters.insert(OFFSET.to_string(), number(*offset));
+            }
+        }
+        Ok(())
+    }
+}
