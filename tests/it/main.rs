@@ -20,6 +20,7 @@ mod deployment;
 mod devices;
 #[cfg(feature = "failpoints")]
 mod dispatch;
+mod examples;
 mod exported;
 mod faults;
 #[cfg(feature = "failpoints")]
