@@ -40,6 +40,7 @@ use gpu_sidecar::proto::grpc_service_grpc::GrpcInferenceServiceClient;
 use gpu_sidecar::tensor::{DataType, Signature, TensorSpec};
 
 use crate::cli::Args;
+use crate::cpu::{self, CpuSpent};
 use crate::load::{self, Limit, Tally};
 use crate::report::{resident_memory, RunReport};
 use crate::{BenchError, Target};
@@ -403,7 +404,7 @@ pub(crate) fn measure_inference(
             )
         );
         println!(
-            "{:>11} {:>5} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>13}",
+            "{:>11} {:>5} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>13}",
             "concurrency",
             "rows",
             "requests",
@@ -414,6 +415,7 @@ pub(crate) fn measure_inference(
             "p90 µs",
             "p99 µs",
             "rows/exec",
+            "cpu µs/req",
             "runtime rows/s"
         );
     }
@@ -452,7 +454,16 @@ pub(crate) fn measure_inference(
             let limit = args
                 .requests
                 .map_or(Limit::Time(args.duration), Limit::Requests);
+            let cpu_before = target.pid.and_then(cpu::sample);
             let measured = closed_loop(&clients, &requests, mode, limit, args.deadline);
+            let cpu = cpu_before
+                .zip(target.pid.and_then(cpu::sample))
+                .map(|(before, after)| CpuSpent::between(&before, &after));
+            let answered = measured.latencies.len() as f64;
+            let executions = measured
+                .rows_per_execution
+                .filter(|per| *per > 0.0)
+                .map(|per| answered * rows as f64 / per);
             let runtime = match (args.runtime_only, model, measured.rows_per_execution) {
                 (true, Some(model), Some(per_execution)) => {
                     // Without batching each execution runs one request, of `rows` rows.
@@ -492,6 +503,9 @@ pub(crate) fn measure_inference(
                 json["instances"] = serde_json::json!(target.instances);
                 json["rows_per_second"] = serde_json::json!(rows_per_second);
                 json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
+                if let Some(cpu) = &cpu {
+                    json["server_cpu"] = cpu.json(answered, rows as f64, executions);
+                }
                 if let Some((batch, result)) = &runtime {
                     json["runtime_only"] = match result {
                         Ok((rate, alone)) => serde_json::json!({
@@ -510,7 +524,7 @@ pub(crate) fn measure_inference(
                     format!("{:?}", report.errors)
                 };
                 println!(
-                    "{:>11} {:>5} {:>9} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>13}",
+                    "{:>11} {:>5} {:>9} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>10} {:>13}",
                     concurrency,
                     rows,
                     report.requests,
@@ -523,6 +537,9 @@ pub(crate) fn measure_inference(
                     measured
                         .rows_per_execution
                         .map_or("-".to_string(), |r| format!("{r:.1}")),
+                    cpu.as_ref()
+                        .and_then(|cpu| cpu.per(answered, None))
+                        .map_or("-".to_string(), |us| format!("{us:.1}")),
                     match &runtime {
                         Some((batch, Ok((rate, None)))) => format!("{rate:.0} @{batch}"),
                         Some((batch, Ok((rate, Some(alone))))) => {

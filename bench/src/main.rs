@@ -24,6 +24,7 @@
 //! from its `/metrics`).
 
 mod cli;
+mod cpu;
 mod infer;
 mod load;
 mod ping;
@@ -77,6 +78,8 @@ pub(crate) struct Target {
     pub(crate) max_batch_size: Option<u32>,
     /// The model's instances in a spawned sidecar.
     pub(crate) instances: Option<u32>,
+    /// The process of a spawned sidecar, whose CPU each run reads from `/proc`.
+    pub(crate) pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -129,6 +132,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             health: args.health,
             max_batch_size: None,
             instances: None,
+            pid: None,
         };
         return measure(args, &environment, &target, args.model.as_deref());
     }

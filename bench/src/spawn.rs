@@ -148,6 +148,7 @@ impl Spawner {
             }
             thread::sleep(Duration::from_micros(500));
         }
+        let pid = child.id();
         Ok(Spawned {
             ready_after: spawned_at.elapsed(),
             child,
@@ -157,6 +158,7 @@ impl Spawner {
                 health: Some(health),
                 max_batch_size: None,
                 instances: None,
+                pid: Some(pid),
             },
         })
     }
