@@ -99,8 +99,10 @@ impl CpuSpent {
                 *by_group.entry(group).or_default() += ticks(spent);
             }
         }
-        let total = after.process.saturating_sub(before.process);
-        by_group.insert("other", ticks(total.saturating_sub(grouped)));
+        // The threads are read one by one, after the process: over a short run their ticks may
+        // add up to more than its count; the total is then theirs.
+        let total = after.process.saturating_sub(before.process).max(grouped);
+        by_group.insert("other", ticks(total - grouped));
         CpuSpent {
             total: ticks(total),
             by_group,

@@ -185,6 +185,22 @@ fn inference_runs_account_for_every_request_and_report_the_batches() {
             run["runtime_only"]["rows_per_second"].as_f64().unwrap() > 0.0,
             "{run}"
         );
+        // The spawned sidecar's CPU, read from /proc (in 10 ms ticks: a short run may read
+        // none): in all, per request, and by thread group, which add up to it.
+        let cpu = &run["server_cpu"];
+        let per_request = cpu["us_per_request"].as_f64().unwrap();
+        let seconds = cpu["seconds"].as_f64().unwrap();
+        assert!((per_request * 40.0 - seconds * 1e6).abs() < 1.0, "{run}");
+        let groups: f64 = cpu["us_per_request_by_threads"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!(
+            (groups - per_request).abs() < 1e-6 * per_request.max(1.0),
+            "{run}"
+        );
     }
 }
 
