@@ -124,7 +124,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
             inputs = codec.encode(record, client.model());
         } catch (RuntimeException e) {
             result.completeExceptionally(
-                    new SidecarException(
+                    SidecarException.of(
                             "INVALID_ARGUMENT",
                             "cannot make the inputs of model '" + model + "' from " + which + ": "
                                     + e.getMessage(),
@@ -143,7 +143,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
                                 decoded = codec.decode(record, outputs);
                             } catch (RuntimeException e) {
                                 result.completeExceptionally(
-                                        new SidecarException(
+                                        SidecarException.of(
                                                 "INTERNAL",
                                                 "cannot read the outputs of model '" + model
                                                         + "' for " + which + ": "
@@ -160,7 +160,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
     public void timeout(IN record, ResultFuture<OUT> result) {
         String status = client != null ? client.status() : "gpu-sidecar at " + endpoint + ": not connected";
         result.completeExceptionally(
-                new SidecarException(
+                SidecarException.of(
                         "DEADLINE_EXCEEDED",
                         "Flink's async timeout passed before the sidecar answered a record of subtask "
                                 + subtask + "; " + status));

@@ -71,7 +71,7 @@ final class SidecarCalls {
             } catch (StatusRuntimeException e) {
                 Status.Code code = e.getStatus().getCode();
                 if (code != Status.Code.UNAVAILABLE && code != Status.Code.DEADLINE_EXCEEDED) {
-                    throw new SidecarException(
+                    throw SidecarException.of(
                             code.name(),
                             who + ": ModelMetadata failed: " + SidecarChannel.describe(e.getStatus()),
                             e);
@@ -83,7 +83,7 @@ final class SidecarCalls {
             long wait = backoff.nanos(++attempt);
             if (System.nanoTime() + wait >= deadline) {
                 Status status = telling.getStatus();
-                throw new SidecarException(
+                throw SidecarException.of(
                         status.getCode().name(),
                         "cannot reach gpu-sidecar at " + channel.endpoint() + " within "
                                 + options.connectTimeout().toMillis() + " ms (model '" + modelName
@@ -95,7 +95,7 @@ final class SidecarCalls {
                 TimeUnit.NANOSECONDS.sleep(wait);
             } catch (InterruptedException interrupted) {
                 Thread.currentThread().interrupt();
-                throw new SidecarException(
+                throw SidecarException.of(
                         "CANCELLED", who + ": interrupted while connecting", interrupted);
             }
             channel.connectNow();
@@ -116,7 +116,7 @@ final class SidecarCalls {
             }
             return entries;
         } catch (StatusRuntimeException e) {
-            throw new SidecarException(
+            throw SidecarException.of(
                     e.getStatus().getCode().name(),
                     who + ": RepositoryIndex failed: " + SidecarChannel.describe(e.getStatus()),
                     e);

@@ -181,7 +181,7 @@ public final class SidecarClient implements AutoCloseable {
     public CompletableFuture<Map<String, Tensor>> infer(Map<String, Tensor> inputs) {
         if (closed) {
             return CompletableFuture.failedFuture(
-                    new SidecarException("CANCELLED", describe() + ": the client is closed"));
+                    SidecarException.of("CANCELLED", describe() + ": the client is closed"));
         }
         String id = Long.toString(nextId.incrementAndGet());
         ModelInferRequest message = KServeCodec.request(modelName, options.modelVersion(), id, inputs);
@@ -190,7 +190,7 @@ public final class SidecarClient implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             return CompletableFuture.failedFuture(
-                    new SidecarException("CANCELLED", describe() + ": interrupted", e));
+                    SidecarException.of("CANCELLED", describe() + ": interrupted", e));
         }
         PendingRequest request =
                 new PendingRequest(id, message, System.nanoTime() + options.requestTimeout().toNanos());
@@ -198,7 +198,7 @@ public final class SidecarClient implements AutoCloseable {
         pending.put(id, request);
         if (closed) {
             // close() may have swept the pending requests before this one was added.
-            fail(request, new SidecarException("CANCELLED", describe() + ": the client closed"));
+            fail(request, SidecarException.of("CANCELLED", describe() + ": the client closed"));
             return request.future;
         }
         transmit(request);
@@ -286,7 +286,7 @@ public final class SidecarClient implements AutoCloseable {
                 try {
                     outputs = KServeCodec.decode(response);
                 } catch (RuntimeException e) {
-                    fail(request, new SidecarException(
+                    fail(request, SidecarException.of(
                             "INTERNAL", describe() + ": unreadable answer: " + e.getMessage(), e));
                     return;
                 }
@@ -295,11 +295,12 @@ public final class SidecarClient implements AutoCloseable {
                 }
                 return;
             }
-            String code = KServeCodec.codeOf(error);
-            if (code.equals("RESOURCE_EXHAUSTED") || code.equals("UNAVAILABLE")) {
+            SidecarException refusal =
+                    SidecarException.of(KServeCodec.codeOf(error), describe() + " refused the request: " + error);
+            if (refusal.isRetryable()) {
                 retryLater(request, error);
             } else {
-                fail(request, new SidecarException(code, describe() + " refused the request: " + error));
+                fail(request, refusal);
             }
         }
 
@@ -345,7 +346,7 @@ public final class SidecarClient implements AutoCloseable {
         for (PendingRequest request : pending.values()) {
             long size = request.request.getSerializedSize();
             if (size > limit) {
-                fail(request, new SidecarException("RESOURCE_EXHAUSTED", describe() + ": the request is "
+                fail(request, SidecarException.of("RESOURCE_EXHAUSTED", describe() + ": the request is "
                         + size + " bytes, more than the sidecar takes in (" + limit
                         + " bytes: sidecar.rpc.max-message-size and its margin); not retried"));
             }
@@ -388,7 +389,7 @@ public final class SidecarClient implements AutoCloseable {
                         : "sent, no answer yet";
             }
         }
-        fail(request, new SidecarException(
+        fail(request, SidecarException.of(
                 "DEADLINE_EXCEEDED",
                 describe() + ": no answer within " + options.requestTimeout().toMillis() + " ms ("
                         + why + ")"));
@@ -420,7 +421,7 @@ public final class SidecarClient implements AutoCloseable {
             }
         }
         for (PendingRequest request : pending.values()) {
-            fail(request, new SidecarException("CANCELLED", describe() + ": the client closed"));
+            fail(request, SidecarException.of("CANCELLED", describe() + ": the client closed"));
         }
         timer.shutdownNow();
         channel.close();

@@ -30,14 +30,20 @@ final class Failures {
         while (cause.getCause() != null) {
             cause = cause.getCause();
         }
-        return cause.getClass().getSimpleName() + ": " + cause.getMessage();
+        return name(cause) + ": " + cause.getMessage();
+    }
+
+    /** A throwable's class name without its package ({@code SidecarException$Timeout}). */
+    static String name(Throwable cause) {
+        String name = cause.getClass().getName();
+        return name.substring(name.lastIndexOf('.') + 1);
     }
 
     /** Every message of a throwable's cause chain, one per line. */
     static String messages(Throwable failure) {
         StringBuilder text = new StringBuilder();
         for (Throwable cause = failure; cause != null; cause = cause.getCause()) {
-            text.append(cause.getClass().getSimpleName()).append(": ").append(cause.getMessage()).append('\n');
+            text.append(name(cause)).append(": ").append(cause.getMessage()).append('\n');
         }
         return text.toString();
     }

@@ -181,7 +181,7 @@ class ResilienceTest {
         // What the SQL client and the web UI print is the whole story, not netty's
         // FileNotFoundException.
         String innermost = Failures.innermost(failure);
-        assertTrue(innermost.contains("SidecarException: cannot reach gpu-sidecar at " + endpoint), innermost);
+        assertTrue(innermost.contains("SidecarException$Unavailable: cannot reach gpu-sidecar at " + endpoint), innermost);
         assertTrue(innermost.contains("there is no socket file"), innermost);
     }
 }

@@ -69,7 +69,7 @@ class TimeoutTest {
         GpuSidecarAsyncFunction<Long, Prediction<Long>> function =
                 slowModel().withRequestTimeout(Duration.ofMillis(500));
         String messages = failureOf(function, function.flinkTimeoutMillis());
-        assertTrue(messages.contains("SidecarException: gpu-sidecar at " + SIDECAR.endpoint()), messages);
+        assertTrue(messages.contains("SidecarException$Timeout: gpu-sidecar at " + SIDECAR.endpoint()), messages);
         assertTrue(messages.contains("model 'slow': no answer within 500 ms (sent, no answer yet)"), messages);
     }
 
@@ -79,10 +79,10 @@ class TimeoutTest {
                 slowModel().withRequestTimeout(Duration.ofSeconds(60));
         String messages = failureOf(function, 500);
         assertTrue(
-                messages.contains("SidecarException: Flink's async timeout passed before the sidecar answered a record of subtask 0;"),
+                messages.contains("SidecarException$Timeout: Flink's async timeout passed before the sidecar answered a record of subtask 0;"),
                 messages);
         // The record's contents stay out of our message (Flink's own wrapper names the record).
-        String ours = messages.substring(messages.indexOf("SidecarException: Flink's async timeout"));
+        String ours = messages.substring(messages.indexOf("SidecarException$Timeout: Flink's async timeout"));
         ours = ours.substring(0, ours.indexOf('\n') < 0 ? ours.length() : ours.indexOf('\n'));
         assertFalse(ours.contains(Long.toString(SLOW_INDEX)), ours);
         assertTrue(

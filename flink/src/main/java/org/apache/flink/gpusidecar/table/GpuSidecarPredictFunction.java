@@ -67,7 +67,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
         } catch (IllegalArgumentException e) {
             client.close();
             client = null;
-            throw new SidecarException(
+            throw SidecarException.of(
                     "INVALID_ARGUMENT",
                     "the columns of model '" + model + "' at " + binding.endpoint()
                             + " must be named after its tensors: " + e.getMessage(),
@@ -87,7 +87,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
             }
         } catch (IllegalArgumentException e) {
             return CompletableFuture.failedFuture(
-                    new SidecarException(
+                    SidecarException.of(
                             "INVALID_ARGUMENT",
                             "ML_PREDICT with model '" + model + "': " + e.getMessage(),
                             e));
@@ -104,7 +104,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
                                 result.complete(List.of(toRow(answer)));
                             } catch (RuntimeException e) {
                                 result.completeExceptionally(
-                                        new SidecarException(
+                                        SidecarException.of(
                                                 "INTERNAL",
                                                 "ML_PREDICT with model '" + model + "': "
                                                         + e.getMessage(),
@@ -137,7 +137,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
         }
         String columns =
                 inputs.stream().map(TensorColumn::toString).collect(Collectors.joining(", "));
-        return new SidecarException(
+        return SidecarException.of(
                 ((SidecarException) cause).code(),
                 "ML_PREDICT with model '" + model + "' (input columns " + columns + "): "
                         + cause.getMessage(),
