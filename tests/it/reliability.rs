@@ -505,9 +505,14 @@ mod held_calls {
             scrape.get("gpu_sidecar_ping_calls_total{transport=\"unix\"}"),
             1.0
         );
-        assert_eq!(
-            scrape.get("gpu_sidecar_ping_errors_total{transport=\"unix\"}"),
-            1.0
+        // The server's deadline counts from when the call reached it: on a loaded machine
+        // that is later than the client's, and the reply may still go into a connection the
+        // client is leaving. Whether it is counted as not delivered is that race's; that
+        // nothing stays in flight is not.
+        assert!(
+            scrape.get("gpu_sidecar_ping_errors_total{transport=\"unix\"}") <= 1.0,
+            "{:#?}",
+            scrape.samples
         );
         sidecar.signal(libc::SIGTERM);
         assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
