@@ -83,6 +83,15 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
         return this;
     }
 
+    /**
+     * The most records one request carries (default 64; 1: one record per request): records
+     * that arrive while a request of the subtask is in flight go together in the next one.
+     */
+    public GpuSidecarAsyncFunction<IN, OUT> withMaxRecordsPerRequest(int records) {
+        options = options.withMaxRecordsPerRequest(records);
+        return this;
+    }
+
     /** How long {@code open} waits for the sidecar to answer (default 30 s). */
     public GpuSidecarAsyncFunction<IN, OUT> withConnectTimeout(Duration timeout) {
         options = options.withConnectTimeout(timeout);

@@ -120,6 +120,21 @@ public final class ModelInfo implements Serializable {
         this.outputs = byName(outputs);
     }
 
+    /**
+     * Whether requests may carry several records: every input and output has a free first
+     * dimension, the batch one (the sidecar serves a model that batches so).
+     */
+    public boolean batched() {
+        for (Map<String, TensorInfo> tensors : List.of(inputs, outputs)) {
+            for (TensorInfo tensor : tensors.values()) {
+                if (tensor.shape().length == 0 || tensor.shape()[0] != -1) {
+                    return false;
+                }
+            }
+        }
+        return !inputs.isEmpty();
+    }
+
     private static Map<String, TensorInfo> byName(List<TensorInfo> tensors) {
         Map<String, TensorInfo> map = new LinkedHashMap<>();
         for (TensorInfo tensor : tensors) {

@@ -18,6 +18,7 @@ package org.apache.flink.gpusidecar;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import inference.GRPCInferenceServiceGrpc;
+import inference.GrpcService.ModelConfigRequest;
 import inference.GrpcService.ModelMetadataRequest;
 import inference.GrpcService.ModelMetadataResponse;
 import inference.GrpcService.RepositoryIndexRequest;
@@ -99,6 +100,27 @@ final class SidecarCalls {
                         "CANCELLED", who + ": interrupted while connecting", interrupted);
             }
             channel.connectNow();
+        }
+    }
+
+    /**
+     * The most rows one request of the model may carry (ModelConfig's {@code max_batch_size}),
+     * 0 when it does not batch or the server does not say.
+     */
+    long maxBatchSize() {
+        try {
+            return Math.max(
+                    0,
+                    stub(options.connectTimeout().toNanos())
+                            .modelConfig(
+                                    ModelConfigRequest.newBuilder()
+                                            .setName(modelName)
+                                            .setVersion(options.modelVersion())
+                                            .build())
+                            .getConfig()
+                            .getMaxBatchSize());
+        } catch (StatusRuntimeException e) {
+            return 0;
         }
     }
 

@@ -74,6 +74,7 @@ public final class SidecarClient implements AutoCloseable {
     private final AtomicLong retries = new AtomicLong();
     private final AtomicLong reconnects = new AtomicLong();
     private final AtomicInteger reconnectAttempt = new AtomicInteger();
+    private final Coalescing coalescing;
     private volatile ModelInfo model;
     private volatile boolean closed;
     private volatile String streamStatus = "not opened";
@@ -95,6 +96,7 @@ public final class SidecarClient implements AutoCloseable {
                 Executors.newSingleThreadScheduledExecutor(
                         SidecarChannel.daemonThreads("gpu-sidecar-client-timer"));
         inFlight = new Semaphore(options.maxInFlight());
+        coalescing = new Coalescing(options.maxRecordsPerRequest(), this::send, pending::isEmpty);
         // One sweep for every request's timeout, rather than a timer task per request.
         long sweep =
                 Math.max(
@@ -117,6 +119,7 @@ public final class SidecarClient implements AutoCloseable {
         SidecarClient client = new SidecarClient(Endpoint.parse(endpoint), model, options);
         try {
             client.model = client.calls.fetchMetadata();
+            client.coalescing.setMaxRows(client.calls.maxBatchSize());
             synchronized (client.streamLock) {
                 client.openStream();
             }
@@ -174,27 +177,53 @@ public final class SidecarClient implements AutoCloseable {
     }
 
     /**
-     * Sends one request of named input tensors and completes with the named output tensors,
-     * or with a {@link SidecarException}. Waits while {@code maxInFlight} requests are
-     * unanswered.
+     * Sends one record's named input tensors and completes with its named output tensors, or
+     * with a {@link SidecarException}. While a request is in flight, a record of a model that
+     * batches waits for the next request, which carries up to {@code maxRecordsPerRequest}
+     * records ({@link Coalescing}). Waits while {@code maxInFlight} requests are unanswered.
      */
     public CompletableFuture<Map<String, Tensor>> infer(Map<String, Tensor> inputs) {
         if (closed) {
             return CompletableFuture.failedFuture(
                     SidecarException.of("CANCELLED", describe() + ": the client is closed"));
         }
+        ModelInfo info = model;
+        if (coalescing.enabled() && info != null && info.batched()) {
+            return coalescing.infer(inputs);
+        }
+        return send(inputs, true);
+    }
+
+    /**
+     * Sends one request of named input tensors. Waits for a free request permit, or with
+     * {@code mayBlock} false returns null when none is free.
+     */
+    private CompletableFuture<Map<String, Tensor>> send(Map<String, Tensor> inputs, boolean mayBlock) {
+        if (closed) {
+            return CompletableFuture.failedFuture(
+                    SidecarException.of("CANCELLED", describe() + ": the client is closed"));
+        }
         String id = Long.toString(nextId.incrementAndGet());
         ModelInferRequest message = KServeCodec.request(modelName, options.modelVersion(), id, inputs);
-        try {
-            inFlight.acquire();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return CompletableFuture.failedFuture(
-                    SidecarException.of("CANCELLED", describe() + ": interrupted", e));
+        if (mayBlock) {
+            try {
+                inFlight.acquire();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return CompletableFuture.failedFuture(
+                        SidecarException.of("CANCELLED", describe() + ": interrupted", e));
+            }
+        } else if (!inFlight.tryAcquire()) {
+            return null;
         }
         PendingRequest request =
                 new PendingRequest(id, message, System.nanoTime() + options.requestTimeout().toNanos());
-        request.future.whenComplete((outputs, error) -> inFlight.release());
+        // One callback, in this order: the permit is free before what waits is sent.
+        request.future.whenComplete(
+                (outputs, error) -> {
+                    inFlight.release();
+                    coalescing.flush();
+                });
         pending.put(id, request);
         if (closed) {
             // close() may have swept the pending requests before this one was added.
@@ -423,6 +452,7 @@ public final class SidecarClient implements AutoCloseable {
         for (PendingRequest request : pending.values()) {
             fail(request, SidecarException.of("CANCELLED", describe() + ": the client closed"));
         }
+        coalescing.failAll(SidecarException.of("CANCELLED", describe() + ": the client closed"));
         timer.shutdownNow();
         channel.close();
     }

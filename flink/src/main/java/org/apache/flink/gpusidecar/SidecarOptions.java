@@ -29,6 +29,7 @@ public final class SidecarOptions implements Serializable {
     private final Duration initialBackoff;
     private final Duration maxBackoff;
     private final String modelVersion;
+    private final int maxRecordsPerRequest;
 
     private SidecarOptions(
             Duration requestTimeout,
@@ -36,7 +37,8 @@ public final class SidecarOptions implements Serializable {
             int maxInFlight,
             Duration initialBackoff,
             Duration maxBackoff,
-            String modelVersion) {
+            String modelVersion,
+            int maxRecordsPerRequest) {
         this.requestTimeout = positive("request timeout", requestTimeout);
         this.connectTimeout = positive("connect timeout", connectTimeout);
         if (maxInFlight < 1) {
@@ -52,6 +54,12 @@ public final class SidecarOptions implements Serializable {
                             + modelVersion + "'");
         }
         this.modelVersion = modelVersion;
+        if (maxRecordsPerRequest < 1) {
+            throw new IllegalArgumentException(
+                    "max records per request must be at least 1 (1: one record per request), not "
+                            + maxRecordsPerRequest);
+        }
+        this.maxRecordsPerRequest = maxRecordsPerRequest;
     }
 
     /**
@@ -65,27 +73,28 @@ public final class SidecarOptions implements Serializable {
                 256,
                 Duration.ofMillis(5),
                 Duration.ofSeconds(1),
-                "");
+                "",
+                64);
     }
 
     /** How long a request may take, retries included, before it fails. */
     public SidecarOptions withRequestTimeout(Duration timeout) {
-        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion);
+        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest);
     }
 
     /** How long {@link SidecarClient#connect} waits for the sidecar to answer before it fails. */
     public SidecarOptions withConnectTimeout(Duration timeout) {
-        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff, modelVersion);
+        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest);
     }
 
     /** How many requests may be unanswered at once; {@link SidecarClient#infer} waits beyond that. */
     public SidecarOptions withMaxInFlight(int requests) {
-        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff, modelVersion);
+        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest);
     }
 
     /** The first and the longest wait between retries and reconnects. */
     public SidecarOptions withBackoff(Duration initial, Duration max) {
-        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max, modelVersion);
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max, modelVersion, maxRecordsPerRequest);
     }
 
     /**
@@ -93,10 +102,24 @@ public final class SidecarOptions implements Serializable {
      * sidecar serves, so that a new version is picked up without a restart of the job.
      */
     public SidecarOptions withModelVersion(String version) {
-        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, version);
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, version, maxRecordsPerRequest);
     }
 
     /** The version asked for; empty: the newest. */
+    /**
+     * The most records one request carries: records that arrive while a request of the
+     * subtask is in flight join the next one (1: every record alone). Applies to models whose
+     * inputs and outputs all have a batch dimension.
+     */
+    public SidecarOptions withMaxRecordsPerRequest(int records) {
+        return new SidecarOptions(
+                requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, records);
+    }
+
+    public int maxRecordsPerRequest() {
+        return maxRecordsPerRequest;
+    }
+
     public String modelVersion() {
         return modelVersion;
     }

@@ -19,6 +19,7 @@ package org.apache.flink.gpusidecar;
 import java.io.Serializable;
 import java.nio.ByteBuffer;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Objects;
 
 /**
@@ -299,6 +300,54 @@ public final class Tensor implements Serializable {
     /** A tensor of {@code values} as they are (the array that matches the datatype's width). */
     static Tensor wrap(DataType dataType, long[] shape, Object values) {
         return new Tensor(dataType, shape, values);
+    }
+
+    /**
+     * The tensors joined along their first dimension (several records' rows in one request):
+     * each of the same type and the same shape past the first dimension.
+     */
+    static Tensor concat(List<Tensor> parts) {
+        Tensor first = parts.get(0);
+        long rows = 0;
+        int elements = 0;
+        for (Tensor part : parts) {
+            if (part.dataType != first.dataType
+                    || part.shape.length != first.shape.length
+                    || part.shape.length == 0
+                    || !Arrays.equals(
+                            Arrays.copyOfRange(part.shape, 1, part.shape.length),
+                            Arrays.copyOfRange(first.shape, 1, first.shape.length))) {
+                throw new IllegalArgumentException(
+                        "cannot join a " + part.dataType + " " + Arrays.toString(part.shape) + " tensor to a "
+                                + first.dataType + " " + Arrays.toString(first.shape) + " one");
+            }
+            rows += part.shape[0];
+            elements += length(part.values);
+        }
+        Object joined = java.lang.reflect.Array.newInstance(first.values.getClass().getComponentType(), elements);
+        int at = 0;
+        for (Tensor part : parts) {
+            int n = length(part.values);
+            System.arraycopy(part.values, 0, joined, at, n);
+            at += n;
+        }
+        long[] shape = first.shape.clone();
+        shape[0] = rows;
+        return new Tensor(first.dataType, shape, joined);
+    }
+
+    /** Rows {@code from} to {@code from + count} (along the first dimension) of this tensor. */
+    Tensor rows(long from, long count) {
+        if (shape.length == 0 || from < 0 || count < 0 || from + count > shape[0]) {
+            throw new IllegalArgumentException(
+                    "rows " + from + " to " + (from + count) + " of a tensor of shape " + Arrays.toString(shape));
+        }
+        int perRow = shape[0] == 0 ? 0 : Math.toIntExact(length(values) / shape[0]);
+        Object part = java.lang.reflect.Array.newInstance(values.getClass().getComponentType(), Math.toIntExact(count * perRow));
+        System.arraycopy(values, Math.toIntExact(from * perRow), part, 0, Math.toIntExact(count * perRow));
+        long[] partShape = shape.clone();
+        partShape[0] = count;
+        return new Tensor(dataType, partShape, part);
     }
 
     /** The product of a shape's dimensions, or an exception naming a negative one. */

@@ -162,7 +162,9 @@ class SidecarClientTest {
     }
 
     private static SidecarOptions quick() {
+        // Each record its own request: these tests follow the requests one by one.
         return SidecarOptions.defaults()
+                .withMaxRecordsPerRequest(1)
                 .withConnectTimeout(Duration.ofSeconds(5))
                 .withRequestTimeout(Duration.ofSeconds(WAIT_SECONDS))
                 .withBackoff(Duration.ofMillis(1), Duration.ofMillis(20));

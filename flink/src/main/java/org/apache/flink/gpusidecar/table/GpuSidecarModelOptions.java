@@ -57,6 +57,13 @@ public final class GpuSidecarModelOptions {
                     .defaultValue(256)
                     .withDescription("How many requests one subtask may have unanswered.");
 
+    public static final ConfigOption<Integer> MAX_RECORDS_PER_REQUEST =
+            ConfigOptions.key("max-records-per-request")
+                    .intType()
+                    .defaultValue(64)
+                    .withDescription(
+                            "The most rows one request carries: rows that arrive while a request of the subtask is in flight go together in the next one (1: one row per request). Applies to models that batch.");
+
     public static final ConfigOption<Duration> CONNECT_TIMEOUT =
             ConfigOptions.key("connect-timeout")
                     .durationType()

@@ -54,6 +54,7 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
                 GpuSidecarModelOptions.MODEL_VERSION,
                 GpuSidecarModelOptions.TIMEOUT,
                 GpuSidecarModelOptions.MAX_IN_FLIGHT,
+                GpuSidecarModelOptions.MAX_RECORDS_PER_REQUEST,
                 GpuSidecarModelOptions.CONNECT_TIMEOUT);
     }
 
@@ -76,6 +77,8 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
                     SidecarOptions.defaults()
                             .withRequestTimeout(config.get(GpuSidecarModelOptions.TIMEOUT))
                             .withMaxInFlight(config.get(GpuSidecarModelOptions.MAX_IN_FLIGHT))
+                            .withMaxRecordsPerRequest(
+                                    config.get(GpuSidecarModelOptions.MAX_RECORDS_PER_REQUEST))
                             .withConnectTimeout(config.get(GpuSidecarModelOptions.CONNECT_TIMEOUT))
                             .withModelVersion(
                                     config.getOptional(GpuSidecarModelOptions.MODEL_VERSION).orElse(""));
