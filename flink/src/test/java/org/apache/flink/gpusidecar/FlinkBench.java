@@ -50,7 +50,12 @@ import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
  * --model PATH         an ONNX model (default: the fixture affine.onnx); its name is the stem
  * --max-batch-size N   the sidecar's max-batch-size (default 64)
  * --duration S         seconds of each gpu-sidecar-bench run (default 5)
+ * --max-records-per-request 1,64  the client's records per request, one Flink run each
+ *                      (default 64; 1: one record per request)
  * </pre>
+ *
+ * Each Flink run also reports the sidecar's CPU per 1,000 records, read from /proc before and
+ * after it.
  *
  * Each record carries one row of zeros shaped after the model's metadata, as the Rust bench's
  * requests do. Latency is timed from the function's {@code asyncInvoke} to its answer.
@@ -111,6 +116,7 @@ public final class FlinkBench {
         Path model = SidecarProcess.fixture("affine.onnx");
         int maxBatchSize = 64;
         int duration = 5;
+        List<Integer> perRequest = List.of(64);
         for (int i = 0; i + 1 < args.length; i += 2) {
             String value = args[i + 1];
             switch (args[i]) {
@@ -132,6 +138,9 @@ public final class FlinkBench {
                 case "--duration":
                     duration = Integer.parseInt(value);
                     break;
+                case "--max-records-per-request":
+                    perRequest = Arrays.stream(value.split(",")).map(Integer::valueOf).toList();
+                    break;
                 default:
                     throw new IllegalArgumentException("unknown argument " + args[i]);
             }
@@ -145,8 +154,8 @@ public final class FlinkBench {
         System.out.printf(
                 "model %s, max-batch-size %d, %d records per Flink run after %d of warm-up, parallelism 1%n",
                 name, maxBatchSize, records, warmup);
-        System.out.println("| capacity | Flink rows/s | p50 | p90 | p99 | gpu-sidecar-bench rows/s | p50 | p90 | p99 | Flink / bench |");
-        System.out.println("|---|---|---|---|---|---|---|---|---|---|");
+        System.out.println("| capacity | records per request (most) | Flink rows/s | p50 | p90 | p99 | sidecar CPU ms per 1,000 records | gpu-sidecar-bench rows/s | p50 | p90 | p99 | Flink / bench |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|");
         try (SidecarProcess sidecar =
                 SidecarProcess.start(folder, model, name, "max-batch-size = " + maxBatchSize)) {
             ModelInfo info;
@@ -163,13 +172,19 @@ public final class FlinkBench {
                 width *= (int) Math.max(shape[i], 1);
             }
             for (int capacity : capacities) {
-                double[] flink = runFlink(sidecar.endpoint(), name, input.name(), width, capacity, records, warmup);
                 double[] bench = runBench(benchBinary, sidecar.endpoint(), capacity, duration);
-                System.out.printf(
-                        "| %d | %,.0f | %s | %s | %s | %,.0f | %s | %s | %s | %.0f%% |%n",
-                        capacity, flink[0], micros(flink[1]), micros(flink[2]), micros(flink[3]),
-                        bench[0], micros(bench[1]), micros(bench[2]), micros(bench[3]),
-                        100 * flink[0] / bench[0]);
+                for (int most : perRequest) {
+                    long cpuBefore = cpuTicks(sidecar.pid());
+                    double[] flink =
+                            runFlink(sidecar.endpoint(), name, input.name(), width, capacity, records, warmup, most);
+                    double cpuMillis = (cpuTicks(sidecar.pid()) - cpuBefore) * 10.0; // 100 ticks a second
+                    System.out.printf(
+                            "| %d | %d | %,.0f | %s | %s | %s | %.1f | %,.0f | %s | %s | %s | %.0f%% |%n",
+                            capacity, most, flink[0], micros(flink[1]), micros(flink[2]), micros(flink[3]),
+                            cpuMillis * 1000.0 / (records + warmup),
+                            bench[0], micros(bench[1]), micros(bench[2]), micros(bench[3]),
+                            100 * flink[0] / bench[0]);
+                }
             }
         }
         // The sidecar's config, socket and logs: kept only when a run failed above.
@@ -178,7 +193,8 @@ public final class FlinkBench {
 
     /** One Flink run: {rows/s, p50 µs, p90 µs, p99 µs} over the records after the warm-up. */
     private static double[] runFlink(
-            String endpoint, String model, String input, int width, int capacity, int records, int warmup)
+            String endpoint, String model, String input, int width, int capacity, int records, int warmup,
+            int maxRecordsPerRequest)
             throws Exception {
         StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(1);
         GeneratorFunction<Long, Item> generator = id -> new Item(id, new float[width]);
@@ -189,7 +205,8 @@ public final class FlinkBench {
                         WatermarkStrategy.noWatermarks(),
                         "items");
         GpuSidecarAsyncFunction<Item, Long> function =
-                new GpuSidecarAsyncFunction<>(endpoint, model, new TimingCodec(input));
+                new GpuSidecarAsyncFunction<>(endpoint, model, new TimingCodec(input))
+                        .withMaxRecordsPerRequest(maxRecordsPerRequest);
         timings = new long[2][records + warmup];
         AsyncDataStream.unorderedWait(items, function, function.flinkTimeoutMillis(), TimeUnit.MILLISECONDS, capacity)
                 .returns(Long.class)
@@ -215,6 +232,14 @@ public final class FlinkBench {
             percentile(latencies, 90) / 1e3,
             percentile(latencies, 99) / 1e3
         };
+    }
+
+    /** The CPU ticks (user and system, 100 a second) process {@code pid} has spent so far. */
+    private static long cpuTicks(long pid) throws java.io.IOException {
+        String stat = Files.readString(Paths.get("/proc/" + pid + "/stat"));
+        String[] fields = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+        // Fields 14 and 15 of proc(5), utime and stime; the first after the name is field 3.
+        return Long.parseLong(fields[11]) + Long.parseLong(fields[12]);
     }
 
     /** One gpu-sidecar-bench stream run at {@code concurrency}: {rows/s, p50, p90, p99 µs}. */
