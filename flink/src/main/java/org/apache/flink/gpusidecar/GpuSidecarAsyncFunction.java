@@ -22,8 +22,6 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.CompletionException;
 import org.apache.flink.api.common.functions.OpenContext;
-import org.apache.flink.metrics.Gauge;
-import org.apache.flink.metrics.MetricGroup;
 import org.apache.flink.streaming.api.functions.async.ResultFuture;
 import org.apache.flink.streaming.api.functions.async.RichAsyncFunction;
 
@@ -58,6 +56,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
     // possibly personal data, in the TaskManager's log and the web UI).
     private transient int subtask;
     private transient long records; // counted on the task thread, which alone calls asyncInvoke
+    private transient ClientMetrics metrics;
 
     /**
      * @param endpoint where the sidecar listens: {@code unix:/path.sock} or {@code host:port}
@@ -119,10 +118,7 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
     public void open(OpenContext openContext) throws Exception {
         subtask = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
         client = SidecarClient.connect(endpoint, model, options);
-        MetricGroup metrics = getRuntimeContext().getMetricGroup().addGroup("gpuSidecar");
-        metrics.gauge("inFlight", (Gauge<Integer>) client::inFlight);
-        metrics.gauge("retries", (Gauge<Long>) client::retries);
-        metrics.gauge("reconnects", (Gauge<Long>) client::reconnects);
+        metrics = ClientMetrics.register(getRuntimeContext().getMetricGroup(), client);
     }
 
     @Override
@@ -140,9 +136,11 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
                             e));
             return;
         }
+        long sent = metrics.sent();
         client.infer(inputs)
                 .whenComplete(
                         (outputs, error) -> {
+                            metrics.answered(sent, error != null);
                             if (error != null) {
                                 result.completeExceptionally(unwrap(error));
                                 return;

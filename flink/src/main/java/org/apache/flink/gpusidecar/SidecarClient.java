@@ -71,6 +71,7 @@ public final class SidecarClient implements AutoCloseable {
     private final Semaphore inFlight;
     private final ConcurrentHashMap<String, PendingRequest> pending = new ConcurrentHashMap<>();
     private final AtomicLong nextId = new AtomicLong();
+    private final AtomicLong requests = new AtomicLong();
     private final AtomicLong retries = new AtomicLong();
     private final AtomicLong reconnects = new AtomicLong();
     private final AtomicInteger reconnectAttempt = new AtomicInteger();
@@ -151,6 +152,11 @@ public final class SidecarClient implements AutoCloseable {
         return calls.repositoryIndex();
     }
 
+    /** Requests sent (each once, however often it was retried), since connect. */
+    public long requests() {
+        return requests.get();
+    }
+
     /** Answers that asked for a retry (RESOURCE_EXHAUSTED, UNAVAILABLE), since connect. */
     public long retries() {
         return retries.get();
@@ -216,6 +222,7 @@ public final class SidecarClient implements AutoCloseable {
         } else if (!inFlight.tryAcquire()) {
             return null;
         }
+        requests.incrementAndGet();
         PendingRequest request =
                 new PendingRequest(id, message, System.nanoTime() + options.requestTimeout().toNanos());
         // One callback, in this order: the permit is free before what waits is sent.

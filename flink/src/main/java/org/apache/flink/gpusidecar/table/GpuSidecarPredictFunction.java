@@ -22,6 +22,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.stream.Collectors;
+import org.apache.flink.gpusidecar.ClientMetrics;
 import org.apache.flink.gpusidecar.ModelInfo;
 import org.apache.flink.gpusidecar.SidecarClient;
 import org.apache.flink.gpusidecar.SidecarException;
@@ -45,6 +46,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
     private final List<TensorColumn> outputs;
 
     private transient SidecarClient client;
+    private transient ClientMetrics metrics;
 
     GpuSidecarPredictFunction(ModelBinding binding) {
         this.binding = binding;
@@ -56,6 +58,7 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
     @Override
     public void open(FunctionContext context) throws Exception {
         client = SidecarClient.connect(binding.endpoint(), model, binding.options());
+        metrics = ClientMetrics.register(context.getMetricGroup(), client);
         ModelInfo info = client.model();
         try {
             for (TensorColumn column : inputs) {
@@ -93,9 +96,11 @@ public final class GpuSidecarPredictFunction extends AsyncPredictFunction {
                             e));
         }
         CompletableFuture<Collection<RowData>> result = new CompletableFuture<>();
+        long sent = metrics.sent();
         client.infer(tensors)
                 .whenComplete(
                         (answer, error) -> {
+                            metrics.answered(sent, error != null);
                             if (error != null) {
                                 result.completeExceptionally(explain(error));
                                 return;
