@@ -72,6 +72,10 @@ public final class SidecarClient implements AutoCloseable {
     private final ConcurrentHashMap<String, PendingRequest> pending = new ConcurrentHashMap<>();
     private final AtomicLong nextId = new AtomicLong();
     private final AtomicLong requests = new AtomicLong();
+    /** The version the last answer came from, and whether the metadata is being read again. */
+    private volatile String answeringVersion;
+    private final java.util.concurrent.atomic.AtomicBoolean rereading =
+            new java.util.concurrent.atomic.AtomicBoolean();
     private final AtomicLong retries = new AtomicLong();
     private final AtomicLong reconnects = new AtomicLong();
     private final AtomicInteger reconnectAttempt = new AtomicInteger();
@@ -297,6 +301,40 @@ public final class SidecarClient implements AutoCloseable {
         }
     }
 
+    /**
+     * Notes the version that answered. When another version answers than before (a new one
+     * was loaded under the running job), the model's inputs and outputs are read again, once,
+     * on the timer thread: records encoded from here on follow the version that serves.
+     */
+    private void answeredBy(String version) {
+        String before = answeringVersion;
+        if (version.isEmpty() || version.equals(before)) {
+            return;
+        }
+        answeringVersion = version;
+        if (before == null || !rereading.compareAndSet(false, true)) {
+            return;
+        }
+        try {
+            timer.execute(
+                    () -> {
+                        try {
+                            model = calls.fetchMetadata();
+                            coalescing.setMaxRows(calls.maxBatchSize());
+                            LOG.info("{}: version {} answers now (before it, {}); its inputs and outputs read again: {}",
+                                    describe(), version, before, model);
+                        } catch (RuntimeException e) {
+                            LOG.warn("{}: version {} answers now, and its metadata could not be read: {}",
+                                    describe(), version, e.getMessage());
+                        } finally {
+                            rereading.set(false);
+                        }
+                    });
+        } catch (java.util.concurrent.RejectedExecutionException closing) {
+            rereading.set(false);
+        }
+    }
+
     /** Receives one stream's answers; {@code opened} tells a stale stream from the current. */
     private final class Answers implements StreamObserver<ModelStreamInferResponse> {
         private final long opened;
@@ -329,6 +367,7 @@ public final class SidecarClient implements AutoCloseable {
                 if (pending.remove(request.id, request)) {
                     request.future.complete(outputs);
                 }
+                answeredBy(response.getModelVersion());
                 return;
             }
             SidecarException refusal =

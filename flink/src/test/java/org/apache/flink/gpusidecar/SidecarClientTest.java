@@ -76,7 +76,9 @@ class SidecarClientTest {
     static final class ScriptedServer extends GRPCInferenceServiceGrpc.GRPCInferenceServiceImplBase {
         final AtomicInteger streams = new AtomicInteger();
         final Map<String, AtomicInteger> attempts = new ConcurrentHashMap<>();
-        volatile Script script = (request, stream, out) -> out.onNext(answer(request));
+        /** The version that answers; its output is named "y", version 2's "z". */
+        volatile String version = "1";
+        volatile Script script = (request, stream, out) -> out.onNext(answer(request, version));
 
         @Override
         public void modelMetadata(ModelMetadataRequest request, StreamObserver<ModelMetadataResponse> out) {
@@ -88,7 +90,7 @@ class SidecarClientTest {
                     ModelMetadataResponse.newBuilder()
                             .setName("m")
                             .addInputs(tensor("x"))
-                            .addOutputs(tensor("y"))
+                            .addOutputs(tensor(version.equals("2") ? "z" : "y"))
                             .build());
             out.onCompleted();
         }
@@ -129,13 +131,19 @@ class SidecarClientTest {
 
     /** The answer y = 2x to a request. */
     static ModelStreamInferResponse answer(ModelInferRequest request) {
+        return answer(request, "1");
+    }
+
+    /** The answer y = 2x to a request, from model version {@code version}. */
+    static ModelStreamInferResponse answer(ModelInferRequest request, String version) {
         ByteBuffer in = request.getRawInputContents(0).asReadOnlyByteBuffer().order(ByteOrder.LITTLE_ENDIAN);
         ByteBuffer out = ByteBuffer.allocate(in.remaining()).order(ByteOrder.LITTLE_ENDIAN);
         while (in.hasRemaining()) {
             out.putFloat(2 * in.getFloat());
         }
         out.flip();
-        ModelInferResponse.Builder response = ModelInferResponse.newBuilder().setModelName("m").setId(request.getId());
+        ModelInferResponse.Builder response =
+                ModelInferResponse.newBuilder().setModelName("m").setModelVersion(version).setId(request.getId());
         response.addOutputsBuilder().setName("y").setDatatype("FP32").addAllShape(request.getInputs(0).getShapeList());
         response.addRawOutputContents(ByteString.copyFrom(out));
         return ModelStreamInferResponse.newBuilder().setInferResponse(response).build();
@@ -425,5 +433,20 @@ class SidecarClientTest {
                             .invoke(null);
             assertTrue(others.getClass().getSimpleName().startsWith("Slf4J"), others.getClass().getName());
         }
+    }
+
+    @Test
+    void anotherVersionAnsweringHasTheMetadataReadAgain() throws Exception {
+        SidecarClient client = connect(quick());
+        assertTrue(client.model().outputs().containsKey("y"), client.model().toString());
+        send(client, 1f).get(WAIT_SECONDS, TimeUnit.SECONDS);
+        // A new version, with another output, is loaded under the running client.
+        service.version = "2";
+        send(client, 2f).get(WAIT_SECONDS, TimeUnit.SECONDS);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(WAIT_SECONDS);
+        while (!client.model().outputs().containsKey("z") && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+        assertTrue(client.model().outputs().containsKey("z"), "metadata read again: " + client.model());
     }
 }
