@@ -29,7 +29,8 @@ import org.apache.flink.runtime.metrics.DescriptiveStatisticsHistogram;
  * UI and every metric reporter: {@code records} (sent to the sidecar), {@code requests} (they
  * went in, fewer when records share requests), {@code failures} (records failed), {@code
  * latency} (a record's milliseconds from the operator to its answer, a histogram), {@code
- * inFlight} (requests unanswered), {@code retries} and {@code reconnects}.
+ * inFlight} (requests unanswered), {@code waiting} (records waiting in the client for a free
+ * request), {@code retries} and {@code reconnects}.
  */
 public final class ClientMetrics {
     /** How many latencies the histogram keeps for its statistics. */
@@ -47,6 +48,7 @@ public final class ClientMetrics {
         group.counter("retries", new Count(client::retries));
         group.counter("reconnects", new Count(client::reconnects));
         group.gauge("inFlight", (Gauge<Integer>) client::inFlight);
+        group.gauge("waiting", (Gauge<Integer>) client::waiting);
     }
 
     /** Registers the metrics of {@code client} under {@code operator}'s group {@code gpuSidecar}. */

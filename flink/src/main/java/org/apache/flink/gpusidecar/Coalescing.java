@@ -26,39 +26,41 @@ import java.util.concurrent.CompletableFuture;
 import java.util.function.BooleanSupplier;
 
 /**
- * Several records in one request. A record that arrives while a request of the subtask is in
- * flight waits for the next request, which carries every record that waited, up to {@code
- * maxRecordsPerRequest} of them, their rows joined along the batch dimension; the answer's
- * rows are split back to each record in the same order. A lone record goes at once: no
- * timer, no added latency. The next request leaves as soon as one in flight is answered (or
- * at once when the records waiting reach the most), so the sidecar sees fewer, larger
- * requests exactly when there is more than one record to send.
+ * The client's queue of records, and several records in one request. A record goes at once
+ * when a request permit is free and nothing waits; otherwise it waits here (never on a lock in
+ * the task thread: Flink's async capacity bounds how many wait) and leaves when a request in
+ * flight is answered. Records of a model that batches, waiting together, share that request:
+ * up to {@code maxRecordsPerRequest} of them and the server's {@code max_batch_size} in rows,
+ * their rows joined along the batch dimension, the answer's rows split back to each record in
+ * the same order. A lone record goes at once: no timer, no added latency.
  *
  * <p>Runs on the task thread ({@link #infer}) and on whichever thread completes a request
- * ({@link #flush}), which never blocks: it sends only while a request permit is free, and
- * otherwise leaves the records to the next answer.
+ * ({@link #flush}); neither blocks: a request is sent only when a permit is free.
  */
 final class Coalescing {
-    /** Sends one request; {@code mayBlock} false: returns null rather than wait for a permit. */
+    /** Sends one request if a request permit is free; returns null when none is. */
     interface Sender {
-        CompletableFuture<Map<String, Tensor>> send(Map<String, Tensor> inputs, boolean mayBlock);
+        CompletableFuture<Map<String, Tensor>> send(Map<String, Tensor> inputs);
     }
 
     /** One record waiting for a request. */
     private static final class Part {
         final Map<String, Tensor> inputs;
         final long rows;
+        /** Whether it may share a request (its model batches, and joining is on). */
+        final boolean joinable;
         final CompletableFuture<Map<String, Tensor>> future = new CompletableFuture<>();
 
-        Part(Map<String, Tensor> inputs) {
+        Part(Map<String, Tensor> inputs, boolean joinable) {
             this.inputs = inputs;
-            long[] shape = inputs.values().iterator().next().shape();
+            this.joinable = joinable;
+            long[] shape = inputs.isEmpty() ? new long[0] : inputs.values().iterator().next().shape();
             this.rows = shape.length == 0 ? 1 : shape[0];
         }
 
-        /** Whether its inputs join {@code other}'s: the same names, types and row shapes. */
+        /** Whether it joins {@code other}'s request: the same names, types and row shapes. */
         boolean joins(Part other) {
-            if (!inputs.keySet().equals(other.inputs.keySet())) {
+            if (!joinable || !other.joinable || !inputs.keySet().equals(other.inputs.keySet())) {
                 return false;
             }
             for (Map.Entry<String, Tensor> input : inputs.entrySet()) {
@@ -82,12 +84,18 @@ final class Coalescing {
     private volatile long maxRows;
     private final Sender sender;
     private final BooleanSupplier nothingInFlight;
-    private final List<Part> forming = new ArrayList<>(); // guarded by itself
+    private final BooleanSupplier permitFree;
+    private final List<Part> waiting = new ArrayList<>(); // guarded by itself
 
-    Coalescing(int maxRecordsPerRequest, Sender sender, BooleanSupplier nothingInFlight) {
+    Coalescing(
+            int maxRecordsPerRequest,
+            Sender sender,
+            BooleanSupplier nothingInFlight,
+            BooleanSupplier permitFree) {
         this.maxRecordsPerRequest = maxRecordsPerRequest;
         this.sender = sender;
         this.nothingInFlight = nothingInFlight;
+        this.permitFree = permitFree;
     }
 
     /** The most rows one request may carry, as the server says (ModelConfig's max_batch_size). */
@@ -100,28 +108,24 @@ final class Coalescing {
         return maxRecordsPerRequest > 1 && maxRows > 1;
     }
 
-    /** Sends a record's inputs at once, or with the next request; completes with its outputs. */
-    CompletableFuture<Map<String, Tensor>> infer(Map<String, Tensor> inputs) {
-        Part part = new Part(inputs);
-        List<Part> ready = null;
-        synchronized (forming) {
-            if (forming.isEmpty() && nothingInFlight.getAsBoolean()) {
-                ready = List.of(part);
-            } else {
-                if (!forming.isEmpty()
-                        && (!part.joins(forming.get(0)) || rows(forming) + part.rows > maxRows)) {
-                    // Inputs of another shape, or past the server's batch, go in a request of
-                    // their own, after these.
-                    ready = new ArrayList<>(forming);
-                    forming.clear();
-                }
-                forming.add(part);
-                if (ready == null
-                        && (forming.size() >= maxRecordsPerRequest || rows(forming) >= maxRows)) {
-                    ready = new ArrayList<>(forming);
-                    forming.clear();
-                }
-            }
+    /** Records waiting for a request. */
+    int waiting() {
+        synchronized (waiting) {
+            return waiting.size();
+        }
+    }
+
+    /**
+     * Sends a record's inputs at once, or with a later request ({@code joinable}: shared with
+     * other records); completes with its outputs. Never blocks.
+     */
+    CompletableFuture<Map<String, Tensor>> infer(Map<String, Tensor> inputs, boolean joinable) {
+        Part part = new Part(inputs, joinable);
+        List<Part> ready;
+        synchronized (waiting) {
+            boolean idle = waiting.isEmpty() && nothingInFlight.getAsBoolean();
+            waiting.add(part);
+            ready = idle ? takeGroup(true) : takeGroup(false);
         }
         if (ready != null) {
             send(ready, true);
@@ -129,65 +133,93 @@ final class Coalescing {
         return part.future;
     }
 
-    /** Sends what waits, if a request permit is free (after a request was answered). */
+    /** Sends the first records waiting, if a request permit is free (after an answer). */
     void flush() {
-        List<Part> ready;
-        synchronized (forming) {
-            if (forming.isEmpty()) {
-                return;
-            }
-            ready = new ArrayList<>();
-            long rows = 0;
-            for (Part part : forming) {
-                if (!ready.isEmpty()
-                        && (ready.size() >= maxRecordsPerRequest
-                                || rows + part.rows > maxRows
-                                || !part.joins(ready.get(0)))) {
-                    break;
-                }
-                ready.add(part);
-                rows += part.rows;
-            }
-            forming.subList(0, ready.size()).clear();
-        }
-        send(ready, false);
+        flush(true);
     }
 
-    private static long rows(List<Part> parts) {
+    private void flush(boolean again) {
+        List<Part> ready;
+        synchronized (waiting) {
+            ready = takeGroup(true);
+        }
+        if (ready != null) {
+            send(ready, again);
+        }
+    }
+
+    /**
+     * Takes the first records waiting that go in one request: the first, and those after it
+     * that join it, up to the most records and rows. Without {@code any}, only a group that
+     * cannot grow (it is at the most, or a record after it does not join). Caller holds the
+     * lock.
+     */
+    private List<Part> takeGroup(boolean any) {
+        if (waiting.isEmpty()) {
+            return null;
+        }
+        Part first = waiting.get(0);
+        int most = first.joinable ? maxRecordsPerRequest : 1;
+        List<Part> group = new ArrayList<>();
         long rows = 0;
-        for (Part part : parts) {
+        for (Part part : waiting) {
+            if (!group.isEmpty() && (group.size() >= most || rows + part.rows > maxRows || !part.joins(first))) {
+                break;
+            }
+            group.add(part);
             rows += part.rows;
         }
-        return rows;
+        boolean complete = group.size() < waiting.size() || group.size() >= most || rows >= maxRows;
+        if (!any && !complete) {
+            return null;
+        }
+        waiting.subList(0, group.size()).clear();
+        return group;
     }
 
     /** Fails every record still waiting (the client closed). */
     void failAll(SidecarException error) {
-        List<Part> waiting;
-        synchronized (forming) {
-            waiting = new ArrayList<>(forming);
-            forming.clear();
+        List<Part> failed;
+        synchronized (waiting) {
+            failed = new ArrayList<>(waiting);
+            waiting.clear();
         }
-        waiting.forEach(part -> part.future.completeExceptionally(error));
+        failed.forEach(part -> part.future.completeExceptionally(error));
     }
 
-    private void send(List<Part> parts, boolean mayBlock) {
-        Map<String, Tensor> joined;
-        if (parts.size() == 1) {
-            joined = parts.get(0).inputs;
-        } else {
-            joined = new LinkedHashMap<>();
-            for (String name : parts.get(0).inputs.keySet()) {
-                List<Tensor> tensors = new ArrayList<>(parts.size());
-                parts.forEach(part -> tensors.add(part.inputs.get(name)));
-                joined.put(name, Tensor.concat(tensors));
+    /** Sends {@code parts} in one request, or puts them back first in line without a permit. */
+    private void send(List<Part> parts, boolean again) {
+        CompletableFuture<Map<String, Tensor>> answer;
+        try {
+            Map<String, Tensor> joined;
+            if (parts.size() == 1) {
+                joined = parts.get(0).inputs;
+            } else {
+                joined = new LinkedHashMap<>();
+                for (String name : parts.get(0).inputs.keySet()) {
+                    List<Tensor> tensors = new ArrayList<>(parts.size());
+                    parts.forEach(part -> tensors.add(part.inputs.get(name)));
+                    joined.put(name, Tensor.concat(tensors));
+                }
             }
+            answer = sender.send(joined);
+        } catch (RuntimeException e) {
+            // Inputs the protocol cannot carry: never on the thread that answers, never lost.
+            SidecarException error =
+                    e instanceof SidecarException
+                            ? (SidecarException) e
+                            : SidecarException.of("INVALID_ARGUMENT", "cannot make a request of the inputs: " + e.getMessage(), e);
+            parts.forEach(part -> part.future.completeExceptionally(error));
+            return;
         }
-        CompletableFuture<Map<String, Tensor>> answer = sender.send(joined, mayBlock);
         if (answer == null) {
-            // No permit free: a request is in flight, whose answer sends these.
-            synchronized (forming) {
-                forming.addAll(0, parts);
+            // No permit free: a request is in flight, whose answer sends these. Its answer may
+            // have come meanwhile and found nothing waiting: then look again, once.
+            synchronized (waiting) {
+                waiting.addAll(0, parts);
+            }
+            if (again && permitFree.getAsBoolean()) {
+                flush(false);
             }
             return;
         }
@@ -205,7 +237,6 @@ final class Coalescing {
                     split(outputs, parts);
                 });
     }
-
     /** Each record's rows of the answer, in order. */
     private static void split(Map<String, Tensor> outputs, List<Part> parts) {
         List<Map<String, Tensor>> answers = new ArrayList<>(parts.size());

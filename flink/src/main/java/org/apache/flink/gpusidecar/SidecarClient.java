@@ -101,7 +101,12 @@ public final class SidecarClient implements AutoCloseable {
                 Executors.newSingleThreadScheduledExecutor(
                         SidecarChannel.daemonThreads("gpu-sidecar-client-timer"));
         inFlight = new Semaphore(options.maxInFlight());
-        coalescing = new Coalescing(options.maxRecordsPerRequest(), this::send, pending::isEmpty);
+        coalescing =
+                new Coalescing(
+                        options.maxRecordsPerRequest(),
+                        this::send,
+                        pending::isEmpty,
+                        () -> inFlight.availablePermits() > 0);
         // One sweep for every request's timeout, rather than a timer task per request.
         long sweep =
                 Math.max(
@@ -176,6 +181,11 @@ public final class SidecarClient implements AutoCloseable {
         return pending.size();
     }
 
+    /** Records waiting in the client for a request (all request permits taken). */
+    public int waiting() {
+        return coalescing.waiting();
+    }
+
     /** What the client last knew of the sidecar: for messages about a request's timeout. */
     public String status() {
         synchronized (streamLock) {
@@ -188,9 +198,10 @@ public final class SidecarClient implements AutoCloseable {
 
     /**
      * Sends one record's named input tensors and completes with its named output tensors, or
-     * with a {@link SidecarException}. While a request is in flight, a record of a model that
-     * batches waits for the next request, which carries up to {@code maxRecordsPerRequest}
-     * records ({@link Coalescing}). Waits while {@code maxInFlight} requests are unanswered.
+     * with a {@link SidecarException}. Never blocks: while {@code maxInFlight} requests are
+     * unanswered the record waits in the client's queue (Flink's async capacity bounds it),
+     * and a record of a model that batches shares the next request with the others waiting,
+     * up to {@code maxRecordsPerRequest} ({@link Coalescing}).
      */
     public CompletableFuture<Map<String, Tensor>> infer(Map<String, Tensor> inputs) {
         if (closed) {
@@ -198,32 +209,18 @@ public final class SidecarClient implements AutoCloseable {
                     SidecarException.of("CANCELLED", describe() + ": the client is closed"));
         }
         ModelInfo info = model;
-        if (coalescing.enabled() && info != null && info.batched()) {
-            return coalescing.infer(inputs);
-        }
-        return send(inputs, true);
+        return coalescing.infer(inputs, coalescing.enabled() && info != null && info.batched());
     }
 
-    /**
-     * Sends one request of named input tensors. Waits for a free request permit, or with
-     * {@code mayBlock} false returns null when none is free.
-     */
-    private CompletableFuture<Map<String, Tensor>> send(Map<String, Tensor> inputs, boolean mayBlock) {
+    /** Sends one request of named input tensors if a request permit is free; null if none is. */
+    private CompletableFuture<Map<String, Tensor>> send(Map<String, Tensor> inputs) {
         if (closed) {
             return CompletableFuture.failedFuture(
                     SidecarException.of("CANCELLED", describe() + ": the client is closed"));
         }
         String id = Long.toString(nextId.incrementAndGet());
         ModelInferRequest message = KServeCodec.request(modelName, options.modelVersion(), id, inputs);
-        if (mayBlock) {
-            try {
-                inFlight.acquire();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                return CompletableFuture.failedFuture(
-                        SidecarException.of("CANCELLED", describe() + ": interrupted", e));
-            }
-        } else if (!inFlight.tryAcquire()) {
+        if (!inFlight.tryAcquire()) {
             return null;
         }
         requests.incrementAndGet();

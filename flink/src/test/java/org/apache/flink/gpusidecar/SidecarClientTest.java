@@ -449,4 +449,34 @@ class SidecarClientTest {
         }
         assertTrue(client.model().outputs().containsKey("z"), "metadata read again: " + client.model());
     }
+
+    @Test
+    void aFullClientQueuesTheRecordInsteadOfBlockingTheCaller() throws Exception {
+        List<Runnable> held = new java.util.concurrent.CopyOnWriteArrayList<>();
+        service.script = (request, stream, out) -> held.add(() -> {
+            synchronized (out) {
+                out.onNext(answer(request));
+            }
+        });
+        SidecarClient client = connect(quick().withMaxInFlight(1));
+        CompletableFuture<Map<String, Tensor>> first = send(client, 1f);
+        // The only request permit is taken: the next record must wait in the client, and the
+        // call return at once (a blocked caller would be Flink's task thread).
+        CompletableFuture<Map<String, Tensor>> second =
+                CompletableFuture.supplyAsync(() -> send(client, 2f)).get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertEquals(1, client.waiting());
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(WAIT_SECONDS);
+        while (held.isEmpty() && System.nanoTime() < deadline) {
+            Thread.sleep(5);
+        }
+        held.remove(0).run();
+        assertEquals(2f, first.get(WAIT_SECONDS, TimeUnit.SECONDS).get("y").floats()[0]);
+        // The answer freed the permit: the waiting record went, and is answered in turn.
+        while (held.isEmpty() && System.nanoTime() < deadline) {
+            Thread.sleep(5);
+        }
+        held.remove(0).run();
+        assertEquals(4f, second.get(WAIT_SECONDS, TimeUnit.SECONDS).get("y").floats()[0]);
+        assertEquals(0, client.waiting());
+    }
 }
