@@ -136,6 +136,21 @@ pub struct TensorSpec {
     pub labels: Vec<String>,
 }
 
+impl TensorSpec {
+    /// Its shape with `rows` rows and every other dimension of any size `length`.
+    pub fn filled_shape(&self, rows: usize, length: usize) -> Vec<i64> {
+        self.dims
+            .iter()
+            .enumerate()
+            .map(|(axis, &dim)| match (axis, dim) {
+                (0, -1) => rows as i64,
+                (_, -1) => length as i64,
+                (_, dim) => dim,
+            })
+            .collect()
+    }
+}
+
 /// The model's inputs and outputs, and whether requests can be batched along dimension 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signature {
@@ -191,16 +206,7 @@ impl Signature {
         self.inputs
             .iter()
             .map(|spec| {
-                let shape: Vec<i64> = spec
-                    .dims
-                    .iter()
-                    .enumerate()
-                    .map(|(axis, &dim)| match (axis, dim) {
-                        (0, -1) => rows as i64,
-                        (_, -1) => length as i64,
-                        (_, dim) => dim,
-                    })
-                    .collect();
+                let shape = spec.filled_shape(rows, length);
                 let count = element_count(&shape).unwrap_or(0);
                 let data = if spec.datatype == DataType::Bytes {
                     // "0" each: a string a model that parses its strings as numbers accepts.

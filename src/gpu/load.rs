@@ -46,7 +46,7 @@ use crate::model::text::TextStage;
 use crate::model::warmup;
 use crate::model::{Instances, ModelVersion};
 use crate::serving::ByteSize;
-use crate::tensor::Signature;
+use crate::tensor::{Signature, Tensor};
 
 /// One instance to make: the thread that runs it, and its device while that thread holds
 /// the device's context.
@@ -247,6 +247,7 @@ impl GpuLoader {
             );
         }
         let mut fell_back = false;
+        let mut warm_up = None;
         let mut sessions = Vec::with_capacity(targets.len());
         for target in targets {
             let device = target.device.filter(|_| !fell_back);
@@ -256,7 +257,13 @@ impl GpuLoader {
                     current = Some(context.ordinal);
                 }
             }
-            let (session, fell) = self.session(runtime, &order, &bytes, device, targets.len())?;
+            let (session, fell) = self.session(
+                runtime,
+                &order,
+                &bytes,
+                device,
+                (targets.len(), &mut warm_up),
+            )?;
             fell_back |= fell;
             sessions.push(session);
         }
@@ -355,14 +362,15 @@ impl GpuLoader {
     }
 
     /// One warmed-up session of `order` on `device` (the CPU when none), from `bytes`;
-    /// with whether `auto` mode fell back to the CPU. `instances` of the model are made.
+    /// with whether `auto` mode fell back to the CPU. `instances` of the model are made; their
+    /// warm-up inputs are made (and their files read) once, for the first, into `warm_up`.
     fn session(
         &self,
         runtime: &Runtime,
         order: &LoadOrder,
         bytes: &ModelBytes,
         device: Option<i32>,
-        instances: usize,
+        (instances, warm_up): (usize, &mut Option<Vec<Tensor>>),
     ) -> Result<(Box<dyn Session>, bool), GpuError> {
         let path = &order.path;
         let options = |provider| SessionOptions {
@@ -399,13 +407,19 @@ impl GpuLoader {
             }
             other => other?,
         };
-        let warm_up = warmup::inputs(session.signature(), &order.warmup).map_err(|source| {
-            GpuError::Warmup {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        session.run(warm_up).map_err(|source| LoadError::WarmUp {
+        let inputs =
+            match warm_up {
+                Some(inputs) => inputs.clone(),
+                None => warm_up
+                    .insert(warmup::inputs(session.signature(), &order.warmup).map_err(
+                        |source| GpuError::Warmup {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?)
+                    .clone(),
+            };
+        session.run(inputs).map_err(|source| LoadError::WarmUp {
             path: path.clone(),
             source,
         })?;

@@ -240,11 +240,6 @@ impl<'a> Owner<'a> {
             self.served.len()
         );
         for mut served in std::mem::take(&mut self.served) {
-            self.shared
-                .interrupters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&served.load_number);
             let last = self.forget_copy(&served);
             let (name, version) = (served.model.name.clone(), served.model.version);
             let requeue = served.requeue.take().filter(|_| !last);
@@ -286,8 +281,14 @@ impl<'a> Owner<'a> {
         self.next = 0;
     }
 
-    /// Counts one copy of `served`'s version less as resident; true when it was the last.
+    /// Forgets `served` (its interrupter, its count among the resident copies of its
+    /// version); true when it was the version's last copy.
     fn forget_copy(&self, served: &Served) -> bool {
+        self.shared
+            .interrupters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&served.load_number);
         let mut resident = self
             .shared
             .resident
@@ -360,11 +361,6 @@ impl<'a> Owner<'a> {
             if self.next > index {
                 self.next -= 1;
             }
-            self.shared
-                .interrupters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&served.load_number);
             // Its other instances, and a copy of the version unloaded and loaded again before
             // this one was freed, share its series: they stay for those that serve.
             let last = self.forget_copy(&served);

@@ -130,16 +130,7 @@ fn filled(
         .inputs
         .iter()
         .map(|spec| {
-            let shape: Vec<i64> = spec
-                .dims
-                .iter()
-                .enumerate()
-                .map(|(axis, &dim)| match (axis, dim) {
-                    (0, -1) => rows as i64,
-                    (_, -1) => 1,
-                    (_, dim) => dim,
-                })
-                .collect();
+            let shape = spec.filled_shape(rows, 1);
             let count = element_count(&shape).unwrap_or(0);
             Tensor {
                 data: data(spec, count),

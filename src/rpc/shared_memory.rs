@@ -44,6 +44,8 @@ pub enum SharedMemoryError {
     NotFound { name: String },
     #[error("shared memory region '{name}' already in manager: unregister it first, or register under another name")]
     AlreadyRegistered { name: String },
+    #[error("system shared memory is for clients on this host, and this call comes from {peer}: use the Unix socket or a loopback address, or send the tensors in the request")]
+    NotLocal { peer: String },
     #[error("Unable to open system shared memory region: '{key}' ({reason}): create it (shm_open, or tritonclient's create_shared_memory_region) before registering it")]
     Open { key: String, reason: String },
     #[error("Invalid offset + byte size for shared memory region: '{name}': {detail}")]
@@ -90,15 +92,22 @@ impl SharedMemory {
         self.regions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `SystemSharedMemoryRegister`: opens `/dev/shm/KEY` and checks that `offset` and
-    /// `byte_size` lie within it.
+    /// `SystemSharedMemoryRegister` from `peer` (gRPC's address of the caller): opens
+    /// `/dev/shm/KEY` and checks that `offset` and `byte_size` lie within it. Only a caller on
+    /// this host (the Unix socket, a loopback address) may register a region.
     pub fn register(
         &self,
         name: &str,
         key: &str,
         offset: u64,
         byte_size: u64,
+        peer: &str,
     ) -> Result<(), SharedMemoryError> {
+        if !is_local(peer) {
+            return Err(SharedMemoryError::NotLocal {
+                peer: peer.to_string(),
+            });
+        }
         if self.regions().contains_key(name) {
             return Err(SharedMemoryError::AlreadyRegistered {
                 name: name.to_string(),
@@ -294,6 +303,17 @@ impl SharedMemory {
     }
 }
 
+/// Whether gRPC's `peer` (`unix:...`, `ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`, the brackets
+/// possibly percent-encoded) is on this host.
+fn is_local(peer: &str) -> bool {
+    peer.starts_with("unix:")
+        || peer.starts_with("ipv4:127.")
+        || peer.starts_with("ipv6:[::1]")
+        || peer.starts_with("ipv6:%5B::1%5D")
+        || peer.starts_with("ipv6:[::ffff:127.")
+        || peer.starts_with("ipv6:%5B::ffff:127.")
+}
+
 impl OutputPlacements {
     /// Writes the outputs placed in regions there, and empties their raw contents in the
     /// answer (the entries stay, so that the others keep their places, as Triton's clients
@@ -339,5 +359,35 @@ impl OutputPlacements {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_caller_on_this_host_registers_a_region() {
+        for peer in [
+            "unix:",
+            "unix:/tmp/s.sock",
+            "ipv4:127.0.0.1:4000",
+            "ipv6:[::1]:4000",
+            "ipv6:%5B::1%5D:4000",
+        ] {
+            assert!(is_local(peer), "{peer}");
+        }
+        for peer in ["ipv4:10.0.0.7:4000", "ipv6:[fe80::1]:4000", ""] {
+            assert!(!is_local(peer), "{peer}");
+        }
+        let refused = SharedMemory::default()
+            .register("in", "/any", 0, 8, "ipv4:10.0.0.7:4000")
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("comes from ipv4:10.0.0.7:4000"),
+            "{refused}"
+        );
     }
 }

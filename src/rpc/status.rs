@@ -112,6 +112,9 @@ impl Failure {
             Failure::SharedMemory(SharedMemoryError::AlreadyRegistered { .. }) => {
                 (Code::ALREADY_EXISTS, Outcome::Invalid)
             }
+            Failure::SharedMemory(SharedMemoryError::NotLocal { .. }) => {
+                (Code::PERMISSION_DENIED, Outcome::Invalid)
+            }
             Failure::SharedMemory(SharedMemoryError::Io { .. }) => {
                 (Code::INTERNAL, Outcome::Internal)
             }

@@ -18,13 +18,34 @@
 
 use crate::util::{fixture_path, ConfigText, Sidecar, TestDir, PATIENCE};
 
-#[test]
-fn tritons_example_programs_work_unmodified() {
+/// Runs the Python check `script` of tests/clients/ (with Triton's client, from the
+/// `.clients/` environment that `bin/dev.sh clients` makes) against `sidecar`, with `args`;
+/// fails the test with what it printed, and the sidecar's log, unless it says it `passed`.
+pub(crate) fn python_check(script: &str, sidecar: &Sidecar, args: &[&str], passed: &str) {
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".clients/bin/python");
     assert!(
         python.exists(),
         "this test needs Triton's Python client: run `bin/dev.sh clients` (makes .clients/)"
     );
+    let output = std::process::Command::new(&python)
+        .arg(fixture_path(&format!("../clients/{script}")))
+        .arg(sidecar.grpc_target())
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && said.contains(passed),
+        "{script} {args:?} over {}: {said}{}
+{}",
+        sidecar.grpc_target(),
+        String::from_utf8_lossy(&output.stderr),
+        sidecar.log()
+    );
+}
+
+#[test]
+fn tritons_example_programs_work_unmodified() {
     for tcp in [false, true] {
         let dir = TestDir::new();
         let mut tables = String::new();
@@ -45,22 +66,11 @@ fn tritons_example_programs_work_unmodified() {
             .replace("[sidecar.model]\nuri = \"model.bin\"\n", &tables);
         let mut sidecar = Sidecar::spawn(&dir.write_config(&text), &[("CUDA_VISIBLE_DEVICES", "")]);
         sidecar.wait_ready();
-        let output = std::process::Command::new(&python)
-            .arg(fixture_path("../clients/triton_examples_check.py"))
-            .arg(sidecar.grpc_target())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "over {}: {}{}",
-            sidecar.grpc_target(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains("triton examples check passed"),
-            "{}",
-            String::from_utf8_lossy(&output.stdout)
+        python_check(
+            "triton_examples_check.py",
+            &sidecar,
+            &[],
+            "triton examples check passed",
         );
         sidecar.signal(libc::SIGTERM);
         assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());

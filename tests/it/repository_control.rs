@@ -15,7 +15,6 @@
 //! The repository extension and version policies: RepositoryIndex, Load and Unload through
 //! our client and Triton's, an unload under load, policies, refusals, and loads while serving.
 
-use std::path::PathBuf;
 #[cfg(feature = "failpoints")]
 use std::thread;
 #[cfg(feature = "failpoints")]
@@ -34,19 +33,24 @@ use crate::repository::*;
 use crate::scrape::Scrape;
 #[cfg(feature = "failpoints")]
 use crate::util::http;
-use crate::util::{expect_exit, fixture_path, Sidecar, TestDir, PATIENCE};
+use crate::util::{expect_exit, Sidecar, TestDir, PATIENCE};
+
+/// Publishes the slow fixture as model "slow", version 1, one request per execution.
+fn publish_slow(repository: &std::path::Path) {
+    publish(repository, "slow", 1, "slow");
+    std::fs::write(
+        repository.join("slow").join("model.toml"),
+        "[batching]\nmax-batch-size = 1\n",
+    )
+    .unwrap();
+}
 
 #[test]
 fn an_unload_under_load_runs_what_is_queued_and_refuses_what_comes_after() {
     let dir = TestDir::new();
     let repository = dir.path().join("models");
     publish(&repository, "affine", 1, "affine");
-    publish(&repository, "slow", 1, "slow");
-    std::fs::write(
-        repository.join("slow").join("model.toml"),
-        "[batching]\nmax-batch-size = 1\n",
-    )
-    .unwrap();
+    publish_slow(&repository);
     let sidecar = serve(
         &dir,
         "repository = \"models\"\nrepository-control = \"explicit\"",
@@ -231,11 +235,6 @@ fn a_models_table_may_name_a_folder_of_versions_with_a_policy() {
 
 #[test]
 fn tritons_python_client_lists_loads_and_unloads_models() {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".clients/bin/python");
-    assert!(
-        python.exists(),
-        "this test needs Triton's Python client: run `bin/dev.sh clients` (makes .clients/)"
-    );
     let dir = TestDir::new();
     let repository = dir.path().join("models");
     publish(&repository, "affine", 1, "affine");
@@ -245,18 +244,11 @@ fn tritons_python_client_lists_loads_and_unloads_models() {
         "repository = \"models\"\nrepository-control = \"explicit\"\nstartup-models = [\"affine\"]",
         "",
     );
-    let output = std::process::Command::new(&python)
-        .arg(fixture_path("../clients/tritonclient_check.py"))
-        .arg(sidecar.grpc_target())
-        .arg("repository")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        sidecar.log()
+    crate::examples::python_check(
+        "tritonclient_check.py",
+        &sidecar,
+        &["repository"],
+        "tritonclient repository check passed",
     );
     stop(sidecar);
 }
@@ -424,12 +416,7 @@ fn a_long_load_while_serving_keeps_the_sidecar_live() {
 fn a_model_loaded_again_before_its_old_copy_is_freed_serves_on() {
     let dir = TestDir::new();
     let repository = dir.path().join("models");
-    publish(&repository, "slow", 1, "slow");
-    std::fs::write(
-        repository.join("slow").join("model.toml"),
-        "[batching]\nmax-batch-size = 1\n",
-    )
-    .unwrap();
+    publish_slow(&repository);
     let sidecar = serve(
         &dir,
         "repository = \"models\"\nrepository-control = \"explicit\"",

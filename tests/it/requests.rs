@@ -23,6 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use gpu_sidecar::proto::grpc_service::*;
 use grpcio::{RpcStatusCode, WriteFlags};
 
+use crate::examples::python_check;
 use crate::inference::*;
 use crate::scrape::Scrape;
 use crate::util::{fixture_sidecar, ConfigText, Sidecar, TestDir, PATIENCE};
@@ -304,63 +305,28 @@ fn after_the_grace_period_the_execution_is_ended_and_the_queue_answered() {
 /// `bin/dev.sh clients`) against the sidecar, over the Unix socket and TCP.
 #[test]
 fn tritons_python_client_works_unmodified() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".clients/bin/python");
-    assert!(
-        python.exists(),
-        "this test needs Triton's Python client: run `bin/dev.sh clients` (makes .clients/)"
-    );
-    let script = crate::util::fixture_path("../clients/tritonclient_check.py");
     for tcp in [false, true] {
         let (_dir, mut sidecar) = serve("affine", tcp, "", &[]);
-        let output = std::process::Command::new(&python)
-            .arg(&script)
-            .arg(sidecar.grpc_target())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "over {}: {}{}",
-            sidecar.grpc_target(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        python_check(
+            "tritonclient_check.py",
+            &sidecar,
+            &[],
+            "tritonclient check passed over",
         );
-        let said = String::from_utf8_lossy(&output.stdout);
-        assert!(said.contains("tritonclient check passed over"), "{said}");
         sidecar.signal(libc::SIGTERM);
         assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     }
-    // BYTES in and out, through the client's own encoding of them.
-    let (_dir, mut sidecar) = serve("strings", false, "", &[]);
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(sidecar.grpc_target())
-        .arg("strings")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "strings: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    sidecar.signal(libc::SIGTERM);
-    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
-    // Numbers as strings, which the model parses: it starts (its warm-up sends "0").
-    let (_dir, mut sidecar) = serve("simple_string", false, "", &[]);
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(sidecar.grpc_target())
-        .arg("simple_string")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "simple_string: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    sidecar.signal(libc::SIGTERM);
-    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    // BYTES in and out, through the client's own encoding of them; numbers as strings, which
+    // the model parses (it starts: its warm-up sends "0").
+    for (model, passed) in [
+        ("strings", "tritonclient strings check passed"),
+        ("simple_string", "tritonclient simple_string check passed"),
+    ] {
+        let (_dir, mut sidecar) = serve(model, false, "", &[]);
+        python_check("tritonclient_check.py", &sidecar, &[model], passed);
+        sidecar.signal(libc::SIGTERM);
+        assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
+    }
 }
 
 /// Requests and answers over `sidecar.rpc.max-message-size` are refused with

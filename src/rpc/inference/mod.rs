@@ -261,18 +261,25 @@ pub fn create_service(service: InferenceService) -> Service {
             })
         }
     );
-    unary!(
-        builder,
-        service,
-        "SystemSharedMemoryRegister",
-        SystemSharedMemoryRegisterRequest,
-        SystemSharedMemoryRegisterResponse,
-        |s, req| {
-            s.shared_memory
-                .register(&req.name, &req.key, req.offset, req.byte_size)
+    let s = service.clone();
+    builder = builder.add_unary_handler(
+        &method!(
+            MethodType::Unary,
+            "SystemSharedMemoryRegister",
+            SystemSharedMemoryRegisterRequest,
+            SystemSharedMemoryRegisterResponse
+        ),
+        move |ctx, req: SystemSharedMemoryRegisterRequest, sink| {
+            // A region is this host's memory: a client elsewhere (TCP on another interface)
+            // may not read or overwrite it.
+            let peer = ctx.peer();
+            let reply = s
+                .shared_memory
+                .register(&req.name, &req.key, req.offset, req.byte_size, &peer)
                 .map(|()| SystemSharedMemoryRegisterResponse::default())
-                .map_err(Failure::from)
-        }
+                .map_err(Failure::from);
+            s.answer(ctx, sink, reply);
+        },
     );
     unary!(
         builder,

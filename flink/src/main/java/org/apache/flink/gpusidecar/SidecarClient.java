@@ -301,7 +301,7 @@ public final class SidecarClient implements AutoCloseable {
     /**
      * Notes the version that answered. When another version answers than before (a new one
      * was loaded under the running job), the model's inputs and outputs are read again, once,
-     * on the timer thread: records encoded from here on follow the version that serves.
+     * off the I/O thread: records encoded from here on follow the version that serves.
      */
     private void answeredBy(String version) {
         String before = answeringVersion;
@@ -312,24 +312,26 @@ public final class SidecarClient implements AutoCloseable {
         if (before == null || !rereading.compareAndSet(false, true)) {
             return;
         }
-        try {
-            timer.execute(
-                    () -> {
-                        try {
-                            model = calls.fetchMetadata();
-                            coalescing.setMaxRows(calls.maxBatchSize());
-                            LOG.info("{}: version {} answers now (before it, {}); its inputs and outputs read again: {}",
-                                    describe(), version, before, model);
-                        } catch (RuntimeException e) {
-                            LOG.warn("{}: version {} answers now, and its metadata could not be read: {}",
-                                    describe(), version, e.getMessage());
-                        } finally {
-                            rereading.set(false);
-                        }
-                    });
-        } catch (java.util.concurrent.RejectedExecutionException closing) {
-            rereading.set(false);
-        }
+        // On a thread of its own: reading the metadata may wait out a sidecar that is busy
+        // loading, and the timer thread must go on failing overdue requests meanwhile.
+        Thread reread =
+                new Thread(
+                        () -> {
+                            try {
+                                model = calls.fetchMetadata();
+                                coalescing.setMaxRows(calls.maxBatchSize());
+                                LOG.info("{}: version {} answers now (before it, {}); its inputs and outputs read again: {}",
+                                        describe(), version, before, model);
+                            } catch (RuntimeException e) {
+                                LOG.warn("{}: version {} answers now, and its metadata could not be read: {}",
+                                        describe(), version, e.getMessage());
+                            } finally {
+                                rereading.set(false);
+                            }
+                        },
+                        "gpu-sidecar-client-metadata");
+        reread.setDaemon(true);
+        reread.start();
     }
 
     /** Receives one stream's answers; {@code opened} tells a stale stream from the current. */

@@ -19,12 +19,6 @@ package org.apache.flink.gpusidecar;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.IOException;
-import java.net.ServerSocket;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
@@ -33,6 +27,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.core.execution.JobClient;
+import org.apache.flink.metrics.prometheus.InProcessPrometheusReporterFactory;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
 import org.apache.flink.runtime.testutils.MiniClusterResourceConfiguration;
@@ -43,11 +38,11 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The client's metrics, read through Flink's own Prometheus reporter while a job runs: records,
- * requests (fewer than records when they share requests), the latency histogram, failures.
+ * requests (fewer than records when they share requests), the latency histogram, failures. The
+ * reporter is Flink's, read in process rather than over its HTTP server (which binds every
+ * interface; tests stay on loopback).
  */
 class MetricsTest {
-    private static final int PORT = freePort();
-
     @RegisterExtension
     static final MiniClusterExtension MINI_CLUSTER =
             new MiniClusterExtension(
@@ -63,31 +58,16 @@ class MetricsTest {
 
     private static Configuration reporter() {
         Configuration config = new Configuration();
-        config.setString("metrics.reporter.prom.factory.class", "org.apache.flink.metrics.prometheus.PrometheusReporterFactory");
-        config.setString("metrics.reporter.prom.port", Integer.toString(PORT));
+        config.setString(
+                "metrics.reporter.prom.factory.class", InProcessPrometheusReporterFactory.class.getName());
         return config;
     }
 
-    private static int freePort() {
-        try (ServerSocket socket = new ServerSocket(0)) {
-            return socket.getLocalPort();
-        } catch (IOException e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
     /** The reporter's samples whose name ends with {@code gpuSidecar_<metric>}, summed. */
-    private static Map<String, Double> scrape() throws Exception {
-        String body =
-                HttpClient.newHttpClient()
-                        .send(
-                                HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + PORT + "/metrics"))
-                                        .timeout(Duration.ofSeconds(10))
-                                        .build(),
-                                HttpResponse.BodyHandlers.ofString())
-                        .body();
+    private static Map<String, Double> scrape() {
+        String body = InProcessPrometheusReporterFactory.scrape();
         Map<String, Double> sums = new HashMap<>();
-        Matcher sample = Pattern.compile("(?m)^\\S*gpuSidecar_(\\w+)(\\{[^}]*\\})? (\\S+)$").matcher(body);
+        Matcher sample = Pattern.compile("(?m)^flink_taskmanager_job_task_operator_gpuSidecar_(\\w+)(\\{[^}]*\\})? (\\S+)$").matcher(body);
         while (sample.find()) {
             String labels = sample.group(2) == null ? "" : sample.group(2);
             String key = sample.group(1) + (labels.contains("quantile=\"0.5\"") ? "_p50" : "");
@@ -105,7 +85,7 @@ class MetricsTest {
             StreamExecutionEnvironment env = Jobs.environment();
             env.setParallelism(1);
             // Paced, so that the job still runs while the reporter is read.
-            Jobs.infer(Jobs.records(env, fixture, 100_000, 2000), Jobs.inference(sidecar.endpoint()), false, 64)
+            Jobs.infer(Jobs.records(env, fixture, 1_000_000, 2000), Jobs.inference(sidecar.endpoint()), false, 64)
                     .sinkTo(new DiscardingSink<>());
             JobClient job = env.executeAsync("metrics");
             try {
