@@ -27,6 +27,8 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
@@ -52,9 +54,17 @@ import org.slf4j.LoggerFactory;
  * most once. Each sending of a request (the first, a retry, a resend after a reconnect)
  * carries the time left to it as the protocol's {@code timeout} parameter, so that the sidecar
  * never runs what the client has stopped waiting for.
+ *
+ * <p>Threads: gRPC's event loop only reads answers and matches them to requests. Every request
+ * is completed on the client's one answering thread, where the answer is decoded and what
+ * waits on it runs (splitting a coalesced answer, the caller's decoding into records, sending
+ * the records that waited for the freed request): a slow decoder delays this client's answers
+ * alone, never the event loop that every channel of the TaskManager shares.
  */
 public final class SidecarClient implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SidecarClient.class);
+    /** At most one metadata read per this long because requests were refused as invalid. */
+    private static final long REREAD_INTERVAL_NANOS = TimeUnit.SECONDS.toNanos(1);
 
     static {
         SidecarChannel.quietNettyBootstrap();
@@ -68,6 +78,7 @@ public final class SidecarClient implements AutoCloseable {
     private final Backoff backoff;
     private final GRPCInferenceServiceGrpc.GRPCInferenceServiceStub stub;
     private final ScheduledExecutorService timer;
+    private final ExecutorService answering;
     private final Semaphore inFlight;
     private final ConcurrentHashMap<String, PendingRequest> pending = new ConcurrentHashMap<>();
     private final AtomicLong nextId = new AtomicLong();
@@ -76,6 +87,8 @@ public final class SidecarClient implements AutoCloseable {
     private volatile String answeringVersion;
     private final java.util.concurrent.atomic.AtomicBoolean rereading =
             new java.util.concurrent.atomic.AtomicBoolean();
+    /** When a refusal as invalid last made the client read the metadata again (nanoTime). */
+    private final AtomicLong lastRefusalReread = new AtomicLong(System.nanoTime() - REREAD_INTERVAL_NANOS);
     private final AtomicLong retries = new AtomicLong();
     private final AtomicLong reconnects = new AtomicLong();
     private final AtomicInteger reconnectAttempt = new AtomicInteger();
@@ -100,6 +113,7 @@ public final class SidecarClient implements AutoCloseable {
         timer =
                 Executors.newSingleThreadScheduledExecutor(
                         SidecarChannel.daemonThreads("gpu-sidecar-client-timer"));
+        answering = Executors.newSingleThreadExecutor(SidecarChannel.daemonThreads("gpu-sidecar-client-answers"));
         inFlight = new Semaphore(options.maxInFlight());
         coalescing =
                 new Coalescing(
@@ -300,8 +314,8 @@ public final class SidecarClient implements AutoCloseable {
 
     /**
      * Notes the version that answered. When another version answers than before (a new one
-     * was loaded under the running job), the model's inputs and outputs are read again, once,
-     * off the I/O thread: records encoded from here on follow the version that serves.
+     * was loaded under the running job), the model's inputs and outputs are read again, once:
+     * records encoded from here on follow the version that serves.
      */
     private void answeredBy(String version) {
         String before = answeringVersion;
@@ -309,22 +323,47 @@ public final class SidecarClient implements AutoCloseable {
             return;
         }
         answeringVersion = version;
-        if (before == null || !rereading.compareAndSet(false, true)) {
+        if (before != null) {
+            readMetadataAgain("version " + version + " answers now (before it, " + before + ")");
+        }
+    }
+
+    /**
+     * A request was refused as invalid: when the model's signature changed under the job (a
+     * version with other inputs), the records encoded from here on follow the new one. At
+     * most once a second, so that a stream of bad records does not become a stream of
+     * metadata calls.
+     */
+    private void refusedAsInvalid() {
+        long last = lastRefusalReread.get();
+        long now = System.nanoTime();
+        if (now - last >= REREAD_INTERVAL_NANOS && lastRefusalReread.compareAndSet(last, now)) {
+            readMetadataAgain("a request was refused as invalid");
+        }
+    }
+
+    /**
+     * Reads the model's metadata again, once at a time, on a thread of its own: the read may
+     * wait out a sidecar that is busy loading, and the timer thread must go on failing overdue
+     * requests meanwhile.
+     */
+    private void readMetadataAgain(String why) {
+        if (closed || !rereading.compareAndSet(false, true)) {
             return;
         }
-        // On a thread of its own: reading the metadata may wait out a sidecar that is busy
-        // loading, and the timer thread must go on failing overdue requests meanwhile.
         Thread reread =
                 new Thread(
                         () -> {
                             try {
+                                ModelInfo before = model;
                                 model = calls.fetchMetadata();
                                 coalescing.setMaxRows(calls.maxBatchSize());
-                                LOG.info("{}: version {} answers now (before it, {}); its inputs and outputs read again: {}",
-                                        describe(), version, before, model);
+                                if (!String.valueOf(model).equals(String.valueOf(before))) {
+                                    LOG.info("{}: {}; its inputs and outputs read again: {}", describe(), why, model);
+                                }
                             } catch (RuntimeException e) {
-                                LOG.warn("{}: version {} answers now, and its metadata could not be read: {}",
-                                        describe(), version, e.getMessage());
+                                LOG.warn("{}: {}, and the model's metadata could not be read: {}",
+                                        describe(), why, e.getMessage());
                             } finally {
                                 rereading.set(false);
                             }
@@ -355,16 +394,19 @@ public final class SidecarClient implements AutoCloseable {
             }
             String error = answer.getErrorMessage();
             if (error.isEmpty()) {
-                Map<String, Tensor> outputs;
-                try {
-                    outputs = KServeCodec.decode(response);
-                } catch (RuntimeException e) {
-                    fail(request, SidecarException.of(
-                            "INTERNAL", describe() + ": unreadable answer: " + e.getMessage(), e));
-                    return;
-                }
                 if (pending.remove(request.id, request)) {
-                    request.future.complete(outputs);
+                    // Decoded on the answering thread, as everything that waits on it runs.
+                    deliver(() -> {
+                        Map<String, Tensor> outputs;
+                        try {
+                            outputs = KServeCodec.decode(response);
+                        } catch (RuntimeException e) {
+                            request.future.completeExceptionally(SidecarException.of(
+                                    "INTERNAL", describe() + ": unreadable answer: " + e.getMessage(), e));
+                            return;
+                        }
+                        request.future.complete(outputs);
+                    });
                 }
                 answeredBy(response.getModelVersion());
                 return;
@@ -375,6 +417,9 @@ public final class SidecarClient implements AutoCloseable {
                 retryLater(request, error);
             } else {
                 fail(request, refusal);
+                if (refusal instanceof SidecarException.InvalidRequest) {
+                    refusedAsInvalid();
+                }
             }
         }
 
@@ -471,7 +516,16 @@ public final class SidecarClient implements AutoCloseable {
 
     private void fail(PendingRequest request, SidecarException error) {
         if (pending.remove(request.id, request)) {
-            request.future.completeExceptionally(error);
+            deliver(() -> request.future.completeExceptionally(error));
+        }
+    }
+
+    /** Runs a request's completion on the answering thread; on the caller's once it is shut. */
+    private void deliver(Runnable completion) {
+        try {
+            answering.execute(completion);
+        } catch (RejectedExecutionException e) {
+            completion.run();
         }
     }
 
@@ -499,6 +553,8 @@ public final class SidecarClient implements AutoCloseable {
         }
         coalescing.failAll(SidecarException.of("CANCELLED", describe() + ": the client closed"));
         timer.shutdownNow();
+        // What was handed to the answering thread still completes; nothing new is taken.
+        answering.shutdown();
         channel.close();
     }
 }

@@ -51,6 +51,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -478,5 +479,49 @@ class SidecarClientTest {
         held.remove(0).run();
         assertEquals(4f, second.get(WAIT_SECONDS, TimeUnit.SECONDS).get("y").floats()[0]);
         assertEquals(0, client.waiting());
+    }
+
+    @Test
+    void aRefusalAsInvalidHasTheMetadataReadAgain() throws Exception {
+        SidecarClient client = connect(quick());
+        assertTrue(client.model().outputs().containsKey("y"), client.model().toString());
+        // A version with another signature took over, and refuses what the old one took.
+        service.version = "2";
+        service.script = (request, stream, out) ->
+                out.onNext(refusal(request, "INVALID_ARGUMENT: model 'm' has no input named 'x'"));
+        assertTrue(failure(send(client, 1f)) instanceof SidecarException.InvalidRequest);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(WAIT_SECONDS);
+        while (!client.model().outputs().containsKey("z") && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+        assertTrue(client.model().outputs().containsKey("z"), "metadata read again: " + client.model());
+    }
+
+    @Test
+    void answersAreDecodedAndHandedOnOffGrpcsEventLoop() throws Exception {
+        SidecarClient client = connect(quick());
+        String thread = send(client, 1f).thenApply(outputs -> Thread.currentThread().getName())
+                .get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertTrue(thread.startsWith("gpu-sidecar-client-answers"), thread);
+        // A caller that holds its answer's thread does not hold the event loop: the next
+        // answer is still read (the request leaves the in-flight count) meanwhile.
+        CountDownLatch release = new CountDownLatch(1);
+        CompletableFuture<Void> slow = send(client, 1f).thenAccept(outputs -> {
+            try {
+                release.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        CompletableFuture<Map<String, Tensor>> next = send(client, 2f);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(WAIT_SECONDS);
+        while (client.inFlight() > 0 && System.nanoTime() < deadline) {
+            Thread.sleep(5);
+        }
+        assertEquals(0, client.inFlight(), "both answers read while the first one's caller holds its thread");
+        assertFalse(next.isDone(), "handed on after the slow caller, on the same thread");
+        release.countDown();
+        slow.get(WAIT_SECONDS, TimeUnit.SECONDS);
+        assertEquals(4f, y(next)[0]);
     }
 }
