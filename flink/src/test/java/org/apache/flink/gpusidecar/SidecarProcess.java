@@ -52,10 +52,13 @@ final class SidecarProcess implements AutoCloseable {
     private final Path config;
     private final Path socket;
     private final int healthPort;
+    private final java.util.Map<String, String> environment;
     private Process process;
     private int starts;
 
-    private SidecarProcess(Path folder, Path config, Path socket, int healthPort) {
+    private SidecarProcess(
+            Path folder, Path config, Path socket, int healthPort, java.util.Map<String, String> environment) {
+        this.environment = environment;
         this.folder = folder;
         this.config = config;
         this.socket = socket;
@@ -82,8 +85,28 @@ final class SidecarProcess implements AutoCloseable {
         return start(folder, fixture(model + ".onnx"), model, rpc, batching);
     }
 
+    /**
+     * Starts the sidecar on the fixture {@code model} with its first execution held until the
+     * file {@code gate} is removed (the fail point {@code gpu::execute} of the test build).
+     */
+    static SidecarProcess startHeld(Path folder, String model, Path gate, String... batching) throws Exception {
+        return start(folder, fixture(model + ".onnx"), model, java.util.List.of(),
+                java.util.Map.of("FAILPOINTS", "gpu::execute=1*return(" + gate + ")"), batching);
+    }
+
     private static SidecarProcess start(
             Path folder, Path modelFile, String model, java.util.List<String> rpc, String... batching)
+            throws Exception {
+        return start(folder, modelFile, model, rpc, java.util.Map.of(), batching);
+    }
+
+    private static SidecarProcess start(
+            Path folder,
+            Path modelFile,
+            String model,
+            java.util.List<String> rpc,
+            java.util.Map<String, String> environment,
+            String... batching)
             throws Exception {
         Path socket = folder.resolve("sidecar.sock");
         StringBuilder toml = new StringBuilder();
@@ -98,7 +121,7 @@ final class SidecarProcess implements AutoCloseable {
         for (String line : batching) {
             toml.append(line).append('\n');
         }
-        return launch(folder, socket, toml);
+        return launch(folder, socket, toml, environment);
     }
 
     /**
@@ -115,7 +138,7 @@ final class SidecarProcess implements AutoCloseable {
             toml.append(line).append('\n');
         }
         toml.append("[sidecar.rpc]\nendpoint = \"unix:").append(socket).append("\"\n");
-        return launch(folder, socket, toml);
+        return launch(folder, socket, toml, java.util.Map.of());
     }
 
     /**
@@ -135,14 +158,15 @@ final class SidecarProcess implements AutoCloseable {
      * Writes {@code toml} with the health, shutdown and GPU tables every test uses into {@code
      * folder/sidecar.toml}, starts the binary on it, and waits for SERVING.
      */
-    private static SidecarProcess launch(Path folder, Path socket, StringBuilder toml) throws Exception {
+    private static SidecarProcess launch(
+            Path folder, Path socket, StringBuilder toml, java.util.Map<String, String> environment) throws Exception {
         int healthPort = freePort();
         toml.append("[sidecar.health]\nhost = \"127.0.0.1\"\nport = ").append(healthPort).append('\n');
         toml.append("[sidecar.shutdown]\ngrace-period = \"10 s\"\n");
         toml.append("[sidecar.gpu]\nmode = \"off\"\n");
         Path config = folder.resolve("sidecar.toml");
         Files.writeString(config, toml.toString());
-        SidecarProcess sidecar = new SidecarProcess(folder, config, socket, healthPort);
+        SidecarProcess sidecar = new SidecarProcess(folder, config, socket, healthPort, environment);
         sidecar.launch();
         return sidecar;
     }
@@ -151,11 +175,12 @@ final class SidecarProcess implements AutoCloseable {
     void launch() throws Exception {
         starts++;
         Path log = folder.resolve("sidecar-" + starts + ".log");
-        process =
+        ProcessBuilder builder =
                 new ProcessBuilder(existing("sidecar.binary", "cargo build").toString(), "-c", config.toString())
                         .redirectErrorStream(true)
-                        .redirectOutput(log.toFile())
-                        .start();
+                        .redirectOutput(log.toFile());
+        builder.environment().putAll(environment);
+        process = builder.start();
         awaitServing();
     }
 
@@ -218,6 +243,33 @@ final class SidecarProcess implements AutoCloseable {
             sum += Double.parseDouble(match.group(1));
         }
         return sum;
+    }
+
+    /** Triton's ModelStatistics of every version of {@code model}, summed: inferences and executions. */
+    inference.GrpcService.ModelStatistics statistics(String model) throws InterruptedException {
+        EpollEventLoopGroup loop = new EpollEventLoopGroup(1);
+        ManagedChannel channel =
+                NettyChannelBuilder.forAddress(new DomainSocketAddress(socket.toString()))
+                        .eventLoopGroup(loop)
+                        .channelType(EpollDomainSocketChannel.class)
+                        .usePlaintext()
+                        .build();
+        try {
+            inference.GrpcService.ModelStatistics.Builder sum =
+                    inference.GrpcService.ModelStatistics.newBuilder().setName(model);
+            for (inference.GrpcService.ModelStatistics version :
+                    inference.GRPCInferenceServiceGrpc.newBlockingStub(channel)
+                            .withDeadlineAfter(10, TimeUnit.SECONDS)
+                            .modelStatistics(inference.GrpcService.ModelStatisticsRequest.newBuilder().setName(model).build())
+                            .getModelStatsList()) {
+                sum.setInferenceCount(sum.getInferenceCount() + version.getInferenceCount());
+                sum.setExecutionCount(sum.getExecutionCount() + version.getExecutionCount());
+            }
+            return sum.build();
+        } finally {
+            channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+            loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        }
     }
 
     /** Everything every run of the binary logged, for failure messages. */
