@@ -51,6 +51,8 @@ import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
  * --max-batch-size N   the sidecar's max-batch-size (default 64)
  * --duration S         seconds of each gpu-sidecar-bench run (default 5)
  * --max-records-per-request 1,64  the client's records per request, one Flink run each
+ * --parallelism 1,4    the job's parallelism, one Flink run each; the capacity is per subtask,
+ *                      and gpu-sidecar-bench runs at capacity times parallelism
  *                      (default 64; 1: one record per request)
  * </pre>
  *
@@ -117,6 +119,7 @@ public final class FlinkBench {
         int maxBatchSize = 64;
         int duration = 5;
         List<Integer> perRequest = List.of(64);
+        List<Integer> parallelisms = List.of(1);
         for (int i = 0; i + 1 < args.length; i += 2) {
             String value = args[i + 1];
             switch (args[i]) {
@@ -138,6 +141,9 @@ public final class FlinkBench {
                 case "--duration":
                     duration = Integer.parseInt(value);
                     break;
+                case "--parallelism":
+                    parallelisms = Arrays.stream(value.split(",")).map(Integer::valueOf).toList();
+                    break;
                 case "--max-records-per-request":
                     perRequest = Arrays.stream(value.split(",")).map(Integer::valueOf).toList();
                     break;
@@ -152,10 +158,10 @@ public final class FlinkBench {
         Path folder = Files.createTempDirectory("flink-bench");
         Path benchBinary = SidecarProcess.existing("sidecar.binary", "cargo build --release").resolveSibling("gpu-sidecar-bench");
         System.out.printf(
-                "model %s, max-batch-size %d, %d records per Flink run after %d of warm-up, parallelism 1%n",
+                "model %s, max-batch-size %d, %d records per Flink run after %d of warm-up%n",
                 name, maxBatchSize, records, warmup);
-        System.out.println("| capacity | records per request (most) | Flink rows/s | p50 | p90 | p99 | sidecar CPU ms per 1,000 records | gpu-sidecar-bench rows/s | p50 | p90 | p99 | Flink / bench |");
-        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        System.out.println("| parallelism | capacity (per subtask) | records per request (most) | Flink rows/s | p50 | p90 | p99 | sidecar CPU ms per 1,000 records | gpu-sidecar-bench concurrency | rows/s | p50 | p90 | p99 | Flink / bench |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         try (SidecarProcess sidecar =
                 SidecarProcess.start(folder, model, name, "max-batch-size = " + maxBatchSize)) {
             ModelInfo info;
@@ -171,19 +177,22 @@ public final class FlinkBench {
             for (int i = 1; i < shape.length; i++) {
                 width *= (int) Math.max(shape[i], 1);
             }
-            for (int capacity : capacities) {
-                double[] bench = runBench(benchBinary, sidecar.endpoint(), capacity, duration);
-                for (int most : perRequest) {
-                    long cpuBefore = cpuTicks(sidecar.pid());
-                    double[] flink =
-                            runFlink(sidecar.endpoint(), name, input.name(), width, capacity, records, warmup, most);
-                    double cpuMillis = (cpuTicks(sidecar.pid()) - cpuBefore) * 10.0; // 100 ticks a second
-                    System.out.printf(
-                            "| %d | %d | %,.0f | %s | %s | %s | %.1f | %,.0f | %s | %s | %s | %.0f%% |%n",
-                            capacity, most, flink[0], micros(flink[1]), micros(flink[2]), micros(flink[3]),
-                            cpuMillis * 1000.0 / (records + warmup),
-                            bench[0], micros(bench[1]), micros(bench[2]), micros(bench[3]),
-                            100 * flink[0] / bench[0]);
+            for (int parallelism : parallelisms) {
+                for (int capacity : capacities) {
+                    int concurrency = capacity * parallelism;
+                    double[] bench = runBench(benchBinary, sidecar.endpoint(), concurrency, duration);
+                    for (int most : perRequest) {
+                        long cpuBefore = cpuTicks(sidecar.pid());
+                        double[] flink = runFlink(sidecar.endpoint(), name, input.name(), width, parallelism,
+                                capacity, records, warmup, most);
+                        double cpuMillis = (cpuTicks(sidecar.pid()) - cpuBefore) * 10.0; // 100 ticks a second
+                        System.out.printf(
+                                "| %d | %d | %d | %,.0f | %s | %s | %s | %.1f | %d | %,.0f | %s | %s | %s | %.0f%% |%n",
+                                parallelism, capacity, most, flink[0], micros(flink[1]), micros(flink[2]),
+                                micros(flink[3]), cpuMillis * 1000.0 / (records + warmup), concurrency,
+                                bench[0], micros(bench[1]), micros(bench[2]), micros(bench[3]),
+                                100 * flink[0] / bench[0]);
+                    }
                 }
             }
         }
@@ -191,12 +200,15 @@ public final class FlinkBench {
         SidecarProcess.deleteTree(folder);
     }
 
-    /** One Flink run: {rows/s, p50 µs, p90 µs, p99 µs} over the records after the warm-up. */
+    /**
+     * One Flink run: {rows/s, p50 µs, p90 µs, p99 µs} over the records sent after the first
+     * {@code warmup} (by the time they were sent: each subtask reads a range of ids of its own).
+     */
     private static double[] runFlink(
-            String endpoint, String model, String input, int width, int capacity, int records, int warmup,
-            int maxRecordsPerRequest)
+            String endpoint, String model, String input, int width, int parallelism, int capacity, int records,
+            int warmup, int maxRecordsPerRequest)
             throws Exception {
-        StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(1);
+        StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism);
         GeneratorFunction<Long, Item> generator = id -> new Item(id, new float[width]);
         DataStream<Item> items =
                 env.fromSource(
@@ -212,19 +224,27 @@ public final class FlinkBench {
                 .returns(Long.class)
                 .sinkTo(new DiscardingSink<>());
         env.execute("flink-bench capacity " + capacity);
+        long[] sentInOrder = timings[0].clone();
+        Arrays.sort(sentInOrder);
+        long measuredFrom = sentInOrder[warmup];
         long first = Long.MAX_VALUE;
         long last = Long.MIN_VALUE;
-        long[] latencies = new long[records];
-        for (int i = 0; i < records; i++) {
-            long sent = timings[0][warmup + i];
-            long answered = timings[1][warmup + i];
+        long[] latencies = new long[records + warmup];
+        int measured = 0;
+        for (int i = 0; i < records + warmup; i++) {
+            long sent = timings[0][i];
+            long answered = timings[1][i];
             if (answered == 0) {
-                throw new IllegalStateException("record " + (warmup + i) + " has no answer");
+                throw new IllegalStateException("record " + i + " has no answer");
+            }
+            if (sent < measuredFrom) {
+                continue;
             }
             first = Math.min(first, sent);
             last = Math.max(last, answered);
-            latencies[i] = answered - sent;
+            latencies[measured++] = answered - sent;
         }
+        latencies = Arrays.copyOf(latencies, measured);
         Arrays.sort(latencies);
         return new double[] {
             latencies.length / ((last - first) / 1e9),
