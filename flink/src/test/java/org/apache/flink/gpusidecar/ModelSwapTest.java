@@ -25,6 +25,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.flink.gpusidecar.AffineRecords.Answer;
+import org.apache.flink.gpusidecar.AffineRecords.Rec;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
@@ -140,6 +141,76 @@ class ModelSwapTest {
                     "'endpoint' = '" + sidecar.endpoint() + "', 'model' = 'affine', 'model-version' = '1'");
             v1.assertAnsweredOnce(
                     records, SqlPredictTest.answers(SqlPredictTest.collect(tables.executeSql(SqlPredictTest.PREDICT))));
+        }
+    }
+
+    /** An answer of either signature: {@code probabilities} only from the version that has it. */
+    public static final class Signed implements java.io.Serializable {
+        private static final long serialVersionUID = 1L;
+        public long id;
+        public float[] scores;
+        public long best;
+        public float[] probabilities;
+
+        public Signed() {}
+    }
+
+    @Test
+    void aVersionWithAnotherOutputTakesOverWithEveryRecordAnswered() throws Exception {
+        int records = 2000;
+        int answeredBeforeSwap = 400;
+        SidecarProcess.publish(folder, "affine", 1, "affine");
+        try (SidecarProcess sidecar =
+                SidecarProcess.startRepository(
+                        folder, "repository-control = \"poll\"", "repository-poll-interval = \"100 ms\"")) {
+            StreamExecutionEnvironment env = Jobs.environment();
+            GpuSidecarAsyncFunction<Rec, Prediction<Rec>> function = Jobs.inference(sidecar.endpoint());
+            DataStream<Signed> answers =
+                    org.apache.flink.streaming.api.datastream.AsyncDataStream.unorderedWait(
+                                    Jobs.records(env, v1, records, 1000), function, function.flinkTimeoutMillis(),
+                                    java.util.concurrent.TimeUnit.MILLISECONDS, 64)
+                            .returns(new org.apache.flink.api.common.typeinfo.TypeHint<Prediction<Rec>>() {})
+                            .map(prediction -> {
+                                Signed signed = new Signed();
+                                signed.id = prediction.record().id;
+                                signed.scores = prediction.floats("scores");
+                                signed.best = prediction.longs("best")[0];
+                                signed.probabilities = prediction.outputs().containsKey("probabilities")
+                                        ? prediction.floats("probabilities") : null;
+                                return signed;
+                            })
+                            .returns(Signed.class);
+            List<Signed> collected = new ArrayList<>();
+            try (CloseableIterator<Signed> results = answers.executeAndCollect()) {
+                while (results.hasNext()) {
+                    collected.add(results.next());
+                    if (collected.size() == answeredBeforeSwap) {
+                        // Version 2: affine_v2's weights, and an output more.
+                        SidecarProcess.publish(folder, "affine", 2, "affine_v3");
+                    }
+                }
+            }
+            java.util.Set<Long> ids = new java.util.HashSet<>();
+            int byNew = 0;
+            for (Signed answer : collected) {
+                assertTrue(ids.add(answer.id), "record " + answer.id + " was answered twice");
+                if (answer.probabilities == null) {
+                    assertTrue(v1.matches(answer.id, answer.scores, answer.best), "record " + answer.id + ": not version 1's answer");
+                    continue;
+                }
+                byNew++;
+                assertTrue(v2.matches(answer.id, answer.scores, answer.best), "record " + answer.id + ": not version 2's answer");
+                double sum = 0;
+                for (float score : answer.scores) {
+                    sum += Math.exp(score);
+                }
+                for (int k = 0; k < answer.scores.length; k++) {
+                    assertEquals(Math.exp(answer.scores[k]) / sum, answer.probabilities[k], 1e-5, "record " + answer.id);
+                }
+            }
+            assertEquals(records, ids.size(), "records answered");
+            assertTrue(byNew > 0, "the version with the new output never answered\n" + sidecar.logs());
+            assertEquals(0, sidecar.metric("gpu_sidecar_inference_requests_total", "outcome=\"invalid\""));
         }
     }
 }
