@@ -141,6 +141,27 @@ ensure_runtime() {
 # alert rules (deploy/), LICENSE, NOTICE and INSTALL, in one
 # folder gpu-sidecar-VERSION/ that runs wherever it is unpacked. `--debug` packs the debug
 # binary (for the tests: no second, optimised build of the gRPC core).
+# Builds the image of deploy/container/Containerfile from the release tarball with
+# onnxruntime-gpu's library, with podman, buildah or docker, whichever is there; $1: its tag.
+image() {
+    local builder
+    if command -v podman >/dev/null 2>&1; then
+        builder=(podman build)
+    elif command -v buildah >/dev/null 2>&1; then
+        builder=(buildah bud)
+    elif docker info >/dev/null 2>&1; then
+        builder=(docker build)
+    else
+        echo "no container builder here: install podman (apt-get install podman), buildah, or docker with its daemon" >&2
+        exit 1
+    fi
+    local version tarball
+    version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+    tarball=$(dist --runtime gpu | tail -n 1)
+    "${builder[@]}" -f deploy/container/Containerfile --build-arg "VERSION=$version" \
+        -t "${1:-gpu-sidecar:$version}" "$(dirname "$tarball")"
+}
+
 dist() {
     local runtime=cpu profile=release
     while [ $# -gt 0 ]; do
@@ -173,9 +194,11 @@ dist() {
     local stage=target/dist/$name
     rm -rf "$stage" "target/dist/$name-linux-x86_64.tar.gz"
     mkdir -p "$stage/bin" "$stage/conf" "$stage/models" "$stage/lib/onnxruntime" \
-        "$stage/deploy/grafana" "$stage/deploy/prometheus"
+        "$stage/deploy/grafana" "$stage/deploy/prometheus" "$stage/deploy/kubernetes" "$stage/deploy/container"
     cp deploy/grafana/gpu-sidecar.json "$stage/deploy/grafana/"
     cp deploy/prometheus/gpu-sidecar-alerts.yml deploy/prometheus/gpu-sidecar-alerts.test.yml "$stage/deploy/prometheus/"
+    cp deploy/kubernetes/*.yaml "$stage/deploy/kubernetes/"
+    cp deploy/container/Containerfile "$stage/deploy/container/"
     cp "target/$profile/gpu-sidecar" bin/gpu-sidecar.sh bin/gpu-sidecar-taskmanager.sh "$stage/bin/"
     cp -P "$runtime_dir"/lib*.so* "$runtime_dir/LICENSE" "$runtime_dir/ThirdPartyNotices.txt" "$stage/lib/onnxruntime/"
     cp "$jar" "$stage/lib/"
@@ -252,17 +275,30 @@ TEXT
 
 # The Triton client release the compatibility test runs.
 TRITONCLIENT_VERSION=2.73.0
+# Kubernetes' schemas, for the check of deploy/kubernetes/; and the Flink Kubernetes
+# Operator release whose CRD it reads (the newest the Maven repository here serves).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+OPERATOR_API_VERSION=1.10.0
 CLIENTS_DIR=.clients
 
-# Makes $CLIENTS_DIR, a virtual environment with tritonclient[grpc], unless it is there.
+# Makes $CLIENTS_DIR, a virtual environment with tritonclient[grpc] and kubernetes-validate, and
+# fetches the operator API jar into it, unless they are there.
 ensure_clients() {
-    if [ -x "$CLIENTS_DIR/bin/python" ] &&
-        "$CLIENTS_DIR/bin/python" -c "import tritonclient.grpc" 2>/dev/null; then
-        return 0
+    if ! { [ -x "$CLIENTS_DIR/bin/python" ] &&
+        "$CLIENTS_DIR/bin/python" -c "import tritonclient.grpc, kubernetes_validate" 2>/dev/null; }; then
+        echo "installing tritonclient[grpc]==$TRITONCLIENT_VERSION and kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $CLIENTS_DIR/" >&2
+        python3 -m venv "$CLIENTS_DIR"
+        "$CLIENTS_DIR/bin/python" -m pip install -q "tritonclient[grpc]==$TRITONCLIENT_VERSION" \
+            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
     fi
-    echo "installing tritonclient[grpc]==$TRITONCLIENT_VERSION into $CLIENTS_DIR/" >&2
-    python3 -m venv "$CLIENTS_DIR"
-    "$CLIENTS_DIR/bin/python" -m pip install -q "tritonclient[grpc]==$TRITONCLIENT_VERSION"
+    # The Flink Kubernetes Operator's CRDs, in its API jar, from Maven Central (through
+    # the project's Maven repository): the schema test of deploy/kubernetes/ reads them.
+    local jar="$CLIENTS_DIR/flink-kubernetes-operator-api-$OPERATOR_API_VERSION.jar"
+    if [ ! -f "$jar" ]; then
+        maven -q dependency:copy \
+            "-Dartifact=org.apache.flink:flink-kubernetes-operator-api:$OPERATOR_API_VERSION" \
+            "-DoutputDirectory=$(pwd)/$CLIENTS_DIR"
+    fi
 }
 
 # Maven's local repository, inside the project's folder (git ignores it): a fresh clone
@@ -327,7 +363,7 @@ PYTHON
 }
 
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e | gpu-check [REPORT]" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e | gpu-check [REPORT] | image [TAG]" >&2
     exit 2
 }
 
@@ -500,6 +536,9 @@ case "$command" in
         ;;
     gpu-check)
         gpu_check "$@"
+        ;;
+    image)
+        image "$@"
         ;;
     *)
         usage

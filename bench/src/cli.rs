@@ -35,6 +35,9 @@ pub(crate) struct Args {
     /// gRPC endpoint of a running sidecar: unix:/path.sock or host:port.
     #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
     pub(crate) target: Option<String>,
+    /// The --target sidecar serves TLS ([sidecar.rpc.tls]): the CA certificate (PEM) to trust.
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub(crate) tls_ca: Option<PathBuf>,
     /// Health endpoint (host:port) of the --target sidecar, to read its resident memory.
     #[arg(long, requires = "target")]
     pub(crate) health: Option<SocketAddr>,
@@ -44,7 +47,8 @@ pub(crate) struct Args {
     /// The sidecar binary to spawn [default: gpu-sidecar beside this binary].
     #[arg(long, value_name = "PATH")]
     pub(crate) sidecar: Option<PathBuf>,
-    /// Transports of the spawned sidecars.
+    /// Transports of the spawned sidecars: unix, tcp, or tls (TCP with [sidecar.rpc.tls], a
+    /// self-signed certificate the bench makes).
     #[arg(long, value_delimiter = ',', default_value = "unix,tcp")]
     pub(crate) transports: Vec<Transport>,
     /// ONNX model for the spawned sidecars (and --runtime-only) [default: the sample model].
@@ -124,6 +128,7 @@ pub(crate) struct Args {
 pub(crate) enum Transport {
     Unix,
     Tcp,
+    Tls,
 }
 
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures_executor::block_on;
 use futures_util::{SinkExt, StreamExt};
-use grpcio::{CallOption, ChannelBuilder, Environment, WriteFlags};
+use grpcio::{CallOption, Environment, WriteFlags};
 
 use gpu_sidecar::backend::onnx::{self, OnnxSession};
 use gpu_sidecar::backend::{Provider, Session, SessionOptions};
@@ -78,14 +78,8 @@ pub struct Measured {
     pub rows_per_execution: Option<f64>,
 }
 
-pub fn connect(environment: &Arc<Environment>, target: &str) -> GrpcInferenceServiceClient {
-    let channel = ChannelBuilder::new(Arc::clone(environment))
-        // One channel per client thread: its own connection, not a shared subchannel.
-        .use_local_subchannel_pool(true)
-        .max_receive_message_len(-1)
-        .max_send_message_len(-1)
-        .connect(target);
-    GrpcInferenceServiceClient::new(channel)
+pub fn connect(environment: &Arc<Environment>, target: &Target) -> GrpcInferenceServiceClient {
+    GrpcInferenceServiceClient::new(crate::channel(environment, target, -1))
 }
 
 /// A request of `rows` rows of zeros for the served model, and the model's name.
@@ -384,7 +378,7 @@ pub(crate) fn measure_inference(
     mode: Mode,
     model: Option<&std::path::Path>,
 ) -> Result<(), BenchError> {
-    let probe = connect(environment, &target.grpc);
+    let probe = connect(environment, target);
     let batching = target
         .max_batch_size
         .map_or_else(|| "as served".to_string(), |n| n.to_string());
@@ -442,7 +436,7 @@ pub(crate) fn measure_inference(
                 None => vec![template(&probe, rows).map_err(unreachable)?],
             };
             let clients: Vec<_> = (0..concurrency)
-                .map(|_| connect(environment, &target.grpc))
+                .map(|_| connect(environment, target))
                 .collect();
             closed_loop(
                 &clients,

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
-use grpcio::{EnvBuilder, Environment};
+use grpcio::{Channel, ChannelBuilder, ChannelCredentialsBuilder, EnvBuilder, Environment};
 
 use cli::Args;
 use infer::{measure_inference, Mode};
@@ -63,6 +63,12 @@ pub(crate) enum BenchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The --tls-ca file cannot be read.
+    #[error("--tls-ca {}: {source}", path.display())]
+    TlsCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A temp file or folder could not be made.
     #[error("cannot prepare temp files: {0}")]
     Io(#[from] std::io::Error),
@@ -80,6 +86,29 @@ pub(crate) struct Target {
     pub(crate) instances: Option<u32>,
     /// The process of a spawned sidecar, whose CPU each run reads from `/proc`.
     pub(crate) pid: Option<u32>,
+    /// With TLS: the certificate (PEM) clients trust.
+    pub(crate) tls_ca: Option<Vec<u8>>,
+}
+
+/// A channel of its own to `target` (its own connection: subchannels are not shared), over
+/// TLS where the target serves it; messages up to `max_message` bytes (-1: any).
+pub(crate) fn channel(
+    environment: &Arc<Environment>,
+    target: &Target,
+    max_message: i32,
+) -> Channel {
+    let mut builder = ChannelBuilder::new(Arc::clone(environment))
+        .use_local_subchannel_pool(true)
+        .max_receive_message_len(max_message)
+        .max_send_message_len(max_message);
+    if let Some(ca) = &target.tls_ca {
+        builder = builder.set_credentials(
+            ChannelCredentialsBuilder::new()
+                .root_cert(ca.clone())
+                .build(),
+        );
+    }
+    builder.connect(&target.grpc)
 }
 
 fn main() -> ExitCode {
@@ -124,6 +153,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
         let target = Target {
             label: if grpc.starts_with("unix:") {
                 "unix"
+            } else if args.tls_ca.is_some() {
+                "tls"
             } else {
                 "tcp"
             }
@@ -133,6 +164,13 @@ fn run(args: &Args) -> Result<(), BenchError> {
             max_batch_size: None,
             instances: None,
             pid: None,
+            tls_ca: match &args.tls_ca {
+                Some(path) => Some(std::fs::read(path).map_err(|source| BenchError::TlsCa {
+                    path: path.clone(),
+                    source,
+                })?),
+                None => None,
+            },
         };
         return measure(args, &environment, &target, args.model.as_deref());
     }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpcio::{CallOption, ChannelBuilder, Environment};
+use grpcio::{CallOption, Environment};
 
 use gpu_sidecar::proto::sidecar::PingRequest;
 use gpu_sidecar::proto::sidecar_grpc::SidecarClient;
@@ -34,7 +34,7 @@ pub(crate) fn measure_ping(
     environment: &Arc<Environment>,
     target: &Target,
 ) -> Result<(), BenchError> {
-    let probe = connect(environment, &target.grpc);
+    let probe = connect(environment, target);
     probe
         .ping_opt(
             &PingRequest::default(),
@@ -71,7 +71,7 @@ pub(crate) fn measure_ping(
     for &concurrency in &args.concurrency {
         for &payload in &args.payload {
             let clients: Vec<SidecarClient> = (0..concurrency)
-                .map(|_| connect(environment, &target.grpc))
+                .map(|_| connect(environment, target))
                 .collect();
             let payload_bytes = vec![0x5au8; usize::try_from(payload).unwrap_or(usize::MAX)];
             closed_loop(
@@ -94,13 +94,8 @@ pub(crate) fn measure_ping(
 }
 
 /// A channel of its own (its own connection: subchannels are not shared).
-pub(crate) fn connect(environment: &Arc<Environment>, target: &str) -> SidecarClient {
-    let channel = ChannelBuilder::new(Arc::clone(environment))
-        .use_local_subchannel_pool(true)
-        .max_receive_message_len(64 << 20)
-        .max_send_message_len(64 << 20)
-        .connect(target);
-    SidecarClient::new(channel)
+pub(crate) fn connect(environment: &Arc<Environment>, target: &Target) -> SidecarClient {
+    SidecarClient::new(crate::channel(environment, target, 64 << 20))
 }
 
 /// Runs one closed loop of Pings per client until `limit`.

@@ -64,6 +64,7 @@ impl Spawner {
         match self.transport {
             Transport::Unix => "unix".to_string(),
             Transport::Tcp => "tcp".to_string(),
+            Transport::Tls => "tls".to_string(),
         }
     }
 
@@ -78,13 +79,26 @@ impl Spawner {
     pub(crate) fn spawn(&self) -> Result<Spawned, BenchError> {
         let endpoint = match self.transport {
             Transport::Unix => format!("unix:{}", self.folder.join("bench.sock").display()),
-            Transport::Tcp => "127.0.0.1:0".to_string(),
+            Transport::Tcp | Transport::Tls => "127.0.0.1:0".to_string(),
+        };
+        let tls_ca = match self.transport {
+            Transport::Tls => Some(self_signed(&self.folder).map_err(|e| self.spawn_error(e))?),
+            _ => None,
+        };
+        let tls_table = if tls_ca.is_some() {
+            format!(
+                "[sidecar.rpc.tls]\ncert-file = {:?}\nkey-file = {:?}\n",
+                self.folder.join("tls.pem").display(),
+                self.folder.join("tls.key").display()
+            )
+        } else {
+            String::new()
         };
         let config = self.folder.join(format!("{}.toml", self.label()));
         std::fs::write(
             &config,
             format!(
-                "{}[sidecar.rpc]\nendpoint = \"{endpoint}\"\n{}\
+                "{}[sidecar.rpc]\nendpoint = \"{endpoint}\"\n{tls_table}{}\
                  [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"5 s\"\n\
                  [sidecar.batching]\nmax-batch-size = {}\nmax-queue-delay = {:?}\n\
                  delay-mode = {:?}\n[sidecar.log]\nlevel = \"info\"\n{}",
@@ -159,6 +173,7 @@ impl Spawner {
                 max_batch_size: None,
                 instances: None,
                 pid: Some(pid),
+                tls_ca,
             },
         })
     }
@@ -224,4 +239,40 @@ pub(crate) fn health_is_ready(health: SocketAddr) -> bool {
     let mut status_line = String::new();
     let _ = BufReader::new(stream).read_line(&mut status_line);
     status_line.starts_with("HTTP/1.1 200") || status_line.starts_with("HTTP/1.0 200")
+}
+
+/// A self-signed certificate for 127.0.0.1, written as `tls.pem` and `tls.key` into
+/// `folder`; returns the certificate, which the clients trust.
+fn self_signed(folder: &std::path::Path) -> Result<Vec<u8>, String> {
+    use openssl::{asn1, bn, ec, hash, nid, pkey, x509};
+    let made = || -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
+        let group = ec::EcGroup::from_curve_name(nid::Nid::X9_62_PRIME256V1)?;
+        let key = pkey::PKey::from_ec_key(ec::EcKey::generate(&group)?)?;
+        let mut name = x509::X509NameBuilder::new()?;
+        name.append_entry_by_text("CN", "gpu-sidecar-bench")?;
+        let name = name.build();
+        let mut builder = x509::X509Builder::new()?;
+        builder.set_version(2)?;
+        let serial = bn::BigNum::from_u32(1)?.to_asn1_integer()?;
+        builder.set_serial_number(&serial)?;
+        builder.set_subject_name(&name)?;
+        builder.set_issuer_name(&name)?;
+        builder.set_pubkey(&key)?;
+        let (from, until) = (
+            asn1::Asn1Time::days_from_now(0)?,
+            asn1::Asn1Time::days_from_now(1)?,
+        );
+        builder.set_not_before(&from)?;
+        builder.set_not_after(&until)?;
+        let names = x509::extension::SubjectAlternativeName::new()
+            .ip("127.0.0.1")
+            .build(&builder.x509v3_context(None, None))?;
+        builder.append_extension(names)?;
+        builder.sign(&key, hash::MessageDigest::sha256())?;
+        Ok((builder.build().to_pem()?, key.private_key_to_pem_pkcs8()?))
+    };
+    let (cert, key) = made().map_err(|e| format!("cannot make a TLS certificate: {e}"))?;
+    std::fs::write(folder.join("tls.pem"), &cert).map_err(|e| e.to_string())?;
+    std::fs::write(folder.join("tls.key"), key).map_err(|e| e.to_string())?;
+    Ok(cert)
 }

@@ -184,7 +184,7 @@ pub(crate) fn measure_swap(
         target: target.grpc.clone(),
         reason,
     };
-    let probe = infer::connect(environment, &target.grpc);
+    let probe = infer::connect(environment, target);
     let rows = args.rows.first().copied().unwrap_or(1);
     let request = infer::template(&probe, rows).map_err(unreachable)?;
     if !args.json {
@@ -222,7 +222,7 @@ pub(crate) fn measure_swap(
     };
     for &concurrency in &args.concurrency {
         let clients: Vec<_> = (0..concurrency)
-            .map(|_| infer::connect(environment, &target.grpc))
+            .map(|_| infer::connect(environment, target))
             .collect();
         let requests = [request.clone()];
         infer::closed_loop(

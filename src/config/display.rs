@@ -41,6 +41,25 @@ impl fmt::Display for Config {
                 .iec(),
             self.rpc.max_message_size()
         )?;
+        if let Some(tls) = &self.rpc.tls {
+            writeln!(
+                f,
+                "sidecar.rpc.tls.cert-file = {:?}",
+                tls.cert_file.display()
+            )?;
+            writeln!(f, "sidecar.rpc.tls.key-file = {:?}", tls.key_file.display())?;
+            match &tls.client_ca_file {
+                Some(path) => writeln!(
+                    f,
+                    "sidecar.rpc.tls.client-ca-file = {:?}  # client certificates required",
+                    path.display()
+                )?,
+                None => writeln!(
+                    f,
+                    "# sidecar.rpc.tls.client-ca-file: unset (no client certificates asked for)"
+                )?,
+            }
+        }
         match &self.runtime_library {
             Some(path) => writeln!(f, "sidecar.runtime-library = {:?}", path.display())?,
             None => writeln!(

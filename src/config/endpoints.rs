@@ -13,7 +13,7 @@
 // limitations under the License.
 
 //! Where the sidecar listens: `[sidecar.rpc]` (the gRPC endpoint, its socket's mode, the
-//! message size limit) and `[sidecar.health]`, with the parsing of `unix:` and TCP endpoints.
+//! message size limit, TLS) and `[sidecar.health]`, with the parsing of `unix:` and TCP endpoints.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tls::TlsConfig;
 use super::values::byte_count;
 
 /// The longest path a Unix socket address can hold (`sun_path` is 108 bytes with its NUL).
@@ -38,6 +39,8 @@ pub struct RpcConfig {
     pub(super) socket_mode: Option<SocketMode>,
     /// The largest message taken or sent, in bytes. Default 64 MiB.
     max_message_size: Option<MessageSize>,
+    /// `[sidecar.rpc.tls]`: TLS on a TCP endpoint.
+    pub tls: Option<TlsConfig>,
 }
 
 impl RpcConfig {

@@ -31,6 +31,7 @@ mod display;
 mod endpoints;
 mod models;
 mod placement;
+pub mod tls;
 mod values;
 mod warmup;
 
@@ -257,6 +258,20 @@ impl Config {
                     self.rpc.endpoint
                 ),
             ));
+        }
+        if let Some(tls) = &mut self.rpc.tls {
+            if let Endpoint::Unix(_) = self.rpc.endpoint {
+                return Err((
+                    "sidecar.rpc.tls".to_string(),
+                    format!(
+                        "applies only to TCP endpoints, but sidecar.rpc.endpoint is {}: a unix: socket is guarded by its file's mode (sidecar.rpc.socket-mode); remove [sidecar.rpc.tls] or listen on host:port",
+                        self.rpc.endpoint
+                    ),
+                ));
+            }
+            tls.resolve(base);
+            tls.load()
+                .map_err(|error| (error.key().to_string(), error.to_string()))?;
         }
         if let Endpoint::Tcp { port, .. } = self.rpc.endpoint {
             if port != 0 && port == self.health.port {

@@ -172,6 +172,8 @@ pub struct Metrics {
     thread_busy: CounterVec,
     inference_rows: IntCounterVec,
     inference_streams_open: IntGauge,
+    tls_certificate_expiry: IntGaugeVec,
+    tls_reloads: IntCounterVec,
 }
 
 /// What one GPU-owner or CPU instance thread counts of its executions.
@@ -260,6 +262,21 @@ impl Metrics {
     }
 
     /// Records that GPU `ordinal` was taken out of service.
+    /// The TLS certificate in use (of `cert_file`) stops being valid at `not_after_unix`.
+    pub fn set_tls_certificate_expiry(&self, cert_file: &str, not_after_unix: i64) {
+        self.tls_certificate_expiry.reset();
+        self.tls_certificate_expiry
+            .with_label_values(&[cert_file])
+            .set(not_after_unix);
+    }
+
+    /// Counts a SIGHUP reload of the TLS files, `ok` or `failed`.
+    pub fn tls_reloaded(&self, ok: bool) {
+        self.tls_reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
     pub fn record_gpu_failed(&self, ordinal: i32) {
         self.gpu_failed
             .with_label_values(&[ordinal.to_string().as_str()])

@@ -221,6 +221,20 @@ impl Metrics {
                 "inference_streams_open",
                 "ModelStreamInfer streams open now.",
             ))?,
+            tls_certificate_expiry: IntGaugeVec::new(
+                opts(
+                    "tls_certificate_expiry_timestamp_seconds",
+                    "When the TLS certificate in use stops being valid (its notAfter), seconds since the Unix epoch; absent without TLS.",
+                ),
+                &["cert_file"],
+            )?,
+            tls_reloads: IntCounterVec::new(
+                opts(
+                    "tls_reloads_total",
+                    "SIGHUP reloads of the TLS files, by outcome: ok, or failed (the certificate in use serves on).",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -253,6 +267,8 @@ impl Metrics {
             Box::new(metrics.thread_busy.clone()),
             Box::new(metrics.inference_rows.clone()),
             Box::new(metrics.inference_streams_open.clone()),
+            Box::new(metrics.tls_certificate_expiry.clone()),
+            Box::new(metrics.tls_reloads.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {
@@ -262,6 +278,9 @@ impl Metrics {
         // first scrape.
         for method in ["Check", "Watch"] {
             metrics.health_checks.with_label_values(&[method]);
+        }
+        for outcome in ["ok", "failed"] {
+            metrics.tls_reloads.with_label_values(&[outcome]);
         }
         Ok(metrics)
     }

@@ -33,6 +33,7 @@ mod metadata;
 mod shared_memory;
 mod sidecar;
 mod status;
+mod tls;
 
 use std::fs;
 use std::future::Future;
@@ -54,6 +55,8 @@ pub use self::health::{INFERENCE_SERVICE_NAME, SIDECAR_SERVICE_NAME};
 use self::health::HealthService;
 use self::inference::InferenceService;
 use self::sidecar::SidecarService;
+use self::tls::TlsCredentials;
+use crate::config::tls::TlsError;
 use crate::config::{Endpoint, RpcConfig};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -64,9 +67,15 @@ use crate::proto::sidecar_grpc::create_sidecar;
 /// period.
 const WIND_DOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The gRPC endpoint could not be set up; exit code 1.
+/// The gRPC endpoint could not be set up; exit code 1, except [`RpcError::Tls`] (2).
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
+    /// A TLS file cannot be used (it changed since the config was checked).
+    #[error("`{key}`: {error}", key = error.key())]
+    Tls {
+        #[from]
+        error: TlsError,
+    },
     /// The folder that should hold the socket file does not exist.
     #[error("cannot create socket {}: the folder {} does not exist (sidecar.rpc.endpoint)", path.display(), folder.display())]
     SocketFolderMissing { path: PathBuf, folder: PathBuf },
@@ -97,6 +106,13 @@ pub enum RpcError {
     ShutdownTimeout(Duration),
 }
 
+impl RpcError {
+    /// Whether this is a configuration's fault (exit code 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, RpcError::Tls { .. })
+    }
+}
+
 /// The running gRPC server.
 pub struct RpcServer {
     server: Server,
@@ -108,6 +124,8 @@ pub struct RpcServer {
     bound: String,
     socket_file: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    /// With `[sidecar.rpc.tls]`: the files, reloaded on SIGHUP.
+    tls: Option<Arc<TlsCredentials>>,
 }
 
 impl std::fmt::Debug for RpcServer {
@@ -170,8 +188,16 @@ impl RpcServer {
             .register_service(inference::create_service(inference))
             .build()
             .map_err(RpcError::Build)?;
+        let tls = match &config.tls {
+            Some(tls) => Some(TlsCredentials::load(tls, Arc::clone(&metrics))?),
+            None => None,
+        };
+        let credentials = tls.as_ref().map_or_else(
+            ServerCredentials::insecure,
+            TlsCredentials::server_credentials,
+        );
         let port = server
-            .add_listening_port(endpoint.grpc_address(), ServerCredentials::insecure())
+            .add_listening_port(endpoint.grpc_address(), credentials)
             .map_err(|_| RpcError::Bind {
                 endpoint: endpoint.clone(),
                 reason: diagnose_bind_failure(&endpoint),
@@ -198,6 +224,17 @@ impl RpcServer {
             }
         };
         server.start();
+        match &config.tls {
+            Some(tls) if tls.requires_client_certificates() => log::info!(
+                "TLS on {bound}: certificate {}, client certificates required (sidecar.rpc.tls)",
+                tls.cert_file.display()
+            ),
+            Some(tls) => log::info!(
+                "TLS on {bound}: certificate {} (sidecar.rpc.tls)",
+                tls.cert_file.display()
+            ),
+            None => {}
+        }
         log::info!("gRPC server listening on {bound}");
         Ok(RpcServer {
             server,
@@ -208,7 +245,15 @@ impl RpcServer {
             bound,
             socket_file,
             metrics,
+            tls,
         })
+    }
+
+    /// SIGHUP: reads the TLS files again, for the connections that come next.
+    pub fn reload_tls(&self) {
+        if let Some(tls) = &self.tls {
+            tls.reload();
+        }
     }
 
     /// Calls being handled now.

@@ -74,6 +74,7 @@ impl Error {
             Error::Config(_) | Error::Text(_) => EXIT_USAGE,
             Error::Gpu(e) if e.is_unservable_model() => EXIT_USAGE,
             Error::Repository(e) if e.is_config() => EXIT_USAGE,
+            Error::Rpc(e) if e.is_config() => EXIT_USAGE,
             _ => EXIT_RUNTIME_FAILURE,
         }
     }

@@ -153,6 +153,9 @@ impl Supervisor<'_> {
                         if let Some(orders) = &self.orders {
                             orders.rescan();
                         }
+                        if let Some(rpc) = &self.components.rpc {
+                            rpc.reload_tls();
+                        }
                         continue;
                     }
                     Ok(Event::Signal(signal)) => {

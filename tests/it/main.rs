@@ -45,5 +45,6 @@ mod scrape;
 mod supervision;
 mod swap;
 mod text;
+mod tls;
 mod util;
 mod warmup;

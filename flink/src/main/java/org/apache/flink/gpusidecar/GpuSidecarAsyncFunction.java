@@ -103,6 +103,17 @@ public class GpuSidecarAsyncFunction<IN, OUT> extends RichAsyncFunction<IN, OUT>
         return this;
     }
 
+    /**
+     * TLS to a {@code host:port} endpoint whose sidecar has {@code [sidecar.rpc.tls]}: trusting
+     * the CA in {@code caFile} (null: the JVM's default trust store), presenting {@code
+     * certFile} and its key {@code keyFile} (null: none) where client certificates are
+     * required. PEM files, read on the TaskManager.
+     */
+    public GpuSidecarAsyncFunction<IN, OUT> withTls(String caFile, String certFile, String keyFile) {
+        options = options.withTls(caFile, certFile, keyFile);
+        return this;
+    }
+
     /** Every client option at once. */
     public GpuSidecarAsyncFunction<IN, OUT> withOptions(SidecarOptions options) {
         this.options = Objects.requireNonNull(options, "options");

@@ -17,12 +17,16 @@
 package org.apache.flink.gpusidecar;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
+import io.grpc.netty.shaded.io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
 import io.grpc.netty.shaded.io.netty.bootstrap.Bootstrap;
 import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import io.grpc.netty.shaded.io.netty.handler.ssl.SslContext;
+import io.grpc.netty.shaded.io.netty.handler.ssl.SslContextBuilder;
+import java.io.File;
 import io.grpc.netty.shaded.io.netty.util.internal.logging.InternalLoggerFactory;
 import io.grpc.netty.shaded.io.netty.util.internal.logging.JdkLoggerFactory;
 import java.nio.file.Files;
@@ -71,8 +75,15 @@ final class SidecarChannel implements AutoCloseable {
     private final EventLoopGroup eventLoops;
     private final ManagedChannel channel;
 
-    SidecarChannel(Endpoint endpoint) {
+    /** A channel to {@code endpoint}; over TLS with {@code tls} (null: plaintext). */
+    SidecarChannel(Endpoint endpoint, SidecarOptions.TlsFiles tls) {
         this.endpoint = endpoint;
+        if (tls != null && endpoint.isUnix()) {
+            throw new IllegalArgumentException(
+                    "TLS (tls-ca, tls-cert, tls-key) is for host:port endpoints, not " + endpoint
+                            + ": a Unix socket is guarded by its file's mode");
+        }
+        SslContext ssl = tls == null ? null : sslContext(tls);
         NettyChannelBuilder builder;
         if (endpoint.isUnix()) {
             eventLoops = new EpollEventLoopGroup(1, daemonThreads("gpu-sidecar-client-io"));
@@ -84,17 +95,44 @@ final class SidecarChannel implements AutoCloseable {
             eventLoops = null;
             builder = NettyChannelBuilder.forAddress(endpoint.host(), endpoint.port());
         }
-        // Answers are handled on the I/O thread that read them (direct executor): handling
-        // one is a map lookup, a decode and a future's completion, and never blocks.
+        if (ssl == null) {
+            builder.usePlaintext();
+        } else {
+            builder.sslContext(ssl);
+        }
+        // gRPC's callbacks run on the I/O thread that read the message (direct executor): the
+        // client only matches an answer to its request there and hands it on
+        // (SidecarClient's answering thread decodes it).
         channel =
-                builder.usePlaintext()
-                        .directExecutor()
+                builder.directExecutor()
                         .maxInboundMessageSize(Integer.MAX_VALUE)
                         .build();
     }
 
     Endpoint endpoint() {
         return endpoint;
+    }
+
+    /** The client's TLS context from PEM files; a file that cannot be used is named. */
+    private static SslContext sslContext(SidecarOptions.TlsFiles tls) {
+        SslContextBuilder builder = GrpcSslContexts.forClient();
+        String step = "tls-ca " + tls.caFile();
+        try {
+            if (!tls.caFile().isEmpty()) {
+                builder.trustManager(new File(tls.caFile()));
+            }
+            if (!tls.certFile().isEmpty()) {
+                step = "tls-cert " + tls.certFile() + " and tls-key " + tls.keyFile();
+                builder.keyManager(new File(tls.certFile()), new File(tls.keyFile()));
+            }
+            step = "the TLS context";
+            return builder.build();
+        } catch (javax.net.ssl.SSLException | IllegalArgumentException e) {
+            throw new IllegalArgumentException(
+                    "cannot use " + step + ": " + e.getMessage()
+                            + " (PEM files: the CA's certificate; the client's certificate and its PKCS#8 key)",
+                    e);
+        }
     }
 
     ManagedChannel channel() {

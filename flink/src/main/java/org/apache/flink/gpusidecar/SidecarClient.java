@@ -106,7 +106,7 @@ public final class SidecarClient implements AutoCloseable {
         this.endpoint = endpoint;
         this.modelName = modelName;
         this.options = options;
-        this.channel = new SidecarChannel(endpoint);
+        this.channel = new SidecarChannel(endpoint, options.tls());
         this.calls = new SidecarCalls(channel, modelName, options, describe());
         this.backoff = new Backoff(options.initialBackoff(), options.maxBackoff());
         stub = GRPCInferenceServiceGrpc.newStub(channel.channel());

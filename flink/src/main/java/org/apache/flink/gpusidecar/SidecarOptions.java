@@ -30,6 +30,44 @@ public final class SidecarOptions implements Serializable {
     private final Duration maxBackoff;
     private final String modelVersion;
     private final int maxRecordsPerRequest;
+    private final TlsFiles tls;
+
+    /**
+     * TLS to a {@code host:port} endpoint: the CA file to trust (unset: the JVM's default
+     * trust store), and the client's certificate and key (for a sidecar that requires client
+     * certificates). PEM files, read on the TaskManager when the client connects.
+     */
+    public static final class TlsFiles implements Serializable {
+        private static final long serialVersionUID = 1L;
+        private final String caFile;
+        private final String certFile;
+        private final String keyFile;
+
+        private TlsFiles(String caFile, String certFile, String keyFile) {
+            this.caFile = caFile == null ? "" : caFile;
+            this.certFile = certFile == null ? "" : certFile;
+            this.keyFile = keyFile == null ? "" : keyFile;
+            if (this.certFile.isEmpty() != this.keyFile.isEmpty()) {
+                throw new IllegalArgumentException(
+                        "a client certificate needs its key, and a key its certificate: set both tls-cert and tls-key, or neither");
+            }
+        }
+
+        /** The CA file to trust; empty: the JVM's default trust store. */
+        public String caFile() {
+            return caFile;
+        }
+
+        /** The client's certificate file; empty: none presented. */
+        public String certFile() {
+            return certFile;
+        }
+
+        /** The client's private key file (PKCS#8 PEM); empty with no certificate. */
+        public String keyFile() {
+            return keyFile;
+        }
+    }
 
     private SidecarOptions(
             Duration requestTimeout,
@@ -38,7 +76,9 @@ public final class SidecarOptions implements Serializable {
             Duration initialBackoff,
             Duration maxBackoff,
             String modelVersion,
-            int maxRecordsPerRequest) {
+            int maxRecordsPerRequest,
+            TlsFiles tls) {
+        this.tls = tls;
         this.requestTimeout = positive("request timeout", requestTimeout);
         this.connectTimeout = positive("connect timeout", connectTimeout);
         if (maxInFlight < 1) {
@@ -74,27 +114,28 @@ public final class SidecarOptions implements Serializable {
                 Duration.ofMillis(5),
                 Duration.ofSeconds(1),
                 "",
-                64);
+                64,
+                null);
     }
 
     /** How long a request may take, retries included, before it fails. */
     public SidecarOptions withRequestTimeout(Duration timeout) {
-        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest);
+        return new SidecarOptions(timeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest, tls);
     }
 
     /** How long {@link SidecarClient#connect} waits for the sidecar to answer before it fails. */
     public SidecarOptions withConnectTimeout(Duration timeout) {
-        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest);
+        return new SidecarOptions(requestTimeout, timeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest, tls);
     }
 
     /** How many requests may be unanswered at once; {@link SidecarClient#infer} waits beyond that. */
     public SidecarOptions withMaxInFlight(int requests) {
-        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest);
+        return new SidecarOptions(requestTimeout, connectTimeout, requests, initialBackoff, maxBackoff, modelVersion, maxRecordsPerRequest, tls);
     }
 
     /** The first and the longest wait between retries and reconnects. */
     public SidecarOptions withBackoff(Duration initial, Duration max) {
-        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max, modelVersion, maxRecordsPerRequest);
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initial, max, modelVersion, maxRecordsPerRequest, tls);
     }
 
     /**
@@ -102,7 +143,7 @@ public final class SidecarOptions implements Serializable {
      * sidecar serves, so that a new version is picked up without a restart of the job.
      */
     public SidecarOptions withModelVersion(String version) {
-        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, version, maxRecordsPerRequest);
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, version, maxRecordsPerRequest, tls);
     }
 
     /** The version asked for; empty: the newest. */
@@ -113,7 +154,23 @@ public final class SidecarOptions implements Serializable {
      */
     public SidecarOptions withMaxRecordsPerRequest(int records) {
         return new SidecarOptions(
-                requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, records);
+                requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff, modelVersion, records, tls);
+    }
+
+    /**
+     * TLS to a {@code host:port} endpoint, trusting the CA in {@code caFile} (null or empty:
+     * the JVM's default trust store) and presenting the certificate {@code certFile} with its
+     * key {@code keyFile} (both null or empty: none), as a sidecar with {@code
+     * [sidecar.rpc.tls]} expects.
+     */
+    public SidecarOptions withTls(String caFile, String certFile, String keyFile) {
+        return new SidecarOptions(requestTimeout, connectTimeout, maxInFlight, initialBackoff, maxBackoff,
+                modelVersion, maxRecordsPerRequest, new TlsFiles(caFile, certFile, keyFile));
+    }
+
+    /** TLS files, or null for plaintext (and Unix sockets). */
+    public TlsFiles tls() {
+        return tls;
     }
 
     public int maxRecordsPerRequest() {

@@ -125,6 +125,22 @@ final class SidecarProcess implements AutoCloseable {
     }
 
     /**
+     * Starts the sidecar on the fixture {@code model} on a loopback TCP port with {@code tls}
+     * lines in {@code [sidecar.rpc.tls]}, and waits for READY (/health).
+     */
+    static SidecarProcess startTls(Path folder, String model, String... tls) throws Exception {
+        StringBuilder toml = new StringBuilder();
+        toml.append("[sidecar.rpc]\nendpoint = \"127.0.0.1:").append(freePort()).append("\"\n");
+        toml.append("[sidecar.rpc.tls]\n");
+        for (String line : tls) {
+            toml.append(line).append('\n');
+        }
+        toml.append("[sidecar.model]\nuri = \"").append(fixture(model + ".onnx")).append("\"\n");
+        toml.append("runtime-library = \"").append(existing("sidecar.runtime", "bin/dev.sh runtime")).append("\"\n");
+        return launch(folder, null, toml, java.util.Map.of());
+    }
+
+    /**
      * Starts the sidecar on the model repository {@code folder/models} (filled by {@link
      * #publish}) with {@code lines} added to the {@code [sidecar]} table, and waits for
      * SERVING.
@@ -184,8 +200,21 @@ final class SidecarProcess implements AutoCloseable {
         awaitServing();
     }
 
+    /** {@code unix:PATH}, or {@code 127.0.0.1:PORT} for a sidecar on TCP. */
     String endpoint() {
-        return "unix:" + socket;
+        if (socket != null) {
+            return "unix:" + socket;
+        }
+        Matcher endpoint;
+        try {
+            endpoint = Pattern.compile("(?m)^endpoint = \"(.*)\"$").matcher(Files.readString(config));
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        if (!endpoint.find()) {
+            throw new AssertionError("no endpoint in " + config);
+        }
+        return endpoint.group(1);
     }
 
     Path socket() {
@@ -286,8 +315,12 @@ final class SidecarProcess implements AutoCloseable {
         return text.toString();
     }
 
-    /** Polls gRPC health until SERVING, failing early if the process exits. */
+    /** Polls gRPC health until SERVING (on TCP: /health until 200), failing early if the process exits. */
     private void awaitServing() throws Exception {
+        if (socket == null) {
+            awaitReady();
+            return;
+        }
         long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
         EpollEventLoopGroup loop = new EpollEventLoopGroup(1);
         ManagedChannel channel =
@@ -325,6 +358,33 @@ final class SidecarProcess implements AutoCloseable {
             channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
             loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
         }
+    }
+
+    private void awaitReady() throws Exception {
+        long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
+        HttpClient http = HttpClient.newHttpClient();
+        String last = "no answer yet";
+        while (System.nanoTime() < deadline) {
+            if (!process.isAlive()) {
+                throw new AssertionError("gpu-sidecar exited with " + process.exitValue() + " before READY\n" + logs());
+            }
+            try {
+                HttpResponse<String> health = http.send(
+                        HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + healthPort + "/health"))
+                                .timeout(Duration.ofSeconds(1))
+                                .build(),
+                        HttpResponse.BodyHandlers.ofString());
+                if (health.statusCode() == 200) {
+                    return;
+                }
+                last = health.statusCode() + " " + health.body();
+            } catch (IOException e) {
+                last = e.toString();
+            }
+            TimeUnit.MILLISECONDS.sleep(20);
+        }
+        process.destroyForcibly();
+        throw new AssertionError("gpu-sidecar was not READY within " + START_TIMEOUT + " (last: " + last + ")\n" + logs());
     }
 
     /** Removes a folder the sidecar ran in, with everything in it. */

@@ -69,4 +69,24 @@ public final class GpuSidecarModelOptions {
                     .durationType()
                     .defaultValue(Duration.ofSeconds(30))
                     .withDescription("How long opening the function waits for the sidecar to answer.");
+
+    public static final ConfigOption<String> TLS_CA =
+            ConfigOptions.key("tls-ca")
+                    .stringType()
+                    .noDefaultValue()
+                    .withDescription(
+                            "TLS to a host:port endpoint ([sidecar.rpc.tls]): the PEM file of the CA to trust, on every TaskManager. Setting it, or tls-cert and tls-key, turns TLS on; unset with TLS on: the JVM's default trust store.");
+
+    public static final ConfigOption<String> TLS_CERT =
+            ConfigOptions.key("tls-cert")
+                    .stringType()
+                    .noDefaultValue()
+                    .withDescription(
+                            "The client's certificate (PEM) for a sidecar that requires client certificates (sidecar.rpc.tls.client-ca-file); with tls-key.");
+
+    public static final ConfigOption<String> TLS_KEY =
+            ConfigOptions.key("tls-key")
+                    .stringType()
+                    .noDefaultValue()
+                    .withDescription("The private key (PKCS#8 PEM) of tls-cert.");
 }

@@ -55,7 +55,10 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
                 GpuSidecarModelOptions.TIMEOUT,
                 GpuSidecarModelOptions.MAX_IN_FLIGHT,
                 GpuSidecarModelOptions.MAX_RECORDS_PER_REQUEST,
-                GpuSidecarModelOptions.CONNECT_TIMEOUT);
+                GpuSidecarModelOptions.CONNECT_TIMEOUT,
+                GpuSidecarModelOptions.TLS_CA,
+                GpuSidecarModelOptions.TLS_CERT,
+                GpuSidecarModelOptions.TLS_KEY);
     }
 
     @Override
@@ -82,6 +85,16 @@ public class GpuSidecarModelProviderFactory implements ModelProviderFactory {
                             .withConnectTimeout(config.get(GpuSidecarModelOptions.CONNECT_TIMEOUT))
                             .withModelVersion(
                                     config.getOptional(GpuSidecarModelOptions.MODEL_VERSION).orElse(""));
+            java.util.Optional<String> ca = config.getOptional(GpuSidecarModelOptions.TLS_CA);
+            java.util.Optional<String> cert = config.getOptional(GpuSidecarModelOptions.TLS_CERT);
+            java.util.Optional<String> key = config.getOptional(GpuSidecarModelOptions.TLS_KEY);
+            if (ca.isPresent() || cert.isPresent() || key.isPresent()) {
+                if (Endpoint.parse(endpoint).isUnix()) {
+                    throw new IllegalArgumentException(
+                            "tls-ca, tls-cert and tls-key are for host:port endpoints, not " + endpoint);
+                }
+                options = options.withTls(ca.orElse(""), cert.orElse(""), key.orElse(""));
+            }
         } catch (IllegalArgumentException e) {
             throw new ValidationException("model " + model + ": " + e.getMessage(), e);
         }
