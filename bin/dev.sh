@@ -49,13 +49,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the build and the tests need beyond Rust: cmake, make and a C++ compiler for the
-# gRPC C core (grpcio-sys), readelf for the test that checks libcuda is not linked,
+# gRPC C core (grpcio-sys), OpenSSL's headers (libssl-dev, found by pkg-config), readelf for the test that checks libcuda is not linked,
 # and the shellcheck linter, which a test runs on the scripts.
 ensure_packages() {
     local missing=()
     command -v cmake >/dev/null 2>&1 || missing+=(cmake)
     command -v make >/dev/null 2>&1 || missing+=(make)
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    # The gRPC core's TLS, and the openssl crate, build against the system's OpenSSL.
+    [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     command -v readelf >/dev/null 2>&1 || missing+=(binutils)
     command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
     # promtool and a real Prometheus server, for the tests of deploy/prometheus/.

@@ -21,7 +21,7 @@ use std::thread;
 use futures_executor::block_on;
 use futures_util::{SinkExt, StreamExt};
 use gpu_sidecar::proto::grpc_service::*;
-use grpcio::{RpcStatusCode, WriteFlags};
+use grpcio::{CallOption, RpcStatusCode, WriteFlags};
 
 use crate::examples::python_check;
 use crate::inference::*;
@@ -384,7 +384,10 @@ fn message_sizes_over(tcp: bool) {
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
     too_large(&message, "answer");
 
-    let (mut sink, mut receiver) = limited.model_stream_infer_opt(patient()).unwrap();
+    // A deadline for the whole stream, which carries 17 MB both ways through debug builds: a
+    // loaded machine (the whole suite at once) takes a good part of PATIENCE for it.
+    let stream_deadline = CallOption::default().timeout(3 * PATIENCE);
+    let (mut sink, mut receiver) = limited.model_stream_infer_opt(stream_deadline).unwrap();
     block_on(async {
         for (id, rows) in [("big", ten_mb_rows), ("wide", 7_000_000 / 16), ("small", 2)] {
             if let Err(e) = sink
