@@ -366,7 +366,7 @@ PYTHON
 }
 
 usage() {
-    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e | gpu-check [REPORT] | image [TAG]" >&2
+    echo "usage: bin/dev.sh run [ARGS...] | test [ARGS...] | runtime | clients | flink [GOALS...] | flink-bench [ARGS...] | dist [--runtime cpu|gpu] [--debug] | e2e | gpu-check [REPORT] | image [TAG] | dashboard-png" >&2
     exit 2
 }
 
@@ -542,6 +542,18 @@ case "$command" in
         ;;
     image)
         image "$@"
+        ;;
+    dashboard-png)
+        # deploy/grafana/gpu-sidecar.png from real data: a sidecar under the bench's load,
+        # scraped by a real Prometheus, drawn by matplotlib (in a venv of its own).
+        ensure_packages
+        ensure_runtime
+        cargo build --release --workspace --bins
+        [ -x target/plot/bin/python ] || { python3 -m venv target/plot && target/plot/bin/pip install -q matplotlib onnx; }
+        target/plot/bin/python tests/fixtures/make_models.py --small-mlp target/small_mlp.onnx
+        target/plot/bin/python deploy/grafana/render.py --sidecar target/release/gpu-sidecar \
+            --bench target/release/gpu-sidecar-bench --runtime "$ORT_DYLIB_PATH" \
+            --models tests/fixtures/models/affine.onnx,target/small_mlp.onnx --out deploy/grafana/gpu-sidecar.png "$@"
         ;;
     *)
         usage
