@@ -61,10 +61,12 @@ impl ServingInfo {
 
 /// The device's memory as the driver reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemorySample {
+pub struct DeviceSample {
     pub ordinal: i32,
-    pub free_bytes: u64,
-    pub total_bytes: u64,
+    /// Free and total bytes, while the thread holds the device's context.
+    pub memory: Option<(u64, u64)>,
+    /// The driver's utilisation (NVML, any process's work), in percent, where NVML is there.
+    pub utilization_percent: Option<u32>,
 }
 
 impl fmt::Display for DeviceInfo {

@@ -26,13 +26,13 @@ use crate::backend::Interrupter;
 use crate::config::{BatchingConfig, CudaOptions, Placement, ThreadCount, Warmup};
 use crate::model::text::TextStage;
 use crate::model::ModelVersion;
-use crate::serving::MemorySample;
+use crate::serving::DeviceSample;
 
 /// What ends the execution in progress of each resident session, by its load's number.
 pub type Interrupters = std::collections::BTreeMap<u64, Interrupter>;
 
 /// The GPU-owner thread's answer to a heartbeat: a memory sample when a GPU is in use.
-pub type HeartbeatReply = Option<MemorySample>;
+pub type HeartbeatReply = Option<DeviceSample>;
 
 /// Messages to a GPU-owner thread.
 pub enum GpuCommand {

@@ -29,8 +29,9 @@ use cudarc::driver::result::{self as cuda, DriverError};
 use cudarc::driver::sys::{self as cuda_sys, CUdevice, CUdevice_attribute};
 
 use super::error::GpuError;
+use super::nvml::NvmlDevice;
 use crate::config::{DeviceSelection, GpuConfig, GpuMode};
-use crate::serving::{ByteSize, DeviceInfo, MemorySample};
+use crate::serving::{ByteSize, DeviceInfo};
 
 /// Attaches the name of the failed call to a driver error.
 pub(super) trait DriverCall<T> {
@@ -88,6 +89,20 @@ pub(super) fn find_devices(config: &GpuConfig) -> Result<Option<Vec<i32>>, GpuEr
         });
     }
     Ok(Some(ordinals))
+}
+
+/// The device's PCI bus id (`0000:3b:00.0`), by which NVML finds it.
+fn pci_bus_id(device: CUdevice) -> Option<String> {
+    let mut buffer = [0 as std::ffi::c_char; 32];
+    // SAFETY: the driver writes a NUL-terminated string of at most `len` bytes into the live
+    // buffer; `device` was returned by cuDeviceGet.
+    let status = unsafe { cuda_sys::cuDeviceGetPCIBusId(buffer.as_mut_ptr(), 32, device) };
+    if status != cuda_sys::CUresult::CUDA_SUCCESS {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated string (zeroed beyond it).
+    let id = unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) };
+    Some(id.to_string_lossy().into_owned())
 }
 
 /// The outcome when no GPU is found: an error in `required` mode, else host mode.
@@ -220,17 +235,18 @@ impl Drop for LoaderContext {
 
 impl PrimaryContext {
     /// The device's memory now, if the driver answers.
-    pub(super) fn memory_sample(&self) -> Option<MemorySample> {
+    pub(super) fn memory(&self) -> Option<(u64, u64)> {
         match memory_info() {
-            Ok((free_bytes, total_bytes)) => Some(MemorySample {
-                ordinal: self.ordinal,
-                free_bytes,
-                total_bytes,
-            }),
+            Ok(memory) => Some(memory),
             Err(e) => {
                 log::warn!("{e}");
                 None
             }
         }
+    }
+
+    /// The device in NVML, for its utilisation; `None` without NVML.
+    pub(super) fn find_in_nvml(&self) -> Option<NvmlDevice> {
+        pci_bus_id(self.device).and_then(|bus_id| NvmlDevice::find(&bus_id))
     }
 }

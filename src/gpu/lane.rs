@@ -40,7 +40,7 @@ use crate::config::GpuConfig;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::model::file::LoadControl;
-use crate::serving::{DeviceInfo, MemorySample, ServingInfo};
+use crate::serving::{DeviceInfo, DeviceSample, ServingInfo};
 use crate::shutdown::{ComponentThread, Event, ShutdownError};
 
 /// Where a GPU-owner thread runs its sessions.
@@ -84,18 +84,18 @@ pub struct LaneCheck {
     pub silent_for: Duration,
     /// How long its execution in progress has run, if one does.
     pub executing_for: Option<Duration>,
-    /// Its device's memory, from its last answer.
-    pub memory: Option<MemorySample>,
+    /// Its device's memory and utilisation, from its last answer.
+    pub device_sample: Option<DeviceSample>,
 }
 
 impl Lane {
     /// Collects the answer to the previous heartbeat and sends the next one.
     pub fn check(&mut self) -> LaneCheck {
-        let mut memory = None;
+        let mut device_sample = None;
         let mut silent_for = Duration::ZERO;
         if let Some((reply, sent_at)) = &self.heartbeat {
             match reply.try_recv() {
-                Ok(reply) => memory = reply,
+                Ok(reply) => device_sample = reply,
                 // Still waiting: do not pile up heartbeats behind a stuck thread.
                 Err(TryRecvError::Empty) => silent_for = sent_at.elapsed(),
                 // The thread has ended; the main thread hears of that as an event.
@@ -113,7 +113,7 @@ impl Lane {
             name: self.name,
             silent_for,
             executing_for: self.execution.running_for(),
-            memory,
+            device_sample,
         }
     }
 }

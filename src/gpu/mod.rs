@@ -41,6 +41,7 @@ mod error;
 mod execute;
 mod lane;
 mod load;
+mod nvml;
 mod owner;
 mod probe;
 mod served;

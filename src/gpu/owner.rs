@@ -28,12 +28,14 @@ use super::command::{GpuCommand, Interrupters, LostVersion};
 use super::cuda::PrimaryContext;
 use super::execute::{execute, refuse_job};
 use super::lane::Resident;
+use super::nvml::NvmlDevice;
 use super::served::Served;
 use crate::backend::Provider;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, ThreadMetrics};
 use crate::model::batcher;
 use crate::model::job::JobFailure;
+use crate::serving::DeviceSample;
 
 /// What the owner shares with its handle ([`super::lane::Lane`]) and the other threads.
 pub(super) struct Shared<'a> {
@@ -73,6 +75,9 @@ pub(super) struct Owner<'a> {
     metrics: Arc<Metrics>,
     pub shared: Shared<'a>,
     pub context: Option<PrimaryContext>,
+    /// The device in NVML (kept when the context is let go: its utilisation is any
+    /// process's).
+    nvml: Option<NvmlDevice>,
 }
 
 impl<'a> Owner<'a> {
@@ -91,6 +96,7 @@ impl<'a> Owner<'a> {
             ),
             metrics,
             shared,
+            nvml: context.as_ref().and_then(PrimaryContext::find_in_nvml),
             context,
         }
     }
@@ -311,12 +317,18 @@ impl<'a> Owner<'a> {
                 // Test builds only: makes the thread stop answering for a while.
                 #[cfg(feature = "failpoints")]
                 crate::failpoint::hold("gpu::heartbeat");
-                // A failed device's context is not asked.
+                // A failed device is not asked.
                 let sample = self
-                    .context
-                    .as_ref()
+                    .device
                     .filter(|_| !self.shared.failed.load(Ordering::Relaxed))
-                    .and_then(PrimaryContext::memory_sample);
+                    .map(|ordinal| DeviceSample {
+                        ordinal,
+                        memory: self.context.as_ref().and_then(PrimaryContext::memory),
+                        utilization_percent: self
+                            .nvml
+                            .as_ref()
+                            .and_then(NvmlDevice::utilization_percent),
+                    });
                 let _ = reply.send(sample);
                 true
             }

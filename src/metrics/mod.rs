@@ -173,6 +173,7 @@ pub struct Metrics {
     inference_rows: IntCounterVec,
     inference_streams_open: IntGauge,
     tls_certificate_expiry: IntGaugeVec,
+    gpu_utilization: GaugeVec,
     tls_reloads: IntCounterVec,
 }
 
@@ -281,6 +282,13 @@ impl Metrics {
         self.gpu_failed
             .with_label_values(&[ordinal.to_string().as_str()])
             .set(1);
+    }
+
+    /// Records the driver's utilisation of the GPU (NVML), 0 to 1.
+    pub fn record_gpu_utilization(&self, ordinal: i32, ratio: f64) {
+        self.gpu_utilization
+            .with_label_values(&[ordinal.to_string().as_str()])
+            .set(ratio);
     }
 
     /// Records a sample of the GPU's memory, as the driver reports it.

@@ -221,6 +221,13 @@ impl Metrics {
                 "inference_streams_open",
                 "ModelStreamInfer streams open now.",
             ))?,
+            gpu_utilization: GaugeVec::new(
+                opts(
+                    "gpu_utilization_ratio",
+                    "The share of the driver's last sample period in which a kernel ran on the GPU, any process's (NVML), 0 to 1; absent without a GPU or without NVML.",
+                ),
+                &["ordinal"],
+            )?,
             tls_certificate_expiry: IntGaugeVec::new(
                 opts(
                     "tls_certificate_expiry_timestamp_seconds",
@@ -268,6 +275,7 @@ impl Metrics {
             Box::new(metrics.inference_rows.clone()),
             Box::new(metrics.inference_streams_open.clone()),
             Box::new(metrics.tls_certificate_expiry.clone()),
+            Box::new(metrics.gpu_utilization.clone()),
             Box::new(metrics.tls_reloads.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];

@@ -214,12 +214,15 @@ impl Supervisor<'_> {
                     });
                 }
             }
-            if let Some(sample) = lane.memory {
-                self.metrics.record_gpu_memory(
-                    sample.ordinal,
-                    sample.free_bytes,
-                    sample.total_bytes,
-                );
+            if let Some(sample) = lane.device_sample {
+                if let Some((free_bytes, total_bytes)) = sample.memory {
+                    self.metrics
+                        .record_gpu_memory(sample.ordinal, free_bytes, total_bytes);
+                }
+                if let Some(percent) = sample.utilization_percent {
+                    self.metrics
+                        .record_gpu_utilization(sample.ordinal, f64::from(percent) / 100.0);
+                }
             }
             silences.push((lane.name, silent_for));
         }

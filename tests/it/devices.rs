@@ -310,3 +310,40 @@ fn the_readme_example_of_several_gpus_is_a_valid_config() {
         assert!(check.stdout().contains(line), "{line}: {}", check.stdout());
     }
 }
+
+/// Each device's utilisation, as NVML reports it (the fake NVML: 40% on device 0, 50% on
+/// device 1, found by the PCI bus id the fake driver gives), reaches the metrics.
+#[test]
+fn each_devices_utilisation_from_nvml_is_a_metric() {
+    let dir = TestDir::new();
+    let text = lookup_config(&dir, "devices = \"all\"", "");
+    let path = dir.write_config(&text);
+    let (lib_dir, _log) = fake_driver(&dir);
+    let mut sidecar = Sidecar::spawn(
+        &path,
+        &[
+            ("LD_LIBRARY_PATH", lib_dir.as_str()),
+            ("FAKE_CUDA_DEVICES", "2"),
+        ],
+    );
+    sidecar.wait_ready();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let wanted = [
+        "gpu_sidecar_gpu_utilization_ratio{ordinal=\"0\"} 0.4",
+        "gpu_sidecar_gpu_utilization_ratio{ordinal=\"1\"} 0.5",
+    ];
+    let mut metrics = String::new();
+    while std::time::Instant::now() < deadline {
+        metrics = crate::util::http(sidecar.health_addr(), "GET", "/metrics")
+            .expect("metrics")
+            .1;
+        if wanted.iter().all(|line| metrics.contains(line)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "{wanted:?} not in the metrics within {PATIENCE:?}:\n{metrics}\n{}",
+        sidecar.log()
+    );
+}

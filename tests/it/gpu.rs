@@ -97,7 +97,7 @@ fn the_binary_does_not_link_libcuda() {
     assert!(!dynamic.contains("libcuda"), "links libcuda:\n{dynamic}");
 }
 
-/// The fake driver, compiled into `dir`: returns the folder to put on LD_LIBRARY_PATH and the
+/// The fake driver and NVML, compiled into `dir`: returns the folder to put on LD_LIBRARY_PATH and the
 /// file it logs its calls to.
 pub(crate) fn fake_driver(dir: &TestDir) -> (String, PathBuf) {
     let lib_dir = dir.path().join("fake-driver");
@@ -110,6 +110,17 @@ pub(crate) fn fake_driver(dir: &TestDir) -> (String, PathBuf) {
         .status()
         .expect("a C compiler (cc) builds the fake driver");
     assert!(status.success(), "compiling the fake driver failed");
+    let nvml = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fake_libnvidia_ml.c"
+    );
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(lib_dir.join("libnvidia-ml.so.1"))
+        .arg(nvml)
+        .status()
+        .expect("a C compiler (cc) builds the fake NVML");
+    assert!(status.success(), "compiling the fake NVML failed");
     (
         lib_dir.to_str().unwrap().to_string(),
         dir.path().join("fake-driver.log"),

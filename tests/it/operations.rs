@@ -206,7 +206,11 @@ fn dashboard_queries() -> Vec<(String, String)> {
 }
 
 /// Panels whose series exist only on a GPU.
-const GPU_ONLY: [&str; 2] = ["GPU memory", "GPUs out of service"];
+const GPU_ONLY: [&str; 3] = [
+    "GPU memory",
+    "GPU utilisation (driver)",
+    "GPUs out of service",
+];
 
 #[test]
 fn a_real_prometheus_answers_every_dashboard_query_and_alerts_when_the_sidecar_stops() {
