@@ -477,4 +477,34 @@ fn the_containerfile_makes_what_the_manifests_expect() {
         "dist packs the runtime elsewhere"
     );
     assert!(recipe.contains("test -e /opt/gpu-sidecar/lib/onnxruntime/libonnxruntime.so"));
+
+    // Where a container builder is there, the image is built for real.
+    let builder = ["podman", "buildah"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_ok())
+        .or_else(|| {
+            Command::new("docker")
+                .arg("info")
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .map(|_| "docker")
+        });
+    match builder {
+        Some(tool) => {
+            let output = Command::new(root.join("bin/dev.sh"))
+                .args(["image", "gpu-sidecar:test"])
+                .current_dir(root)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "bin/dev.sh image with {tool}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        None => eprintln!(
+            "the image is not built: no container builder here (podman, buildah, or docker with its daemon)"
+        ),
+    }
 }
