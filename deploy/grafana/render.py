@@ -88,7 +88,7 @@ def scaled(values, unit):
         return [v * 1e3 for v in values], "ms"
     if unit == "percentunit":
         return [v * 100 for v in values], "%"
-    return values, {"reqps": "req/s", "ops": "ops/s"}.get(unit, "")
+    return values, {"reqps": "req/s", "ops": "ops/s", "short": ""}.get(unit, "")
 
 
 def draw(dashboard, prometheus, start, end, out):
@@ -113,6 +113,14 @@ def draw(dashboard, prometheus, start, end, out):
         axes.tick_params(colors="#9fa1a6", labelsize=7)
         axes.set_title(panel["title"], color="#d8d9da", fontsize=9, loc="left")
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+        # A target with a unit of its own (an override by refId) goes on a right-hand axis.
+        own_units, own_labels = {}, {}
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            if override["matcher"]["id"] == "byFrameRefID":
+                properties = {prop["id"]: prop["value"] for prop in override["properties"]}
+                if "unit" in properties:
+                    own_units[override["matcher"]["options"]] = properties["unit"]
+                    own_labels[properties["unit"]] = properties.get("custom.axisLabel", "")
         series = []
         for target in panel.get("targets", []):
             expr = (target["expr"].replace("$__rate_interval", "10s").replace("$job", "gpu-sidecar")
@@ -120,21 +128,37 @@ def draw(dashboard, prometheus, start, end, out):
             for result in query_range(prometheus, expr, start, end):
                 times = [float(t) - start for t, _ in result["values"]]
                 values = [float(v) for _, v in result["values"]]
-                series.append((legend(target.get("legendFormat"), result["metric"]), times, values))
+                series.append((legend(target.get("legendFormat"), result["metric"]), times, values,
+                               own_units.get(target.get("refId"))))
         if panel["type"] == "stat":
             axes.set_xticks([])
             axes.set_yticks([])
-            text = "  ".join(f"{name}: {values[-1]:g}" for name, _, values in series if values) or "no data"
+            text = "  ".join(f"{name}: {values[-1]:g}" for name, _, values, _ in series if values) or "no data"
             axes.text(0.5, 0.45, text, color="#73bf69", fontsize=12, ha="center", va="center",
                       transform=axes.transAxes, wrap=True)
             continue
         shown = 0
-        for name, times, values in series:
-            values, suffix = scaled(values, unit)
-            axes.plot(times, values, linewidth=1.2, label=name)
+        right = None
+        for name, times, values, own_unit in series:
+            on = axes
+            if own_unit is not None:
+                if right is None:
+                    right = axes.twinx()
+                    right.tick_params(colors="#9fa1a6", labelsize=7)
+                on = right
+            values, suffix = scaled(values, own_unit or unit)
+            on.plot(times, values, linewidth=1.2, label=name, color=f"C{shown}")
             shown += 1
-            axes.set_ylabel(suffix, color="#9fa1a6", fontsize=7)
+            on.set_ylabel(own_labels.get(own_unit, suffix) if on is right else suffix,
+                          color="#9fa1a6", fontsize=7)
         if shown:
+            if right is not None:
+                handles = axes.get_legend_handles_labels()
+                more = right.get_legend_handles_labels()
+                axes.legend(handles[0] + more[0], handles[1] + more[1], fontsize=6, loc="upper left",
+                            facecolor="#181b1f", edgecolor="#33363c", labelcolor="#d8d9da", ncol=2)
+                axes.set_xlabel("seconds", color="#9fa1a6", fontsize=7)
+                continue
             axes.legend(fontsize=6, loc="upper left", facecolor="#181b1f", edgecolor="#33363c",
                         labelcolor="#d8d9da", ncol=2)
         else:
