@@ -206,14 +206,20 @@ const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 /// An `.npy` file's tensor: little-endian numbers of the input's type in C order, or for a
 /// BYTES input fixed-width bytes (`S`) or unicode (`U`) strings.
 fn npy(spec: &TensorSpec, bytes: &[u8]) -> Result<Tensor, String> {
-    let (header, data) = match bytes.get(6) {
-        Some(1) => {
-            let length = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-            (bytes.get(10..10 + length), bytes.get(10 + length..))
-        }
-        Some(2 | 3) => {
-            let length = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-            (bytes.get(12..12 + length), bytes.get(12 + length..))
+    // Version 1 has a 2-byte header length, versions 2 and 3 a 4-byte one; a file cut short
+    // anywhere is refused below, never indexed past its end.
+    let length_bytes = match bytes.get(6) {
+        Some(1) => 2,
+        Some(2 | 3) => 4,
+        _ => 0,
+    };
+    let (header, data) = match bytes.get(8..8 + length_bytes) {
+        Some(field) if length_bytes > 0 => {
+            let mut length = [0u8; 4];
+            length[..field.len()].copy_from_slice(field);
+            let start = 8 + length_bytes;
+            let end = start.saturating_add(u32::from_le_bytes(length) as usize);
+            (bytes.get(start..end), bytes.get(end..))
         }
         _ => (None, None),
     };
@@ -270,7 +276,9 @@ fn npy(spec: &TensorSpec, bytes: &[u8]) -> Result<Tensor, String> {
             spec.datatype
         ));
     }
-    let expected = count * datatype.size().unwrap_or(0);
+    let expected = count
+        .checked_mul(datatype.size().unwrap_or(0))
+        .ok_or("has a shape too large")?;
     let data = data.get(..expected).ok_or_else(|| {
         format!(
             "holds {} bytes of data, not the {expected} its shape {shape:?} needs",
@@ -295,7 +303,7 @@ fn npy_strings(descr: &str, shape: Vec<i64>, count: usize, data: &[u8]) -> Resul
             ))
         }
     };
-    let needed = count * width;
+    let needed = count.checked_mul(width).ok_or("has a shape too large")?;
     let data = data.get(..needed).ok_or_else(|| {
         format!(
             "holds {} bytes of data, not the {needed} its shape {shape:?} needs",
@@ -391,6 +399,25 @@ mod tests {
         file.extend(header.as_bytes());
         file.extend(data);
         file
+    }
+
+    #[test]
+    fn an_npy_file_cut_short_anywhere_is_refused_without_a_panic() {
+        let whole = npy_file("<f4", "2,", &[0; 8]);
+        let version_2 = {
+            let mut file = whole.clone();
+            file[6] = 2;
+            file
+        };
+        for file in [&whole, &version_2] {
+            for end in 0..file.len() {
+                let refused = npy(&spec(DataType::Fp32, &[-1]), &file[..end]);
+                assert!(refused.is_err(), "{end} bytes of {}", file.len());
+            }
+        }
+        npy(&spec(DataType::Fp32, &[-1]), &whole).unwrap();
+        let huge = npy_file("<f4", "4611686018427387904,", &[]);
+        assert!(npy(&spec(DataType::Fp32, &[-1]), &huge).is_err());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum SharedMemoryError {
     },
     #[error("system shared memory region '{name}': {reason}")]
     Io { name: String, reason: String },
+    #[error("the inputs in shared memory come to {size} bytes or more, over sidecar.rpc.max-message-size ({limit} bytes): send fewer rows per request, or raise the limit")]
+    TooLarge { size: u64, limit: usize },
 }
 
 /// One registered region: its file, open, and the window of it the client named.
@@ -199,6 +201,7 @@ impl SharedMemory {
     pub fn place(
         &self,
         request: &mut pb::ModelInferRequest,
+        limit: usize,
     ) -> Result<OutputPlacements, SharedMemoryError> {
         let mut placements = OutputPlacements::default();
         for output in &mut request.outputs {
@@ -221,9 +224,15 @@ impl SharedMemory {
         let mut given = std::mem::take(&mut request.raw_input_contents).into_iter();
         let others_raw = given.len() > 0;
         let mut raw = Vec::with_capacity(request.inputs.len());
+        // Counted before anything is read: the request's limit bounds what a read allocates.
+        let mut read = 0u64;
         for (input, shared) in request.inputs.iter_mut().zip(in_memory) {
             match self.placement("input", &input.name, &mut input.parameters)? {
                 Some((name, region, offset, size)) => {
+                    read = read.saturating_add(size);
+                    if read > limit as u64 {
+                        return Err(SharedMemoryError::TooLarge { size: read, limit });
+                    }
                     let mut bytes = vec![0; size as usize];
                     region
                         .file
@@ -389,5 +398,51 @@ mod tests {
                 .contains("comes from ipv4:10.0.0.7:4000"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn inputs_in_shared_memory_count_against_the_message_limit_before_they_are_read() {
+        let key = format!("gpu-sidecar-test-{}-limit", std::process::id());
+        let path = PathBuf::from(SHM_FOLDER).join(&key);
+        std::fs::write(&path, [7u8; 64]).unwrap();
+        let memory = SharedMemory::default();
+        let registered = memory.register("in", &format!("/{key}"), 0, 64, "unix:");
+        let request = || {
+            let parameter = |choice| pb::InferParameter {
+                parameter_choice: Some(choice),
+                ..Default::default()
+            };
+            let mut input = pb::model_infer_request::InferInputTensor {
+                name: "x".to_string(),
+                ..Default::default()
+            };
+            input.parameters.insert(
+                REGION.to_string(),
+                parameter(Parameter_choice::StringParam("in".to_string())),
+            );
+            input.parameters.insert(
+                BYTE_SIZE.to_string(),
+                parameter(Parameter_choice::Int64Param(64)),
+            );
+            pb::ModelInferRequest {
+                inputs: vec![input],
+                ..Default::default()
+            }
+        };
+        let (mut over, mut within) = (request(), request());
+        let refused = memory.place(&mut over, 32);
+        let placed = memory.place(&mut within, 64);
+        std::fs::remove_file(&path).unwrap();
+        registered.unwrap();
+        let refused = refused.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("come to 64 bytes or more, over sidecar.rpc.max-message-size (32 bytes)"),
+            "{refused}"
+        );
+        assert!(over.raw_input_contents.is_empty(), "nothing was read");
+        placed.unwrap();
+        assert_eq!(within.raw_input_contents, [vec![7u8; 64]]);
     }
 }

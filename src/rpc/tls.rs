@@ -19,6 +19,7 @@
 
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use grpcio::{
     CertificateRequestType, ServerCredentials, ServerCredentialsBuilder, ServerCredentialsFetcher,
@@ -47,6 +48,7 @@ impl TlsCredentials {
     /// Reads the files; their error names the config key at fault.
     pub fn load(config: &TlsConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
         let files = config.load()?;
+        warn_if_expiring(config, &files);
         metrics.set_tls_certificate_expiry(
             &config.cert_file.display().to_string(),
             files.not_after_unix,
@@ -78,6 +80,7 @@ impl TlsCredentials {
                     self.config.cert_file.display(),
                     self.config.key_file.display()
                 );
+                warn_if_expiring(&self.config, &files);
                 self.metrics.tls_reloaded(true);
                 self.metrics.set_tls_certificate_expiry(
                     &self.config.cert_file.display().to_string(),
@@ -93,6 +96,32 @@ impl TlsCredentials {
                 );
             }
         }
+    }
+}
+
+/// How soon before its end a certificate in use is worth a warning in the log.
+const EXPIRY_NOTICE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Logs a certificate that has expired (clients refuse every new connection) or expires
+/// within [`EXPIRY_NOTICE`]; serving goes on either way, as a renewal may be on its way.
+fn warn_if_expiring(config: &TlsConfig, files: &TlsFiles) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+    let left = files.not_after_unix.saturating_sub(now);
+    if left <= 0 {
+        log::error!(
+            "TLS certificate {} (sidecar.rpc.tls.cert-file) has expired: clients refuse every new connection; write a renewed certificate and key over the files and send SIGHUP",
+            config.cert_file.display()
+        );
+    } else if left < EXPIRY_NOTICE.as_secs() as i64 {
+        log::warn!(
+            "TLS certificate {} (sidecar.rpc.tls.cert-file) expires in {}: renew it, then send SIGHUP",
+            config.cert_file.display(),
+            humantime::format_duration(Duration::from_secs(left as u64 / 3600 * 3600))
+        );
     }
 }
 

@@ -328,10 +328,20 @@ fn the_flink_deployment_is_valid_against_its_schemas_and_consistent() {
             "the pod template lacks the label {label:?} the PodMonitor selects"
         );
     }
+    // A read-only root file system leaves the sidecar a writable temp folder: its health
+    // endpoint binds a socket there (std::env::temp_dir).
+    let sidecar = named(list(&pod["spec"], &["initContainers"]), "gpu-sidecar");
+    if sidecar["securityContext"]["readOnlyRootFilesystem"].as_bool() == Some(true) {
+        let tmp = list(sidecar, &["volumeMounts"])
+            .iter()
+            .find(|mount| mount["mountPath"].as_str() == Some("/tmp"))
+            .expect("a read-only root file system, and no volume at /tmp for the health socket");
+        let volume = named(list(&pod["spec"], &["volumes"]), text(tmp, &["name"]));
+        assert!(!volume["emptyDir"].is_badvalue(), "/tmp is not an emptyDir");
+    }
     let endpoint = &list(monitor, &["spec", "podMetricsEndpoints"])[0];
     assert_eq!(text(endpoint, &["port"]), "health");
     assert_eq!(text(endpoint, &["path"]), "/metrics");
-    let sidecar = named(list(&pod["spec"], &["initContainers"]), "gpu-sidecar");
     assert_eq!(
         named(list(sidecar, &["ports"]), "health")["containerPort"].as_i64(),
         Some(health_port)

@@ -71,6 +71,11 @@ fn new_key() -> PKey<Private> {
 /// A certificate for `common_name`, signed by `issuer` (self-signed without one); a CA's
 /// when `ca`, else a leaf for 127.0.0.1 and localhost, for servers and clients alike.
 pub fn issue(common_name: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
+    issue_for_days(common_name, issuer, ca, 30)
+}
+
+/// [`issue`], valid for `days` from now.
+fn issue_for_days(common_name: &str, issuer: Option<&Issued>, ca: bool, days: u32) -> Issued {
     let key = new_key();
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("CN", common_name).expect("cn");
@@ -90,7 +95,7 @@ pub fn issue(common_name: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
         .set_not_before(&Asn1Time::days_from_now(0).expect("time"))
         .expect("not before");
     builder
-        .set_not_after(&Asn1Time::days_from_now(30).expect("time"))
+        .set_not_after(&Asn1Time::days_from_now(days).expect("time"))
         .expect("not after");
     if ca {
         let constraints = BasicConstraints::new().critical().ca().build().expect("ca");
@@ -420,4 +425,18 @@ fn tritons_python_client_works_unmodified_with_ssl() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         crate::examples::python_check("tls_check.py", &sidecar, &args, "tls check passed");
     }
+}
+
+#[test]
+fn a_certificate_near_its_end_is_logged_with_what_to_do() {
+    let dir = TestDir::new();
+    let ca = issue("short CA", None, true);
+    let server = issue_for_days("gpu-sidecar", Some(&ca), false, 1);
+    let (cert, key) = server.write(dir.path(), "short");
+    let (sidecar, target) = tls_sidecar(&dir, &tls_table(&cert, &key, None));
+    let line = sidecar.wait_for_log("(sidecar.rpc.tls.cert-file) expires in");
+    assert!(line.contains("renew it, then send SIGHUP"), "{line}");
+    // It serves on: a renewal may be on its way.
+    let (_env, client) = tls_client(&target, &ca.cert_pem(), None);
+    assert!(served(&client), "{}", sidecar.log());
 }

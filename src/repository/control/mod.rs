@@ -363,7 +363,7 @@ impl Keeper {
                     self.rescan();
                 }
                 control => log::info!(
-                    "SIGHUP: ignored, sidecar.repository-control is \"{control}\" (\"poll\" rescans on SIGHUP)"
+                    "SIGHUP: the model repository is not rescanned, sidecar.repository-control is \"{control}\" (\"poll\" rescans on SIGHUP)"
                 ),
             },
         }

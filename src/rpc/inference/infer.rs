@@ -85,7 +85,7 @@ impl InferenceService {
         };
         let placements = self
             .shared_memory
-            .place(request)
+            .place(request, self.max_message_size)
             .map_err(|e| refused(e.into()))?;
         let decoded = kserve::check_size("request", request, self.max_message_size)
             .and_then(|()| kserve::decode(request))

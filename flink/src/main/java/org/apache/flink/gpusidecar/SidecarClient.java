@@ -65,6 +65,8 @@ public final class SidecarClient implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SidecarClient.class);
     /** At most one metadata read per this long because requests were refused as invalid. */
     private static final long REREAD_INTERVAL_NANOS = TimeUnit.SECONDS.toNanos(1);
+    /** The name of each client's answering thread, before its number. */
+    private static final String ANSWERING_THREAD = "gpu-sidecar-client-answers";
 
     static {
         SidecarChannel.quietNettyBootstrap();
@@ -113,7 +115,7 @@ public final class SidecarClient implements AutoCloseable {
         timer =
                 Executors.newSingleThreadScheduledExecutor(
                         SidecarChannel.daemonThreads("gpu-sidecar-client-timer"));
-        answering = Executors.newSingleThreadExecutor(SidecarChannel.daemonThreads("gpu-sidecar-client-answers"));
+        answering = Executors.newSingleThreadExecutor(SidecarChannel.daemonThreads(ANSWERING_THREAD));
         inFlight = new Semaphore(options.maxInFlight());
         coalescing =
                 new Coalescing(
@@ -553,8 +555,18 @@ public final class SidecarClient implements AutoCloseable {
         }
         coalescing.failAll(SidecarException.of("CANCELLED", describe() + ": the client closed"));
         timer.shutdownNow();
-        // What was handed to the answering thread still completes; nothing new is taken.
+        // What was handed to the answering thread still completes, before close returns (the
+        // caller's operator goes away after it); nothing new is taken.
         answering.shutdown();
         channel.close();
+        try {
+            // (Not when a completion itself closes the client: it would wait for itself.)
+            boolean onAnsweringThread = Thread.currentThread().getName().startsWith(ANSWERING_THREAD);
+            if (!onAnsweringThread && !answering.awaitTermination(5, TimeUnit.SECONDS)) {
+                LOG.warn("{}: answers still being handled 5 s after close", describe());
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 }

@@ -524,4 +524,20 @@ class SidecarClientTest {
         slow.get(WAIT_SECONDS, TimeUnit.SECONDS);
         assertEquals(4f, y(next)[0]);
     }
+
+    @Test
+    void closeFailsWhatIsUnansweredBeforeItReturns() throws Exception {
+        service.script = (request, stream, out) -> {}; // never answers
+        SidecarClient client = connect(quick());
+        List<CompletableFuture<Map<String, Tensor>>> unanswered = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            unanswered.add(send(client, i));
+        }
+        client.close();
+        for (CompletableFuture<Map<String, Tensor>> future : unanswered) {
+            // Done when close returns: the operator that waits on them goes away after it.
+            assertTrue(future.isDone(), "an unanswered request outlived close");
+            assertTrue(failure(future) instanceof SidecarException.Cancelled);
+        }
+    }
 }

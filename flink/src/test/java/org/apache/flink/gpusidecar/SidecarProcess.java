@@ -276,14 +276,8 @@ final class SidecarProcess implements AutoCloseable {
 
     /** Triton's ModelStatistics of every version of {@code model}, summed: inferences and executions. */
     inference.GrpcService.ModelStatistics statistics(String model) throws InterruptedException {
-        EpollEventLoopGroup loop = new EpollEventLoopGroup(1);
-        ManagedChannel channel =
-                NettyChannelBuilder.forAddress(new DomainSocketAddress(socket.toString()))
-                        .eventLoopGroup(loop)
-                        .channelType(EpollDomainSocketChannel.class)
-                        .usePlaintext()
-                        .build();
-        try {
+        try (SocketChannel connection = new SocketChannel(socket)) {
+            ManagedChannel channel = connection.channel;
             inference.GrpcService.ModelStatistics.Builder sum =
                     inference.GrpcService.ModelStatistics.newBuilder().setName(model);
             for (inference.GrpcService.ModelStatistics version :
@@ -295,9 +289,6 @@ final class SidecarProcess implements AutoCloseable {
                 sum.setExecutionCount(sum.getExecutionCount() + version.getExecutionCount());
             }
             return sum.build();
-        } finally {
-            channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
-            loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
         }
     }
 
@@ -322,15 +313,9 @@ final class SidecarProcess implements AutoCloseable {
             return;
         }
         long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
-        EpollEventLoopGroup loop = new EpollEventLoopGroup(1);
-        ManagedChannel channel =
-                NettyChannelBuilder.forAddress(new DomainSocketAddress(socket.toString()))
-                        .eventLoopGroup(loop)
-                        .channelType(EpollDomainSocketChannel.class)
-                        .usePlaintext()
-                        .build();
         String last = "no answer yet";
-        try {
+        try (SocketChannel connection = new SocketChannel(socket)) {
+            ManagedChannel channel = connection.channel;
             while (System.nanoTime() < deadline) {
                 if (!process.isAlive()) {
                     throw new AssertionError(
@@ -354,9 +339,6 @@ final class SidecarProcess implements AutoCloseable {
             process.destroyForcibly();
             throw new AssertionError(
                     "gpu-sidecar was not SERVING within " + START_TIMEOUT + " (last: " + last + ")\n" + logs());
-        } finally {
-            channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
-            loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
         }
     }
 
@@ -385,6 +367,26 @@ final class SidecarProcess implements AutoCloseable {
         }
         process.destroyForcibly();
         throw new AssertionError("gpu-sidecar was not READY within " + START_TIMEOUT + " (last: " + last + ")\n" + logs());
+    }
+
+    /** A plaintext channel to the sidecar's Unix socket, with an event loop of its own. */
+    private static final class SocketChannel implements AutoCloseable {
+        final EpollEventLoopGroup loop = new EpollEventLoopGroup(1);
+        final ManagedChannel channel;
+
+        SocketChannel(Path socket) {
+            channel = NettyChannelBuilder.forAddress(new DomainSocketAddress(socket.toString()))
+                    .eventLoopGroup(loop)
+                    .channelType(EpollDomainSocketChannel.class)
+                    .usePlaintext()
+                    .build();
+        }
+
+        @Override
+        public void close() throws InterruptedException {
+            channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+            loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        }
     }
 
     /** Removes a folder the sidecar ran in, with everything in it. */

@@ -157,6 +157,20 @@ class TlsTest {
     }
 
     @Test
+    void aTlsFileThatCannotBeReadIsNamed() {
+        Path missing = folder.resolve("missing-ca.pem");
+        IllegalArgumentException refused = assertThrows(
+                IllegalArgumentException.class,
+                () -> SidecarClient.connect("127.0.0.1:1", "affine",
+                        SidecarOptions.defaults().withTls(missing.toString(), null, null)));
+        assertTrue(refused.getMessage().startsWith("cannot use tls-ca " + missing), refused.getMessage());
+        IllegalArgumentException half = assertThrows(
+                IllegalArgumentException.class,
+                () -> SidecarOptions.defaults().withTls(null, missing.toString(), null));
+        assertTrue(half.getMessage().contains("set both tls-cert and tls-key"), half.getMessage());
+    }
+
+    @Test
     void tlsOptionsOnAUnixSocketAreRefused() throws IOException {
         Path ca = Files.writeString(folder.resolve("ca.pem"), "");
         IllegalArgumentException refused = assertThrows(
