@@ -69,6 +69,13 @@ pub(crate) struct Args {
     /// or on the CPU), one sidecar per value.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub(crate) instances: Vec<u32>,
+    /// sidecar.rpc.completion-queues of the spawned sidecars, one sidecar per value
+    /// [default: the sidecar's].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) completion_queues: Vec<usize>,
+    /// sidecar.rpc.watch-unary-cancellation of the spawned sidecars [default: the sidecar's].
+    #[arg(long)]
+    pub(crate) watch_unary_cancellation: Option<bool>,
     /// sidecar.model.intra-op-threads of the spawned sidecars [default: the sidecar's].
     #[arg(long)]
     pub(crate) intra_op_threads: Option<usize>,

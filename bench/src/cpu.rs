@@ -16,7 +16,10 @@
 //! (the process's own count, which keeps the time of threads that ended), and by thread
 //! group, by name: the gRPC threads (`grpc-*`: decoding, checking, encoding, sending), the
 //! execution threads (`gpu-owner*`, `cpu-instance-*`: batching, joining inputs, ONNX
-//! Runtime, splitting outputs) and the rest. Per request and per execution.
+//! Runtime, splitting outputs) and the rest. Per request and per execution. Beside the CPU,
+//! the threads' context switches (`/proc/.../status`, voluntary and not): how many times a
+//! request put a thread to sleep and woke it, a count that the machine's noise does not blur
+//! as it blurs CPU time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,11 +27,19 @@ use std::time::Duration;
 /// `/proc`'s clock: Linux reports CPU time in USER_HZ, 100 ticks a second on every ABI.
 const TICKS_PER_SECOND: u64 = 100;
 
+/// What one thread has spent so far: its name, CPU ticks and context switches.
+#[derive(Debug, Clone)]
+struct ThreadSample {
+    name: String,
+    ticks: u64,
+    switches: u64,
+}
+
 /// CPU ticks so far: the process's, and each live thread's by name.
 #[derive(Debug, Clone)]
 pub(crate) struct CpuSample {
     process: u64,
-    threads: BTreeMap<u32, (String, u64)>,
+    threads: BTreeMap<u32, ThreadSample>,
 }
 
 /// CPU ticks (user + system) and the name of `/proc/.../stat`.
@@ -42,6 +53,18 @@ fn read_stat(path: &str) -> Option<(String, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((name, utime + stime))
+}
+
+/// A thread's context switches so far, voluntary (it waited) and not (it was preempted), from
+/// its `status`.
+fn read_switches(path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let count = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+    };
+    Some(count("voluntary_ctxt_switches:")? + count("nonvoluntary_ctxt_switches:")?)
 }
 
 /// The CPU the process `pid` has spent so far; `None` when `/proc` does not tell.
@@ -59,8 +82,16 @@ pub(crate) fn sample(pid: u32) -> Option<CpuSample> {
         else {
             continue;
         };
-        if let Some(stat) = read_stat(&format!("/proc/{pid}/task/{tid}/stat")) {
-            threads.insert(tid, stat);
+        if let Some((name, ticks)) = read_stat(&format!("/proc/{pid}/task/{tid}/stat")) {
+            let switches = read_switches(&format!("/proc/{pid}/task/{tid}/status")).unwrap_or(0);
+            threads.insert(
+                tid,
+                ThreadSample {
+                    name,
+                    ticks,
+                    switches,
+                },
+            );
         }
     }
     Some(CpuSample { process, threads })
@@ -77,11 +108,13 @@ fn group(name: &str) -> &'static str {
     }
 }
 
-/// The CPU a run took, in all and by group.
+/// The CPU a run took, in all and by group, and the context switches of the threads that
+/// lived to its end, by group.
 #[derive(Debug, Clone)]
 pub(crate) struct CpuSpent {
     pub(crate) total: Duration,
     pub(crate) by_group: BTreeMap<&'static str, Duration>,
+    pub(crate) switches_by_group: BTreeMap<&'static str, u64>,
 }
 
 impl CpuSpent {
@@ -89,11 +122,15 @@ impl CpuSpent {
     pub(crate) fn between(before: &CpuSample, after: &CpuSample) -> Self {
         let ticks = |n: u64| Duration::from_micros(n * 1_000_000 / TICKS_PER_SECOND);
         let mut by_group: BTreeMap<&'static str, Duration> = BTreeMap::new();
+        let mut switches_by_group: BTreeMap<&'static str, u64> =
+            ["execution", "grpc", "other"].map(|g| (g, 0)).into();
         let mut grouped = 0;
-        for (tid, (name, now)) in &after.threads {
-            let then = before.threads.get(tid).map_or(0, |(_, t)| *t);
-            let spent = now.saturating_sub(then);
-            let group = group(name);
+        for (tid, now) in &after.threads {
+            let then = before.threads.get(tid);
+            let spent = now.ticks.saturating_sub(then.map_or(0, |t| t.ticks));
+            let group = group(&now.name);
+            *switches_by_group.entry(group).or_default() +=
+                now.switches.saturating_sub(then.map_or(0, |t| t.switches));
             if group != "other" {
                 grouped += spent;
                 *by_group.entry(group).or_default() += ticks(spent);
@@ -106,6 +143,7 @@ impl CpuSpent {
         CpuSpent {
             total: ticks(total),
             by_group,
+            switches_by_group,
         }
     }
 
@@ -116,6 +154,19 @@ impl CpuSpent {
             None => self.total,
         };
         (count > 0.0).then(|| spent.as_secs_f64() * 1e6 / count)
+    }
+
+    /// Context switches per one of `count` (requests), in all or of `group`'s threads.
+    pub(crate) fn switches_per(&self, count: f64, group: Option<&str>) -> Option<f64> {
+        let switches: u64 = match group {
+            Some(group) => self
+                .switches_by_group
+                .get(group)
+                .copied()
+                .unwrap_or_default(),
+            None => self.switches_by_group.values().sum(),
+        };
+        (count > 0.0).then(|| switches as f64 / count)
     }
 
     /// The JSON of a run that made `requests` requests of `rows` rows in `executions`.
@@ -130,8 +181,15 @@ impl CpuSpent {
             .keys()
             .map(|group| (*group, self.per(requests, Some(group))))
             .collect();
+        let switches_per_request: BTreeMap<&str, Option<f64>> = self
+            .switches_by_group
+            .keys()
+            .map(|group| (*group, self.switches_per(requests, Some(group))))
+            .collect();
         serde_json::json!({
             "seconds": self.total.as_secs_f64(),
+            "context_switches_per_request": self.switches_per(requests, None),
+            "context_switches_per_request_by_threads": switches_per_request,
             "us_per_request": self.per(requests, None),
             "us_per_row": self.per(requests * rows, None),
             "us_per_request_by_threads": per_request,
@@ -156,6 +214,31 @@ mod tests {
         let after = sample(std::process::id()).unwrap();
         let spent = CpuSpent::between(&before, &after);
         assert!(spent.total >= spent.by_group["other"]);
+        // Every thread that lived through it is counted: its switches never go down.
+        assert_eq!(spent.switches_by_group.len(), 3);
+        assert!(read_switches(&format!("/proc/{}/status", std::process::id())).is_some());
+        // A thread that sleeps switches out each time (voluntarily).
+        let before = sample(std::process::id()).unwrap();
+        let sleeper = std::thread::Builder::new()
+            .name("grpc-test".into())
+            .spawn(|| {
+                let started = sample(std::process::id()).unwrap();
+                for _ in 0..20 {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                (started, sample(std::process::id()).unwrap())
+            })
+            .unwrap();
+        let (started, after) = sleeper.join().unwrap();
+        let spent = CpuSpent::between(&started, &after);
+        assert!(spent.switches_by_group["grpc"] >= 20, "{spent:?}");
+        assert!(spent.switches_per(20.0, Some("grpc")).unwrap() >= 1.0);
+        assert!(
+            CpuSpent::between(&before, &after)
+                .switches_per(20.0, None)
+                .unwrap()
+                >= 1.0
+        );
         assert_eq!(group("gpu-owner-1"), "execution");
         assert_eq!(group("cpu-instance-2"), "execution");
         assert_eq!(group("grpc-server-3"), "grpc");

@@ -384,7 +384,10 @@ pub(crate) fn measure_inference(
         .map_or_else(|| "as served".to_string(), |n| n.to_string());
     let instances = target
         .instances
-        .map_or_else(String::new, |n| format!(", instances {n}"));
+        .map_or_else(String::new, |n| format!(", instances {n}"))
+        + &target
+            .completion_queues
+            .map_or_else(String::new, |n| format!(", completion-queues {n}"));
     if !args.json {
         println!(
             "\n{} ({}), {} inference, max-batch-size {batching}{instances}: closed loop, {} warm-up, {} per run",
@@ -398,7 +401,7 @@ pub(crate) fn measure_inference(
             )
         );
         println!(
-            "{:>11} {:>5} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>13}",
+            "{:>11} {:>5} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>13}",
             "concurrency",
             "rows",
             "requests",
@@ -410,6 +413,7 @@ pub(crate) fn measure_inference(
             "p99 µs",
             "rows/exec",
             "cpu µs/req",
+            "cs/req",
             "runtime rows/s"
         );
     }
@@ -495,6 +499,7 @@ pub(crate) fn measure_inference(
                 json["rows"] = serde_json::json!(rows);
                 json["max_batch_size"] = serde_json::json!(target.max_batch_size);
                 json["instances"] = serde_json::json!(target.instances);
+                json["completion_queues"] = serde_json::json!(target.completion_queues);
                 json["rows_per_second"] = serde_json::json!(rows_per_second);
                 json["rows_per_execution"] = serde_json::json!(measured.rows_per_execution);
                 if let Some(cpu) = &cpu {
@@ -518,7 +523,7 @@ pub(crate) fn measure_inference(
                     format!("{:?}", report.errors)
                 };
                 println!(
-                    "{:>11} {:>5} {:>9} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>10} {:>13}",
+                    "{:>11} {:>5} {:>9} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>10} {:>9} {:>13}",
                     concurrency,
                     rows,
                     report.requests,
@@ -534,6 +539,9 @@ pub(crate) fn measure_inference(
                     cpu.as_ref()
                         .and_then(|cpu| cpu.per(answered, None))
                         .map_or("-".to_string(), |us| format!("{us:.1}")),
+                    cpu.as_ref()
+                        .and_then(|cpu| cpu.switches_per(answered, None))
+                        .map_or("-".to_string(), |n| format!("{n:.2}")),
                     match &runtime {
                         Some((batch, Ok((rate, None)))) => format!("{rate:.0} @{batch}"),
                         Some((batch, Ok((rate, Some(alone))))) => {

@@ -84,6 +84,8 @@ pub(crate) struct Target {
     pub(crate) max_batch_size: Option<u32>,
     /// The model's instances in a spawned sidecar.
     pub(crate) instances: Option<u32>,
+    /// gRPC's completion queues in a spawned sidecar, where set.
+    pub(crate) completion_queues: Option<usize>,
     /// The process of a spawned sidecar, whose CPU each run reads from `/proc`.
     pub(crate) pid: Option<u32>,
     /// With TLS: the certificate (PEM) clients trust.
@@ -163,6 +165,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             health: args.health,
             max_batch_size: None,
             instances: None,
+            completion_queues: None,
             pid: None,
             tls_ca: match &args.tls_ca {
                 Some(path) => Some(std::fs::read(path).map_err(|source| BenchError::TlsCa {
@@ -192,13 +195,21 @@ fn run(args: &Args) -> Result<(), BenchError> {
             path
         }
     };
+    // Unset, the sidecar's default: one sidecar.
+    let queues: Vec<Option<usize>> = match args.completion_queues.as_slice() {
+        [] => vec![None],
+        set => set.iter().copied().map(Some).collect(),
+    };
     let sidecars = args.max_batch_size.iter().flat_map(|&max_batch_size| {
-        args.instances
-            .iter()
-            .map(move |&instances| (max_batch_size, instances))
+        let queues = &queues;
+        args.instances.iter().flat_map(move |&instances| {
+            queues
+                .iter()
+                .map(move |&completion_queues| (max_batch_size, instances, completion_queues))
+        })
     });
     for &transport in &args.transports {
-        for (max_batch_size, instances) in sidecars.clone() {
+        for (max_batch_size, instances, completion_queues) in sidecars.clone() {
             let spawner = Spawner {
                 binary: binary.clone(),
                 folder: workspace.path().to_path_buf(),
@@ -207,6 +218,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
                 max_batch_size,
                 instances,
                 intra_op_threads: args.intra_op_threads,
+                completion_queues,
+                watch_unary_cancellation: args.watch_unary_cancellation,
                 max_queue_delay: args.max_queue_delay.clone(),
                 delay_mode: args.delay_mode.clone(),
                 tokenizer: args.tokenizer.clone(),
@@ -243,6 +256,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             let mut sidecar = spawner.spawn()?;
             sidecar.target.max_batch_size = Some(max_batch_size);
             sidecar.target.instances = Some(instances);
+            sidecar.target.completion_queues = completion_queues;
             measure(args, &environment, &sidecar.target, Some(&model))?;
         }
     }

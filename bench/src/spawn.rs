@@ -44,6 +44,10 @@ pub(crate) struct Spawner {
     /// The model's instances and their intra-op threads (unset: the sidecar's default).
     pub(crate) instances: u32,
     pub(crate) intra_op_threads: Option<usize>,
+    /// gRPC's completion queues (unset: the sidecar's default).
+    pub(crate) completion_queues: Option<usize>,
+    /// Whether unary calls' callers are watched (unset: the sidecar's default).
+    pub(crate) watch_unary_cancellation: Option<bool>,
     pub(crate) max_queue_delay: String,
     pub(crate) delay_mode: String,
     pub(crate) tokenizer: Option<PathBuf>,
@@ -94,11 +98,17 @@ impl Spawner {
         } else {
             String::new()
         };
+        let queues = self
+            .completion_queues
+            .map_or_else(String::new, |n| format!("completion-queues = {n}\n"))
+            + &self
+                .watch_unary_cancellation
+                .map_or_else(String::new, |w| format!("watch-unary-cancellation = {w}\n"));
         let config = self.folder.join(format!("{}.toml", self.label()));
         std::fs::write(
             &config,
             format!(
-                "{}[sidecar.rpc]\nendpoint = \"{endpoint}\"\n{tls_table}{}\
+                "{}[sidecar.rpc]\nendpoint = \"{endpoint}\"\n{queues}{tls_table}{}\
                  [sidecar.health]\nport = 0\n[sidecar.shutdown]\ngrace-period = \"5 s\"\n\
                  [sidecar.batching]\nmax-batch-size = {}\nmax-queue-delay = {:?}\n\
                  delay-mode = {:?}\n[sidecar.log]\nlevel = \"info\"\n{}",
@@ -172,6 +182,7 @@ impl Spawner {
                 health: Some(health),
                 max_batch_size: None,
                 instances: None,
+                completion_queues: None,
                 pid: Some(pid),
                 tls_ca,
             },

@@ -201,6 +201,16 @@ fn inference_runs_account_for_every_request_and_report_the_batches() {
             (groups - per_request).abs() < 1e-6 * per_request.max(1.0),
             "{run}"
         );
+        // Its threads' context switches, by group, which add up too; the gRPC threads wait
+        // for requests, so at least one.
+        let switches = cpu["context_switches_per_request"].as_f64().unwrap();
+        let by_group = &cpu["context_switches_per_request_by_threads"];
+        let sum: f64 = ["execution", "grpc", "other"]
+            .iter()
+            .map(|g| by_group[g].as_f64().unwrap())
+            .sum();
+        assert!((sum - switches).abs() < 1e-9 * switches.max(1.0), "{run}");
+        assert!(by_group["grpc"].as_f64().unwrap() > 0.0, "{run}");
     }
 }
 

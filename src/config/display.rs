@@ -41,6 +41,22 @@ impl fmt::Display for Config {
                 .iec(),
             self.rpc.max_message_size()
         )?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        writeln!(
+            f,
+            "sidecar.rpc.completion-queues = {}{}",
+            self.rpc.completion_queues(cores),
+            if self.rpc.completion_queues_configured() {
+                String::new()
+            } else {
+                format!("  # one per 4 cores ({cores}), 1 to 4")
+            }
+        )?;
+        writeln!(
+            f,
+            "sidecar.rpc.watch-unary-cancellation = {}",
+            self.rpc.watch_unary_cancellation()
+        )?;
         if let Some(tls) = &self.rpc.tls {
             writeln!(
                 f,

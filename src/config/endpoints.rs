@@ -39,6 +39,13 @@ pub struct RpcConfig {
     pub(super) socket_mode: Option<SocketMode>,
     /// The largest message taken or sent, in bytes. Default 64 MiB.
     max_message_size: Option<MessageSize>,
+    /// Whether a unary `ModelInfer` call whose caller cancels or goes away before it runs is
+    /// dropped. Default true; false answers unary calls in one batch instead of two (fewer
+    /// wake-ups), and only their deadlines keep them from running late.
+    #[serde(default = "watch_unary_cancellation_default")]
+    watch_unary_cancellation: bool,
+    /// gRPC's completion queues, each with its own thread. Default: one per 4 cores, 1 to 4.
+    completion_queues: Option<CompletionQueues>,
     /// `[sidecar.rpc.tls]`: TLS on a TCP endpoint.
     pub tls: Option<TlsConfig>,
 }
@@ -55,6 +62,27 @@ impl RpcConfig {
             .map_or(DEFAULT_MAX_MESSAGE_SIZE, |m| m.0)
     }
 
+    /// How many completion queues (and threads) gRPC runs: as configured, or one per
+    /// [`CORES_PER_COMPLETION_QUEUE`] of `cores`, 1 to [`MAX_DEFAULT_COMPLETION_QUEUES`].
+    /// Each queue's thread is woken for the calls on it: one queue wakes the fewest threads
+    /// per request, more queues serve more calls at once on hosts with the cores for them.
+    pub fn completion_queues(&self, cores: usize) -> usize {
+        self.completion_queues.map_or_else(
+            || (cores / CORES_PER_COMPLETION_QUEUE).clamp(1, MAX_DEFAULT_COMPLETION_QUEUES),
+            |queues| queues.0,
+        )
+    }
+
+    /// Whether a unary call's caller is watched while its request waits (see the field).
+    pub fn watch_unary_cancellation(&self) -> bool {
+        self.watch_unary_cancellation
+    }
+
+    /// Whether `completion-queues` was set, rather than derived from the cores.
+    pub fn completion_queues_configured(&self) -> bool {
+        self.completion_queues.is_some()
+    }
+
     /// The most bytes gRPC itself takes in for one message: the limit and a margin, so that a
     /// request a little over the limit is still read and refused by the sidecar (naming the
     /// key, its stream open), and one far over it is refused by gRPC as soon as it has
@@ -64,6 +92,35 @@ impl RpcConfig {
         limit
             .saturating_add((limit / 4).max(RECEIVE_MARGIN))
             .min(i32::MAX as usize)
+    }
+}
+
+fn watch_unary_cancellation_default() -> bool {
+    true
+}
+
+/// The cores per completion queue by default.
+pub const CORES_PER_COMPLETION_QUEUE: usize = 4;
+/// The most completion queues the default gives a host with many cores.
+pub const MAX_DEFAULT_COMPLETION_QUEUES: usize = 4;
+/// The most completion queues that may be configured (a typo guard).
+const MAX_COMPLETION_QUEUES: i64 = 64;
+
+/// `sidecar.rpc.completion-queues`: 1 to 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct CompletionQueues(usize);
+
+impl TryFrom<i64> for CompletionQueues {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        match value {
+            1..=MAX_COMPLETION_QUEUES => Ok(CompletionQueues(value as usize)),
+            _ => Err(format!(
+                "{value} is out of range: give 1 to {MAX_COMPLETION_QUEUES} (1 for the fewest thread wake-ups per request, about one per core for the most requests a second)"
+            )),
+        }
     }
 }
 
@@ -311,6 +368,95 @@ impl TryFrom<String> for SocketMode {
             _ => Err(format!(
                 "{s:?} is not a file mode: write octal permissions from \"0000\" to \"0777\", e.g. \"0660\""
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{parse, MINIMAL};
+    use crate::config::Problem;
+
+    #[test]
+    fn unary_calls_are_watched_unless_told_not_to() {
+        let config = parse(MINIMAL).unwrap();
+        assert!(config.rpc.watch_unary_cancellation());
+        assert!(config
+            .to_string()
+            .lines()
+            .any(|l| l == "sidecar.rpc.watch-unary-cancellation = true"));
+        let set = |value: &str| {
+            parse(&MINIMAL.replace(
+                "[sidecar.model]",
+                &format!("watch-unary-cancellation = {value}\n[sidecar.model]"),
+            ))
+            .map(|config| config.rpc.watch_unary_cancellation())
+        };
+        assert_eq!(set("false"), Ok(false));
+        match set("\"no\"") {
+            Err(Problem::Key(key, _)) => assert_eq!(key, "sidecar.rpc.watch-unary-cancellation"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn completion_queues_default_to_the_cores_and_can_be_set() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.rpc.completion_queues(1), 1);
+        assert_eq!(config.rpc.completion_queues(2), 1);
+        assert_eq!(config.rpc.completion_queues(8), 2);
+        assert_eq!(config.rpc.completion_queues(15), 3);
+        assert_eq!(config.rpc.completion_queues(64), 4);
+        let queues = |value: &str| {
+            parse(&MINIMAL.replace(
+                "[sidecar.model]",
+                &format!("completion-queues = {value}\n[sidecar.model]"),
+            ))
+            .map(|config| config.rpc.completion_queues(64))
+        };
+        assert_eq!(queues("1"), Ok(1));
+        assert_eq!(queues("8"), Ok(8));
+        for bad in ["0", "65", "-1", "\"two\"", "1.5"] {
+            match queues(bad) {
+                Err(Problem::Key(key, message)) => {
+                    assert_eq!(key, "sidecar.rpc.completion-queues", "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let shown =
+            parse(&MINIMAL.replace("[sidecar.model]", "completion-queues = 1\n[sidecar.model]"))
+                .unwrap()
+                .to_string();
+        assert!(
+            shown
+                .lines()
+                .any(|l| l == "sidecar.rpc.completion-queues = 1"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn message_sizes_read_with_units_or_as_bytes() {
+        let size = |value: &str| {
+            parse(&MINIMAL.replace(
+                "[sidecar.model]",
+                &format!("max-message-size = {value}\n[sidecar.model]"),
+            ))
+            .map(|config| config.rpc.max_message_size())
+        };
+        assert_eq!(size("\"64 MiB\""), Ok(64 << 20));
+        assert_eq!(size("\"512KiB\""), Ok(512 << 10));
+        assert_eq!(size("\"100 MB\""), Ok(100_000_000));
+        assert_eq!(size("4096"), Ok(4096));
+        for bad in ["\"lots\"", "\"3 GiB\"", "10", "-5", "true"] {
+            match size(bad) {
+                Err(Problem::Key(key, message)) => {
+                    assert_eq!(key, "sidecar.rpc.max-message-size", "{bad}: {message}");
+                    assert!(message.contains("MiB"), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
         }
     }
 }

@@ -116,30 +116,6 @@ fn effective_config_is_printed_with_defaults() {
 }
 
 #[test]
-fn message_sizes_read_with_units_or_as_bytes() {
-    let size = |value: &str| {
-        parse(&MINIMAL.replace(
-            "[sidecar.model]",
-            &format!("max-message-size = {value}\n[sidecar.model]"),
-        ))
-        .map(|config| config.rpc.max_message_size())
-    };
-    assert_eq!(size("\"64 MiB\""), Ok(64 << 20));
-    assert_eq!(size("\"512KiB\""), Ok(512 << 10));
-    assert_eq!(size("\"100 MB\""), Ok(100_000_000));
-    assert_eq!(size("4096"), Ok(4096));
-    for bad in ["\"lots\"", "\"3 GiB\"", "10", "-5", "true"] {
-        match size(bad) {
-            Err(Problem::Key(key, message)) => {
-                assert_eq!(key, "sidecar.rpc.max-message-size", "{bad}: {message}");
-                assert!(message.contains("MiB"), "{bad}: {message}");
-            }
-            other => panic!("{bad}: {other:?}"),
-        }
-    }
-}
-
-#[test]
 fn full_config_is_read() {
     let config = parse(
         r#"

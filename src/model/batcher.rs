@@ -200,7 +200,8 @@ mod tests {
     use super::*;
     use crate::model::queue::queue;
     use crate::model::testing::*;
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
 
     const POLICY: BatchPolicy = BatchPolicy {
         max_rows: 4,
@@ -343,8 +344,8 @@ mod tests {
     fn abandoned_and_expired_jobs_are_refused_not_gathered() {
         let (submitter, queue, counts) = queue(8);
         let (first, _r0) = job(1, 2, 0);
-        let (gone, r1) = job(1, 2, 1);
-        gone.abandoned.store(true, Ordering::Relaxed);
+        let (mut gone, r1) = job(1, 2, 1);
+        gone.caller = Arc::new(AtomicBool::new(true));
         let (mut late, r2) = job(1, 2, 2);
         late.deadline = Some(Instant::now());
         submitter.submit(gone).unwrap();

@@ -68,6 +68,22 @@ pub enum JobFailure {
 /// indices among the model's outputs, or why not.
 pub type JobResult = Result<(Vec<Tensor>, Vec<usize>), JobFailure>;
 
+/// Whether a queued job's caller still waits for it, as the transport that took the request
+/// can tell: a flag its handler sets when the caller goes (cancels, disconnects, its deadline
+/// passes), or a call deadline that can only be compared with the clock. Asked on the
+/// GPU-owner thread before the job runs.
+pub trait Caller: Send + Sync {
+    /// Why the job must not run because of its caller, if it must not.
+    fn gone(&self) -> Option<JobFailure>;
+}
+
+impl Caller for AtomicBool {
+    fn gone(&self) -> Option<JobFailure> {
+        self.load(Ordering::Relaxed)
+            .then_some(JobFailure::Cancelled)
+    }
+}
+
 /// How a job's answer is delivered; called exactly once, on the GPU-owner thread (or where a
 /// queued job is dropped).
 pub type Reply = Box<dyn FnOnce(JobResult) + Send>;
@@ -84,8 +100,8 @@ pub struct Job {
     pub enqueued: Instant,
     /// It must not start after this.
     pub deadline: Option<Instant>,
-    /// Set when the caller has gone (cancelled, disconnected, its gRPC deadline passed).
-    pub abandoned: Arc<AtomicBool>,
+    /// Whether its caller has gone (cancelled, disconnected, its gRPC deadline passed).
+    pub caller: Arc<dyn Caller>,
     /// The queue's count of waiting jobs while this one counts in it.
     waiting: Option<Arc<AtomicUsize>>,
     reply: Option<Reply>,
@@ -131,7 +147,7 @@ impl Job {
         rows: usize,
         outputs: Vec<usize>,
         deadline: Option<Instant>,
-        abandoned: Arc<AtomicBool>,
+        caller: Arc<dyn Caller>,
         reply: Reply,
     ) -> Self {
         Job {
@@ -140,7 +156,7 @@ impl Job {
             outputs,
             enqueued: Instant::now(),
             deadline,
-            abandoned,
+            caller,
             waiting: None,
             reply: Some(reply),
         }
@@ -180,8 +196,8 @@ impl Job {
 
     /// Why the job must not run now, if its caller has gone or its deadline has passed.
     pub fn refusal(&self, now: Instant) -> Option<JobFailure> {
-        if self.abandoned.load(Ordering::Relaxed) {
-            Some(JobFailure::Cancelled)
+        if let Some(failure) = self.caller.gone() {
+            Some(failure)
         } else if self.deadline.is_some_and(|deadline| now >= deadline) {
             Some(JobFailure::DeadlineExceeded)
         } else {

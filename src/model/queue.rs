@@ -22,13 +22,14 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::job::Job;
 
-/// Why a job could not join the queue.
+/// Why a job could not join the queue; the job comes back (boxed: refusals are rare, and a
+/// job is large).
 #[derive(Debug)]
 pub enum SubmitError {
     /// `max-queue-size` jobs wait already.
-    Full(Job),
+    Full(Box<Job>),
     /// The GPU-owner thread is gone.
-    Closed(Job),
+    Closed(Box<Job>),
 }
 
 /// The producer side of the queue, held by the gRPC handlers.
@@ -72,14 +73,14 @@ impl Submitter {
                     (waiting < self.capacity).then_some(waiting + 1)
                 });
         if reserved.is_err() {
-            return Err(SubmitError::Full(job));
+            return Err(SubmitError::Full(Box::new(job)));
         }
         job.hold_place(&self.counts.waiting);
         self.counts.arrived.fetch_add(1, Ordering::Relaxed);
         self.sender.send(job).map_err(|e| {
             let mut job = e.into_inner();
             job.leave_queue();
-            SubmitError::Closed(job)
+            SubmitError::Closed(Box::new(job))
         })
     }
 

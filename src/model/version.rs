@@ -19,12 +19,11 @@
 //! the GPU-owner thread (which drains its queue and records its executions).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::admit::AdmitError;
-use super::job::{Job, Reply, Request};
+use super::job::{Caller, Job, Reply, Request};
 use super::outputs::{self, Answering};
 use super::queue::{QueueCounts, SubmitError, Submitter};
 use super::request::{self, InferRequest, RequestError};
@@ -119,12 +118,12 @@ impl ModelVersion {
 
     /// Queues a `checked` request without blocking; `reply` gets its answer, exactly once.
     /// The request must not start after the shorter of its own timeout and
-    /// `default-timeout`; it is not run if `abandoned` is set first. Refused (and `reply`
+    /// `default-timeout`; it is not run if its `caller` has gone first. Refused (and `reply`
     /// dropped unanswered) when the queue is full or closed.
     pub fn submit(
         &self,
         checked: Request,
-        abandoned: Arc<AtomicBool>,
+        caller: Arc<dyn Caller>,
         reply: Reply,
     ) -> Result<(), AdmitError> {
         let timeout = match (self.batching.default_timeout, checked.timeout) {
@@ -136,7 +135,7 @@ impl ModelVersion {
             checked.rows,
             checked.outputs,
             timeout.map(|t| Instant::now() + t),
-            abandoned,
+            caller,
             reply,
         );
         match self.queue.submit(job) {

@@ -60,6 +60,7 @@ impl Supervisor<'_> {
             Arc::clone(&repository),
             orders,
             config.rpc.max_message_size(),
+            config.rpc.watch_unary_cancellation(),
         );
         let rpc = RpcServer::start(
             &config.rpc,

@@ -30,7 +30,7 @@ use crate::gate::Gate;
 use crate::inference::*;
 use crate::requests::{expected_rows, lookup_request, lookup_rows};
 use crate::scrape::Scrape;
-use crate::util::{Sidecar, TestDir, PATIENCE};
+use crate::util::{ConfigText, Sidecar, TestDir, PATIENCE};
 
 /// A lookup sidecar whose executions each take `hold_ms`.
 fn slow(hold_ms: u64, extra: &str) -> (TestDir, Sidecar) {
@@ -50,6 +50,25 @@ fn held(gate: &Gate, extra: &str) -> (TestDir, Sidecar) {
         extra,
         &[("FAILPOINTS", &gate.at("gpu::execute"))],
     )
+}
+
+/// A lookup sidecar like [`held`], batching off, whose unary `ModelInfer` calls are not
+/// watched for their callers going (`watch-unary-cancellation = false`).
+fn held_unwatched(gate: &Gate) -> (TestDir, Sidecar) {
+    let dir = TestDir::new();
+    dir.copy_fixture("lookup", "lookup.onnx");
+    let mut config = ConfigText::new(&dir);
+    config.model = "lookup.onnx".to_string();
+    config.rpc_extra = "watch-unary-cancellation = false".to_string();
+    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+    let path = dir.write_config(&config.render());
+    let failpoints = gate.at("gpu::execute");
+    let mut sidecar = Sidecar::spawn(
+        &path,
+        &[("FAILPOINTS", &failpoints), ("CUDA_VISIBLE_DEVICES", "")],
+    );
+    sidecar.wait_ready();
+    (dir, sidecar)
 }
 
 /// Sends a request in the background; its result arrives on the returned receiver.
@@ -196,6 +215,62 @@ fn a_cancelled_call_is_dropped_before_it_runs() {
     wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 0.0);
     assert_eq!(counts(&client, "lookup"), (1, 1), "the cancelled call ran");
     wait_metric(&sidecar, "gpu_sidecar_grpc_calls_in_flight", 0.0);
+}
+
+#[test]
+fn unwatched_unary_calls_whose_deadline_passes_in_the_queue_are_never_run() {
+    let gate = Gate::new();
+    let (_dir, sidecar) = held_unwatched(&gate);
+    let client = client(&sidecar.grpc_target());
+    let running = send_async(&client, &lookup_request("a", &[0]), patient());
+    wait_held(&sidecar);
+    let late = send_async(
+        &client,
+        &lookup_request("late", &[1]),
+        CallOption::default().timeout(Duration::from_millis(200)),
+    );
+    wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 1.0);
+    assert_eq!(
+        status_of(block_on(late)).0,
+        RpcStatusCode::DEADLINE_EXCEEDED
+    );
+    // Nothing tells the sidecar that the caller went; the batcher compares the call's
+    // deadline with the clock before it runs the request, and refuses it.
+    gate.release();
+    assert_eq!(
+        lookup_rows(&block_on(running).unwrap()),
+        expected_rows(&[0])
+    );
+    wait_metric(
+        &sidecar,
+        "gpu_sidecar_inference_requests_total{outcome=\"deadline\"}",
+        1.0,
+    );
+    assert_eq!(counts(&client, "lookup"), (1, 1), "the late call ran");
+    wait_metric(&sidecar, "gpu_sidecar_grpc_calls_in_flight", 0.0);
+}
+
+#[test]
+fn unwatched_unary_calls_cancelled_in_the_queue_still_run_and_end() {
+    let gate = Gate::new();
+    let (_dir, sidecar) = held_unwatched(&gate);
+    let client = client(&sidecar.grpc_target());
+    let running = send_async(&client, &lookup_request("a", &[0]), patient());
+    wait_held(&sidecar);
+    let mut cancelled = send_async(&client, &lookup_request("gone", &[1]), patient());
+    wait_metric(&sidecar, "gpu_sidecar_inference_queue_depth", 1.0);
+    cancelled.cancel();
+    gate.release();
+    block_on(running).unwrap();
+    // The trade this setting makes: the cancelled request runs (no one tells the sidecar
+    // that its caller went), its answer goes nowhere, and its call ends.
+    wait_metric(
+        &sidecar,
+        "gpu_sidecar_inference_requests_total{outcome=\"ok\"}",
+        2.0,
+    );
+    wait_metric(&sidecar, "gpu_sidecar_grpc_calls_in_flight", 0.0);
+    assert_eq!(counts(&client, "lookup"), (2, 2));
 }
 
 #[test]

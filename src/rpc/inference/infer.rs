@@ -17,9 +17,13 @@
 //! shared with the stream), then answered when the GPU-owner thread replies, or failed with
 //! the status [`super::super::status`] maps; a caller that goes away abandons its request.
 //!
-//! `ModelInfer` is registered as a server-streaming method that sends exactly one message: on
-//! the wire that is a unary call, and unlike grpcio's unary sink, the streaming sink tells
-//! when the client cancels or goes away, so a request whose caller is gone is never run.
+//! By default (`sidecar.rpc.watch-unary-cancellation`) `ModelInfer` is registered as a
+//! server-streaming method that sends exactly one message: on the wire that is a unary call,
+//! and unlike grpcio's unary sink, the streaming sink tells when the client cancels or goes
+//! away, so a request whose caller is gone is never run. It sends the answer and the status in
+//! two batches, though, each a completion to wait for; registered as unary, the answer and
+//! status go in one, and only the call's deadline, compared with the clock before the request
+//! runs, tells that its caller has gone.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,11 +34,11 @@ use std::time::Instant;
 use futures_channel::oneshot;
 use futures_util::future::{self, Either};
 use futures_util::{FutureExt, SinkExt};
-use grpcio::{RpcContext, ServerStreamingSink, WriteFlags};
+use grpcio::{Deadline, RpcContext, ServerStreamingSink, UnarySink, WriteFlags};
 
 use super::InferenceService;
 use crate::metrics::{GaugeGuard, Outcome};
-use crate::model::job::{JobResult, Reply};
+use crate::model::job::{Caller, JobFailure, JobResult, Reply};
 use crate::model::outputs::Answering;
 use crate::model::{AdmitError, ModelVersion};
 use crate::proto::grpc_service as pb;
@@ -73,7 +77,7 @@ impl InferenceService {
     pub(super) fn admit(
         &self,
         request: &mut pb::ModelInferRequest,
-        abandoned: Arc<AtomicBool>,
+        caller: Arc<dyn Caller>,
         reply: impl FnOnce(Arc<ModelVersion>, Delivery) -> Reply,
     ) -> Result<Arc<ModelVersion>, Refusal> {
         let model = self.repository.model(&request.model_name)?;
@@ -99,7 +103,7 @@ impl InferenceService {
             version
                 .submit(
                     checked.request,
-                    abandoned,
+                    caller,
                     reply(
                         Arc::clone(version),
                         Delivery {
@@ -130,8 +134,9 @@ impl InferenceService {
         Ok(response)
     }
 
-    /// `ModelInfer`: one request, one answer (see the module comment on the registration).
-    pub(super) fn model_infer(
+    /// `ModelInfer` registered as server-streaming: one request, one answer, its caller
+    /// watched while it waits (see the module comment).
+    pub(super) fn model_infer_watched(
         &mut self,
         ctx: RpcContext,
         mut request: pb::ModelInferRequest,
@@ -142,7 +147,8 @@ impl InferenceService {
         let deadline = ctx.deadline();
         let abandoned = Arc::new(AtomicBool::new(false));
         let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Delivery, JobResult)>();
-        let admitted = self.admit(&mut request, Arc::clone(&abandoned), |version, delivery| {
+        let caller: Arc<dyn Caller> = Arc::clone(&abandoned) as _;
+        let admitted = self.admit(&mut request, caller, |version, delivery| {
             Box::new(move |result| {
                 let _ = answer.send((version, delivery, result));
             })
@@ -200,5 +206,78 @@ impl InferenceService {
             }
             drop(call);
         }));
+    }
+
+    /// `ModelInfer` registered as unary: one request, one answer sent with its status in one
+    /// batch. A caller that cancels or goes away is not seen before its request runs; one
+    /// whose deadline passes is.
+    pub(super) fn model_infer_unary(
+        &mut self,
+        ctx: RpcContext,
+        mut request: pb::ModelInferRequest,
+        sink: UnarySink<pb::ModelInferResponse>,
+    ) {
+        let received = Instant::now();
+        let call = GaugeGuard::begin(self.metrics.calls_in_flight());
+        let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Delivery, JobResult)>();
+        let admitted = self.admit(
+            &mut request,
+            Arc::new(CallDeadline(ctx.deadline())),
+            |version, delivery| {
+                Box::new(move |result| {
+                    let _ = answer.send((version, delivery, result));
+                })
+            },
+        );
+        let service = self.clone();
+        let id = std::mem::take(&mut request.id);
+        let task = async move {
+            let routed = match admitted {
+                Ok(version) => version,
+                Err(refusal) => {
+                    service.finish(
+                        refusal.failure.outcome(),
+                        received,
+                        refusal.version.as_deref(),
+                    );
+                    return sink.fail(refusal.failure.status()).await;
+                }
+            };
+            // Every job is answered (a dropped one as not run): the sender goes only with it.
+            let (version, delivery, result) = match answered.await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    let failure = Failure::from(JobFailure::NotRun);
+                    service.finish(failure.outcome(), received, Some(&routed));
+                    return sink.fail(failure.status()).await;
+                }
+            };
+            match service.respond(&version, id, &delivery, result) {
+                Ok(response) => {
+                    service.finish(Outcome::Ok, received, Some(&version));
+                    sink.success(response).await
+                }
+                Err(failure) => {
+                    service.finish(failure.outcome(), received, Some(&version));
+                    sink.fail(failure.status()).await
+                }
+            }
+        };
+        ctx.spawn(task.map(move |result: grpcio::Result<()>| {
+            if let Err(e) = result {
+                log::debug!("ModelInfer: reply not delivered: {e}");
+            }
+            drop(call);
+        }));
+    }
+}
+
+/// A unary call's deadline, which only the clock tells has passed: grpcio's unary sink does
+/// not tell when the call ends.
+struct CallDeadline(Deadline);
+
+impl Caller for CallDeadline {
+    fn gone(&self) -> Option<JobFailure> {
+        self.0.exceeded().then_some(JobFailure::DeadlineExceeded)
     }
 }

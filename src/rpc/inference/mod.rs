@@ -64,6 +64,9 @@ pub struct InferenceService {
     orders: RepositoryOrders,
     /// `sidecar.rpc.max-message-size`, for requests and answers alike.
     max_message_size: usize,
+    /// `sidecar.rpc.watch-unary-cancellation`: `ModelInfer` answers through a streaming sink
+    /// that tells when the caller goes (see [`infer`]).
+    watch_unary_cancellation: bool,
     /// The system shared memory regions clients registered.
     shared_memory: Arc<SharedMemory>,
 }
@@ -75,6 +78,7 @@ impl InferenceService {
         repository: Arc<Repository>,
         orders: RepositoryOrders,
         max_message_size: usize,
+        watch_unary_cancellation: bool,
     ) -> Self {
         InferenceService {
             lifecycle,
@@ -82,6 +86,7 @@ impl InferenceService {
             repository,
             orders,
             max_message_size,
+            watch_unary_cancellation,
             shared_memory: Arc::default(),
         }
     }
@@ -350,15 +355,27 @@ pub fn create_service(service: InferenceService) -> Service {
         },
     );
     let mut s = service.clone();
-    builder = builder.add_server_streaming_handler(
-        &method!(
-            MethodType::ServerStreaming,
-            "ModelInfer",
-            ModelInferRequest,
-            ModelInferResponse
-        ),
-        move |ctx, req, sink| s.model_infer(ctx, req, sink),
-    );
+    builder = if service.watch_unary_cancellation {
+        builder.add_server_streaming_handler(
+            &method!(
+                MethodType::ServerStreaming,
+                "ModelInfer",
+                ModelInferRequest,
+                ModelInferResponse
+            ),
+            move |ctx, req, sink| s.model_infer_watched(ctx, req, sink),
+        )
+    } else {
+        builder.add_unary_handler(
+            &method!(
+                MethodType::Unary,
+                "ModelInfer",
+                ModelInferRequest,
+                ModelInferResponse
+            ),
+            move |ctx, req, sink| s.model_infer_unary(ctx, req, sink),
+        )
+    };
     let mut s = service;
     builder = builder.add_duplex_streaming_handler(
         &method!(

@@ -33,7 +33,7 @@ use super::infer::{Delivery, Refusal};
 use super::InferenceService;
 use crate::lifecycle::State;
 use crate::metrics::{GaugeGuard, Outcome};
-use crate::model::job::JobResult;
+use crate::model::job::{Caller, JobResult};
 use crate::model::{AdmitError, ModelVersion};
 use crate::proto::grpc_service as pb;
 use crate::rpc::status::{error_answer, Failure};
@@ -107,7 +107,7 @@ impl InferenceService {
                         } else {
                             service.admit(
                                 &mut request,
-                                Arc::clone(&abandoned),
+                                Arc::clone(&abandoned) as Arc<dyn Caller>,
                                 |version, delivery| {
                                     Box::new(move |result| {
                                         let answer = StreamAnswer {
