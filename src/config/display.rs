@@ -49,7 +49,7 @@ impl fmt::Display for Config {
             if self.rpc.completion_queues_configured() {
                 String::new()
             } else {
-                format!("  # one per 4 cores ({cores}), 1 to 4")
+                format!("  # one per core ({cores}), at most 4")
             }
         )?;
         writeln!(

@@ -44,7 +44,7 @@ pub struct RpcConfig {
     /// wake-ups), and only their deadlines keep them from running late.
     #[serde(default = "watch_unary_cancellation_default")]
     watch_unary_cancellation: bool,
-    /// gRPC's completion queues, each with its own thread. Default: one per 4 cores, 1 to 4.
+    /// gRPC's completion queues, each with its own thread. Default: one per core, at most 4.
     completion_queues: Option<CompletionQueues>,
     /// `[sidecar.rpc.tls]`: TLS on a TCP endpoint.
     pub tls: Option<TlsConfig>,
@@ -62,13 +62,13 @@ impl RpcConfig {
             .map_or(DEFAULT_MAX_MESSAGE_SIZE, |m| m.0)
     }
 
-    /// How many completion queues (and threads) gRPC runs: as configured, or one per
-    /// [`CORES_PER_COMPLETION_QUEUE`] of `cores`, 1 to [`MAX_DEFAULT_COMPLETION_QUEUES`].
-    /// Each queue's thread is woken for the calls on it: one queue wakes the fewest threads
-    /// per request, more queues serve more calls at once on hosts with the cores for them.
+    /// How many completion queues (and threads) gRPC runs: as configured, or one per core of
+    /// `cores`, at most [`MAX_DEFAULT_COMPLETION_QUEUES`]. Each queue's thread is woken for
+    /// the calls on it: one queue wakes the fewest threads per request, more serve more calls
+    /// at once and keep serving while one handler takes long.
     pub fn completion_queues(&self, cores: usize) -> usize {
         self.completion_queues.map_or_else(
-            || (cores / CORES_PER_COMPLETION_QUEUE).clamp(1, MAX_DEFAULT_COMPLETION_QUEUES),
+            || cores.clamp(1, MAX_DEFAULT_COMPLETION_QUEUES),
             |queues| queues.0,
         )
     }
@@ -99,8 +99,6 @@ fn watch_unary_cancellation_default() -> bool {
     true
 }
 
-/// The cores per completion queue by default.
-pub const CORES_PER_COMPLETION_QUEUE: usize = 4;
 /// The most completion queues the default gives a host with many cores.
 pub const MAX_DEFAULT_COMPLETION_QUEUES: usize = 4;
 /// The most completion queues that may be configured (a typo guard).
@@ -403,9 +401,7 @@ mod tests {
     fn completion_queues_default_to_the_cores_and_can_be_set() {
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.rpc.completion_queues(1), 1);
-        assert_eq!(config.rpc.completion_queues(2), 1);
-        assert_eq!(config.rpc.completion_queues(8), 2);
-        assert_eq!(config.rpc.completion_queues(15), 3);
+        assert_eq!(config.rpc.completion_queues(2), 2);
         assert_eq!(config.rpc.completion_queues(64), 4);
         let queues = |value: &str| {
             parse(&MINIMAL.replace(
