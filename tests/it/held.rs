@@ -30,7 +30,7 @@ use crate::gate::Gate;
 use crate::inference::*;
 use crate::requests::{expected_rows, lookup_request, lookup_rows};
 use crate::scrape::Scrape;
-use crate::util::{ConfigText, Sidecar, TestDir, PATIENCE};
+use crate::util::{Sidecar, TestDir, PATIENCE};
 
 /// A lookup sidecar whose executions each take `hold_ms`.
 fn slow(hold_ms: u64, extra: &str) -> (TestDir, Sidecar) {
@@ -55,20 +55,14 @@ fn held(gate: &Gate, extra: &str) -> (TestDir, Sidecar) {
 /// A lookup sidecar like [`held`], batching off, whose unary `ModelInfer` calls are not
 /// watched for their callers going (`watch-unary-cancellation = false`).
 fn held_unwatched(gate: &Gate) -> (TestDir, Sidecar) {
-    let dir = TestDir::new();
-    dir.copy_fixture("lookup", "lookup.onnx");
-    let mut config = ConfigText::new(&dir);
-    config.model = "lookup.onnx".to_string();
-    config.rpc_extra = "watch-unary-cancellation = false".to_string();
-    config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
-    let path = dir.write_config(&config.render());
-    let failpoints = gate.at("gpu::execute");
-    let mut sidecar = Sidecar::spawn(
-        &path,
-        &[("FAILPOINTS", &failpoints), ("CUDA_VISIBLE_DEVICES", "")],
-    );
-    sidecar.wait_ready();
-    (dir, sidecar)
+    serve_with(
+        "lookup",
+        &[("FAILPOINTS", &gate.at("gpu::execute"))],
+        |config| {
+            config.rpc_extra = "watch-unary-cancellation = false".to_string();
+            config.extra = "[sidecar.batching]\nmax-batch-size = 0\n".to_string();
+        },
+    )
 }
 
 /// Sends a request in the background; its result arrives on the returned receiver.

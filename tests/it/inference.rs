@@ -39,14 +39,25 @@ pub(crate) fn serve(
     extra: &str,
     envs: &[(&str, &str)],
 ) -> (TestDir, Sidecar) {
+    serve_with(model, envs, |config| {
+        if tcp {
+            config.endpoint = "127.0.0.1:0".to_string();
+        }
+        config.extra = extra.to_string();
+    })
+}
+
+/// A sidecar serving the fixture `model`, READY, its config as `edit` leaves it.
+pub(crate) fn serve_with(
+    model: &str,
+    envs: &[(&str, &str)],
+    edit: impl FnOnce(&mut ConfigText),
+) -> (TestDir, Sidecar) {
     let dir = TestDir::new();
     dir.copy_fixture(model, &format!("{model}.onnx"));
     let mut config = ConfigText::new(&dir);
     config.model = format!("{model}.onnx");
-    if tcp {
-        config.endpoint = "127.0.0.1:0".to_string();
-    }
-    config.extra = extra.to_string();
+    edit(&mut config);
     let path = dir.write_config(&config.render());
     let mut envs = envs.to_vec();
     envs.push(("CUDA_VISIBLE_DEVICES", ""));

@@ -327,6 +327,24 @@ fn tritons_python_client_works_unmodified() {
         sidecar.signal(libc::SIGTERM);
         assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
     }
+    // Unary calls answered in one batch, on one completion queue: the same answers.
+    let (_dir, mut sidecar) = serve_with("affine", &[], |config| {
+        config.rpc_extra = "watch-unary-cancellation = false\ncompletion-queues = 1".to_string();
+    });
+    python_check(
+        "tritonclient_check.py",
+        &sidecar,
+        &[],
+        "tritonclient check passed over",
+    );
+    let log = sidecar.log();
+    assert!(
+        log.contains("sidecar.rpc.watch-unary-cancellation = false")
+            && log.contains("sidecar.rpc.completion-queues = 1"),
+        "{log}"
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.exit_code(PATIENCE), 0, "{}", sidecar.log());
 }
 
 /// Requests and answers over `sidecar.rpc.max-message-size` are refused with
