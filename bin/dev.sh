@@ -38,7 +38,8 @@
 #   bin/dev.sh gpu-check [REPORT]  on a machine with an NVIDIA GPU: the GPU tests (--ignored),
 #                               the sample model served with gpu.mode = "required" and its
 #                               answers compared with ONNX Runtime's on the CPU, the bench at
-#                               1/16/64 clients; a Markdown report (default
+#                               1/16/64 clients, the cost per request of the bench's MLP
+#                               (target/mlp.onnx, made or carried); a Markdown report (default
 #                               target/gpu-check.md). Without a GPU it says so and exits 0
 #
 # `run` and `test` fetch the runtime first when .onnxruntime/ lacks it; ORT_DYLIB_PATH, when
@@ -438,7 +439,22 @@ TOML
         --concurrency 1,16,64 --duration "5 s" --json >"$work/bench.json" 2>"$work/bench.log" || true
     kill -TERM "$pid"
     wait "$pid" || true
-    # 3. The report.
+    # 3. The cost per request on the GPU (issue 26): the compute-heavy MLP in sidecars the
+    # bench spawns (gpu.mode auto: on the GPU), their CPU and context switches per request
+    # and the GPU-owner thread's CPU per execution, beside ONNX Runtime alone in the bench's
+    # process (on the CPU). The model is made by make_models.py where onnx is installed, or
+    # made elsewhere and carried as target/mlp.onnx.
+    local mlp=target/mlp.onnx cost_outcome="skipped: no $mlp, and no Python onnx package to make it"
+    if [ ! -s "$mlp" ] && python3 -c 'import onnx' 2>/dev/null; then
+        python3 tests/fixtures/make_models.py --mlp "$mlp" >&2
+    fi
+    if [ -s "$mlp" ]; then
+        "$bench" --spawn --sidecar "$sidecar" --transports unix --model "$mlp" --mode unary,stream \
+            --concurrency 1,64 --rows 1 --duration "5 s" --startup-runs 0 --runtime-only --json \
+            >"$work/cost.json" 2>"$work/cost.log" || true
+        cost_outcome="measured"
+    fi
+    # 4. The report.
     {
         echo "# gpu-sidecar GPU check"
         echo
@@ -464,6 +480,33 @@ for line in open(sys.argv[1]):
     print(f"| {run.get('kind')} | {run.get('concurrency')} | {run.get('throughput_per_second', 0):.0f} "
           f"| {latency.get('p50', 0):.0f} | {latency.get('p99', 0):.0f} | {sum(run.get('errors', {}).values())} |")
 PYTHON
+        echo
+        echo "## Cost per request on the GPU (the bench's MLP, sidecars spawned by the bench): $cost_outcome"
+        if [ -s "$work/cost.json" ]; then
+            echo
+            python3 - "$work/cost.json" <<'PYTHON'
+import json, sys
+print("| mode | clients | requests/s | rows/execution | CPU µs/request | context switches/request "
+      "| GPU-owner µs/execution | ONNX Runtime alone, CPU, µs/execution |")
+print("|---|---|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    try:
+        run = json.loads(line)
+    except ValueError:
+        continue
+    if run.get("kind") != "inference":
+        continue
+    cpu = run.get("server_cpu", {})
+    alone = run.get("runtime_only", {})
+    rate = alone.get("rows_per_second")
+    alone_us = f"{alone['batch'] / rate * 1e6:.0f} @{alone['batch']}" if rate else alone.get("error", "-")
+    number = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"
+    print(f"| {run.get('mode')} | {run.get('concurrency')} | {number(run.get('throughput_per_second'), '.0f')} "
+          f"| {number(run.get('rows_per_execution'), '.1f')} | {number(cpu.get('us_per_request'), '.1f')} "
+          f"| {number(cpu.get('context_switches_per_request'), '.2f')} "
+          f"| {number(cpu.get('execution_threads_us_per_execution'), '.0f')} | {alone_us} |")
+PYTHON
+        fi
         if [ -s "$work/tests.log" ]; then
             echo
             echo "## GPU tests"
