@@ -74,7 +74,7 @@ pub(super) fn execute(
         recorder.left_queue(started.saturating_duration_since(job.enqueued));
     }
     recorder.set_queue_depth(model.queue_counts().waiting());
-    let inputs = assemble::concatenate(&batch, &model.signature);
+    let inputs = assemble::concatenate(&mut batch, &model.signature);
     let inputs_ready = Instant::now();
     clock.begin();
     // Test builds only: holds the execution, so that tests can fill the queue or hold a long

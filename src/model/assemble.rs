@@ -24,13 +24,15 @@ use crate::tensor::{cut_axis, row_offsets, DataType, Signature, Tensor};
 
 /// Concatenates the jobs' inputs along dimension 0: one tensor per model input. Inputs with
 /// a sequence axis in the signature's [`Padding`] are first padded to the batch's longest.
-pub fn concatenate(batch: &[Job], signature: &Signature) -> Vec<Tensor> {
+/// A lone job's inputs are moved, not copied: answering it needs only its outputs.
+pub fn concatenate(batch: &mut [Job], signature: &Signature) -> Vec<Tensor> {
+    if let [lone] = batch {
+        return std::mem::take(&mut lone.inputs);
+    }
+    let batch: &[Job] = batch;
     let Some(first) = batch.first() else {
         return Vec::new();
     };
-    if batch.len() == 1 {
-        return first.inputs.clone();
-    }
     let rows: usize = batch.iter().map(|job| job.rows).sum();
     let padded: &[Option<i64>] = signature.padding.as_ref().map_or(&[], |p| &p.inputs);
     (0..first.inputs.len())
@@ -179,8 +181,8 @@ mod tests {
         let signature = sequence_model();
         let (short, r_short) = job_of(vec![ids(&[&[1, 2]])], 1);
         let (long, r_long) = job_of(vec![ids(&[&[3, 4, 5, 6], &[7, 8, 9, 1]])], 2);
-        let batch = vec![short, long];
-        let inputs = concatenate(&batch, &signature);
+        let mut batch = vec![short, long];
+        let inputs = concatenate(&mut batch, &signature);
         assert_eq!(inputs[0].shape, [3, 4]);
         assert_eq!(values(&inputs[0]), [1, 2, 9, 9, 3, 4, 5, 6, 7, 8, 9, 1]);
         // A model that repeats each id twice: [rows, length, 2].
@@ -202,9 +204,9 @@ mod tests {
     fn concatenates_and_splits_rows_back_to_each_job() {
         let (a, ra) = job(1, 2, 7);
         let (b, rb) = job(2, 2, 9);
-        let batch = vec![a, b];
+        let mut batch = vec![a, b];
         let signature = Signature::default();
-        let inputs = concatenate(&batch, &signature);
+        let inputs = concatenate(&mut batch, &signature);
         assert_eq!(inputs[0].shape, [3, 2]);
         assert_eq!(inputs[0].data, [7, 7, 9, 9, 9, 9]);
         // An "identity model": the output is the input.
@@ -219,10 +221,23 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_jobs_inputs_are_moved_and_its_outputs_handed_over() {
+        let (lone, answer) = job(2, 3, 5);
+        let mut batch = vec![lone];
+        let inputs = concatenate(&mut batch, &Signature::default());
+        assert_eq!(inputs[0].shape, [2, 3]);
+        assert_eq!(inputs[0].data, [5; 6]);
+        assert!(batch[0].inputs.is_empty(), "moved, not copied");
+        split_and_answer(batch, inputs, &Signature::default());
+        let (outputs, _) = answer.recv().unwrap().unwrap();
+        assert_eq!(outputs[0].data, [5; 6]);
+    }
+
+    #[test]
     fn an_output_no_job_asks_for_is_not_split() {
         let (a, ra) = job(1, 2, 3);
         let (b, rb) = job(1, 2, 4);
-        let batch = vec![a, b];
+        let mut batch = vec![a, b];
         let signature = Signature {
             outputs: vec![
                 TensorSpec {
@@ -240,7 +255,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let inputs = concatenate(&batch, &signature);
+        let inputs = concatenate(&mut batch, &signature);
         // Output 1 (say, a BYTES output nobody may ask for) comes back empty.
         split_and_answer(
             batch,
