@@ -444,7 +444,8 @@ TOML
     # and the GPU-owner thread's CPU per execution, beside ONNX Runtime alone in the bench's
     # process (on the CPU). The model is made by make_models.py where onnx is installed, or
     # made elsewhere and carried as target/mlp.onnx.
-    local mlp=target/mlp.onnx cost_outcome="skipped: no $mlp, and no Python onnx package to make it"
+    local mlp=target/mlp.onnx
+    local cost_outcome="skipped: no $mlp, and no Python onnx package to make it"
     if [ ! -s "$mlp" ] && python3 -c 'import onnx' 2>/dev/null; then
         python3 tests/fixtures/make_models.py --mlp "$mlp" >&2
     fi
