@@ -447,13 +447,16 @@ TOML
     local mlp=target/mlp.onnx
     local cost_outcome="skipped: no $mlp, and no Python onnx package to make it"
     if [ ! -s "$mlp" ] && python3 -c 'import onnx' 2>/dev/null; then
-        python3 tests/fixtures/make_models.py --mlp "$mlp" >&2
+        python3 tests/fixtures/make_models.py --mlp "$mlp" >&2 || rm -f "$mlp"
     fi
     if [ -s "$mlp" ]; then
-        "$bench" --spawn --sidecar "$sidecar" --transports unix --model "$mlp" --mode unary,stream \
+        if "$bench" --spawn --sidecar "$sidecar" --transports unix --model "$mlp" --mode unary,stream \
             --concurrency 1,64 --rows 1 --duration "5 s" --startup-runs 0 --runtime-only --json \
-            >"$work/cost.json" 2>"$work/cost.log" || true
-        cost_outcome="measured"
+            >"$work/cost.json" 2>"$work/cost.log"; then
+            cost_outcome="measured"
+        else
+            cost_outcome="the bench failed: $(tail -n 3 "$work/cost.log" | tr '\n' ' ')"
+        fi
     fi
     # 4. The report.
     {

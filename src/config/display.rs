@@ -41,15 +41,14 @@ impl fmt::Display for Config {
                 .iec(),
             self.rpc.max_message_size()
         )?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         writeln!(
             f,
             "sidecar.rpc.completion-queues = {}{}",
-            self.rpc.completion_queues(cores),
+            self.rpc.host_completion_queues(),
             if self.rpc.completion_queues_configured() {
-                String::new()
+                ""
             } else {
-                format!("  # one per core ({cores}), at most 4")
+                "  # one per core, at most 4"
             }
         )?;
         writeln!(

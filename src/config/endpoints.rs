@@ -78,6 +78,12 @@ impl RpcConfig {
         self.watch_unary_cancellation
     }
 
+    /// How many completion queues gRPC runs on this host: [`Self::completion_queues`] of its
+    /// cores (2 when it cannot tell).
+    pub fn host_completion_queues(&self) -> usize {
+        self.completion_queues(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
     /// Whether `completion-queues` was set, rather than derived from the cores.
     pub fn completion_queues_configured(&self) -> bool {
         self.completion_queues.is_some()
@@ -116,7 +122,7 @@ impl TryFrom<i64> for CompletionQueues {
         match value {
             1..=MAX_COMPLETION_QUEUES => Ok(CompletionQueues(value as usize)),
             _ => Err(format!(
-                "{value} is out of range: give 1 to {MAX_COMPLETION_QUEUES} (1 for the fewest thread wake-ups per request, about one per core for the most requests a second)"
+                "{value} is out of range: give 1 to {MAX_COMPLETION_QUEUES}, or leave it out for one per core, at most {MAX_DEFAULT_COMPLETION_QUEUES} (one queue wakes the fewest threads per request, but a slow handler then holds every call)"
             )),
         }
     }

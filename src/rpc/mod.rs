@@ -150,8 +150,7 @@ impl RpcServer {
         if let Endpoint::Unix(path) = &endpoint {
             prepare_socket_path(&endpoint, path)?;
         }
-        let completion_queues =
-            config.completion_queues(thread::available_parallelism().map_or(2, |n| n.get()));
+        let completion_queues = config.host_completion_queues();
         let (queue_thread_ended, queue_threads_ended) = unbounded();
         let environment = Arc::new(
             EnvBuilder::new()

@@ -34,7 +34,7 @@ use std::time::Instant;
 use futures_channel::oneshot;
 use futures_util::future::{self, Either};
 use futures_util::{FutureExt, SinkExt};
-use grpcio::{Deadline, RpcContext, ServerStreamingSink, UnarySink, WriteFlags};
+use grpcio::{Deadline, RpcContext, RpcStatus, ServerStreamingSink, UnarySink, WriteFlags};
 
 use super::InferenceService;
 use crate::metrics::{GaugeGuard, Outcome};
@@ -134,6 +134,48 @@ impl InferenceService {
         Ok(response)
     }
 
+    /// Admits one `ModelInfer` request for `caller`; its answer comes on the receiver.
+    fn admit_call(
+        &self,
+        request: &mut pb::ModelInferRequest,
+        caller: Arc<dyn Caller>,
+    ) -> (
+        Result<Arc<ModelVersion>, Refusal>,
+        oneshot::Receiver<Answer>,
+    ) {
+        let (answer, answered) = oneshot::channel::<Answer>();
+        let admitted = self.admit(request, caller, |version, delivery| {
+            Box::new(move |result| {
+                let _ = answer.send((version, delivery, result));
+            })
+        });
+        (admitted, answered)
+    }
+
+    /// Counts a refused call, and the status it gets.
+    fn refused(&self, refusal: Refusal, received: Instant) -> RpcStatus {
+        let Refusal { failure, version } = refusal;
+        self.finish(failure.outcome(), received, version.as_deref());
+        failure.status()
+    }
+
+    /// Makes and counts the reply to request `id` from its `answer`: the response, or the
+    /// status it fails with.
+    fn reply(
+        &self,
+        id: String,
+        answer: Answer,
+        received: Instant,
+    ) -> Result<pb::ModelInferResponse, RpcStatus> {
+        let (version, delivery, result) = answer;
+        let reply = self.respond(&version, id, &delivery, result);
+        let outcome = reply
+            .as_ref()
+            .map_or_else(Failure::outcome, |_| Outcome::Ok);
+        self.finish(outcome, received, Some(&version));
+        reply.map_err(|failure| failure.status())
+    }
+
     /// `ModelInfer` registered as server-streaming: one request, one answer, its caller
     /// watched while it waits (see the module comment).
     pub(super) fn model_infer_watched(
@@ -146,39 +188,27 @@ impl InferenceService {
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
         let deadline = ctx.deadline();
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Delivery, JobResult)>();
         let caller: Arc<dyn Caller> = Arc::clone(&abandoned) as _;
-        let admitted = self.admit(&mut request, caller, |version, delivery| {
-            Box::new(move |result| {
-                let _ = answer.send((version, delivery, result));
-            })
-        });
+        let (admitted, answered) = self.admit_call(&mut request, caller);
         let service = self.clone();
         let id = std::mem::take(&mut request.id);
         let task = async move {
             let routed = match admitted {
                 Ok(version) => version,
-                Err(refusal) => {
-                    service.finish(
-                        refusal.failure.outcome(),
-                        received,
-                        refusal.version.as_deref(),
-                    );
-                    return sink.fail(refusal.failure.status()).await;
-                }
+                Err(refusal) => return sink.fail(service.refused(refusal, received)).await,
             };
             // Wait for the answer, or for the caller to go (cancel, disconnect, deadline).
-            let result = {
+            let answer = {
                 let gone = future::poll_fn(|cx| match sink.poll_ready_unpin(cx) {
                     Poll::Ready(Err(_)) => Poll::Ready(()),
                     _ => Poll::Pending,
                 });
                 match future::select(answered, pin!(gone)).await {
-                    Either::Left((result, _)) => result.ok(),
+                    Either::Left((answer, _)) => answer.ok(),
                     Either::Right(((), _)) => None,
                 }
             };
-            let Some((version, delivery, result)) = result else {
+            let Some(answer) = answer else {
                 abandoned.store(true, Ordering::Relaxed);
                 let outcome = if deadline.exceeded() {
                     Outcome::Deadline
@@ -188,24 +218,15 @@ impl InferenceService {
                 service.finish(outcome, received, Some(&routed));
                 return Ok(());
             };
-            match service.respond(&version, id, &delivery, result) {
+            match service.reply(id, answer, received) {
                 Ok(response) => {
-                    service.finish(Outcome::Ok, received, Some(&version));
                     sink.send((response, WriteFlags::default())).await?;
                     sink.close().await
                 }
-                Err(failure) => {
-                    service.finish(failure.outcome(), received, Some(&version));
-                    sink.fail(failure.status()).await
-                }
+                Err(status) => sink.fail(status).await,
             }
         };
-        ctx.spawn(task.map(move |result: grpcio::Result<()>| {
-            if let Err(e) = result {
-                log::debug!("ModelInfer: reply not delivered: {e}");
-            }
-            drop(call);
-        }));
+        spawn_call(&ctx, call, task);
     }
 
     /// `ModelInfer` registered as unary: one request, one answer sent with its status in one
@@ -219,57 +240,46 @@ impl InferenceService {
     ) {
         let received = Instant::now();
         let call = GaugeGuard::begin(self.metrics.calls_in_flight());
-        let (answer, answered) = oneshot::channel::<(Arc<ModelVersion>, Delivery, JobResult)>();
-        let admitted = self.admit(
-            &mut request,
-            Arc::new(CallDeadline(ctx.deadline())),
-            |version, delivery| {
-                Box::new(move |result| {
-                    let _ = answer.send((version, delivery, result));
-                })
-            },
-        );
+        let caller = Arc::new(CallDeadline(ctx.deadline()));
+        let (admitted, answered) = self.admit_call(&mut request, caller);
         let service = self.clone();
         let id = std::mem::take(&mut request.id);
         let task = async move {
             let routed = match admitted {
                 Ok(version) => version,
-                Err(refusal) => {
-                    service.finish(
-                        refusal.failure.outcome(),
-                        received,
-                        refusal.version.as_deref(),
-                    );
-                    return sink.fail(refusal.failure.status()).await;
-                }
+                Err(refusal) => return sink.fail(service.refused(refusal, received)).await,
             };
             // Every job is answered (a dropped one as not run): the sender goes only with it.
-            let (version, delivery, result) = match answered.await {
-                Ok(answer) => answer,
-                Err(_) => {
-                    let failure = Failure::from(JobFailure::NotRun);
-                    service.finish(failure.outcome(), received, Some(&routed));
-                    return sink.fail(failure.status()).await;
-                }
+            let Ok(answer) = answered.await else {
+                let failure = Failure::from(JobFailure::NotRun);
+                service.finish(failure.outcome(), received, Some(&routed));
+                return sink.fail(failure.status()).await;
             };
-            match service.respond(&version, id, &delivery, result) {
-                Ok(response) => {
-                    service.finish(Outcome::Ok, received, Some(&version));
-                    sink.success(response).await
-                }
-                Err(failure) => {
-                    service.finish(failure.outcome(), received, Some(&version));
-                    sink.fail(failure.status()).await
-                }
+            match service.reply(id, answer, received) {
+                Ok(response) => sink.success(response).await,
+                Err(status) => sink.fail(status).await,
             }
         };
-        ctx.spawn(task.map(move |result: grpcio::Result<()>| {
-            if let Err(e) = result {
-                log::debug!("ModelInfer: reply not delivered: {e}");
-            }
-            drop(call);
-        }));
+        spawn_call(&ctx, call, task);
     }
+}
+
+/// What a `ModelInfer` request is answered with: the version that ran it, how its answer is
+/// made, and the job's result.
+type Answer = (Arc<ModelVersion>, Delivery, JobResult);
+
+/// Runs a call's `task` on its completion queue; the call counts as in flight until it ends.
+fn spawn_call(
+    ctx: &RpcContext,
+    call: GaugeGuard,
+    task: impl std::future::Future<Output = grpcio::Result<()>> + Send + 'static,
+) {
+    ctx.spawn(task.map(move |result| {
+        if let Err(e) = result {
+            log::debug!("ModelInfer: reply not delivered: {e}");
+        }
+        drop(call);
+    }));
 }
 
 /// A unary call's deadline, which only the clock tells has passed: grpcio's unary sink does
